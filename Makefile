@@ -1,0 +1,76 @@
+# Watchpost. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO          ?= go
+BIN         ?= bin
+CLANG       ?= clang-19
+STRIP       ?= llvm-strip-19
+GOTESTFLAGS ?=
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -s -w -X github.com/watchpost/watchpost/agent/version.Version=$(VERSION)
+STATIC      := CGO_ENABLED=0
+DATA        ?= /var/lib/watchpost
+KERNEL      ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the build and test tools from Debian and the Go proxy (root)
+	@scripts/install-deps.sh
+
+.PHONY: generate
+generate: ## Regenerate bpf2go output and protobuf code with the pinned tools
+	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./agent/kernel/...
+	@if [ -x scripts/gen-proto.sh ]; then scripts/gen-proto.sh; fi
+
+.PHONY: build
+build: ## Build the static agent, collector and CLI into bin/
+	@mkdir -p $(BIN)
+	$(STATIC) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./agent/cmd/... $(wildcard ./collector/cmd/...)
+
+.PHONY: build-arm64
+build-arm64: ## Cross-build the static binaries for arm64
+	@mkdir -p $(BIN)/arm64
+	$(STATIC) GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/arm64/ ./agent/cmd/... $(wildcard ./collector/cmd/...)
+
+.PHONY: run
+run: build ## Build and start Watchpost on this host (root): events stream to the terminal
+	@scripts/run.sh
+
+.PHONY: test
+test: ## Run every test: unit, and privileged ones against this kernel (root)
+	@scripts/test.sh
+
+.PHONY: test-unit
+test-unit: ## Run the unit tests only (no privileges)
+	$(GO) test $(GOTESTFLAGS) ./...
+
+.PHONY: vmtest
+vmtest: ## Run the privileged tests on a matrix of kernels under qemu (KERNEL=6.1 for one)
+	@vmtests/run.sh $(KERNEL)
+
+.PHONY: bench
+bench: build ## Run the benchmarks and rewrite docs/benchmarks.md
+	@scripts/bench.sh
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target briefly (FUZZTIME=10s each)
+	@scripts/fuzz.sh
+
+.PHONY: lint
+lint: ## go vet, gofmt, and the arm64 build
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	GOARCH=arm64 $(GO) vet ./...
+	$(STATIC) GOARCH=arm64 $(GO) build ./...
+
+.PHONY: check-generated
+check-generated: generate ## Regenerate everything and fail if the committed output differs
+	git diff --exit-code -- agent/kernel proto
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,302 @@
+// Package event defines the agent's own event types: what the kernel layer
+// produces, what enrichment fills in and what every output (stdout JSON, the
+// collector shipper, the spool) consumes. The JSON field names are a stable,
+// documented contract (docs/events.md): add fields, never rename them.
+package event
+
+import (
+	"fmt"
+	"time"
+)
+
+// Kind is the type of an event. The numeric values equal the kernel's
+// enum wp_event_type (bpf/watchpost.h); agent-generated kinds start at 100.
+type Kind uint16
+
+// Kinds. The kernel-produced ones must keep the values of enum wp_event_type.
+const (
+	KindUnknown       Kind = 0
+	KindExec          Kind = 1
+	KindClone         Kind = 2
+	KindExit          Kind = 3
+	KindFileOpen      Kind = 4
+	KindFileUnlink    Kind = 5
+	KindFileRename    Kind = 6
+	KindFileChmod     Kind = 7
+	KindFileChown     Kind = 8
+	KindFileTruncate  Kind = 9
+	KindFileMkdir     Kind = 10
+	KindFileRmdir     Kind = 11
+	KindFileLink      Kind = 12
+	KindFileSymlink   Kind = 13
+	KindNetConnect    Kind = 14
+	KindNetAccept     Kind = 15
+	KindNetListen     Kind = 16
+	KindNetBind       Kind = 17
+	KindNetClose      Kind = 18
+	KindNetUDPFlow    Kind = 19
+	KindNetSocket     Kind = 20
+	KindModuleLoad    Kind = 21
+	KindPtrace        Kind = 22
+	KindCredChange    Kind = 23
+	KindBPF           Kind = 24
+	KindMount         Kind = 25
+	KindUmount        Kind = 26
+	KindClockChange   Kind = 27
+	KindSignal        Kind = 28
+	KindMemfdExec     Kind = 29
+	kindKernelMax     Kind = 30
+	KindHealth        Kind = 100 // periodic agent health and counters
+	KindGap           Kind = 101 // events were shed; how many and of what
+	KindAgentStart    Kind = 102
+	KindAgentStop     Kind = 103
+	kindAgentMax      Kind = 104
+	kindAgentKindBase Kind = 100
+)
+
+var kindNames = map[Kind]string{
+	KindExec: "exec", KindClone: "clone", KindExit: "exit",
+	KindFileOpen: "file_open", KindFileUnlink: "file_unlink", KindFileRename: "file_rename",
+	KindFileChmod: "file_chmod", KindFileChown: "file_chown", KindFileTruncate: "file_truncate",
+	KindFileMkdir: "file_mkdir", KindFileRmdir: "file_rmdir", KindFileLink: "file_link",
+	KindFileSymlink: "file_symlink",
+	KindNetConnect:  "net_connect", KindNetAccept: "net_accept", KindNetListen: "net_listen",
+	KindNetBind: "net_bind", KindNetClose: "net_close", KindNetUDPFlow: "net_udp_flow",
+	KindNetSocket:  "net_socket",
+	KindModuleLoad: "module_load", KindPtrace: "ptrace", KindCredChange: "cred_change",
+	KindBPF: "bpf", KindMount: "mount", KindUmount: "umount", KindClockChange: "clock_change",
+	KindSignal: "signal", KindMemfdExec: "memfd_exec",
+	KindHealth: "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
+}
+
+var kindByName = func() map[string]Kind {
+	m := make(map[string]Kind, len(kindNames))
+	for k, n := range kindNames {
+		m[n] = k
+	}
+	return m
+}()
+
+// String returns the stable name used in JSON, configuration and queries.
+func (k Kind) String() string {
+	if n, ok := kindNames[k]; ok {
+		return n
+	}
+	return fmt.Sprintf("kind(%d)", uint16(k))
+}
+
+// ParseKind maps a name back to its Kind.
+func ParseKind(name string) (Kind, error) {
+	if k, ok := kindByName[name]; ok {
+		return k, nil
+	}
+	return KindUnknown, fmt.Errorf("unknown event type %q", name)
+}
+
+// Kinds lists every known kind in numeric order.
+func Kinds() []Kind {
+	out := make([]Kind, 0, len(kindNames))
+	for k := KindExec; k < kindKernelMax; k++ {
+		out = append(out, k)
+	}
+	for k := kindAgentKindBase; k < kindAgentMax; k++ {
+		out = append(out, k)
+	}
+	return out
+}
+
+// KernelKinds is the number of kernel-produced kinds (valid kernel type
+// values are 1..KernelKinds-1).
+const KernelKinds = int(kindKernelMax)
+
+// MarshalText makes kinds appear by name in JSON.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText parses a kind name.
+func (k *Kind) UnmarshalText(b []byte) error {
+	v, err := ParseKind(string(b))
+	if err != nil {
+		return err
+	}
+	*k = v
+	return nil
+}
+
+// SecurityCritical reports whether a kind must never be rate limited or
+// shed: process starts, privilege and kernel changes, tampering signals.
+func (k Kind) SecurityCritical() bool {
+	switch k {
+	case KindExec, KindModuleLoad, KindPtrace, KindCredChange, KindBPF, KindMount,
+		KindUmount, KindClockChange, KindMemfdExec, KindGap, KindHealth, KindAgentStart, KindAgentStop:
+		return true
+	}
+	return false
+}
+
+// Process is the process an event is about (the actor).
+type Process struct {
+	PID         uint32   `json:"pid"`
+	TID         uint32   `json:"tid,omitempty"`
+	PPID        uint32   `json:"ppid"`
+	UID         uint32   `json:"uid"`
+	GID         uint32   `json:"gid"`
+	EUID        uint32   `json:"euid"`
+	EGID        uint32   `json:"egid"`
+	LoginUID    uint32   `json:"auid"`
+	SessionID   uint32   `json:"session_id"`
+	CgroupID    uint64   `json:"cgroup_id,omitempty"`
+	Comm        string   `json:"comm"`
+	Exe         string   `json:"exe,omitempty"`
+	Args        []string `json:"args,omitempty"`
+	Cwd         string   `json:"cwd,omitempty"`
+	TTY         string   `json:"tty,omitempty"`
+	StartBootNS uint64   `json:"start_boot_ns,omitempty"`
+	Container   string   `json:"container,omitempty"`
+}
+
+// Ancestor is one step up the process tree: parent first, then grandparent.
+type Ancestor struct {
+	PID  uint32   `json:"pid"`
+	Comm string   `json:"comm,omitempty"`
+	Exe  string   `json:"exe,omitempty"`
+	Args []string `json:"args,omitempty"`
+	UID  uint32   `json:"uid"`
+}
+
+// Exec details. The executable path is the kernel's (mm->exe_file), never argv[0].
+type Exec struct {
+	ArgsTruncated bool   `json:"args_truncated,omitempty"`
+	ExeTruncated  bool   `json:"exe_truncated,omitempty"`
+	Argc          uint32 `json:"argc"`
+	ExeInode      uint64 `json:"exe_inode"`
+	ExeDev        string `json:"exe_dev"` // major:minor
+}
+
+// Clone describes a fork or clone made by the event's process.
+type Clone struct {
+	ChildPID uint32 `json:"child_pid"`
+	ChildTID uint32 `json:"child_tid"`
+	Thread   bool   `json:"thread"`
+}
+
+// Exit describes the end of a process (its last thread).
+type Exit struct {
+	Code       int    `json:"code"`             // exit status when not signalled
+	Signal     int    `json:"signal,omitempty"` // terminating signal, 0 when exited normally
+	CoreDumped bool   `json:"core_dumped,omitempty"`
+	LifetimeNS uint64 `json:"lifetime_ns"`
+}
+
+// File is a file-system action.
+type File struct {
+	Path          string `json:"path"`
+	NewPath       string `json:"new_path,omitempty"` // rename, link, symlink target
+	PathTruncated bool   `json:"path_truncated,omitempty"`
+	Flags         uint32 `json:"flags,omitempty"` // open flags (O_*)
+	Mode          uint32 `json:"mode,omitempty"`
+	Write         bool   `json:"write,omitempty"` // opened for writing, or a modifying call
+	Result        int32  `json:"result"`          // syscall return value (fd or -errno)
+	Inode         uint64 `json:"inode,omitempty"`
+	Dev           string `json:"dev,omitempty"`      // major:minor of the file system
+	RDev          string `json:"rdev,omitempty"`     // major:minor for device files
+	DevKind       string `json:"dev_kind,omitempty"` // "char" or "block" for device files
+	UID           uint32 `json:"owner_uid,omitempty"`
+	GID           uint32 `json:"owner_gid,omitempty"`
+}
+
+// Net is a socket action. Addresses are strings (IPv4-mapped IPv6 is
+// normalised to IPv4).
+type Net struct {
+	Family     string `json:"family"`   // inet, inet6, packet, unix, ...
+	Protocol   string `json:"protocol"` // tcp, udp, raw, ...
+	SockType   string `json:"sock_type,omitempty"`
+	SrcAddr    string `json:"src_addr,omitempty"`
+	SrcPort    uint16 `json:"src_port,omitempty"`
+	DstAddr    string `json:"dst_addr,omitempty"`
+	DstPort    uint16 `json:"dst_port,omitempty"`
+	Result     int32  `json:"result"`
+	BytesSent  uint64 `json:"bytes_sent,omitempty"`
+	BytesRecv  uint64 `json:"bytes_recv,omitempty"`
+	DurationNS uint64 `json:"duration_ns,omitempty"`
+	Direction  string `json:"direction,omitempty"` // outbound, inbound
+	Cookie     uint64 `json:"socket_cookie,omitempty"`
+}
+
+// Security is a privilege, kernel-integrity or tampering action.
+type Security struct {
+	Operation  string `json:"operation"`            // e.g. setuid, capset, init_module, attach
+	TargetPID  uint32 `json:"target_pid,omitempty"` // ptrace, signal
+	TargetComm string `json:"target_comm,omitempty"`
+	Signal     int    `json:"signal,omitempty"`
+	Name       string `json:"name,omitempty"` // module name, mount source, bpf command ...
+	Path       string `json:"path,omitempty"` // mount point, memfd name ...
+	FSType     string `json:"fs_type,omitempty"`
+	OldID      int64  `json:"old_id,omitempty"` // credential change: before
+	NewID      int64  `json:"new_id,omitempty"` // credential change: after
+	Flags      uint64 `json:"flags,omitempty"`
+	Result     int32  `json:"result"`
+}
+
+// Industrial tags link an event to plant protocols and fieldbus devices.
+type Industrial struct {
+	Protocol string `json:"protocol,omitempty"` // modbus, s7comm, dnp3 ...
+	Fieldbus string `json:"fieldbus,omitempty"` // ttyS, ttyUSB, ttyACM ...
+	Device   string `json:"device,omitempty"`   // the device path that was opened
+	Sniffing bool   `json:"sniffing,omitempty"` // raw or packet socket
+}
+
+// Counter is one named drop or delivery counter.
+type Counter struct {
+	Kind   string `json:"kind"`
+	Reason string `json:"reason"`
+	Count  uint64 `json:"count"`
+}
+
+// Health is the agent's periodic self-report.
+type Health struct {
+	Version     string    `json:"version"`
+	Kernel      string    `json:"kernel"`
+	CapturePath string    `json:"capture_path"`
+	Programs    []string  `json:"programs"`
+	Produced    uint64    `json:"produced"`
+	Delivered   uint64    `json:"delivered"`
+	Filtered    uint64    `json:"filtered"`
+	Dropped     uint64    `json:"dropped"`
+	SpoolBytes  uint64    `json:"spool_bytes,omitempty"`
+	Counters    []Counter `json:"counters,omitempty"`
+}
+
+// Gap records events that were shed rather than delivered.
+type Gap struct {
+	Reason   string    `json:"reason"`
+	Counters []Counter `json:"counters"`
+}
+
+// Event is one observation. Exactly one of the detail pointers matching
+// Kind is set (none for kinds without details).
+type Event struct {
+	Kind     Kind       `json:"type"`
+	Time     time.Time  `json:"time"`    // wall clock
+	BootNS   uint64     `json:"boot_ns"` // boot-relative (CLOCK_BOOTTIME) nanoseconds
+	Seq      uint64     `json:"seq"`     // per-agent-run sequence number
+	Host     string     `json:"host,omitempty"`
+	CPU      uint32     `json:"cpu"`
+	Process  Process    `json:"process"`
+	Ancestry []Ancestor `json:"ancestry,omitempty"`
+
+	Exec       *Exec       `json:"exec,omitempty"`
+	Clone      *Clone      `json:"clone,omitempty"`
+	Exit       *Exit       `json:"exit,omitempty"`
+	File       *File       `json:"file,omitempty"`
+	Net        *Net        `json:"net,omitempty"`
+	Security   *Security   `json:"security,omitempty"`
+	Industrial *Industrial `json:"industrial,omitempty"`
+	Health     *Health     `json:"health,omitempty"`
+	Gap        *Gap        `json:"gap,omitempty"`
+}
+
+// DevString formats a kernel dev_t (new encoding, as in struct
+// super_block.s_dev and inode.i_rdev) as "major:minor".
+func DevString(dev uint32) string {
+	return fmt.Sprintf("%d:%d", dev>>20, dev&((1<<20)-1))
+}

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Canonical absolute paths from a struct path, resolved in the kernel by
+ * walking dentries and crossing mount points, without bpf_d_path (which
+ * tracepoint programs may not call). */
+#ifndef WP_PATH_H
+#define WP_PATH_H
+
+#include "common.h"
+
+#define WP_PATH_MASK (WP_PATH_MAX - 1)
+#define WP_PATH_DEPTH 64
+
+/* Scratch space: names are written backwards from the end of the first
+ * half; the second half only exists so that every masked write is in
+ * bounds for the verifier. */
+struct wp_path_scratch {
+	char buf[WP_PATH_MAX * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wp_path_scratch);
+} wp_path_heap SEC(".maps");
+
+static __always_inline struct wp_path_scratch *wp_path_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&wp_path_heap, &zero);
+}
+
+/* wp_resolve_path builds the absolute path of p in s and returns the offset
+ * where it starts (the path runs to WP_PATH_MAX - 1; no NUL). *trunc is set
+ * when components were lost. */
+static __always_inline int wp_resolve_path(const struct path *p, struct wp_path_scratch *s, bool *trunc)
+{
+	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct dentry *dentry = BPF_CORE_READ(p, dentry);
+	struct vfsmount *vfsmnt = BPF_CORE_READ(p, mnt);
+	struct mount *mnt = (struct mount *)((void *)vfsmnt - mnt_off);
+	struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+	int off = WP_PATH_MAX - 1;
+	bool done = false;
+	int i;
+
+	*trunc = false;
+	for (i = 0; i < WP_PATH_DEPTH; i++) {
+		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+
+		if (dentry == mnt_root || dentry == parent) {
+			if (dentry != mnt_root) {
+				/* Not reachable from the mount root: a detached
+				 * or internal (pipe, socket, anon) file. */
+				done = true;
+				break;
+			}
+			if (mnt == mnt_parent) {
+				done = true;
+				break;
+			}
+			/* Step from this mount's root to where it is mounted. */
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = mnt_parent;
+			mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			vfsmnt = (struct vfsmount *)((void *)mnt + mnt_off);
+			continue;
+		}
+
+		struct qstr d_name = {};
+		bpf_core_read(&d_name, sizeof(d_name), &dentry->d_name);
+		__u32 len = d_name.len & WP_PATH_MASK;
+		if ((int)len + 1 > off) {
+			*trunc = true;
+			done = true;
+			break;
+		}
+		off -= len;
+		bpf_probe_read_kernel(&s->buf[off & WP_PATH_MASK], len, d_name.name);
+		off -= 1;
+		s->buf[off & WP_PATH_MASK] = '/';
+		dentry = parent;
+	}
+	if (!done)
+		*trunc = true;
+	if (off == WP_PATH_MAX - 1) {
+		/* The root itself. */
+		off -= 1;
+		s->buf[off & WP_PATH_MASK] = '/';
+	}
+	return off;
+}
+
+/* wp_copy_path resolves p and copies it to dst (at most WP_PATH_MAX - 1
+ * bytes). It returns the length written. */
+static __always_inline __u32 wp_copy_path(char *dst, const struct path *p, bool *trunc)
+{
+	struct wp_path_scratch *s = wp_path_scratch();
+	if (!s)
+		return 0;
+	int off = wp_resolve_path(p, s, trunc);
+	__u32 len = (WP_PATH_MAX - 1 - off) & WP_PATH_MASK;
+	bpf_probe_read_kernel(dst, len, &s->buf[off & WP_PATH_MASK]);
+	return len;
+}
+
+#endif /* WP_PATH_H */

@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Process lifecycle: exec, clone/fork, exit. tp_btf on the sched
+ * tracepoints (kernel >= 5.5), so the task pointers are typed. */
+#ifndef WP_PROCESS_H
+#define WP_PROCESS_H
+
+#include "lib/common.h"
+#include "lib/path.h"
+
+#define WP_EXEC_OFF_MASK ((WP_PATH_MAX * 2) - 1)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wp_exec_event);
+} wp_exec_heap SEC(".maps");
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(wp_sched_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct wp_config *cfg;
+	if (!wp_want(WP_EV_EXEC, &cfg))
+		return 0;
+
+	__u32 zero = 0;
+	struct wp_exec_event *e = bpf_map_lookup_elem(&wp_exec_heap, &zero);
+	if (!e)
+		return 0;
+
+	wp_fill_hdr(&e->hdr, WP_EV_EXEC, task);
+	const struct cred *cred = BPF_CORE_READ(task, real_cred);
+	e->euid = BPF_CORE_READ(cred, euid.val);
+	e->egid = BPF_CORE_READ(cred, egid.val);
+	e->auid = BPF_CORE_READ(task, loginuid.val);
+	e->sessionid = BPF_CORE_READ(task, sessionid);
+	e->start_boot_ns = BPF_CORE_READ(task, start_boottime);
+	e->argc = BPF_CORE_READ(bprm, argc);
+	e->_pad0 = 0;
+
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	struct file *exe = BPF_CORE_READ(mm, exe_file);
+	e->exe_ino = BPF_CORE_READ(exe, f_inode, i_ino);
+	e->exe_dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+
+	bool trunc = false;
+	__u32 exe_len = wp_copy_path(e->buf, &exe->f_path, &trunc);
+	if (trunc)
+		e->hdr.flags |= WP_F_EXE_TRUNC;
+	e->exe_len = exe_len;
+
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	__u32 off = exe_len & WP_PATH_MASK;
+	__u32 cwd_len = wp_copy_path(&e->buf[off], &fs->pwd, &trunc);
+	if (trunc)
+		e->hdr.flags |= WP_F_CWD_TRUNC;
+	e->cwd_len = cwd_len;
+	off = (off + (cwd_len & WP_PATH_MASK)) & WP_EXEC_OFF_MASK;
+
+	unsigned long arg_start = BPF_CORE_READ(mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
+	__u64 args_len = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (args_len > WP_ARGS_MAX - 1) {
+		args_len = WP_ARGS_MAX - 1;
+		e->hdr.flags |= WP_F_ARGS_TRUNC;
+	}
+	args_len &= WP_PATH_MASK;
+	if (bpf_probe_read_user(&e->buf[off], args_len, (void *)arg_start))
+		args_len = 0;
+	e->args_len = args_len;
+
+	__builtin_memset(e->tty, 0, sizeof(e->tty));
+	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
+	if (tty)
+		bpf_probe_read_kernel_str(e->tty, sizeof(e->tty), &tty->name);
+
+	__u64 size = offsetof(struct wp_exec_event, buf) + off + args_len;
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	wp_output(cfg, e, size, WP_EV_EXEC, true);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(wp_sched_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct wp_config *cfg;
+	if (!wp_want(WP_EV_CLONE, &cfg))
+		return 0;
+
+	__u32 child_pid = BPF_CORE_READ(child, tgid);
+	__u32 child_tid = BPF_CORE_READ(child, pid);
+	bool thread = child_pid != child_tid;
+	if (thread && !(cfg->flags & WP_CFG_THREADS)) {
+		wp_count(WP_EV_CLONE, WP_STAT_FILTERED);
+		return 0;
+	}
+
+	struct wp_clone_event *e = bpf_ringbuf_reserve(&wp_events, sizeof(*e), 0);
+	if (!e) {
+		wp_count(WP_EV_CLONE, WP_STAT_RING_FULL);
+		return 0;
+	}
+	wp_fill_hdr(&e->hdr, WP_EV_CLONE, parent);
+	if (thread)
+		e->hdr.flags |= WP_F_THREAD;
+	e->child_pid = child_pid;
+	e->child_tid = child_tid;
+	bpf_ringbuf_submit(e, wp_wakeup_flags(cfg, false));
+	wp_count(WP_EV_CLONE, WP_STAT_EMITTED);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(wp_sched_exit, struct task_struct *task)
+{
+	/* Only the last thread of a process reports: by now do_exit has
+	 * decremented signal->live, so zero means the group is dead. */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+
+	struct wp_config *cfg;
+	if (!wp_want(WP_EV_EXIT, &cfg))
+		return 0;
+
+	struct wp_exit_event *e = bpf_ringbuf_reserve(&wp_events, sizeof(*e), 0);
+	if (!e) {
+		wp_count(WP_EV_EXIT, WP_STAT_RING_FULL);
+		return 0;
+	}
+	wp_fill_hdr(&e->hdr, WP_EV_EXIT, task);
+	__u32 code = BPF_CORE_READ(task, exit_code);
+	e->exit_code = code;
+	if (code & 0x7f)
+		e->hdr.flags |= WP_F_SIGNALED;
+	if (code & 0x80)
+		e->hdr.flags |= WP_F_CORE;
+	e->_pad0 = 0;
+	e->start_boot_ns = BPF_CORE_READ(task, start_boottime);
+	bpf_ringbuf_submit(e, wp_wakeup_flags(cfg, true));
+	wp_count(WP_EV_EXIT, WP_STAT_EMITTED);
+	return 0;
+}
+
+#endif /* WP_PROCESS_H */
