@@ -126,8 +126,10 @@ const (
 )
 
 type wpWpPathScratch struct {
-	_   structs.HostLayout
-	Buf [8192]int8
+	_    structs.HostLayout
+	Buf  [8192]int8
+	Off  int32
+	Pad0 uint32
 }
 
 type wpWpStat uint32

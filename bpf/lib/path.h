@@ -15,6 +15,13 @@
  * bounds for the verifier. */
 struct wp_path_scratch {
 	char buf[WP_PATH_MAX * 2];
+	/* The write offset lives in map memory, not in a register, on purpose:
+	 * the verifier then sees an unknown (masked) scalar at every iteration,
+	 * so the states of the loop's branches are equivalent and pruned.
+	 * Kept in a register, each iteration's range differs and a 64-step
+	 * walk exceeds the one-million-instruction limit. */
+	__s32 off;
+	__u32 _pad0;
 };
 
 struct {
@@ -40,11 +47,11 @@ static __always_inline int wp_resolve_path(const struct path *p, struct wp_path_
 	struct vfsmount *vfsmnt = BPF_CORE_READ(p, mnt);
 	struct mount *mnt = (struct mount *)((void *)vfsmnt - mnt_off);
 	struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-	int off = WP_PATH_MAX - 1;
 	bool done = false;
-	int i;
+	int i, off;
 
 	*trunc = false;
+	s->off = WP_PATH_MAX - 1;
 	for (i = 0; i < WP_PATH_DEPTH; i++) {
 		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
 		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
@@ -71,6 +78,7 @@ static __always_inline int wp_resolve_path(const struct path *p, struct wp_path_
 		struct qstr d_name = {};
 		bpf_core_read(&d_name, sizeof(d_name), &dentry->d_name);
 		__u32 len = d_name.len & WP_PATH_MASK;
+		off = s->off;
 		if ((int)len + 1 > off) {
 			*trunc = true;
 			done = true;
@@ -80,10 +88,12 @@ static __always_inline int wp_resolve_path(const struct path *p, struct wp_path_
 		bpf_probe_read_kernel(&s->buf[off & WP_PATH_MASK], len, d_name.name);
 		off -= 1;
 		s->buf[off & WP_PATH_MASK] = '/';
+		s->off = off;
 		dentry = parent;
 	}
 	if (!done)
 		*trunc = true;
+	off = s->off;
 	if (off == WP_PATH_MAX - 1) {
 		/* The root itself. */
 		off -= 1;

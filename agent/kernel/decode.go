@@ -1,0 +1,183 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/watchpost/watchpost/agent/event"
+)
+
+// errShort is returned for a record shorter than its fixed part.
+var errShort = errors.New("record shorter than its type's fixed part")
+
+// decoder turns raw ring-buffer records into events. It is used by one
+// goroutine; the scratch struct is reused for the large exec record.
+type decoder struct {
+	clock *bootClock
+	exec  wpWpExecEvent
+}
+
+func newDecoder(c *bootClock) *decoder { return &decoder{clock: c} }
+
+var (
+	hdrSize       = int(unsafe.Sizeof(wpWpEventHdr{}))
+	execFixedSize = int(unsafe.Offsetof(wpWpExecEvent{}.Buf))
+	cloneSize     = int(unsafe.Sizeof(wpWpCloneEvent{}))
+	exitSize      = int(unsafe.Sizeof(wpWpExitEvent{}))
+)
+
+// decode is a pure function of the record bytes (and the boot clock).
+func (d *decoder) decode(raw []byte) (*event.Event, error) {
+	if len(raw) < hdrSize {
+		return nil, fmt.Errorf("record of %d bytes: %w", len(raw), errShort)
+	}
+	hdr := (*wpWpEventHdr)(unsafe.Pointer(&raw[0]))
+	ev := &event.Event{}
+	d.header(ev, hdr)
+	switch wpWpEventType(hdr.Type) {
+	case wpWpEventTypeWP_EV_EXEC:
+		return ev, d.decodeExec(ev, raw)
+	case wpWpEventTypeWP_EV_CLONE:
+		if len(raw) < cloneSize {
+			return nil, fmt.Errorf("clone record of %d bytes: %w", len(raw), errShort)
+		}
+		r := (*wpWpCloneEvent)(unsafe.Pointer(&raw[0]))
+		ev.Clone = &event.Clone{ChildPID: r.ChildPid, ChildTID: r.ChildTid, Thread: r.Hdr.Flags&uint16(wpWpFlagsWP_F_THREAD) != 0}
+		return ev, nil
+	case wpWpEventTypeWP_EV_EXIT:
+		if len(raw) < exitSize {
+			return nil, fmt.Errorf("exit record of %d bytes: %w", len(raw), errShort)
+		}
+		r := (*wpWpExitEvent)(unsafe.Pointer(&raw[0]))
+		ev.Exit = decodeExit(r.ExitCode, ev.BootNS, r.StartBootNs)
+		ev.Process.StartBootNS = r.StartBootNs
+		return ev, nil
+	}
+	return nil, fmt.Errorf("unknown record type %d", hdr.Type)
+}
+
+func (d *decoder) header(ev *event.Event, h *wpWpEventHdr) {
+	ev.Kind = event.Kind(h.Type)
+	ev.BootNS = h.TsBootNs
+	ev.Time = d.clock.wall(h.TsBootNs)
+	ev.CPU = h.Cpu
+	ev.Process = event.Process{
+		PID:      h.Pid,
+		TID:      h.Tid,
+		PPID:     h.Ppid,
+		UID:      h.Uid,
+		GID:      h.Gid,
+		EUID:     h.Uid,
+		EGID:     h.Gid,
+		LoginUID: ^uint32(0),
+		CgroupID: h.CgroupId,
+		Comm:     cString(h.Comm[:]),
+	}
+}
+
+func (d *decoder) decodeExec(ev *event.Event, raw []byte) error {
+	if len(raw) < execFixedSize {
+		return fmt.Errorf("exec record of %d bytes: %w", len(raw), errShort)
+	}
+	e := &d.exec
+	n := copy(unsafe.Slice((*byte)(unsafe.Pointer(e)), unsafe.Sizeof(*e)), raw)
+	used := n - execFixedSize
+	exeLen, cwdLen, argsLen := int(e.ExeLen), int(e.CwdLen), int(e.ArgsLen)
+	if exeLen+cwdLen+argsLen > used {
+		return fmt.Errorf("exec record: lengths %d+%d+%d exceed the %d bytes sent", exeLen, cwdLen, argsLen, used)
+	}
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&e.Buf[0])), used)
+	p := &ev.Process
+	p.EUID, p.EGID = e.Euid, e.Egid
+	p.LoginUID, p.SessionID = e.Auid, e.Sessionid
+	p.StartBootNS = e.StartBootNs
+	p.Exe = string(buf[:exeLen])
+	p.Cwd = string(buf[exeLen : exeLen+cwdLen])
+	p.Args = splitArgs(buf[exeLen+cwdLen : exeLen+cwdLen+argsLen])
+	p.TTY = cString(e.Tty[:])
+	flags := e.Hdr.Flags
+	ev.Exec = &event.Exec{
+		ArgsTruncated: flags&uint16(wpWpFlagsWP_F_ARGS_TRUNC) != 0,
+		ExeTruncated:  flags&uint16(wpWpFlagsWP_F_EXE_TRUNC) != 0,
+		Argc:          e.Argc,
+		ExeInode:      e.ExeIno,
+		ExeDev:        event.DevString(e.ExeDev),
+	}
+	return nil
+}
+
+// decodeExit splits a raw wait status as the kernel stores it in
+// task->exit_code: the low 7 bits are a terminating signal, bit 7 a core
+// dump, bits 8-15 the exit status.
+func decodeExit(code uint32, now, start uint64) *event.Exit {
+	x := &event.Exit{}
+	if sig := code & 0x7f; sig != 0 {
+		x.Signal = int(sig)
+		x.CoreDumped = code&0x80 != 0
+	} else {
+		x.Code = int((code >> 8) & 0xff)
+	}
+	if now > start {
+		x.LifetimeNS = now - start
+	}
+	return x
+}
+
+// splitArgs splits the NUL-separated argument area. A truncated last
+// argument is kept as far as it was read.
+func splitArgs(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	s := string(b)
+	s = strings.TrimSuffix(s, "\x00")
+	return strings.Split(s, "\x00")
+}
+
+func cString[T int8 | byte](b []T) string {
+	bs := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b))
+	for i, c := range bs {
+		if c == 0 {
+			return string(bs[:i])
+		}
+	}
+	return string(bs)
+}
+
+// bootClock converts CLOCK_BOOTTIME nanoseconds to wall-clock time. The
+// offset is re-read periodically so clock changes are followed.
+type bootClock struct {
+	offset atomic.Int64 // wall ns - boot ns
+}
+
+func newBootClock() *bootClock {
+	c := &bootClock{}
+	c.resync()
+	return c
+}
+
+func (c *bootClock) resync() {
+	var ts unix.Timespec
+	before := time.Now()
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	after := time.Now()
+	mid := before.Add(after.Sub(before) / 2)
+	c.offset.Store(mid.UnixNano() - ts.Nano())
+}
+
+func (c *bootClock) wall(bootNS uint64) time.Time {
+	return time.Unix(0, int64(bootNS)+c.offset.Load()).UTC()
+}
+
+// BootNow returns the current CLOCK_BOOTTIME in nanoseconds.
+func BootNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return uint64(ts.Nano())
+}

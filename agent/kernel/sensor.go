@@ -1,0 +1,299 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/rs/zerolog"
+
+	"github.com/watchpost/watchpost/agent/event"
+)
+
+// Config is what the kernel side needs from the agent's configuration.
+type Config struct {
+	// RingBytes is the ring buffer size; a power of two multiple of the page size.
+	RingBytes int
+	// WakeupBytes forces a reader wakeup once this much data is pending.
+	WakeupBytes uint64
+	// PollInterval is the reader's backstop poll when no wakeup came.
+	PollInterval time.Duration
+	// QueueLen bounds the hand-off queue between the reader and the pipeline.
+	QueueLen int
+	// Kinds lists the wanted event kinds; empty means all.
+	Kinds []event.Kind
+	// Threads also reports clones that create threads.
+	Threads bool
+	// AgentPID is never reported (the agent's own activity).
+	AgentPID uint32
+}
+
+// DefaultConfig returns the settings documented in docs/configuration.md.
+func DefaultConfig() Config {
+	return Config{
+		RingBytes:    8 << 20,
+		WakeupBytes:  256 << 10,
+		PollInterval: 100 * time.Millisecond,
+		QueueLen:     65536,
+		AgentPID:     uint32(os.Getpid()),
+	}
+}
+
+// Validate checks the configuration and names the bad setting.
+func (c Config) Validate() error {
+	page := os.Getpagesize()
+	if c.RingBytes < page || c.RingBytes&(c.RingBytes-1) != 0 || c.RingBytes%page != 0 {
+		return fmt.Errorf("kernel.ring_bytes: %d is not a power of two multiple of the page size (%d)", c.RingBytes, page)
+	}
+	if c.WakeupBytes == 0 || c.WakeupBytes > uint64(c.RingBytes) {
+		return fmt.Errorf("kernel.wakeup_bytes: %d must be between 1 and ring_bytes (%d)", c.WakeupBytes, c.RingBytes)
+	}
+	if c.PollInterval < time.Millisecond || c.PollInterval > 10*time.Second {
+		return fmt.Errorf("kernel.poll_interval: %s must be between 1ms and 10s", c.PollInterval)
+	}
+	if c.QueueLen < 1 {
+		return fmt.Errorf("kernel.queue_len: %d must be positive", c.QueueLen)
+	}
+	for _, k := range c.Kinds {
+		if int(k) <= 0 || int(k) >= event.KernelKinds {
+			return fmt.Errorf("kernel.kinds: %s is not produced by the kernel", k)
+		}
+	}
+	return nil
+}
+
+func (c Config) eventMask() uint64 {
+	if len(c.Kinds) == 0 {
+		return ^uint64(0)
+	}
+	var m uint64
+	for _, k := range c.Kinds {
+		m |= 1 << uint(k)
+	}
+	return m
+}
+
+// Sensor owns the loaded programs, their links and the ring reader.
+type Sensor struct {
+	log      zerolog.Logger
+	cfg      Config
+	features Features
+	coll     *ebpf.Collection
+	links    []link.Link
+	attached []string
+	reader   *ringbuf.Reader
+	queue    chan *event.Event
+	clock    *bootClock
+
+	// Counted in user space, per kind.
+	queueFull [event.KernelKinds]atomic.Uint64
+	decodeErr atomic.Uint64
+	read      atomic.Uint64
+
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{}
+}
+
+// Load probes the host, loads and configures the programs and attaches
+// them. Nothing is attached when it fails.
+func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	feat, err := Probe()
+	if err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising the memlock limit (kernels before 5.11 charge BPF maps to it): %w", err)
+	}
+	spec, err := loadWp()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	spec.Maps["wp_events"].MaxEntries = uint32(cfg.RingBytes)
+
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		Programs: ebpf.ProgramOptions{LogSizeStart: 1 << 20},
+	})
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading BPF programs: %w\n%s", err, strings.Join(tail(verr.Log, 30), "\n"))
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	s := &Sensor{
+		log:      log.With().Str("component", "kernel").Logger(),
+		cfg:      cfg,
+		features: feat,
+		coll:     coll,
+		queue:    make(chan *event.Event, cfg.QueueLen),
+		clock:    newBootClock(),
+		done:     make(chan struct{}),
+	}
+	if err := s.configure(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.attach(spec); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.reader, err = ringbuf.NewReader(coll.Maps["wp_events"])
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("opening the ring buffer reader: %w", err)
+	}
+	s.log.Info().Str("capture_path", feat.CapturePath).Strs("programs", s.attached).
+		Int("ring_bytes", cfg.RingBytes).Bool("fentry", feat.Fentry).Bool("lsm", feat.LSM).
+		Bool("kprobes", feat.Kprobes).Msg("kernel programs attached")
+	return s, nil
+}
+
+func tail(lines []string, n int) []string {
+	if len(lines) > n {
+		return lines[len(lines)-n:]
+	}
+	return lines
+}
+
+// configure writes the run-time configuration map.
+func (s *Sensor) configure() error {
+	var flags uint32
+	if s.cfg.Threads {
+		flags |= uint32(wpWpConfigFlagsWP_CFG_THREADS)
+	}
+	c := wpWpConfig{
+		EventMask:   s.cfg.eventMask(),
+		WakeupBytes: s.cfg.WakeupBytes,
+		AgentTgid:   s.cfg.AgentPID,
+		Flags:       flags,
+	}
+	if err := s.coll.Maps["wp_config_map"].Put(uint32(0), &c); err != nil {
+		return fmt.Errorf("writing the BPF configuration map: %w", err)
+	}
+	return nil
+}
+
+// attach links every loaded program by its section name, in a stable order.
+func (s *Sensor) attach(spec *ebpf.CollectionSpec) error {
+	names := make([]string, 0, len(s.coll.Programs))
+	for name := range s.coll.Programs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		prog := s.coll.Programs[name]
+		section := spec.Programs[name].SectionName
+		l, err := attachBySection(prog, section)
+		if err != nil {
+			return fmt.Errorf("attaching %s (%s): %w", name, section, err)
+		}
+		s.links = append(s.links, l)
+		s.attached = append(s.attached, section)
+	}
+	return nil
+}
+
+func attachBySection(prog *ebpf.Program, section string) (link.Link, error) {
+	kind, target, _ := strings.Cut(section, "/")
+	switch kind {
+	case "tp_btf":
+		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	case "tracepoint", "tp":
+		group, name, ok := strings.Cut(target, "/")
+		if !ok {
+			return nil, fmt.Errorf("section %q does not name group/event", section)
+		}
+		return link.Tracepoint(group, name, prog, nil)
+	case "raw_tp", "raw_tracepoint":
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: target, Program: prog})
+	}
+	return nil, fmt.Errorf("no attach rule for section %q", section)
+}
+
+// Features returns what the start-up probe found.
+func (s *Sensor) Features() Features { return s.features }
+
+// Programs lists the attached hooks by section name.
+func (s *Sensor) Programs() []string { return append([]string(nil), s.attached...) }
+
+// Events is the bounded queue of decoded events. It is closed when Run returns.
+func (s *Sensor) Events() <-chan *event.Event { return s.queue }
+
+// Run reads the ring buffer until ctx ends or the sensor is closed. It never
+// blocks on the consumer: when the queue is full the event is counted and
+// dropped.
+func (s *Sensor) Run(ctx context.Context) error {
+	defer close(s.queue)
+	stop := context.AfterFunc(ctx, func() { s.reader.Close() })
+	defer stop()
+
+	var rec ringbuf.Record
+	dec := newDecoder(s.clock)
+	lastClock := time.Now()
+	for {
+		s.reader.SetDeadline(time.Now().Add(s.cfg.PollInterval))
+		err := s.reader.ReadInto(&rec)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if time.Since(lastClock) > 10*time.Second {
+					s.clock.resync()
+					lastClock = time.Now()
+				}
+				continue
+			}
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("reading the ring buffer: %w", err)
+		}
+		s.read.Add(1)
+		ev, err := dec.decode(rec.RawSample)
+		if err != nil {
+			s.decodeErr.Add(1)
+			continue
+		}
+		select {
+		case s.queue <- ev:
+		default:
+			s.queueFull[ev.Kind].Add(1)
+		}
+	}
+}
+
+// Close detaches everything in reverse order: links, reader, objects.
+// It is safe to call more than once and without Run.
+func (s *Sensor) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		for i := len(s.links) - 1; i >= 0; i-- {
+			if err := s.links[i].Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		s.links = nil
+		if s.reader != nil {
+			if err := s.reader.Close(); err != nil && !errors.Is(err, ringbuf.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		if s.coll != nil {
+			s.coll.Close()
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}

@@ -1,0 +1,86 @@
+package kernel
+
+import (
+	"fmt"
+
+	"github.com/watchpost/watchpost/agent/event"
+)
+
+// Drop and delivery reasons, the label values of the agent's counters.
+const (
+	ReasonRingFull    = "ring_full"
+	ReasonFiltered    = "filtered"
+	ReasonRateLimited = "rate_limited"
+	ReasonQueueFull   = "queue_full"
+)
+
+// KindStats are the counters of one event kind. Produced counts what the
+// hooks saw; every produced event is emitted or counted under a reason, and
+// every emitted one is queued or counted as queue_full.
+type KindStats struct {
+	Produced    uint64
+	Emitted     uint64
+	RingFull    uint64
+	Filtered    uint64
+	RateLimited uint64
+	QueueFull   uint64
+}
+
+// Stats is a snapshot of every counter.
+type Stats struct {
+	Kinds        map[event.Kind]KindStats
+	Read         uint64 // records read from the ring
+	DecodeErrors uint64 // records that could not be decoded (counted, skipped)
+}
+
+// Total sums the counters over all kinds.
+func (s Stats) Total() KindStats {
+	var t KindStats
+	for _, k := range s.Kinds {
+		t.Produced += k.Produced
+		t.Emitted += k.Emitted
+		t.RingFull += k.RingFull
+		t.Filtered += k.Filtered
+		t.RateLimited += k.RateLimited
+		t.QueueFull += k.QueueFull
+	}
+	return t
+}
+
+// Stats sums the per-CPU kernel counters and adds the reader's own.
+func (s *Sensor) Stats() (Stats, error) {
+	st := Stats{Kinds: make(map[event.Kind]KindStats), Read: s.read.Load(), DecodeErrors: s.decodeErr.Load()}
+	m := s.coll.Maps["wp_stats"]
+	var perCPU []uint64
+	statMax := int(wpWpStatWP_STAT_MAX)
+	for k := 1; k < event.KernelKinds; k++ {
+		var ks KindStats
+		for stat := 0; stat < statMax; stat++ {
+			key := uint32(k*statMax + stat)
+			if err := m.Lookup(key, &perCPU); err != nil {
+				return st, fmt.Errorf("reading counter %d of kind %s: %w", stat, event.Kind(k), err)
+			}
+			var sum uint64
+			for _, v := range perCPU {
+				sum += v
+			}
+			switch wpWpStat(stat) {
+			case wpWpStatWP_STAT_PRODUCED:
+				ks.Produced = sum
+			case wpWpStatWP_STAT_EMITTED:
+				ks.Emitted = sum
+			case wpWpStatWP_STAT_RING_FULL:
+				ks.RingFull = sum
+			case wpWpStatWP_STAT_FILTERED:
+				ks.Filtered = sum
+			case wpWpStatWP_STAT_RATE_LIMITED:
+				ks.RateLimited = sum
+			}
+		}
+		ks.QueueFull = s.queueFull[k].Load()
+		if ks != (KindStats{}) {
+			st.Kinds[event.Kind(k)] = ks
+		}
+	}
+	return st, nil
+}
