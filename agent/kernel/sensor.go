@@ -100,9 +100,9 @@ type Sensor struct {
 	decodeErr atomic.Uint64
 	read      atomic.Uint64
 
+	linkMu    sync.Mutex
 	closeOnce sync.Once
 	closeErr  error
-	done      chan struct{}
 }
 
 // Load probes the host, loads and configures the programs and attaches
@@ -141,7 +141,6 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		coll:     coll,
 		queue:    make(chan *event.Event, cfg.QueueLen),
 		clock:    newBootClock(),
-		done:     make(chan struct{}),
 	}
 	if err := s.configure(); err != nil {
 		s.Close()
@@ -228,23 +227,29 @@ func attachBySection(prog *ebpf.Program, section string) (link.Link, error) {
 func (s *Sensor) Features() Features { return s.features }
 
 // Programs lists the attached hooks by section name.
-func (s *Sensor) Programs() []string { return append([]string(nil), s.attached...) }
+func (s *Sensor) Programs() []string {
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	return append([]string(nil), s.attached...)
+}
 
 // Events is the bounded queue of decoded events. It is closed when Run returns.
 func (s *Sensor) Events() <-chan *event.Event { return s.queue }
 
 // Run reads the ring buffer until ctx ends or the sensor is closed. It never
 // blocks on the consumer: when the queue is full the event is counted and
-// dropped.
+// dropped. When ctx ends it detaches the programs, drains what is left in
+// the ring and closes the queue, so a clean shutdown loses nothing.
 func (s *Sensor) Run(ctx context.Context) error {
 	defer close(s.queue)
-	stop := context.AfterFunc(ctx, func() { s.reader.Close() })
-	defer stop()
-
 	var rec ringbuf.Record
 	dec := newDecoder(s.clock)
 	lastClock := time.Now()
 	for {
+		if ctx.Err() != nil {
+			s.Detach()
+			return s.drain(dec, &rec)
+		}
 		s.reader.SetDeadline(time.Now().Add(s.cfg.PollInterval))
 		err := s.reader.ReadInto(&rec)
 		if err != nil {
@@ -260,31 +265,61 @@ func (s *Sensor) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("reading the ring buffer: %w", err)
 		}
-		s.read.Add(1)
-		ev, err := dec.decode(rec.RawSample)
-		if err != nil {
-			s.decodeErr.Add(1)
-			continue
-		}
-		select {
-		case s.queue <- ev:
+		s.handle(dec, rec.RawSample)
+	}
+}
+
+// drain reads every record still in the ring without waiting.
+func (s *Sensor) drain(dec *decoder, rec *ringbuf.Record) error {
+	for {
+		s.reader.SetDeadline(time.Now())
+		err := s.reader.ReadInto(rec)
+		switch {
+		case err == nil:
+			s.handle(dec, rec.RawSample)
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrClosed):
+			return nil
 		default:
-			s.queueFull[ev.Kind].Add(1)
+			return fmt.Errorf("draining the ring buffer: %w", err)
 		}
 	}
+}
+
+func (s *Sensor) handle(dec *decoder, raw []byte) {
+	s.read.Add(1)
+	ev, err := dec.decode(raw)
+	if err != nil {
+		s.decodeErr.Add(1)
+		return
+	}
+	select {
+	case s.queue <- ev:
+	default:
+		s.queueFull[ev.Kind].Add(1)
+	}
+}
+
+// Detach closes the program links, newest first, so no new events are
+// produced; the ring and counters stay readable. It is idempotent.
+func (s *Sensor) Detach() error {
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	var errs []error
+	for i := len(s.links) - 1; i >= 0; i-- {
+		if err := s.links[i].Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.links = nil
+	s.attached = nil
+	return errors.Join(errs...)
 }
 
 // Close detaches everything in reverse order: links, reader, objects.
 // It is safe to call more than once and without Run.
 func (s *Sensor) Close() error {
 	s.closeOnce.Do(func() {
-		var errs []error
-		for i := len(s.links) - 1; i >= 0; i-- {
-			if err := s.links[i].Close(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		s.links = nil
+		errs := []error{s.Detach()}
 		if s.reader != nil {
 			if err := s.reader.Close(); err != nil && !errors.Is(err, ringbuf.ErrClosed) {
 				errs = append(errs, err)

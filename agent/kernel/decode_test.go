@@ -1,0 +1,112 @@
+package kernel
+
+import (
+	"testing"
+	"unsafe"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/watchpost/watchpost/agent/event"
+)
+
+// execRecord builds an exec record as the kernel program lays it out.
+func execRecord(exe, cwd string, args []byte, flags uint16) []byte {
+	var e wpWpExecEvent
+	e.Hdr.Type = uint16(wpWpEventTypeWP_EV_EXEC)
+	e.Hdr.Flags = flags
+	e.Hdr.Pid, e.Hdr.Tid, e.Hdr.Ppid = 42, 42, 7
+	e.Hdr.Uid, e.Hdr.Gid = 1000, 1001
+	e.Hdr.TsBootNs = 5_000_000_000
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e.Hdr.Comm[0])), len(e.Hdr.Comm)), "plc-agent")
+	e.Euid, e.Egid, e.Auid, e.Sessionid = 0, 0, 1000, 3
+	e.StartBootNs, e.ExeIno, e.ExeDev, e.Argc = 4_000_000_000, 99, 254<<20|1, 3
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e.Tty[0])), len(e.Tty)), "pts0")
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&e.Buf[0])), len(e.Buf))
+	n := copy(buf, exe)
+	n += copy(buf[n:], cwd)
+	copy(buf[n:], args)
+	e.ExeLen, e.CwdLen, e.ArgsLen = uint16(len(exe)), uint16(len(cwd)), uint16(len(args))
+	all := unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))
+	return append([]byte(nil), all[:execFixedSize+len(exe)+len(cwd)+len(args)]...)
+}
+
+func TestDecodeExec(t *testing.T) {
+	d := newDecoder(newBootClock())
+	raw := execRecord("/opt/plc/bin/agent", "/var/lib/plc", []byte("agent\x00--port\x00502\x00"), uint16(wpWpFlagsWP_F_ARGS_TRUNC))
+	ev, err := d.decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := event.Process{
+		PID: 42, TID: 42, PPID: 7, UID: 1000, GID: 1001, EUID: 0, EGID: 0, LoginUID: 1000, SessionID: 3,
+		Comm: "plc-agent", Exe: "/opt/plc/bin/agent", Args: []string{"agent", "--port", "502"},
+		Cwd: "/var/lib/plc", TTY: "pts0", StartBootNS: 4_000_000_000,
+	}
+	if diff := cmp.Diff(want, ev.Process); diff != "" {
+		t.Errorf("process (-want +got):\n%s", diff)
+	}
+	wantExec := &event.Exec{ArgsTruncated: true, Argc: 3, ExeInode: 99, ExeDev: "254:1"}
+	if diff := cmp.Diff(wantExec, ev.Exec); diff != "" {
+		t.Errorf("exec (-want +got):\n%s", diff)
+	}
+	if ev.Kind != event.KindExec || ev.BootNS != 5_000_000_000 {
+		t.Errorf("kind %v boot %d", ev.Kind, ev.BootNS)
+	}
+}
+
+func TestDecodeRejectsInconsistentLengths(t *testing.T) {
+	d := newDecoder(newBootClock())
+	raw := execRecord("/bin/sh", "/", []byte("sh\x00"), 0)
+	if _, err := d.decode(raw[:len(raw)-1]); err == nil {
+		t.Fatal("a record shorter than its declared lengths was accepted")
+	}
+	if _, err := d.decode(raw[:hdrSize-1]); err == nil {
+		t.Fatal("a record shorter than the header was accepted")
+	}
+}
+
+func TestDecodeExitStatus(t *testing.T) {
+	cases := []struct {
+		code uint32
+		want event.Exit
+	}{
+		{3 << 8, event.Exit{Code: 3, LifetimeNS: 10}},
+		{9, event.Exit{Signal: 9, LifetimeNS: 10}},
+		{11 | 0x80, event.Exit{Signal: 11, CoreDumped: true, LifetimeNS: 10}},
+		{0, event.Exit{LifetimeNS: 10}},
+	}
+	for _, c := range cases {
+		if diff := cmp.Diff(&c.want, decodeExit(c.code, 20, 10)); diff != "" {
+			t.Errorf("code %#x (-want +got):\n%s", c.code, diff)
+		}
+	}
+}
+
+func TestSplitArgs(t *testing.T) {
+	if diff := cmp.Diff([]string{"a", "", "b c"}, splitArgs([]byte("a\x00\x00b c\x00"))); diff != "" {
+		t.Error(diff)
+	}
+	if got := splitArgs([]byte("trunc")); len(got) != 1 || got[0] != "trunc" {
+		t.Errorf("truncated last argument: %q", got)
+	}
+}
+
+// FuzzDecode: no input may crash the decoder, and a decoded exec record
+// never reports more than the record carried.
+func FuzzDecode(f *testing.F) {
+	f.Add(execRecord("/usr/bin/python3", "/home/op", []byte("python3\x00-m\x00pymodbus\x00"), 0))
+	var cl wpWpCloneEvent
+	cl.Hdr.Type = uint16(wpWpEventTypeWP_EV_CLONE)
+	f.Add(append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&cl)), unsafe.Sizeof(cl))...))
+	f.Add([]byte{})
+	d := newDecoder(newBootClock())
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ev, err := d.decode(raw)
+		if err != nil {
+			return
+		}
+		if ev.Kind == event.KindExec && len(ev.Process.Exe)+len(ev.Process.Cwd) > len(raw) {
+			t.Fatalf("decoded more bytes than the record holds")
+		}
+	})
+}

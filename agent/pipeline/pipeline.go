@@ -1,0 +1,190 @@
+// Package pipeline moves events from the kernel source through enrichment
+// to the sinks, and reports the agent's health.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/kernel"
+	"github.com/watchpost/watchpost/agent/output"
+	"github.com/watchpost/watchpost/agent/proctable"
+	"github.com/watchpost/watchpost/agent/version"
+)
+
+// Source is the kernel side as the pipeline sees it; tests substitute it.
+type Source interface {
+	Run(ctx context.Context) error
+	Events() <-chan *event.Event
+	Stats() (kernel.Stats, error)
+	Features() kernel.Features
+	Programs() []string
+}
+
+// Config tunes the pipeline.
+type Config struct {
+	Host           string
+	HealthInterval time.Duration
+	SweepInterval  time.Duration
+}
+
+// Validate names the bad setting.
+func (c Config) Validate() error {
+	if c.HealthInterval < time.Second {
+		return fmt.Errorf("health_interval: %s is below 1s", c.HealthInterval)
+	}
+	if c.SweepInterval < time.Second {
+		return fmt.Errorf("process_table.sweep_interval: %s is below 1s", c.SweepInterval)
+	}
+	return nil
+}
+
+// Pipeline is the agent's event path.
+type Pipeline struct {
+	cfg   Config
+	log   zerolog.Logger
+	src   Source
+	table *proctable.Table
+	sinks []output.Sink
+
+	seq       uint64
+	delivered atomic.Uint64
+}
+
+// New wires a pipeline; nothing runs until Run.
+func New(cfg Config, log zerolog.Logger, src Source, table *proctable.Table, sinks ...output.Sink) (*Pipeline, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Pipeline{cfg: cfg, log: log.With().Str("component", "pipeline").Logger(), src: src, table: table, sinks: sinks}, nil
+}
+
+// Delivered counts events handed to the sinks (health events included).
+func (p *Pipeline) Delivered() uint64 { return p.delivered.Load() }
+
+// Run processes events until ctx ends and the source has drained. It
+// writes an agent_start event first and an agent_stop event last.
+func (p *Pipeline) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.src.Run(gctx) })
+	g.Go(func() error { return p.consume(gctx) })
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func (p *Pipeline) consume(ctx context.Context) error {
+	health := time.NewTicker(p.cfg.HealthInterval)
+	defer health.Stop()
+	sweep := time.NewTicker(p.cfg.SweepInterval)
+	defer sweep.Stop()
+
+	p.emit(p.agentEvent(event.KindAgentStart))
+	events := p.src.Events()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				// The source has stopped and drained: report and finish.
+				p.emit(p.healthEvent())
+				p.emit(p.agentEvent(event.KindAgentStop))
+				p.flush()
+				return nil
+			}
+			p.table.Apply(ev)
+			p.emit(ev)
+			if len(events) == 0 {
+				p.flush()
+			}
+		case <-health.C:
+			p.emit(p.healthEvent())
+			p.flush()
+		case <-sweep.C:
+			p.table.Sweep()
+		}
+	}
+}
+
+func (p *Pipeline) emit(ev *event.Event) {
+	p.seq++
+	ev.Seq = p.seq
+	ev.Host = p.cfg.Host
+	for _, s := range p.sinks {
+		s.Write(ev)
+	}
+	p.delivered.Add(1)
+}
+
+func (p *Pipeline) flush() {
+	for _, s := range p.sinks {
+		_ = s.Flush() // sinks count their own errors
+	}
+}
+
+func (p *Pipeline) agentEvent(k event.Kind) *event.Event {
+	ev := &event.Event{Kind: k, Time: time.Now().UTC(), BootNS: kernel.BootNow()}
+	ev.Process = event.Process{PID: uint32(selfPID), Comm: "watchpost-agent"}
+	ev.Health = p.health()
+	return ev
+}
+
+func (p *Pipeline) healthEvent() *event.Event {
+	ev := p.agentEvent(event.KindHealth)
+	return ev
+}
+
+// health snapshots the counters: produced, delivered, filtered and dropped
+// by kind and reason.
+func (p *Pipeline) health() *event.Health {
+	f := p.src.Features()
+	h := &event.Health{
+		Version:     version.Version,
+		Kernel:      f.Kernel,
+		CapturePath: f.CapturePath,
+		Programs:    p.src.Programs(),
+		Delivered:   p.delivered.Load(),
+	}
+	st, err := p.src.Stats()
+	if err != nil {
+		p.log.Warn().Err(err).Msg("reading kernel counters")
+		return h
+	}
+	kinds := make([]event.Kind, 0, len(st.Kinds))
+	for k := range st.Kinds {
+		kinds = append(kinds, k)
+	}
+	sort.Slice(kinds, func(i, j int) bool { return kinds[i] < kinds[j] })
+	for _, k := range kinds {
+		ks := st.Kinds[k]
+		h.Produced += ks.Produced
+		h.Filtered += ks.Filtered
+		h.Dropped += ks.RingFull + ks.RateLimited + ks.QueueFull
+		for _, c := range []struct {
+			reason string
+			n      uint64
+		}{
+			{"produced", ks.Produced}, {kernel.ReasonFiltered, ks.Filtered},
+			{kernel.ReasonRingFull, ks.RingFull}, {kernel.ReasonRateLimited, ks.RateLimited},
+			{kernel.ReasonQueueFull, ks.QueueFull},
+		} {
+			if c.n > 0 {
+				h.Counters = append(h.Counters, event.Counter{Kind: k.String(), Reason: c.reason, Count: c.n})
+			}
+		}
+	}
+	if st.DecodeErrors > 0 {
+		h.Dropped += st.DecodeErrors
+		h.Counters = append(h.Counters, event.Counter{Kind: "any", Reason: "decode_error", Count: st.DecodeErrors})
+	}
+	return h
+}

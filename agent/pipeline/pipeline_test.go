@@ -1,0 +1,198 @@
+package pipeline
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
+
+	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/internal/privtest"
+	"github.com/watchpost/watchpost/agent/kernel"
+	"github.com/watchpost/watchpost/agent/proctable"
+)
+
+func TestMain(m *testing.M) {
+	privtest.HelperMain()
+	os.Exit(m.Run())
+}
+
+// captureSink keeps what it is given.
+type captureSink struct {
+	mu     sync.Mutex
+	events []*event.Event
+	signal chan struct{}
+}
+
+func newCaptureSink() *captureSink { return &captureSink{signal: make(chan struct{}, 1)} }
+
+func (c *captureSink) Write(ev *event.Event) {
+	c.mu.Lock()
+	c.events = append(c.events, ev)
+	c.mu.Unlock()
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+}
+func (c *captureSink) Flush() error { return nil }
+func (c *captureSink) Close() error { return nil }
+
+func (c *captureSink) waitFor(t *testing.T, timeout time.Duration, pred func(*event.Event) bool) *event.Event {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		c.mu.Lock()
+		for _, ev := range c.events {
+			if pred(ev) {
+				c.mu.Unlock()
+				return ev
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.signal:
+		case <-deadline:
+			t.Fatalf("no matching event within %s", timeout)
+		}
+	}
+}
+
+// fakeSource replays a fixed list of events and fixed counters.
+type fakeSource struct {
+	ch    chan *event.Event
+	stats kernel.Stats
+}
+
+func (f *fakeSource) Run(ctx context.Context) error {
+	<-ctx.Done()
+	close(f.ch)
+	return nil
+}
+func (f *fakeSource) Events() <-chan *event.Event  { return f.ch }
+func (f *fakeSource) Stats() (kernel.Stats, error) { return f.stats, nil }
+func (f *fakeSource) Features() kernel.Features {
+	return kernel.Features{Kernel: "6.1.0-test", CapturePath: "tp_btf+tracepoint"}
+}
+func (f *fakeSource) Programs() []string { return []string{"tp_btf/sched_process_exec"} }
+
+func TestPipelineSequencesEnrichesAndReportsHealth(t *testing.T) {
+	src := &fakeSource{ch: make(chan *event.Event, 4), stats: kernel.Stats{Kinds: map[event.Kind]kernel.KindStats{
+		event.KindExec: {Produced: 10, Emitted: 7, RingFull: 2, Filtered: 1},
+	}}}
+	tcfg := proctable.DefaultConfig()
+	tcfg.ProcRoot = t.TempDir()
+	table, _ := proctable.New(tcfg)
+	sink := newCaptureSink()
+	p, err := New(Config{Host: "gw-01", HealthInterval: time.Hour, SweepInterval: time.Hour}, zerolog.Nop(), src, table, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.ch <- &event.Event{Kind: event.KindExec, Process: event.Process{PID: 5, PPID: 1, Exe: "/usr/bin/modpoll", Args: []string{"modpoll"}}}
+	src.ch <- &event.Event{Kind: event.KindExit, Process: event.Process{PID: 5, PPID: 1}, Exit: &event.Exit{Code: 1}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	sink.waitFor(t, 5*time.Second, func(ev *event.Event) bool { return ev.Kind == event.KindExit })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var kinds []event.Kind
+	for i, ev := range sink.events {
+		kinds = append(kinds, ev.Kind)
+		if ev.Seq != uint64(i+1) || ev.Host != "gw-01" {
+			t.Errorf("event %d: seq %d host %q", i, ev.Seq, ev.Host)
+		}
+	}
+	if diff := cmp.Diff([]event.Kind{event.KindAgentStart, event.KindExec, event.KindExit, event.KindHealth, event.KindAgentStop}, kinds); diff != "" {
+		t.Errorf("kinds (-want +got):\n%s", diff)
+	}
+	if exit := sink.events[2]; exit.Process.Exe != "/usr/bin/modpoll" {
+		t.Errorf("exit not enriched with the exe: %+v", exit.Process)
+	}
+	h := sink.events[3].Health
+	if h.Produced != 10 || h.Filtered != 1 || h.Dropped != 2 || h.Kernel != "6.1.0-test" {
+		t.Errorf("health %+v", h)
+	}
+	wantCounters := []event.Counter{{Kind: "exec", Reason: "produced", Count: 10}, {Kind: "exec", Reason: "filtered", Count: 1}, {Kind: "exec", Reason: "ring_full", Count: 2}}
+	if diff := cmp.Diff(wantCounters, h.Counters); diff != "" {
+		t.Errorf("counters (-want +got):\n%s", diff)
+	}
+}
+
+// TestAncestryReachesProcessesOlderThanTheAgent starts a process before the
+// sensor, then has it exec a child: the child's event must carry the old
+// process's exe and argv, known only from the /proc seed.
+func TestAncestryReachesProcessesOlderThanTheAgent(t *testing.T) {
+	privtest.Require(t)
+	self := privtest.Self(t)
+	parentArgs := []string{"-test.run=^$", "wp-started-before-the-agent", "--child", self, "-test.run=^$", "wp-child-after"}
+	parent := exec.Command(self, parentArgs...)
+	parent.Env = append(os.Environ(), privtest.HelperEnv+"=spawn", privtest.HelperEnv+"_CHILD=exit:0")
+	stdin, err := parent.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = parent.Process.Kill(); _ = parent.Wait() })
+
+	kcfg := kernel.DefaultConfig()
+	sensor, err := kernel.Load(kcfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sensor.Close()
+	table, err := proctable.New(proctable.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := table.Seed(); err != nil {
+		t.Fatal(err)
+	}
+	sink := newCaptureSink()
+	p, err := New(Config{Host: "test", HealthInterval: time.Hour, SweepInterval: time.Hour}, zerolog.Nop(), sensor, table, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	timeout := 20 * time.Second
+	if _, vm := privtest.InVM(); vm {
+		timeout = 120 * time.Second
+	}
+	child := sink.waitFor(t, timeout, func(ev *event.Event) bool {
+		return ev.Kind == event.KindExec && slices.Contains(ev.Process.Args, "wp-child-after")
+	})
+	if len(child.Ancestry) < 2 {
+		t.Fatalf("ancestry too short: %+v", child.Ancestry)
+	}
+	want := event.Ancestor{PID: uint32(parent.Process.Pid), Exe: self, Args: append([]string{self}, parentArgs...), UID: uint32(os.Getuid())}
+	got := child.Ancestry[0]
+	got.Comm = ""
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("parent in ancestry (-want +got):\n%s", diff)
+	}
+	if gp := child.Ancestry[1]; gp.PID != uint32(os.Getpid()) || gp.Exe != self {
+		t.Errorf("grandparent %+v, want pid %d exe %s", gp, os.Getpid(), self)
+	}
+}

@@ -1,0 +1,5 @@
+package pipeline
+
+import "os"
+
+var selfPID = os.Getpid()

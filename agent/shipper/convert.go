@@ -1,0 +1,133 @@
+package shipper
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	"github.com/watchpost/watchpost/agent/event"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// utf8Safe replaces invalid UTF-8 (Linux paths and argv are bytes) with
+// U+FFFD, as encoding/json does for the JSON output, because proto3
+// strings must be valid UTF-8.
+func utf8Safe(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+func utf8SafeAll(in []string) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = utf8Safe(s)
+	}
+	return out
+}
+
+// ToProto fills dst from ev. dst is reset first so that one message can be
+// reused for every event. Agent id and boot id stay empty: the collector
+// fills them from the authenticated batch.
+func ToProto(ev *event.Event, dst *watchpostv1.Event) {
+	dst.Reset()
+	var ts int64
+	if !ev.Time.IsZero() {
+		ts = ev.Time.UnixNano()
+	}
+	dst.Header = &watchpostv1.Header{
+		Type:         watchpostv1.EventType(ev.Kind),
+		TimeUnixNano: ts,
+		BootNs:       ev.BootNS,
+		Seq:          ev.Seq,
+		Host:         utf8Safe(ev.Host),
+		Cpu:          ev.CPU,
+	}
+	p := &ev.Process
+	dst.Process = &watchpostv1.Process{
+		Pid: p.PID, Tid: p.TID, Ppid: p.PPID,
+		Uid: p.UID, Gid: p.GID, Euid: p.EUID, Egid: p.EGID,
+		Auid: p.LoginUID, SessionId: p.SessionID, CgroupId: p.CgroupID,
+		Comm: utf8Safe(p.Comm), Exe: utf8Safe(p.Exe), Args: utf8SafeAll(p.Args),
+		Cwd: utf8Safe(p.Cwd), Tty: utf8Safe(p.TTY), StartBootNs: p.StartBootNS,
+		Container: utf8Safe(p.Container),
+	}
+	if len(ev.Ancestry) > 0 {
+		dst.Ancestry = make([]*watchpostv1.Ancestor, len(ev.Ancestry))
+		for i := range ev.Ancestry {
+			a := &ev.Ancestry[i]
+			dst.Ancestry[i] = &watchpostv1.Ancestor{
+				Pid: a.PID, Comm: utf8Safe(a.Comm), Exe: utf8Safe(a.Exe), Args: utf8SafeAll(a.Args), Uid: a.UID,
+			}
+		}
+	}
+	if in := ev.Industrial; in != nil {
+		dst.Industrial = &watchpostv1.Industrial{
+			Protocol: utf8Safe(in.Protocol), Fieldbus: utf8Safe(in.Fieldbus), Device: utf8Safe(in.Device), Sniffing: in.Sniffing,
+		}
+	}
+	switch {
+	case ev.Exec != nil:
+		x := ev.Exec
+		dst.Detail = &watchpostv1.Event_Exec{Exec: &watchpostv1.Exec{
+			ArgsTruncated: x.ArgsTruncated, ExeTruncated: x.ExeTruncated, Argc: x.Argc, ExeInode: x.ExeInode, ExeDev: x.ExeDev,
+		}}
+	case ev.Clone != nil:
+		c := ev.Clone
+		dst.Detail = &watchpostv1.Event_Clone{Clone: &watchpostv1.Clone{ChildPid: c.ChildPID, ChildTid: c.ChildTID, Thread: c.Thread}}
+	case ev.Exit != nil:
+		x := ev.Exit
+		dst.Detail = &watchpostv1.Event_Exit{Exit: &watchpostv1.Exit{
+			Code: int32(x.Code), Signal: int32(x.Signal), CoreDumped: x.CoreDumped, LifetimeNs: x.LifetimeNS,
+		}}
+	case ev.File != nil:
+		f := ev.File
+		dst.Detail = &watchpostv1.Event_File{File: &watchpostv1.File{
+			Path: utf8Safe(f.Path), NewPath: utf8Safe(f.NewPath), PathTruncated: f.PathTruncated,
+			Flags: f.Flags, Mode: f.Mode, Write: f.Write, Result: f.Result, Inode: f.Inode,
+			Dev: f.Dev, Rdev: f.RDev, DevKind: f.DevKind, OwnerUid: f.UID, OwnerGid: f.GID,
+		}}
+	case ev.Net != nil:
+		n := ev.Net
+		dst.Detail = &watchpostv1.Event_Net{Net: &watchpostv1.Net{
+			Family: n.Family, Protocol: n.Protocol, SockType: n.SockType,
+			SrcAddr: utf8Safe(n.SrcAddr), SrcPort: uint32(n.SrcPort), DstAddr: utf8Safe(n.DstAddr), DstPort: uint32(n.DstPort),
+			Result: n.Result, BytesSent: n.BytesSent, BytesRecv: n.BytesRecv, DurationNs: n.DurationNS,
+			Direction: n.Direction, SocketCookie: n.Cookie,
+		}}
+	case ev.Security != nil:
+		s := ev.Security
+		dst.Detail = &watchpostv1.Event_Security{Security: &watchpostv1.Security{
+			Operation: utf8Safe(s.Operation), TargetPid: s.TargetPID, TargetComm: utf8Safe(s.TargetComm),
+			Signal: int32(s.Signal), Name: utf8Safe(s.Name), Path: utf8Safe(s.Path), FsType: utf8Safe(s.FSType),
+			OldId: s.OldID, NewId: s.NewID, Flags: s.Flags, Result: s.Result,
+		}}
+	case ev.Health != nil:
+		dst.Detail = &watchpostv1.Event_Health{Health: HealthToProto(ev.Health)}
+	case ev.Gap != nil:
+		dst.Detail = &watchpostv1.Event_Gap{Gap: &watchpostv1.Gap{Reason: utf8Safe(ev.Gap.Reason), Counters: countersToProto(ev.Gap.Counters)}}
+	}
+}
+
+// HealthToProto converts the agent's self-report.
+func HealthToProto(h *event.Health) *watchpostv1.Health {
+	return &watchpostv1.Health{
+		Version: h.Version, Kernel: h.Kernel, CapturePath: h.CapturePath, Programs: utf8SafeAll(h.Programs),
+		Produced: h.Produced, Delivered: h.Delivered, Filtered: h.Filtered, Dropped: h.Dropped,
+		SpoolBytes: h.SpoolBytes, Counters: countersToProto(h.Counters),
+	}
+}
+
+func countersToProto(in []event.Counter) []*watchpostv1.Counter {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]*watchpostv1.Counter, len(in))
+	for i, c := range in {
+		out[i] = &watchpostv1.Counter{Kind: utf8Safe(c.Kind), Reason: utf8Safe(c.Reason), Count: c.Count}
+	}
+	return out
+}
