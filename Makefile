@@ -12,6 +12,7 @@ LDFLAGS     := -s -w -X github.com/watchpost/watchpost/agent/version.Version=$(V
 STATIC      := CGO_ENABLED=0
 DATA        ?= /var/lib/watchpost
 KERNEL      ?=
+CMDS        := ./agent/cmd/... $(if $(wildcard collector/cmd),./collector/cmd/...)
 
 .PHONY: help
 help: ## List the targets
@@ -29,12 +30,12 @@ generate: ## Regenerate bpf2go output and protobuf code with the pinned tools
 .PHONY: build
 build: ## Build the static agent, collector and CLI into bin/
 	@mkdir -p $(BIN)
-	$(STATIC) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./agent/cmd/... $(wildcard ./collector/cmd/...)
+	$(STATIC) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
 
 .PHONY: build-arm64
 build-arm64: ## Cross-build the static binaries for arm64
 	@mkdir -p $(BIN)/arm64
-	$(STATIC) GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/arm64/ ./agent/cmd/... $(wildcard ./collector/cmd/...)
+	$(STATIC) GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/arm64/ $(CMDS)
 
 .PHONY: run
 run: build ## Build and start Watchpost on this host (root): events stream to the terminal

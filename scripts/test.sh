@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's test command (`sudo make test`): unit tests, and as root the
+# privileged tests that load Watchpost's programs into this kernel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/kernel-fs.sh
+
+if ! command -v go >/dev/null; then
+	echo "test: Go is not installed (https://go.dev/doc/install); the agent needs Go 1.26 to build" >&2
+	exit 1
+fi
+
+if [ "$(id -u)" = 0 ]; then
+	export WATCHPOST_REQUIRE_PRIVILEGED=1
+	wp_mount_kernel_fs
+	trap wp_unmount_kernel_fs EXIT
+else
+	echo "test: not root: privileged tests will be skipped (run: sudo make test)" >&2
+fi
+
+# Packages run one at a time: privileged tests attach to the same kernel
+# hooks and count host-wide events; running them in parallel only adds noise.
+go test -count=1 -p 1 -timeout 20m ${GOTESTFLAGS:-} ./...
