@@ -48,4 +48,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 command -v go >/dev/null 2>&1 || die "go is not on PATH"
 
-exec go run ./vmtests/cmd/vmrun -packages "$VMTEST_PACKAGES" "$@"
+cache="${WATCHPOST_VMTEST_CACHE:-vmtests/.cache}"
+mkdir -p "$cache"
+go build -o "$cache/vmrun" ./vmtests/cmd/vmrun || die "building vmtests/cmd/vmrun failed"
+exec "$cache/vmrun" -packages "$VMTEST_PACKAGES" "$@"
