@@ -16,6 +16,32 @@ struct {
 	__type(value, struct wp_exec_event);
 } wp_exec_heap SEC(".maps");
 
+const struct wp_memfd_exec_event *wp_unused_memfd __attribute__((unused));
+
+/* wp_memfd_exec reports fileless execution: the new executable is a memfd
+ * (its dentry is named "memfd:<name>" on the kernel's internal shmem mount). */
+static __always_inline void wp_memfd_exec(struct wp_config *cfg, struct file *exe, struct wp_event_hdr *exec_hdr)
+{
+	struct qstr d_name = {};
+	struct dentry *dentry = BPF_CORE_READ(exe, f_path.dentry);
+	bpf_core_read(&d_name, sizeof(d_name), &dentry->d_name);
+	char prefix[6] = {};
+	bpf_probe_read_kernel(prefix, sizeof(prefix), d_name.name);
+	if (prefix[0] != 'm' || prefix[1] != 'e' || prefix[2] != 'm' || prefix[3] != 'f' || prefix[4] != 'd' ||
+	    prefix[5] != ':')
+		return;
+	wp_count(WP_EV_MEMFD_EXEC, WP_STAT_PRODUCED);
+	if (!(cfg->event_mask & (1ULL << WP_EV_MEMFD_EXEC))) {
+		wp_count(WP_EV_MEMFD_EXEC, WP_STAT_FILTERED);
+		return;
+	}
+	struct wp_memfd_exec_event m = {};
+	__builtin_memcpy(&m.hdr, exec_hdr, sizeof(m.hdr));
+	m.hdr.type = WP_EV_MEMFD_EXEC;
+	bpf_probe_read_kernel_str(m.name, sizeof(m.name), d_name.name + 6);
+	wp_output(cfg, &m, sizeof(m), WP_EV_MEMFD_EXEC, true);
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(wp_sched_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -78,6 +104,7 @@ int BPF_PROG(wp_sched_exec, struct task_struct *task, pid_t old_pid, struct linu
 	if (size > sizeof(*e))
 		size = sizeof(*e);
 	wp_output(cfg, e, size, WP_EV_EXEC, true);
+	wp_memfd_exec(cfg, exe, &e->hdr);
 	return 0;
 }
 

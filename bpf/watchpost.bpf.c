@@ -3,5 +3,8 @@
 /* The single compilation unit of Watchpost's kernel programs. */
 
 #include "process.h"
+#include "file.h"
+#include "net.h"
+#include "security.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

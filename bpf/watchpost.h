@@ -70,6 +70,11 @@ enum wp_flags {
 	WP_F_SIGNALED = 1 << 4,   /* exit: killed by a signal */
 	WP_F_CORE = 1 << 5,       /* exit: core dumped */
 	WP_F_PATH_TRUNC = 1 << 6, /* file path did not fit */
+	WP_F_MEMFD = 1 << 7,      /* exec: the executable is a memfd */
+	WP_F_NAME_REL = 1 << 8,   /* file: name is relative to path (a directory) */
+	WP_F_NAME2_REL = 1 << 9,  /* file: name2 is relative to path2 */
+	WP_F_ESTABLISHED = 1 << 10, /* net close: the connection was established */
+	WP_F_INBOUND = 1 << 11,   /* net: accepted / received, not initiated */
 };
 
 /* Run-time configuration, one entry in the wp_config array map. The agent
@@ -79,10 +84,123 @@ struct wp_config {
 	__u64 wakeup_bytes;  /* force a reader wakeup when this much is pending */
 	__u32 agent_tgid;    /* the agent itself: never reported */
 	__u32 flags;         /* WP_CFG_* */
+	__u64 rate_per_sec;  /* file events per process per second */
+	__u64 rate_burst;    /* bucket size */
+	__u64 flow_timeout_ns; /* a UDP flow is reported again after this idle time */
 };
 
 enum wp_config_flags {
-	WP_CFG_THREADS = 1 << 0, /* report thread clones too */
+	WP_CFG_THREADS = 1 << 0,       /* report thread clones too */
+	WP_CFG_READ_OPENS = 1 << 1,    /* report read-only opens of regular files */
+	WP_CFG_CGROUP_INCLUDE = 1 << 2, /* only cgroups marked include */
+	WP_CFG_CGROUP_FILTER = 1 << 3, /* the cgroup map has entries */
+	WP_CFG_EXE_FILTER = 1 << 4,    /* the executable map has entries */
+	WP_CFG_EXE_INCLUDE = 1 << 5,   /* only executables marked include */
+	WP_CFG_PATH_FILTER = 1 << 6,   /* the path trie has entries */
+	WP_CFG_PATH_INCLUDE = 1 << 7,  /* only paths under an include prefix */
+	WP_CFG_NET_FILTER = 1 << 8,    /* the CIDR trie or port map has entries */
+	WP_CFG_NET_INCLUDE = 1 << 9,   /* only peers matching an include rule */
+	WP_CFG_RATE_LIMIT = 1 << 10,   /* per-process token bucket for file events */
+};
+
+/* Filter verdicts stored in the filter maps. */
+enum wp_filter_action {
+	WP_FILTER_NONE = 0,
+	WP_FILTER_INCLUDE = 1,
+	WP_FILTER_EXCLUDE = 2,
+};
+
+/* How a syscall's arguments are read; one descriptor per syscall number,
+ * written by the agent (it knows the architecture's numbers). */
+enum wp_sys_class {
+	WP_SYS_NONE = 0,
+	WP_SYS_FILE = 1,
+	WP_SYS_NET = 2,
+	WP_SYS_SEC = 3,
+};
+
+enum wp_arg_none { WP_ARG_NONE = 0xff };
+
+/* Path sources for file descriptors. */
+enum wp_path_kind {
+	WP_PATH_RET_FD = 1,  /* the return value is an fd: resolve its file (open) */
+	WP_PATH_ARG_FD = 2,  /* fd_idx names an fd argument (fchmod, ftruncate) */
+	WP_PATH_NAME = 3,    /* dirfd_idx (or cwd) + name_idx string */
+};
+
+/* Network operations. */
+enum wp_net_op {
+	WP_NET_CONNECT = 1,
+	WP_NET_ACCEPT = 2,
+	WP_NET_LISTEN = 3,
+	WP_NET_BIND = 4,
+	WP_NET_SOCKET = 5,
+	WP_NET_SEND = 6,  /* sendto, sendmsg, sendmmsg: UDP flows */
+	WP_NET_RECV = 7,  /* recvfrom, recvmsg, recvmmsg: UDP flows */
+};
+
+/* Security operations with in-kernel special cases. */
+enum wp_sec_op {
+	WP_SEC_GENERIC = 0,
+	WP_SEC_PTRACE = 1,  /* only attach-like requests */
+	WP_SEC_BPF = 2,     /* only program load / attach commands */
+	WP_SEC_ADJTIME = 3, /* only when the timex modes ask for a change */
+	WP_SEC_SIGNAL = 4,  /* only signals to other processes */
+	WP_SEC_CRED = 5,    /* credential changes: new ids are read from the task */
+	WP_SEC_FINIT = 6,   /* finit_module: path of the fd argument */
+};
+
+struct wp_sys_desc {
+	__u16 type;      /* event type to report */
+	__u8 class;      /* enum wp_sys_class */
+	__u8 kind;       /* enum wp_path_kind, enum wp_net_op or enum wp_sec_op */
+	__u8 dirfd_idx;  /* argument indices, WP_ARG_NONE when absent */
+	__u8 name_idx;
+	__u8 dirfd2_idx;
+	__u8 name2_idx;
+	__u8 fd_idx;
+	__u8 flags_idx;
+	__u8 mode_idx;
+	__u8 str_idx;    /* a plain string argument (symlink target, mount source ...) */
+	__u8 str2_idx;
+	__u8 str3_idx;
+	__u8 how_flags;  /* openat2: flags come from struct open_how at args[2] */
+	__u8 write;      /* the operation modifies (unlink, rename, chmod ...) */
+	__u16 op;        /* stable operation id reported to user space */
+	__u16 _pad0;
+	__u32 _pad1;
+};
+
+/* Arguments of a syscall in flight, saved at sys_enter for sys_exit. */
+struct wp_sys_args {
+	__u64 args[6];
+	__u64 ts;
+	__u32 nr;
+	__u32 _pad0;
+};
+
+/* LPM trie keys. */
+#define WP_PREFIX_MAX 256
+struct wp_path_key {
+	__u32 prefixlen; /* in bits */
+	char path[WP_PREFIX_MAX];
+};
+
+struct wp_cidr_key {
+	__u32 prefixlen; /* in bits, over an IPv6 (or v4-mapped) address */
+	__u8 addr[16];
+};
+
+struct wp_exe_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad0;
+};
+
+/* Token bucket state per process. */
+struct wp_bucket {
+	__u64 tokens_x1k; /* tokens scaled by 1000 */
+	__u64 last_ns;
 };
 
 /* Every record starts with this header. */
@@ -134,6 +252,75 @@ struct wp_exit_event {
 	__u32 exit_code; /* raw wait status: (status << 8) or signal number */
 	__u32 _pad0;
 	__u64 start_boot_ns;
+};
+
+/* WP_EV_MEMFD_EXEC: the exec record is followed by this one when the new
+ * executable is a memfd (fileless execution). */
+struct wp_memfd_exec_event {
+	struct wp_event_hdr hdr;
+	char name[64]; /* the memfd's name, as given to memfd_create */
+};
+
+/* File events. buf holds path, name, path2, name2, back to back. */
+struct wp_file_event {
+	struct wp_event_hdr hdr;
+	__s64 ret;
+	__u64 ino;
+	__u64 size;      /* truncate length */
+	__u32 dev;       /* file system of the inode */
+	__u32 rdev;      /* device number for device files */
+	__u32 i_mode;    /* inode type and permissions */
+	__u32 flags;     /* open flags */
+	__u32 mode;      /* open / chmod mode */
+	__u32 owner_uid; /* chown arguments */
+	__u32 owner_gid;
+	__u16 op;
+	__u16 path_len;
+	__u16 name_len;
+	__u16 path2_len;
+	__u16 name2_len;
+	__u16 _pad0;
+	char buf[WP_PATH_MAX * 5];
+};
+
+/* Network events. Addresses are 16 bytes: IPv6, or IPv4 in the first 4. */
+struct wp_net_event {
+	struct wp_event_hdr hdr;
+	__s64 ret;
+	__u64 bytes_sent;
+	__u64 bytes_recv;
+	__u64 duration_ns;
+	__u16 family;
+	__u16 sock_type;
+	__u16 protocol;
+	__u16 op;
+	__u16 sport;
+	__u16 dport;
+	__u32 _pad0;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* Security events: the raw arguments, the result, the task's credentials
+ * after the call, and up to three strings in buf. */
+struct wp_sec_event {
+	struct wp_event_hdr hdr;
+	__s64 ret;
+	__u64 args[6];
+	__u64 cap_effective;
+	__u32 uid;
+	__u32 euid;
+	__u32 suid;
+	__u32 fsuid;
+	__u32 gid;
+	__u32 egid;
+	__u32 sgid;
+	__u32 fsgid;
+	__u16 op;
+	__u16 str_len;
+	__u16 str2_len;
+	__u16 str3_len;
+	char buf[WP_PATH_MAX * 5];
 };
 
 #endif /* WATCHPOST_H */

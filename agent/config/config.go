@@ -7,13 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/industrial"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/pipeline"
 	"github.com/watchpost/watchpost/agent/proctable"
@@ -36,7 +41,40 @@ type Config struct {
 	MetricsAddr    string        `yaml:"metrics_addr"`
 	Kernel         Kernel        `yaml:"kernel"`
 	ProcessTable   ProcessTable  `yaml:"process_table"`
+	Filters        Filters       `yaml:"filters"`
+	Industrial     Industrial    `yaml:"industrial"`
 	Collector      Collector     `yaml:"collector"`
+}
+
+// Filters are applied in the kernel (docs/configuration.md).
+type Filters struct {
+	ReadOpens      bool           `yaml:"read_opens"`
+	RateLimit      RateLimit      `yaml:"rate_limit"`
+	UDPFlowTimeout time.Duration  `yaml:"udp_flow_timeout"`
+	Cgroups        IncludeExclude `yaml:"cgroups"`
+	Executables    IncludeExclude `yaml:"executables"`
+	Paths          IncludeExclude `yaml:"paths"`
+	Networks       IncludeExclude `yaml:"networks"`
+	Ports          IncludeExclude `yaml:"ports"`
+}
+
+// RateLimit bounds file events per process; per_second 0 disables it.
+type RateLimit struct {
+	PerSecond uint64 `yaml:"per_second"`
+	Burst     uint64 `yaml:"burst"`
+}
+
+// IncludeExclude is a pair of lists: when include is not empty only
+// matching events are kept; exclude always drops.
+type IncludeExclude struct {
+	Include []string `yaml:"include"`
+	Exclude []string `yaml:"exclude"`
+}
+
+// Industrial overrides the protocol and serial-device tables.
+type Industrial struct {
+	Protocols []industrial.Protocol `yaml:"protocols"`
+	Serial    []industrial.Serial   `yaml:"serial"`
 }
 
 // Kernel configures capture.
@@ -88,7 +126,12 @@ func Default() Config {
 			MaxEntries: pt.MaxEntries, MaxExited: pt.MaxExited, Grace: pt.Grace, Depth: pt.Depth,
 			SweepInterval: 30 * time.Second,
 		},
-		Collector: Collector{Address: "127.0.0.1:7443"},
+		Filters: Filters{
+			RateLimit:      RateLimit{PerSecond: k.Filters.RatePerSec, Burst: k.Filters.RateBurst},
+			UDPFlowTimeout: k.Filters.FlowTimeout,
+		},
+		Industrial: Industrial{Protocols: industrial.DefaultProtocols(), Serial: industrial.DefaultSerial()},
+		Collector:  Collector{Address: "127.0.0.1:7443"},
 	}
 }
 
@@ -151,6 +194,9 @@ func (c Config) Validate() error {
 	if err := c.TableConfig().Validate(); err != nil {
 		return err
 	}
+	if _, err := c.Classifier(); err != nil {
+		return err
+	}
 	return c.PipelineConfig().Validate()
 }
 
@@ -169,7 +215,96 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 		}
 		k.Kinds = append(k.Kinds, kind)
 	}
+	f, err := c.Filters.kernel()
+	if err != nil {
+		return k, err
+	}
+	k.Filters = f
 	return k, k.Validate()
+}
+
+func (f Filters) kernel() (kernel.Filters, error) {
+	out := kernel.Filters{
+		ReadOpens: f.ReadOpens, RatePerSec: f.RateLimit.PerSecond, RateBurst: f.RateLimit.Burst,
+		FlowTimeout: f.UDPFlowTimeout,
+		IncludeExes: f.Executables.Include, ExcludeExes: f.Executables.Exclude,
+		IncludePaths: f.Paths.Include, ExcludePaths: f.Paths.Exclude,
+	}
+	var err error
+	if out.IncludeCgroups, err = cgroupIDs("filters.cgroups.include", f.Cgroups.Include); err != nil {
+		return out, err
+	}
+	if out.ExcludeCgroups, err = cgroupIDs("filters.cgroups.exclude", f.Cgroups.Exclude); err != nil {
+		return out, err
+	}
+	if out.IncludeCIDRs, err = prefixes("filters.networks.include", f.Networks.Include); err != nil {
+		return out, err
+	}
+	if out.ExcludeCIDRs, err = prefixes("filters.networks.exclude", f.Networks.Exclude); err != nil {
+		return out, err
+	}
+	if out.IncludePorts, err = ports("filters.ports.include", f.Ports.Include); err != nil {
+		return out, err
+	}
+	if out.ExcludePorts, err = ports("filters.ports.exclude", f.Ports.Exclude); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// cgroupIDs accepts cgroup v2 ids or paths (absolute, or relative to
+// /sys/fs/cgroup); a cgroup v2 id is the inode number of its directory.
+func cgroupIDs(key string, in []string) ([]uint64, error) {
+	var out []uint64
+	for i, v := range in {
+		if id, err := strconv.ParseUint(v, 10, 64); err == nil {
+			out = append(out, id)
+			continue
+		}
+		p := v
+		if !filepath.IsAbs(p) {
+			p = filepath.Join("/sys/fs/cgroup", p)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+		}
+		out = append(out, fi.Sys().(*syscall.Stat_t).Ino)
+	}
+	return out, nil
+}
+
+func prefixes(key string, in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, v := range in {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s[%d]: %q is not an address or CIDR", key, i, v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func ports(key string, in []string) ([]uint16, error) {
+	var out []uint16
+	for i, v := range in {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("%s[%d]: %q is not a port (1-65535)", key, i, v)
+		}
+		out = append(out, uint16(n))
+	}
+	return out, nil
+}
+
+// Classifier builds the industrial tagger from the tables.
+func (c Config) Classifier() (*industrial.Classifier, error) {
+	return industrial.New(c.Industrial.Protocols, c.Industrial.Serial)
 }
 
 // TableConfig translates to the process table's settings.

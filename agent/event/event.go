@@ -189,6 +189,7 @@ type Exit struct {
 
 // File is a file-system action.
 type File struct {
+	Syscall       string `json:"syscall"`
 	Path          string `json:"path"`
 	NewPath       string `json:"new_path,omitempty"` // rename, link, symlink target
 	PathTruncated bool   `json:"path_truncated,omitempty"`
@@ -197,16 +198,18 @@ type File struct {
 	Write         bool   `json:"write,omitempty"` // opened for writing, or a modifying call
 	Result        int32  `json:"result"`          // syscall return value (fd or -errno)
 	Inode         uint64 `json:"inode,omitempty"`
-	Dev           string `json:"dev,omitempty"`      // major:minor of the file system
-	RDev          string `json:"rdev,omitempty"`     // major:minor for device files
-	DevKind       string `json:"dev_kind,omitempty"` // "char" or "block" for device files
-	UID           uint32 `json:"owner_uid,omitempty"`
-	GID           uint32 `json:"owner_gid,omitempty"`
+	Dev           string `json:"dev,omitempty"`       // major:minor of the file system
+	RDev          string `json:"rdev,omitempty"`      // major:minor for device files
+	DevKind       string `json:"dev_kind,omitempty"`  // "char" or "block" for device files
+	UID           uint32 `json:"owner_uid,omitempty"` // chown
+	GID           uint32 `json:"owner_gid,omitempty"` // chown
+	Size          uint64 `json:"size,omitempty"`      // truncate
 }
 
 // Net is a socket action. Addresses are strings (IPv4-mapped IPv6 is
 // normalised to IPv4).
 type Net struct {
+	Syscall    string `json:"syscall,omitempty"`
 	Family     string `json:"family"`   // inet, inet6, packet, unix, ...
 	Protocol   string `json:"protocol"` // tcp, udp, raw, ...
 	SockType   string `json:"sock_type,omitempty"`
@@ -234,6 +237,7 @@ type Security struct {
 	OldID      int64  `json:"old_id,omitempty"` // credential change: before
 	NewID      int64  `json:"new_id,omitempty"` // credential change: after
 	Flags      uint64 `json:"flags,omitempty"`
+	Params     string `json:"params,omitempty"` // module parameters
 	Result     int32  `json:"result"`
 }
 

@@ -21,6 +21,8 @@ var errShort = errors.New("record shorter than its type's fixed part")
 type decoder struct {
 	clock *bootClock
 	exec  wpWpExecEvent
+	file  wpWpFileEvent
+	sec   wpWpSecEvent
 }
 
 func newDecoder(c *bootClock) *decoder { return &decoder{clock: c} }
@@ -42,7 +44,10 @@ func (d *decoder) decode(raw []byte) (*event.Event, error) {
 	d.header(ev, hdr)
 	switch wpWpEventType(hdr.Type) {
 	case wpWpEventTypeWP_EV_EXEC:
-		return ev, d.decodeExec(ev, raw)
+		if err := d.decodeExec(ev, raw); err != nil {
+			return nil, err
+		}
+		return ev, nil
 	case wpWpEventTypeWP_EV_CLONE:
 		if len(raw) < cloneSize {
 			return nil, fmt.Errorf("clone record of %d bytes: %w", len(raw), errShort)
@@ -58,8 +63,27 @@ func (d *decoder) decode(raw []byte) (*event.Event, error) {
 		ev.Exit = decodeExit(r.ExitCode, ev.BootNS, r.StartBootNs)
 		ev.Process.StartBootNS = r.StartBootNs
 		return ev, nil
+	case wpWpEventTypeWP_EV_MEMFD_EXEC:
+		if err := d.decodeMemfd(ev, raw); err != nil {
+			return nil, err
+		}
+		return ev, nil
 	}
-	return nil, fmt.Errorf("unknown record type %d", hdr.Type)
+	var err error
+	switch k := event.Kind(hdr.Type); {
+	case k >= event.KindFileOpen && k <= event.KindFileSymlink:
+		err = d.decodeFile(ev, raw)
+	case k >= event.KindNetConnect && k <= event.KindNetSocket:
+		err = d.decodeNet(ev, raw)
+	case k >= event.KindModuleLoad && k <= event.KindSignal:
+		err = d.decodeSec(ev, raw)
+	default:
+		err = fmt.Errorf("unknown record type %d", hdr.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ev, nil
 }
 
 func (d *decoder) header(ev *event.Event, h *wpWpEventHdr) {

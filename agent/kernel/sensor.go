@@ -36,6 +36,8 @@ type Config struct {
 	Threads bool
 	// AgentPID is never reported (the agent's own activity).
 	AgentPID uint32
+	// Filters are applied in the kernel.
+	Filters Filters
 }
 
 // DefaultConfig returns the settings documented in docs/configuration.md.
@@ -46,6 +48,7 @@ func DefaultConfig() Config {
 		PollInterval: 100 * time.Millisecond,
 		QueueLen:     65536,
 		AgentPID:     uint32(os.Getpid()),
+		Filters:      DefaultFilters(),
 	}
 }
 
@@ -69,7 +72,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("kernel.kinds: %s is not produced by the kernel", k)
 		}
 	}
-	return nil
+	return c.Filters.Validate()
 }
 
 func (c Config) eventMask() uint64 {
@@ -91,6 +94,8 @@ type Sensor struct {
 	coll     *ebpf.Collection
 	links    []link.Link
 	attached []string
+	missing  []string
+	tracefs  bool
 	reader   *ringbuf.Reader
 	queue    chan *event.Event
 	clock    *bootClock
@@ -142,6 +147,11 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		queue:    make(chan *event.Event, cfg.QueueLen),
 		clock:    newBootClock(),
 	}
+	if err := acquireTracefs(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.tracefs = true
 	if err := s.configure(); err != nil {
 		s.Close()
 		return nil, err
@@ -170,15 +180,21 @@ func tail(lines []string, n int) []string {
 
 // configure writes the run-time configuration map.
 func (s *Sensor) configure() error {
-	var flags uint32
+	flags, err := s.applyFilters(s.cfg.Filters)
+	if err != nil {
+		return err
+	}
 	if s.cfg.Threads {
 		flags |= uint32(wpWpConfigFlagsWP_CFG_THREADS)
 	}
 	c := wpWpConfig{
-		EventMask:   s.cfg.eventMask(),
-		WakeupBytes: s.cfg.WakeupBytes,
-		AgentTgid:   s.cfg.AgentPID,
-		Flags:       flags,
+		EventMask:     s.cfg.eventMask(),
+		WakeupBytes:   s.cfg.WakeupBytes,
+		AgentTgid:     s.cfg.AgentPID,
+		Flags:         flags,
+		RatePerSec:    s.cfg.Filters.RatePerSec,
+		RateBurst:     s.cfg.Filters.RateBurst,
+		FlowTimeoutNs: uint64(s.cfg.Filters.FlowTimeout),
 	}
 	if err := s.coll.Maps["wp_config_map"].Put(uint32(0), &c); err != nil {
 		return fmt.Errorf("writing the BPF configuration map: %w", err)
@@ -186,7 +202,19 @@ func (s *Sensor) configure() error {
 	return nil
 }
 
-// attach links every loaded program by its section name, in a stable order.
+// syscallPrograms are attached once per captured syscall rather than by
+// their section name: the enter program saves arguments, one exit program
+// per class reads them.
+var syscallPrograms = map[string]uint8{
+	"wp_sys_enter":     0,
+	"wp_sys_exit_file": classFile,
+	"wp_sys_exit_net":  classNet,
+	"wp_sys_exit_sec":  classSec,
+}
+
+// attach links every loaded program, in a stable order: the syscall
+// programs to each captured syscall's tracepoints, the others by their
+// section name.
 func (s *Sensor) attach(spec *ebpf.CollectionSpec) error {
 	names := make([]string, 0, len(s.coll.Programs))
 	for name := range s.coll.Programs {
@@ -194,6 +222,9 @@ func (s *Sensor) attach(spec *ebpf.CollectionSpec) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		if _, ok := syscallPrograms[name]; ok {
+			continue
+		}
 		prog := s.coll.Programs[name]
 		section := spec.Programs[name].SectionName
 		l, err := attachBySection(prog, section)
@@ -203,7 +234,62 @@ func (s *Sensor) attach(spec *ebpf.CollectionSpec) error {
 		s.links = append(s.links, l)
 		s.attached = append(s.attached, section)
 	}
+	return s.attachSyscalls()
+}
+
+// attachSyscalls writes a descriptor for every wanted syscall this
+// architecture has and attaches the enter and exit programs to its
+// tracepoints. A tracepoint the kernel lacks (a syscall newer than the
+// kernel) is skipped and reported.
+func (s *Sensor) attachSyscalls() error {
+	mask := s.cfg.eventMask()
+	descs := s.coll.Maps["wp_sys_descs"]
+	enter := s.coll.Programs["wp_sys_enter"]
+	exits := map[uint8]*ebpf.Program{
+		classFile: s.coll.Programs["wp_sys_exit_file"],
+		classNet:  s.coll.Programs["wp_sys_exit_net"],
+		classSec:  s.coll.Programs["wp_sys_exit_sec"],
+	}
+	for _, spec := range syscallSpecs {
+		nr, ok := syscallNumbers[spec.name]
+		if !ok || mask&(1<<uint(spec.kind)) == 0 {
+			continue
+		}
+		tp := spec.tracepoint()
+		if !tracepointExists("syscalls", "sys_enter_"+tp) {
+			s.missing = append(s.missing, "syscalls/sys_enter_"+tp)
+			continue
+		}
+		d := spec.desc()
+		if err := descs.Put(nr, &d); err != nil {
+			return fmt.Errorf("writing the descriptor of %s: %w", spec.name, err)
+		}
+		le, err := link.Tracepoint("syscalls", "sys_enter_"+tp, enter, nil)
+		if err != nil {
+			return fmt.Errorf("attaching to syscalls/sys_enter_%s: %w", tp, err)
+		}
+		s.links = append(s.links, le)
+		lx, err := link.Tracepoint("syscalls", "sys_exit_"+tp, exits[spec.class], nil)
+		if err != nil {
+			return fmt.Errorf("attaching to syscalls/sys_exit_%s: %w", tp, err)
+		}
+		s.links = append(s.links, lx)
+		s.attached = append(s.attached, "tracepoint/syscalls/"+tp)
+	}
+	if len(s.missing) > 0 {
+		s.log.Info().Strs("tracepoints", s.missing).Msg("syscalls this kernel does not have are not captured")
+	}
 	return nil
+}
+
+// tracepointExists checks tracefs for a tracepoint.
+func tracepointExists(group, name string) bool {
+	for _, root := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(root + "/events/" + group + "/" + name + "/id"); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func attachBySection(prog *ebpf.Program, section string) (link.Link, error) {
@@ -304,12 +390,19 @@ func (s *Sensor) handle(dec *decoder, raw []byte) {
 func (s *Sensor) Detach() error {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
-	var errs []error
-	for i := len(s.links) - 1; i >= 0; i-- {
-		if err := s.links[i].Close(); err != nil {
-			errs = append(errs, err)
-		}
+	// Unregistering a tracepoint waits for an RCU grace period (tens of
+	// milliseconds); closing ~100 links one by one would take seconds, so
+	// they are closed concurrently.
+	errs := make([]error, len(s.links))
+	var wg sync.WaitGroup
+	for i, l := range s.links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.Close()
+		}()
 	}
+	wg.Wait()
 	s.links = nil
 	s.attached = nil
 	return errors.Join(errs...)
@@ -327,6 +420,9 @@ func (s *Sensor) Close() error {
 		}
 		if s.coll != nil {
 			s.coll.Close()
+		}
+		if s.tracefs {
+			errs = append(errs, releaseTracefs())
 		}
 		s.closeErr = errors.Join(errs...)
 	})

@@ -290,9 +290,12 @@ func TestExecFloodIsFullyAccounted(t *testing.T) {
 	}
 	ks := st.Kinds[event.KindExec]
 	delivered := uint64(h.count(func(ev *event.Event) bool { return ev.Kind == event.KindExec }))
-	t.Logf("exec: produced %d delivered %d ring_full %d queue_full %d filtered %d", ks.Produced, delivered, ks.RingFull, ks.QueueFull, ks.Filtered)
-	if ks.Produced < uint64(n) {
-		t.Errorf("produced %d < %d execs started", ks.Produced, n)
+	t.Logf("exec: produced %d delivered %d ring_full %d queue_full %d filtered %d missed %d", ks.Produced, delivered, ks.RingFull, ks.QueueFull, ks.Filtered, ks.Missed)
+	// On preemptible kernels (PREEMPT_LAZY, 7.x) the kernel may skip a
+	// program run when another task is inside it on the same CPU; those
+	// execs were never produced and are counted as missed instead.
+	if ks.Produced+ks.Missed < uint64(n) {
+		t.Errorf("produced %d + missed %d < %d execs started", ks.Produced, ks.Missed, n)
 	}
 	if got := delivered + ks.RingFull + ks.QueueFull + ks.Filtered + ks.RateLimited; got != ks.Produced {
 		t.Errorf("delivered+counted = %d, produced = %d", got, ks.Produced)

@@ -12,12 +12,16 @@ const (
 	ReasonFiltered    = "filtered"
 	ReasonRateLimited = "rate_limited"
 	ReasonQueueFull   = "queue_full"
+	ReasonMissed      = "recursion_miss"
 )
 
 // KindStats are the counters of one event kind. Produced counts what the
 // hooks saw; every produced event is emitted or counted under a reason, and
 // every emitted one is queued or counted as queue_full.
 type KindStats struct {
+	// Missed counts runs of the kind's program that the kernel skipped
+	// (recursion protection on preemptible kernels): events never produced.
+	Missed      uint64
 	Produced    uint64
 	Emitted     uint64
 	RingFull    uint64
@@ -28,7 +32,10 @@ type KindStats struct {
 
 // Stats is a snapshot of every counter.
 type Stats struct {
-	Kinds        map[event.Kind]KindStats
+	Kinds map[event.Kind]KindStats
+	// ProgramMisses are the skipped runs of programs that serve several
+	// kinds (the syscall programs), by program name.
+	ProgramMisses map[string]uint64
 	Read         uint64 // records read from the ring
 	DecodeErrors uint64 // records that could not be decoded (counted, skipped)
 }
@@ -43,13 +50,35 @@ func (s Stats) Total() KindStats {
 		t.Filtered += k.Filtered
 		t.RateLimited += k.RateLimited
 		t.QueueFull += k.QueueFull
+		t.Missed += k.Missed
 	}
 	return t
 }
 
+// programKind attributes a program's skipped runs to the one kind it
+// produces; programs serving several kinds are reported by name.
+var programKind = map[string]event.Kind{
+	"wp_sched_exec": event.KindExec,
+	"wp_sched_fork": event.KindClone,
+	"wp_sched_exit": event.KindExit,
+	"wp_sock_state": event.KindNetClose,
+}
+
 // Stats sums the per-CPU kernel counters and adds the reader's own.
 func (s *Sensor) Stats() (Stats, error) {
-	st := Stats{Kinds: make(map[event.Kind]KindStats), Read: s.read.Load(), DecodeErrors: s.decodeErr.Load()}
+	st := Stats{Kinds: make(map[event.Kind]KindStats), ProgramMisses: make(map[string]uint64), Read: s.read.Load(), DecodeErrors: s.decodeErr.Load()}
+	missed := make(map[event.Kind]uint64)
+	for name, prog := range s.coll.Programs {
+		ps, err := prog.Stats()
+		if err != nil || ps.RecursionMisses == 0 {
+			continue // kernels before 5.12 do not count misses
+		}
+		if k, ok := programKind[name]; ok {
+			missed[k] += ps.RecursionMisses
+		} else {
+			st.ProgramMisses[name] = ps.RecursionMisses
+		}
+	}
 	m := s.coll.Maps["wp_stats"]
 	var perCPU []uint64
 	statMax := int(wpWpStatWP_STAT_MAX)
@@ -78,6 +107,7 @@ func (s *Sensor) Stats() (Stats, error) {
 			}
 		}
 		ks.QueueFull = s.queueFull[k].Load()
+		ks.Missed = missed[event.Kind(k)]
 		if ks != (KindStats{}) {
 			st.Kinds[event.Kind(k)] = ks
 		}

@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type wpWpBucket struct {
+	_         structs.HostLayout
+	TokensX1k uint64
+	LastNs    uint64
+}
+
+type wpWpCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
 type wpWpCloneEvent struct {
 	_        structs.HostLayout
 	Hdr      wpWpEventHdr
@@ -21,17 +33,30 @@ type wpWpCloneEvent struct {
 }
 
 type wpWpConfig struct {
-	_           structs.HostLayout
-	EventMask   uint64
-	WakeupBytes uint64
-	AgentTgid   uint32
-	Flags       uint32
+	_             structs.HostLayout
+	EventMask     uint64
+	WakeupBytes   uint64
+	AgentTgid     uint32
+	Flags         uint32
+	RatePerSec    uint64
+	RateBurst     uint64
+	FlowTimeoutNs uint64
 }
 
 type wpWpConfigFlags uint32
 
 const (
-	wpWpConfigFlagsWP_CFG_THREADS wpWpConfigFlags = 1
+	wpWpConfigFlagsWP_CFG_THREADS        wpWpConfigFlags = 1
+	wpWpConfigFlagsWP_CFG_READ_OPENS     wpWpConfigFlags = 2
+	wpWpConfigFlagsWP_CFG_CGROUP_INCLUDE wpWpConfigFlags = 4
+	wpWpConfigFlagsWP_CFG_CGROUP_FILTER  wpWpConfigFlags = 8
+	wpWpConfigFlagsWP_CFG_EXE_FILTER     wpWpConfigFlags = 16
+	wpWpConfigFlagsWP_CFG_EXE_INCLUDE    wpWpConfigFlags = 32
+	wpWpConfigFlagsWP_CFG_PATH_FILTER    wpWpConfigFlags = 64
+	wpWpConfigFlagsWP_CFG_PATH_INCLUDE   wpWpConfigFlags = 128
+	wpWpConfigFlagsWP_CFG_NET_FILTER     wpWpConfigFlags = 256
+	wpWpConfigFlagsWP_CFG_NET_INCLUDE    wpWpConfigFlags = 512
+	wpWpConfigFlagsWP_CFG_RATE_LIMIT     wpWpConfigFlags = 1024
 )
 
 type wpWpEventHdr struct {
@@ -86,6 +111,13 @@ const (
 	wpWpEventTypeWP_EV_MAX           wpWpEventType = 30
 )
 
+type wpWpExeKey struct {
+	_    structs.HostLayout
+	Ino  uint64
+	Dev  uint32
+	Pad0 uint32
+}
+
 type wpWpExecEvent struct {
 	_           structs.HostLayout
 	Hdr         wpWpEventHdr
@@ -113,16 +145,112 @@ type wpWpExitEvent struct {
 	StartBootNs uint64
 }
 
+type wpWpFileEvent struct {
+	_        structs.HostLayout
+	Hdr      wpWpEventHdr
+	Ret      int64
+	Ino      uint64
+	Size     uint64
+	Dev      uint32
+	Rdev     uint32
+	I_mode   uint32
+	Flags    uint32
+	Mode     uint32
+	OwnerUid uint32
+	OwnerGid uint32
+	Op       uint16
+	PathLen  uint16
+	NameLen  uint16
+	Path2Len uint16
+	Name2Len uint16
+	Pad0     uint16
+	Buf      [20480]int8
+}
+
+type wpWpFilterAction uint32
+
+const (
+	wpWpFilterActionWP_FILTER_NONE    wpWpFilterAction = 0
+	wpWpFilterActionWP_FILTER_INCLUDE wpWpFilterAction = 1
+	wpWpFilterActionWP_FILTER_EXCLUDE wpWpFilterAction = 2
+)
+
 type wpWpFlags uint32
 
 const (
-	wpWpFlagsWP_F_EXE_TRUNC  wpWpFlags = 1
-	wpWpFlagsWP_F_CWD_TRUNC  wpWpFlags = 2
-	wpWpFlagsWP_F_ARGS_TRUNC wpWpFlags = 4
-	wpWpFlagsWP_F_THREAD     wpWpFlags = 8
-	wpWpFlagsWP_F_SIGNALED   wpWpFlags = 16
-	wpWpFlagsWP_F_CORE       wpWpFlags = 32
-	wpWpFlagsWP_F_PATH_TRUNC wpWpFlags = 64
+	wpWpFlagsWP_F_EXE_TRUNC   wpWpFlags = 1
+	wpWpFlagsWP_F_CWD_TRUNC   wpWpFlags = 2
+	wpWpFlagsWP_F_ARGS_TRUNC  wpWpFlags = 4
+	wpWpFlagsWP_F_THREAD      wpWpFlags = 8
+	wpWpFlagsWP_F_SIGNALED    wpWpFlags = 16
+	wpWpFlagsWP_F_CORE        wpWpFlags = 32
+	wpWpFlagsWP_F_PATH_TRUNC  wpWpFlags = 64
+	wpWpFlagsWP_F_MEMFD       wpWpFlags = 128
+	wpWpFlagsWP_F_NAME_REL    wpWpFlags = 256
+	wpWpFlagsWP_F_NAME2REL    wpWpFlags = 512
+	wpWpFlagsWP_F_ESTABLISHED wpWpFlags = 1024
+	wpWpFlagsWP_F_INBOUND     wpWpFlags = 2048
+)
+
+type wpWpFlowKey struct {
+	_     structs.HostLayout
+	Tgid  uint32
+	Lport uint16
+	Rport uint16
+	Raddr [16]uint8
+	Dir   uint8
+	Proto uint8
+	Pad0  uint16
+}
+
+type wpWpMemfdExecEvent struct {
+	_    structs.HostLayout
+	Hdr  wpWpEventHdr
+	Name [64]int8
+}
+
+type wpWpNetEvent struct {
+	_          structs.HostLayout
+	Hdr        wpWpEventHdr
+	Ret        int64
+	BytesSent  uint64
+	BytesRecv  uint64
+	DurationNs uint64
+	Family     uint16
+	SockType   uint16
+	Protocol   uint16
+	Op         uint16
+	Sport      uint16
+	Dport      uint16
+	Pad0       uint32
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+}
+
+type wpWpNetOp uint32
+
+const (
+	wpWpNetOpWP_NET_CONNECT wpWpNetOp = 1
+	wpWpNetOpWP_NET_ACCEPT  wpWpNetOp = 2
+	wpWpNetOpWP_NET_LISTEN  wpWpNetOp = 3
+	wpWpNetOpWP_NET_BIND    wpWpNetOp = 4
+	wpWpNetOpWP_NET_SOCKET  wpWpNetOp = 5
+	wpWpNetOpWP_NET_SEND    wpWpNetOp = 6
+	wpWpNetOpWP_NET_RECV    wpWpNetOp = 7
+)
+
+type wpWpPathKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Path      [256]int8
+}
+
+type wpWpPathKind uint32
+
+const (
+	wpWpPathKindWP_PATH_RET_FD wpWpPathKind = 1
+	wpWpPathKindWP_PATH_ARG_FD wpWpPathKind = 2
+	wpWpPathKindWP_PATH_NAME   wpWpPathKind = 3
 )
 
 type wpWpPathScratch struct {
@@ -130,6 +258,45 @@ type wpWpPathScratch struct {
 	Buf  [8192]int8
 	Off  int32
 	Pad0 uint32
+}
+
+type wpWpSecEvent struct {
+	_            structs.HostLayout
+	Hdr          wpWpEventHdr
+	Ret          int64
+	Args         [6]uint64
+	CapEffective uint64
+	Uid          uint32
+	Euid         uint32
+	Suid         uint32
+	Fsuid        uint32
+	Gid          uint32
+	Egid         uint32
+	Sgid         uint32
+	Fsgid        uint32
+	Op           uint16
+	StrLen       uint16
+	Str2Len      uint16
+	Str3Len      uint16
+	Buf          [20480]int8
+}
+
+type wpWpSecOp uint32
+
+const (
+	wpWpSecOpWP_SEC_GENERIC wpWpSecOp = 0
+	wpWpSecOpWP_SEC_PTRACE  wpWpSecOp = 1
+	wpWpSecOpWP_SEC_BPF     wpWpSecOp = 2
+	wpWpSecOpWP_SEC_ADJTIME wpWpSecOp = 3
+	wpWpSecOpWP_SEC_SIGNAL  wpWpSecOp = 4
+	wpWpSecOpWP_SEC_CRED    wpWpSecOp = 5
+	wpWpSecOpWP_SEC_FINIT   wpWpSecOp = 6
+)
+
+type wpWpSockOwner struct {
+	_       structs.HostLayout
+	Hdr     wpWpEventHdr
+	StartNs uint64
 }
 
 type wpWpStat uint32
@@ -143,25 +310,98 @@ const (
 	wpWpStatWP_STAT_MAX          wpWpStat = 5
 )
 
+type wpWpSysArgs struct {
+	_    structs.HostLayout
+	Args [6]uint64
+	Ts   uint64
+	Nr   uint32
+	Pad0 uint32
+}
+
+type wpWpSysClass uint32
+
+const (
+	wpWpSysClassWP_SYS_NONE wpWpSysClass = 0
+	wpWpSysClassWP_SYS_FILE wpWpSysClass = 1
+	wpWpSysClassWP_SYS_NET  wpWpSysClass = 2
+	wpWpSysClassWP_SYS_SEC  wpWpSysClass = 3
+)
+
+type wpWpSysDesc struct {
+	_         structs.HostLayout
+	Type      uint16
+	Class     uint8
+	Kind      uint8
+	DirfdIdx  uint8
+	NameIdx   uint8
+	Dirfd2Idx uint8
+	Name2Idx  uint8
+	FdIdx     uint8
+	FlagsIdx  uint8
+	ModeIdx   uint8
+	StrIdx    uint8
+	Str2Idx   uint8
+	Str3Idx   uint8
+	HowFlags  uint8
+	Write     uint8
+	Op        uint16
+	Pad0      uint16
+	Pad1      uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	wpMapWpBuckets        = "wp_buckets"
+	wpMapWpCgroupFilter   = "wp_cgroup_filter"
+	wpMapWpCidrFilter     = "wp_cidr_filter"
 	wpMapWpConfigMap      = "wp_config_map"
 	wpMapWpEvents         = "wp_events"
+	wpMapWpExeFilter      = "wp_exe_filter"
 	wpMapWpExecHeap       = "wp_exec_heap"
+	wpMapWpFileHeap       = "wp_file_heap"
+	wpMapWpFlows          = "wp_flows"
+	wpMapWpInflight       = "wp_inflight"
+	wpMapWpPathFilter     = "wp_path_filter"
 	wpMapWpPathHeap       = "wp_path_heap"
+	wpMapWpPathKeyHeap    = "wp_path_key_heap"
+	wpMapWpPortFilter     = "wp_port_filter"
+	wpMapWpSecHeap        = "wp_sec_heap"
+	wpMapWpSocks          = "wp_socks"
 	wpMapWpStats          = "wp_stats"
+	wpMapWpSysDescs       = "wp_sys_descs"
 	wpProgWpSchedExec     = "wp_sched_exec"
 	wpProgWpSchedExit     = "wp_sched_exit"
 	wpProgWpSchedFork     = "wp_sched_fork"
+	wpProgWpSockState     = "wp_sock_state"
+	wpProgWpSysEnter      = "wp_sys_enter"
+	wpProgWpSysExitFile   = "wp_sys_exit_file"
+	wpProgWpSysExitNet    = "wp_sys_exit_net"
+	wpProgWpSysExitSec    = "wp_sys_exit_sec"
+	wpVarWpUnusedAction   = "wp_unused_action"
+	wpVarWpUnusedArgNone  = "wp_unused_arg_none"
+	wpVarWpUnusedArgs     = "wp_unused_args"
+	wpVarWpUnusedBucket   = "wp_unused_bucket"
 	wpVarWpUnusedCfgFlags = "wp_unused_cfg_flags"
+	wpVarWpUnusedCidrKey  = "wp_unused_cidr_key"
+	wpVarWpUnusedClass    = "wp_unused_class"
 	wpVarWpUnusedClone    = "wp_unused_clone"
 	wpVarWpUnusedConfig   = "wp_unused_config"
+	wpVarWpUnusedDesc     = "wp_unused_desc"
+	wpVarWpUnusedExeKey   = "wp_unused_exe_key"
 	wpVarWpUnusedExec     = "wp_unused_exec"
 	wpVarWpUnusedExit     = "wp_unused_exit"
+	wpVarWpUnusedFile     = "wp_unused_file"
 	wpVarWpUnusedFlags    = "wp_unused_flags"
 	wpVarWpUnusedHdr      = "wp_unused_hdr"
+	wpVarWpUnusedMemfd    = "wp_unused_memfd"
+	wpVarWpUnusedNet      = "wp_unused_net"
+	wpVarWpUnusedNetOp    = "wp_unused_net_op"
+	wpVarWpUnusedPathKey  = "wp_unused_path_key"
+	wpVarWpUnusedPathKind = "wp_unused_path_kind"
+	wpVarWpUnusedSec      = "wp_unused_sec"
+	wpVarWpUnusedSecOp    = "wp_unused_sec_op"
 	wpVarWpUnusedStat     = "wp_unused_stat"
 	wpVarWpUnusedType     = "wp_unused_type"
 )
@@ -208,33 +448,67 @@ type wpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpProgramSpecs struct {
-	WpSchedExec *ebpf.ProgramSpec `ebpf:"wp_sched_exec"`
-	WpSchedExit *ebpf.ProgramSpec `ebpf:"wp_sched_exit"`
-	WpSchedFork *ebpf.ProgramSpec `ebpf:"wp_sched_fork"`
+	WpSchedExec   *ebpf.ProgramSpec `ebpf:"wp_sched_exec"`
+	WpSchedExit   *ebpf.ProgramSpec `ebpf:"wp_sched_exit"`
+	WpSchedFork   *ebpf.ProgramSpec `ebpf:"wp_sched_fork"`
+	WpSockState   *ebpf.ProgramSpec `ebpf:"wp_sock_state"`
+	WpSysEnter    *ebpf.ProgramSpec `ebpf:"wp_sys_enter"`
+	WpSysExitFile *ebpf.ProgramSpec `ebpf:"wp_sys_exit_file"`
+	WpSysExitNet  *ebpf.ProgramSpec `ebpf:"wp_sys_exit_net"`
+	WpSysExitSec  *ebpf.ProgramSpec `ebpf:"wp_sys_exit_sec"`
 }
 
 // wpMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpMapSpecs struct {
-	WpConfigMap *ebpf.MapSpec `ebpf:"wp_config_map"`
-	WpEvents    *ebpf.MapSpec `ebpf:"wp_events"`
-	WpExecHeap  *ebpf.MapSpec `ebpf:"wp_exec_heap"`
-	WpPathHeap  *ebpf.MapSpec `ebpf:"wp_path_heap"`
-	WpStats     *ebpf.MapSpec `ebpf:"wp_stats"`
+	WpBuckets      *ebpf.MapSpec `ebpf:"wp_buckets"`
+	WpCgroupFilter *ebpf.MapSpec `ebpf:"wp_cgroup_filter"`
+	WpCidrFilter   *ebpf.MapSpec `ebpf:"wp_cidr_filter"`
+	WpConfigMap    *ebpf.MapSpec `ebpf:"wp_config_map"`
+	WpEvents       *ebpf.MapSpec `ebpf:"wp_events"`
+	WpExeFilter    *ebpf.MapSpec `ebpf:"wp_exe_filter"`
+	WpExecHeap     *ebpf.MapSpec `ebpf:"wp_exec_heap"`
+	WpFileHeap     *ebpf.MapSpec `ebpf:"wp_file_heap"`
+	WpFlows        *ebpf.MapSpec `ebpf:"wp_flows"`
+	WpInflight     *ebpf.MapSpec `ebpf:"wp_inflight"`
+	WpPathFilter   *ebpf.MapSpec `ebpf:"wp_path_filter"`
+	WpPathHeap     *ebpf.MapSpec `ebpf:"wp_path_heap"`
+	WpPathKeyHeap  *ebpf.MapSpec `ebpf:"wp_path_key_heap"`
+	WpPortFilter   *ebpf.MapSpec `ebpf:"wp_port_filter"`
+	WpSecHeap      *ebpf.MapSpec `ebpf:"wp_sec_heap"`
+	WpSocks        *ebpf.MapSpec `ebpf:"wp_socks"`
+	WpStats        *ebpf.MapSpec `ebpf:"wp_stats"`
+	WpSysDescs     *ebpf.MapSpec `ebpf:"wp_sys_descs"`
 }
 
 // wpVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpVariableSpecs struct {
+	WpUnusedAction   *ebpf.VariableSpec `ebpf:"wp_unused_action"`
+	WpUnusedArgNone  *ebpf.VariableSpec `ebpf:"wp_unused_arg_none"`
+	WpUnusedArgs     *ebpf.VariableSpec `ebpf:"wp_unused_args"`
+	WpUnusedBucket   *ebpf.VariableSpec `ebpf:"wp_unused_bucket"`
 	WpUnusedCfgFlags *ebpf.VariableSpec `ebpf:"wp_unused_cfg_flags"`
+	WpUnusedCidrKey  *ebpf.VariableSpec `ebpf:"wp_unused_cidr_key"`
+	WpUnusedClass    *ebpf.VariableSpec `ebpf:"wp_unused_class"`
 	WpUnusedClone    *ebpf.VariableSpec `ebpf:"wp_unused_clone"`
 	WpUnusedConfig   *ebpf.VariableSpec `ebpf:"wp_unused_config"`
+	WpUnusedDesc     *ebpf.VariableSpec `ebpf:"wp_unused_desc"`
+	WpUnusedExeKey   *ebpf.VariableSpec `ebpf:"wp_unused_exe_key"`
 	WpUnusedExec     *ebpf.VariableSpec `ebpf:"wp_unused_exec"`
 	WpUnusedExit     *ebpf.VariableSpec `ebpf:"wp_unused_exit"`
+	WpUnusedFile     *ebpf.VariableSpec `ebpf:"wp_unused_file"`
 	WpUnusedFlags    *ebpf.VariableSpec `ebpf:"wp_unused_flags"`
 	WpUnusedHdr      *ebpf.VariableSpec `ebpf:"wp_unused_hdr"`
+	WpUnusedMemfd    *ebpf.VariableSpec `ebpf:"wp_unused_memfd"`
+	WpUnusedNet      *ebpf.VariableSpec `ebpf:"wp_unused_net"`
+	WpUnusedNetOp    *ebpf.VariableSpec `ebpf:"wp_unused_net_op"`
+	WpUnusedPathKey  *ebpf.VariableSpec `ebpf:"wp_unused_path_key"`
+	WpUnusedPathKind *ebpf.VariableSpec `ebpf:"wp_unused_path_kind"`
+	WpUnusedSec      *ebpf.VariableSpec `ebpf:"wp_unused_sec"`
+	WpUnusedSecOp    *ebpf.VariableSpec `ebpf:"wp_unused_sec_op"`
 	WpUnusedStat     *ebpf.VariableSpec `ebpf:"wp_unused_stat"`
 	WpUnusedType     *ebpf.VariableSpec `ebpf:"wp_unused_type"`
 }
@@ -259,20 +533,46 @@ func (o *wpObjects) Close() error {
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpMaps struct {
-	WpConfigMap *ebpf.Map `ebpf:"wp_config_map"`
-	WpEvents    *ebpf.Map `ebpf:"wp_events"`
-	WpExecHeap  *ebpf.Map `ebpf:"wp_exec_heap"`
-	WpPathHeap  *ebpf.Map `ebpf:"wp_path_heap"`
-	WpStats     *ebpf.Map `ebpf:"wp_stats"`
+	WpBuckets      *ebpf.Map `ebpf:"wp_buckets"`
+	WpCgroupFilter *ebpf.Map `ebpf:"wp_cgroup_filter"`
+	WpCidrFilter   *ebpf.Map `ebpf:"wp_cidr_filter"`
+	WpConfigMap    *ebpf.Map `ebpf:"wp_config_map"`
+	WpEvents       *ebpf.Map `ebpf:"wp_events"`
+	WpExeFilter    *ebpf.Map `ebpf:"wp_exe_filter"`
+	WpExecHeap     *ebpf.Map `ebpf:"wp_exec_heap"`
+	WpFileHeap     *ebpf.Map `ebpf:"wp_file_heap"`
+	WpFlows        *ebpf.Map `ebpf:"wp_flows"`
+	WpInflight     *ebpf.Map `ebpf:"wp_inflight"`
+	WpPathFilter   *ebpf.Map `ebpf:"wp_path_filter"`
+	WpPathHeap     *ebpf.Map `ebpf:"wp_path_heap"`
+	WpPathKeyHeap  *ebpf.Map `ebpf:"wp_path_key_heap"`
+	WpPortFilter   *ebpf.Map `ebpf:"wp_port_filter"`
+	WpSecHeap      *ebpf.Map `ebpf:"wp_sec_heap"`
+	WpSocks        *ebpf.Map `ebpf:"wp_socks"`
+	WpStats        *ebpf.Map `ebpf:"wp_stats"`
+	WpSysDescs     *ebpf.Map `ebpf:"wp_sys_descs"`
 }
 
 func (m *wpMaps) Close() error {
 	return _WpClose(
+		m.WpBuckets,
+		m.WpCgroupFilter,
+		m.WpCidrFilter,
 		m.WpConfigMap,
 		m.WpEvents,
+		m.WpExeFilter,
 		m.WpExecHeap,
+		m.WpFileHeap,
+		m.WpFlows,
+		m.WpInflight,
+		m.WpPathFilter,
 		m.WpPathHeap,
+		m.WpPathKeyHeap,
+		m.WpPortFilter,
+		m.WpSecHeap,
+		m.WpSocks,
 		m.WpStats,
+		m.WpSysDescs,
 	)
 }
 
@@ -280,13 +580,29 @@ func (m *wpMaps) Close() error {
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpVariables struct {
+	WpUnusedAction   *ebpf.Variable `ebpf:"wp_unused_action"`
+	WpUnusedArgNone  *ebpf.Variable `ebpf:"wp_unused_arg_none"`
+	WpUnusedArgs     *ebpf.Variable `ebpf:"wp_unused_args"`
+	WpUnusedBucket   *ebpf.Variable `ebpf:"wp_unused_bucket"`
 	WpUnusedCfgFlags *ebpf.Variable `ebpf:"wp_unused_cfg_flags"`
+	WpUnusedCidrKey  *ebpf.Variable `ebpf:"wp_unused_cidr_key"`
+	WpUnusedClass    *ebpf.Variable `ebpf:"wp_unused_class"`
 	WpUnusedClone    *ebpf.Variable `ebpf:"wp_unused_clone"`
 	WpUnusedConfig   *ebpf.Variable `ebpf:"wp_unused_config"`
+	WpUnusedDesc     *ebpf.Variable `ebpf:"wp_unused_desc"`
+	WpUnusedExeKey   *ebpf.Variable `ebpf:"wp_unused_exe_key"`
 	WpUnusedExec     *ebpf.Variable `ebpf:"wp_unused_exec"`
 	WpUnusedExit     *ebpf.Variable `ebpf:"wp_unused_exit"`
+	WpUnusedFile     *ebpf.Variable `ebpf:"wp_unused_file"`
 	WpUnusedFlags    *ebpf.Variable `ebpf:"wp_unused_flags"`
 	WpUnusedHdr      *ebpf.Variable `ebpf:"wp_unused_hdr"`
+	WpUnusedMemfd    *ebpf.Variable `ebpf:"wp_unused_memfd"`
+	WpUnusedNet      *ebpf.Variable `ebpf:"wp_unused_net"`
+	WpUnusedNetOp    *ebpf.Variable `ebpf:"wp_unused_net_op"`
+	WpUnusedPathKey  *ebpf.Variable `ebpf:"wp_unused_path_key"`
+	WpUnusedPathKind *ebpf.Variable `ebpf:"wp_unused_path_kind"`
+	WpUnusedSec      *ebpf.Variable `ebpf:"wp_unused_sec"`
+	WpUnusedSecOp    *ebpf.Variable `ebpf:"wp_unused_sec_op"`
 	WpUnusedStat     *ebpf.Variable `ebpf:"wp_unused_stat"`
 	WpUnusedType     *ebpf.Variable `ebpf:"wp_unused_type"`
 }
@@ -295,9 +611,14 @@ type wpVariables struct {
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpPrograms struct {
-	WpSchedExec *ebpf.Program `ebpf:"wp_sched_exec"`
-	WpSchedExit *ebpf.Program `ebpf:"wp_sched_exit"`
-	WpSchedFork *ebpf.Program `ebpf:"wp_sched_fork"`
+	WpSchedExec   *ebpf.Program `ebpf:"wp_sched_exec"`
+	WpSchedExit   *ebpf.Program `ebpf:"wp_sched_exit"`
+	WpSchedFork   *ebpf.Program `ebpf:"wp_sched_fork"`
+	WpSockState   *ebpf.Program `ebpf:"wp_sock_state"`
+	WpSysEnter    *ebpf.Program `ebpf:"wp_sys_enter"`
+	WpSysExitFile *ebpf.Program `ebpf:"wp_sys_exit_file"`
+	WpSysExitNet  *ebpf.Program `ebpf:"wp_sys_exit_net"`
+	WpSysExitSec  *ebpf.Program `ebpf:"wp_sys_exit_sec"`
 }
 
 func (p *wpPrograms) Close() error {
@@ -305,6 +626,11 @@ func (p *wpPrograms) Close() error {
 		p.WpSchedExec,
 		p.WpSchedExit,
 		p.WpSchedFork,
+		p.WpSockState,
+		p.WpSysEnter,
+		p.WpSysExitFile,
+		p.WpSysExitNet,
+		p.WpSysExitSec,
 	)
 }
 

@@ -29,11 +29,18 @@ type Source interface {
 	Programs() []string
 }
 
+// Tagger adds tags to an event in place (industrial protocols, fieldbus).
+type Tagger interface {
+	Apply(ev *event.Event)
+}
+
 // Config tunes the pipeline.
 type Config struct {
 	Host           string
 	HealthInterval time.Duration
 	SweepInterval  time.Duration
+	// Tagger, when set, tags every event after enrichment.
+	Tagger Tagger
 }
 
 // Validate names the bad setting.
@@ -102,6 +109,9 @@ func (p *Pipeline) consume(ctx context.Context) error {
 				return nil
 			}
 			p.table.Apply(ev)
+			if p.cfg.Tagger != nil {
+				p.cfg.Tagger.Apply(ev)
+			}
 			p.emit(ev)
 			if len(events) == 0 {
 				p.flush()
@@ -168,19 +178,28 @@ func (p *Pipeline) health() *event.Health {
 		ks := st.Kinds[k]
 		h.Produced += ks.Produced
 		h.Filtered += ks.Filtered
-		h.Dropped += ks.RingFull + ks.RateLimited + ks.QueueFull
+		h.Dropped += ks.RingFull + ks.RateLimited + ks.QueueFull + ks.Missed
 		for _, c := range []struct {
 			reason string
 			n      uint64
 		}{
 			{"produced", ks.Produced}, {kernel.ReasonFiltered, ks.Filtered},
 			{kernel.ReasonRingFull, ks.RingFull}, {kernel.ReasonRateLimited, ks.RateLimited},
-			{kernel.ReasonQueueFull, ks.QueueFull},
+			{kernel.ReasonQueueFull, ks.QueueFull}, {kernel.ReasonMissed, ks.Missed},
 		} {
 			if c.n > 0 {
 				h.Counters = append(h.Counters, event.Counter{Kind: k.String(), Reason: c.reason, Count: c.n})
 			}
 		}
+	}
+	progs := make([]string, 0, len(st.ProgramMisses))
+	for name := range st.ProgramMisses {
+		progs = append(progs, name)
+	}
+	sort.Strings(progs)
+	for _, name := range progs {
+		h.Dropped += st.ProgramMisses[name]
+		h.Counters = append(h.Counters, event.Counter{Kind: "program:" + name, Reason: kernel.ReasonMissed, Count: st.ProgramMisses[name]})
 	}
 	if st.DecodeErrors > 0 {
 		h.Dropped += st.DecodeErrors

@@ -153,11 +153,25 @@ func (t *Table) Apply(ev *event.Event) {
 			}
 			t.insertLocked(child)
 		}
+	case event.KindCredChange:
+		// The record carries the credentials after the call; the table
+		// still has the ones before.
+		if self := t.lookupLocked(p.PID); self != nil && ev.Security != nil && ev.Security.Result == 0 {
+			ev.Security.OldID = int64(self.EUID)
+			if isGroupOp(ev.Security.Operation) {
+				ev.Security.OldID = int64(self.EGID)
+			}
+			self.UID, self.EUID, self.GID, self.EGID = p.UID, p.EUID, p.GID, p.EGID
+		}
 	}
 	t.enrichLocked(ev)
 	if ev.Kind == event.KindExit {
 		t.exitLocked(p.PID)
 	}
+}
+
+func isGroupOp(op string) bool {
+	return strings.Contains(op, "gid") || op == "setgroups"
 }
 
 // enrichLocked fills exe, args, cwd and the identity the kernel record did

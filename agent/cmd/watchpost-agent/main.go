@@ -17,6 +17,7 @@ import (
 
 	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/agent/kernel"
+	"github.com/watchpost/watchpost/agent/metrics"
 	"github.com/watchpost/watchpost/agent/output"
 	"github.com/watchpost/watchpost/agent/pipeline"
 	"github.com/watchpost/watchpost/agent/proctable"
@@ -136,9 +137,28 @@ func runAgent(ctx context.Context, cfg config.Config, log zerolog.Logger) error 
 		}
 		sinks = append(sinks, s)
 	}
-	p, err := pipeline.New(cfg.PipelineConfig(), log, sensor, table, sinks...)
+	pcfg := cfg.PipelineConfig()
+	if pcfg.Tagger, err = cfg.Classifier(); err != nil {
+		return err
+	}
+	p, err := pipeline.New(pcfg, log, sensor, table, sinks...)
 	if err != nil {
 		return err
+	}
+	if cfg.MetricsAddr != "" {
+		m, err := metrics.New(cfg.MetricsAddr, metrics.Sources{
+			Kernel: sensor.Stats, Programs: sensor.Programs, Delivered: p.Delivered, Table: table.Stats,
+		}, log)
+		if err != nil {
+			return err
+		}
+		m.Start()
+		log.Info().Str("addr", m.Addr()).Msg("serving /metrics and /healthz")
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = m.Shutdown(ctx)
+		}()
 	}
 	log.Info().Str("output", cfg.Output).Str("version", version.Version).Msg("watchpost agent running")
 	err = p.Run(ctx)

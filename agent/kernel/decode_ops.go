@@ -1,0 +1,266 @@
+package kernel
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"strconv"
+	"unsafe"
+
+	"github.com/watchpost/watchpost/agent/event"
+)
+
+var (
+	fileFixedSize = int(unsafe.Offsetof(wpWpFileEvent{}.Buf))
+	secFixedSize  = int(unsafe.Offsetof(wpWpSecEvent{}.Buf))
+	netSize       = int(unsafe.Sizeof(wpWpNetEvent{}))
+	memfdSize     = int(unsafe.Sizeof(wpWpMemfdExecEvent{}))
+)
+
+// Open flags that mean the caller may modify the file.
+const writeOpenFlags = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000 // O_WRONLY O_RDWR O_CREAT O_TRUNC O_APPEND
+
+const atRemoveDir = 0x200
+
+// regions splits a variable buffer into consecutive strings of the given lengths.
+func regions(buf []byte, lens ...int) ([]string, error) {
+	out := make([]string, len(lens))
+	off := 0
+	for i, n := range lens {
+		if off+n > len(buf) {
+			return nil, fmt.Errorf("string %d (%d bytes at %d) overruns the %d bytes sent", i, n, off, len(buf))
+		}
+		out[i] = string(buf[off : off+n])
+		off += n
+	}
+	return out, nil
+}
+
+// joinName makes the absolute path of a name given relative to dir (the
+// directory resolved in the kernel), or cleans an absolute name.
+func joinName(dir, name string, relative bool) string {
+	switch {
+	case relative && name == "":
+		return dir
+	case relative:
+		return path.Join(dir, name)
+	case name != "":
+		return path.Clean(name)
+	}
+	return dir
+}
+
+func (d *decoder) decodeFile(ev *event.Event, raw []byte) error {
+	if len(raw) < fileFixedSize {
+		return fmt.Errorf("file record of %d bytes: %w", len(raw), errShort)
+	}
+	e := &d.file
+	n := copy(unsafe.Slice((*byte)(unsafe.Pointer(e)), unsafe.Sizeof(*e)), raw)
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&e.Buf[0])), n-fileFixedSize)
+	s, err := regions(buf, int(e.PathLen), int(e.NameLen), int(e.Path2Len), int(e.Name2Len))
+	if err != nil {
+		return fmt.Errorf("file record: %w", err)
+	}
+	flags := e.Hdr.Flags
+	f := &event.File{
+		Syscall:       OpName(e.Op),
+		Path:          joinName(s[0], s[1], flags&uint16(wpWpFlagsWP_F_NAME_REL) != 0),
+		PathTruncated: flags&uint16(wpWpFlagsWP_F_PATH_TRUNC) != 0,
+		Flags:         e.Flags,
+		Mode:          e.Mode,
+		Result:        int32(e.Ret),
+		Inode:         e.Ino,
+		UID:           e.OwnerUid,
+		GID:           e.OwnerGid,
+		Size:          e.Size,
+		Write:         true,
+	}
+	if e.Dev != 0 || e.Ino != 0 {
+		f.Dev = event.DevString(e.Dev)
+	}
+	switch e.I_mode & 0o170000 {
+	case 0o020000:
+		f.DevKind, f.RDev = "char", event.DevString(e.Rdev)
+	case 0o060000:
+		f.DevKind, f.RDev = "block", event.DevString(e.Rdev)
+	}
+	switch ev.Kind {
+	case event.KindFileOpen:
+		f.Write = e.Flags&writeOpenFlags != 0 || f.Syscall == "creat"
+	case event.KindFileSymlink:
+		f.NewPath = s[3] // the link's target, as given: never resolved
+	case event.KindFileUnlink:
+		if e.Flags&atRemoveDir != 0 {
+			ev.Kind = event.KindFileRmdir
+		}
+	}
+	if ev.Kind != event.KindFileSymlink && (e.Path2Len > 0 || e.Name2Len > 0) {
+		f.NewPath = joinName(s[2], s[3], flags&uint16(wpWpFlagsWP_F_NAME2REL) != 0)
+	}
+	ev.File = f
+	return nil
+}
+
+var families = map[uint16]string{1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 29: "can"}
+var sockTypes = map[uint16]string{1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
+var ipProtocols = map[uint16]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 255: "raw"}
+
+func lookupName(m map[uint16]string, v uint16) string {
+	if n, ok := m[v]; ok {
+		return n
+	}
+	return strconv.Itoa(int(v))
+}
+
+func addrString(family uint16, b [16]uint8) string {
+	var a netip.Addr
+	switch family {
+	case 2:
+		a = netip.AddrFrom4([4]byte(b[:4]))
+	case 10:
+		a = netip.AddrFrom16(b).Unmap() // v4-mapped addresses are IPv4
+	default:
+		return ""
+	}
+	return a.String()
+}
+
+func (d *decoder) decodeNet(ev *event.Event, raw []byte) error {
+	if len(raw) < netSize {
+		return fmt.Errorf("net record of %d bytes: %w", len(raw), errShort)
+	}
+	e := (*wpWpNetEvent)(unsafe.Pointer(&raw[0]))
+	n := &event.Net{
+		Syscall:    OpName(e.Op),
+		Family:     lookupName(families, e.Family),
+		SockType:   lookupName(sockTypes, e.SockType),
+		Result:     int32(e.Ret),
+		BytesSent:  e.BytesSent,
+		BytesRecv:  e.BytesRecv,
+		DurationNS: e.DurationNs,
+		SrcPort:    e.Sport,
+		DstPort:    e.Dport,
+		SrcAddr:    addrString(e.Family, e.Saddr),
+		DstAddr:    addrString(e.Family, e.Daddr),
+	}
+	if e.Family == 17 {
+		// Packet sockets carry an Ethernet protocol (network order), 0 = none yet.
+		n.Protocol = fmt.Sprintf("eth:0x%04x", e.Protocol>>8|e.Protocol<<8)
+	} else {
+		n.Protocol = lookupName(ipProtocols, e.Protocol)
+	}
+	if e.Family == 10 && n.DstAddr != "" && netip.MustParseAddr(n.DstAddr).Is4() {
+		n.Family = "inet" // a v4-mapped peer on a dual-stack socket
+	}
+	switch ev.Kind {
+	case event.KindNetConnect, event.KindNetAccept, event.KindNetUDPFlow, event.KindNetClose:
+		n.Direction = "outbound"
+		if e.Hdr.Flags&uint16(wpWpFlagsWP_F_INBOUND) != 0 {
+			n.Direction = "inbound"
+		}
+	}
+	if ev.Kind == event.KindNetClose {
+		n.Syscall = ""
+	}
+	ev.Net = n
+	return nil
+}
+
+// secArg returns argument idx of the record, or 0 when absent.
+func secArg(e *wpWpSecEvent, idx uint8) uint64 {
+	if idx < 6 {
+		return e.Args[idx]
+	}
+	return 0
+}
+
+var ptraceRequests = map[uint64]string{0: "PTRACE_TRACEME", 4: "PTRACE_POKETEXT", 5: "PTRACE_POKEDATA", 6: "PTRACE_POKEUSER", 13: "PTRACE_SETREGS", 16: "PTRACE_ATTACH", 0x4206: "PTRACE_SEIZE"}
+var bpfCommands = map[uint64]string{5: "BPF_PROG_LOAD", 8: "BPF_PROG_ATTACH", 17: "BPF_RAW_TRACEPOINT_OPEN", 28: "BPF_LINK_CREATE"}
+var clockIDs = map[uint64]string{0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 7: "CLOCK_BOOTTIME", 11: "CLOCK_TAI"}
+
+var specsByOp = func() map[uint16]sysSpec {
+	m := make(map[uint16]sysSpec, len(syscallSpecs))
+	for _, s := range syscallSpecs {
+		m[s.op] = s
+	}
+	return m
+}()
+
+func (d *decoder) decodeSec(ev *event.Event, raw []byte) error {
+	if len(raw) < secFixedSize {
+		return fmt.Errorf("security record of %d bytes: %w", len(raw), errShort)
+	}
+	e := &d.sec
+	n := copy(unsafe.Slice((*byte)(unsafe.Pointer(e)), unsafe.Sizeof(*e)), raw)
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&e.Buf[0])), n-secFixedSize)
+	s, err := regions(buf, int(e.StrLen), int(e.Str2Len), int(e.Str3Len))
+	if err != nil {
+		return fmt.Errorf("security record: %w", err)
+	}
+	spec, ok := specsByOp[e.Op]
+	if !ok {
+		return fmt.Errorf("security record: unknown operation %d", e.Op)
+	}
+	x := &event.Security{Operation: spec.name, Result: int32(e.Ret)}
+	// The task's credentials after the call.
+	p := &ev.Process
+	p.UID, p.EUID, p.GID, p.EGID = e.Uid, e.Euid, e.Gid, e.Egid
+	switch ev.Kind {
+	case event.KindModuleLoad:
+		if spec.name == "finit_module" {
+			x.Path, x.Params = s[0], s[1]
+		} else {
+			x.Params = s[0]
+		}
+	case event.KindPtrace:
+		x.Name = ptraceRequests[e.Args[0]]
+		x.TargetPID = uint32(e.Args[1])
+	case event.KindCredChange:
+		switch spec.name {
+		case "setgid", "setregid", "setresgid", "setfsgid", "setgroups":
+			x.NewID = int64(e.Egid)
+		case "capset":
+			x.Flags = e.CapEffective
+			x.NewID = int64(e.Euid)
+		default:
+			x.NewID = int64(e.Euid)
+		}
+		if spec.name == "setfsuid" {
+			x.NewID = int64(e.Fsuid)
+		}
+		if spec.name == "setfsgid" {
+			x.NewID = int64(e.Fsgid)
+		}
+	case event.KindBPF:
+		x.Name = bpfCommands[e.Args[0]]
+	case event.KindMount:
+		if spec.name == "mount" {
+			x.Name, x.Path, x.FSType, x.Flags = s[0], s[1], s[2], e.Args[3]
+		} else {
+			x.Name, x.Path = s[0], s[1]
+		}
+	case event.KindUmount:
+		x.Path, x.Flags = s[0], e.Args[1]
+	case event.KindClockChange:
+		if spec.name == "clock_settime" || spec.name == "clock_adjtime" {
+			x.Name = clockIDs[e.Args[0]]
+		}
+	case event.KindSignal:
+		x.Signal = int(secArg(e, spec.mode))
+		if spec.fd != na {
+			x.TargetPID = uint32(secArg(e, spec.fd))
+		}
+	}
+	ev.Security = x
+	return nil
+}
+
+func (d *decoder) decodeMemfd(ev *event.Event, raw []byte) error {
+	if len(raw) < memfdSize {
+		return fmt.Errorf("memfd exec record of %d bytes: %w", len(raw), errShort)
+	}
+	e := (*wpWpMemfdExecEvent)(unsafe.Pointer(&raw[0]))
+	name := cString(e.Name[:])
+	ev.Security = &event.Security{Operation: "exec", Name: name, Path: "/memfd:" + name}
+	return nil
+}

@@ -1,0 +1,262 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Syscall capture: descriptors per syscall number, arguments saved at
+ * sys_enter for sys_exit, fd lookups and the shared filters. */
+#ifndef WP_SYSCALL_H
+#define WP_SYSCALL_H
+
+#include "common.h"
+#include "path.h"
+
+#define WP_MAX_SYSCALLS 512
+#define WP_AT_FDCWD -100
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WP_MAX_SYSCALLS);
+	__type(key, __u32);
+	__type(value, struct wp_sys_desc);
+} wp_sys_descs SEC(".maps");
+
+/* Keyed by pid_tgid: a thread is in one syscall at a time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct wp_sys_args);
+} wp_inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} wp_cgroup_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct wp_exe_key);
+	__type(value, __u8);
+} wp_exe_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct wp_path_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} wp_path_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct wp_cidr_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} wp_cidr_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} wp_port_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct wp_bucket);
+} wp_buckets SEC(".maps");
+
+/* Scratch for the path-prefix lookup key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wp_path_key);
+} wp_path_key_heap SEC(".maps");
+
+const struct wp_sys_desc *wp_unused_desc __attribute__((unused));
+const struct wp_sys_args *wp_unused_args __attribute__((unused));
+const struct wp_path_key *wp_unused_path_key __attribute__((unused));
+const struct wp_cidr_key *wp_unused_cidr_key __attribute__((unused));
+const struct wp_exe_key *wp_unused_exe_key __attribute__((unused));
+const struct wp_bucket *wp_unused_bucket __attribute__((unused));
+const enum wp_filter_action *wp_unused_action __attribute__((unused));
+const enum wp_sys_class *wp_unused_class __attribute__((unused));
+const enum wp_path_kind *wp_unused_path_kind __attribute__((unused));
+const enum wp_net_op *wp_unused_net_op __attribute__((unused));
+const enum wp_sec_op *wp_unused_sec_op __attribute__((unused));
+const enum wp_arg_none *wp_unused_arg_none __attribute__((unused));
+
+static __always_inline struct wp_sys_desc *wp_desc(__u32 nr)
+{
+	return bpf_map_lookup_elem(&wp_sys_descs, &nr);
+}
+
+static __always_inline __u64 wp_arg(const struct wp_sys_args *a, __u8 idx)
+{
+	return idx < 6 ? a->args[idx & 7] : 0;
+}
+
+/* Generic sys_enter program: attached to the enter tracepoint of every
+ * captured syscall; saves the arguments for the exit program. */
+SEC("tracepoint/syscalls/wp_enter")
+int wp_sys_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 nr = (__u32)ctx->id;
+	struct wp_sys_desc *d = wp_desc(nr);
+	if (!d || !d->type)
+		return 0;
+	struct wp_config *cfg = wp_get_config();
+	if (!cfg)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((__u32)(pid_tgid >> 32) == cfg->agent_tgid)
+		return 0;
+	if (!(cfg->event_mask & (1ULL << (d->type & 63))))
+		return 0;
+	struct wp_sys_args a = {};
+	bpf_probe_read_kernel(a.args, sizeof(a.args), ctx->args);
+	a.ts = bpf_ktime_get_boot_ns();
+	a.nr = nr;
+	bpf_map_update_elem(&wp_inflight, &pid_tgid, &a, BPF_ANY);
+	return 0;
+}
+
+/* wp_take_args fetches and removes the saved arguments of the current
+ * thread's syscall. */
+static __always_inline bool wp_take_args(__u32 nr, struct wp_sys_args *out)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct wp_sys_args *a = bpf_map_lookup_elem(&wp_inflight, &pid_tgid);
+	if (!a)
+		return false;
+	bool ok = a->nr == nr;
+	if (ok)
+		__builtin_memcpy(out, a, sizeof(*out));
+	bpf_map_delete_elem(&wp_inflight, &pid_tgid);
+	return ok;
+}
+
+static __always_inline struct file *wp_fd_file(struct task_struct *task, long fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned long)fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+#define WP_S_IFMT 00170000
+#define WP_S_IFSOCK 0140000
+#define WP_S_IFCHR 0020000
+#define WP_S_IFBLK 0060000
+
+static __always_inline struct sock *wp_fd_sock(struct task_struct *task, long fd)
+{
+	struct file *f = wp_fd_file(task, fd);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & WP_S_IFMT) != WP_S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* wp_task_filtered applies the cgroup and executable filters. */
+static __always_inline bool wp_task_filtered(struct wp_config *cfg, struct task_struct *task)
+{
+	if (cfg->flags & WP_CFG_CGROUP_FILTER) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		__u8 *act = bpf_map_lookup_elem(&wp_cgroup_filter, &cg);
+		if (act && *act == WP_FILTER_EXCLUDE)
+			return true;
+		if ((cfg->flags & WP_CFG_CGROUP_INCLUDE) && (!act || *act != WP_FILTER_INCLUDE))
+			return true;
+	}
+	if (cfg->flags & WP_CFG_EXE_FILTER) {
+		struct wp_exe_key k = {};
+		struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+		k.ino = BPF_CORE_READ(exe, f_inode, i_ino);
+		k.dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+		__u8 *act = bpf_map_lookup_elem(&wp_exe_filter, &k);
+		if (act && *act == WP_FILTER_EXCLUDE)
+			return true;
+		if ((cfg->flags & WP_CFG_EXE_INCLUDE) && (!act || *act != WP_FILTER_INCLUDE))
+			return true;
+	}
+	return false;
+}
+
+/* wp_path_filtered looks the path (len bytes at p) up in the prefix trie. */
+static __always_inline bool wp_path_filtered(struct wp_config *cfg, const char *p, __u32 len)
+{
+	if (!(cfg->flags & WP_CFG_PATH_FILTER))
+		return false;
+	__u32 zero = 0;
+	struct wp_path_key *k = bpf_map_lookup_elem(&wp_path_key_heap, &zero);
+	if (!k)
+		return false;
+	if (len > WP_PREFIX_MAX)
+		len = WP_PREFIX_MAX;
+	__builtin_memset(k->path, 0, sizeof(k->path));
+	bpf_probe_read_kernel(k->path, len, p);
+	k->prefixlen = len * 8;
+	__u8 *act = bpf_map_lookup_elem(&wp_path_filter, k);
+	if (act && *act == WP_FILTER_EXCLUDE)
+		return true;
+	if ((cfg->flags & WP_CFG_PATH_INCLUDE) && (!act || *act != WP_FILTER_INCLUDE))
+		return true;
+	return false;
+}
+
+/* wp_rate_limited takes a token from the process's bucket. */
+static __always_inline bool wp_rate_limited(struct wp_config *cfg, __u64 now)
+{
+	if (!(cfg->flags & WP_CFG_RATE_LIMIT))
+		return false;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct wp_bucket *b = bpf_map_lookup_elem(&wp_buckets, &tgid);
+	__u64 cap = cfg->rate_burst * 1000;
+	if (!b) {
+		struct wp_bucket nb = {.tokens_x1k = cap - 1000, .last_ns = now};
+		bpf_map_update_elem(&wp_buckets, &tgid, &nb, BPF_ANY);
+		return false;
+	}
+	__u64 elapsed = now > b->last_ns ? now - b->last_ns : 0;
+	if (elapsed > 10000000000ULL)
+		elapsed = 10000000000ULL;
+	__u64 tokens = b->tokens_x1k + elapsed * cfg->rate_per_sec / 1000000;
+	if (tokens > cap)
+		tokens = cap;
+	b->last_ns = now;
+	if (tokens < 1000) {
+		b->tokens_x1k = tokens;
+		return true;
+	}
+	b->tokens_x1k = tokens - 1000;
+	return false;
+}
+
+/* wp_read_user_str copies a user string to dst (at most WP_PATH_MAX - 1
+ * bytes, no NUL kept) and returns its length. */
+static __always_inline __u32 wp_read_user_str(char *dst, __u64 uptr)
+{
+	if (!uptr)
+		return 0;
+	long n = bpf_probe_read_user_str(dst, WP_PATH_MAX, (const void *)uptr);
+	if (n <= 1)
+		return 0;
+	return (n - 1) & WP_PATH_MASK;
+}
+
+#endif /* WP_SYSCALL_H */
