@@ -1,0 +1,323 @@
+// Package collector is the Watchpost collector: it receives agents' batches
+// over gRPC with mutual TLS, validates and stores them durably before
+// acknowledging, and serves the stored events through a gRPC and HTTP/JSON
+// query API.
+package collector
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/watchpost/watchpost/collector/ingest"
+	"github.com/watchpost/watchpost/collector/store"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// Deps are the collector's collaborators.
+type Deps struct {
+	Logger zerolog.Logger
+	// Store replaces the SQLite store opened in DataDir; the caller then
+	// owns it and closes it.
+	Store store.Store
+}
+
+// Stats are the collector's ingest counters.
+type Stats struct {
+	BatchesStored, BatchesDuplicate, BatchesRetry uint64
+	EventsStored                                  uint64
+	Rejected                                      map[string]uint64 // batches by gRPC code name
+	Heartbeats                                    uint64
+	StreamsActive                                 int64
+	StreamsRefused                                uint64
+}
+
+// Collector is the server.
+type Collector struct {
+	cfg      Config
+	log      zerolog.Logger
+	store    store.Store
+	ownStore bool
+	dec      *ingest.Decoder
+	hub      *hub
+
+	ingestSrv  *grpc.Server
+	querySrv   *grpc.Server
+	httpSrv    *http.Server
+	ingestLn   net.Listener
+	queryLn    net.Listener
+	streams    chan struct{}
+	limiters   sync.Map // agent id -> *rate.Limiter
+	tokens     map[string]Token
+	authNeeded bool
+
+	started  atomic.Bool
+	stopOnce sync.Once
+	stopErr  error
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+
+	batchesStored, batchesDup, batchesRetry, eventsStored, heartbeats, streamsRefused atomic.Uint64
+	streamsActive                                                                     atomic.Int64
+	rejMu                                                                             sync.Mutex
+	rejected                                                                          map[string]uint64
+
+	watchpostv1.UnimplementedIngestServiceServer
+}
+
+// New validates the configuration, loads the TLS material and opens the store.
+func New(cfg Config, deps Deps) (*Collector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Collector{
+		cfg:      cfg,
+		log:      deps.Logger.With().Str("component", "collector").Logger(),
+		streams:  make(chan struct{}, cfg.Ingest.MaxStreams),
+		rejected: map[string]uint64{},
+		tokens:   map[string]Token{},
+		hub:      newHub(),
+	}
+	for _, t := range cfg.Query.Tokens {
+		c.tokens[t.Token] = t
+	}
+	loop, _ := isLoopback(cfg.Query.Listen)
+	c.authNeeded = !loop || len(cfg.Query.Tokens) > 0
+	dec, err := ingest.NewDecoder(ingest.Limits{
+		MaxUncompressedBytes: cfg.Ingest.MaxUncompressedBytes, MaxEvents: cfg.Ingest.MaxEventsPerBatch,
+		MaxStringBytes: cfg.Ingest.MaxStringBytes, MaxListLen: cfg.Ingest.MaxListLen,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.dec = dec
+	ingestTLS, err := serverTLS(cfg.Ingest.CertFile, cfg.Ingest.KeyFile, cfg.Ingest.ClientCAFile)
+	if err != nil {
+		dec.Close()
+		return nil, fmt.Errorf("ingest tls: %w", err)
+	}
+	c.ingestSrv = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(ingestTLS)),
+		grpc.MaxRecvMsgSize(cfg.Ingest.MaxMessageBytes),
+		grpc.MaxConcurrentStreams(uint32(cfg.Ingest.MaxStreamsPerConnection)),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.Ingest.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Ingest.KeepaliveTime, Timeout: cfg.Ingest.KeepaliveTimeout}),
+		grpc.ConnectionTimeout(10*time.Second),
+	)
+	watchpostv1.RegisterIngestServiceServer(c.ingestSrv, c)
+	c.querySrv = grpc.NewServer(
+		grpc.UnaryInterceptor(c.unaryAuth),
+		grpc.StreamInterceptor(c.streamAuth),
+		grpc.MaxRecvMsgSize(1<<20),
+	)
+	watchpostv1.RegisterQueryServiceServer(c.querySrv, &queryService{c: c})
+	if deps.Store != nil {
+		c.store = deps.Store
+	} else {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			dec.Close()
+			return nil, fmt.Errorf("creating data_dir: %w", err)
+		}
+		st, err := store.OpenSQLite(cfg.DBPath())
+		if err != nil {
+			dec.Close()
+			return nil, err
+		}
+		c.store, c.ownStore = st, true
+	}
+	return c, nil
+}
+
+func serverTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading server certificate: %w", err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
+	if clientCAFile != "" {
+		pem, err := os.ReadFile(clientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading client ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client ca %s: no PEM certificate", clientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// Start listens on both endpoints and serves in the background.
+func (c *Collector) Start(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("collector already started")
+	}
+	var err error
+	if c.ingestLn, err = net.Listen("tcp", c.cfg.Ingest.Listen); err != nil {
+		return fmt.Errorf("ingest.listen: %w", err)
+	}
+	if c.queryLn, err = net.Listen("tcp", c.cfg.Query.Listen); err != nil {
+		_ = c.ingestLn.Close()
+		return fmt.Errorf("query.listen: %w", err)
+	}
+	c.httpSrv = &http.Server{
+		Handler:           c.queryHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		Protocols:         new(http.Protocols),
+	}
+	c.httpSrv.Protocols.SetHTTP1(true)
+	qln := c.queryLn
+	if c.cfg.Query.CertFile != "" {
+		qtls, err := serverTLS(c.cfg.Query.CertFile, c.cfg.Query.KeyFile, "")
+		if err != nil {
+			_ = c.ingestLn.Close()
+			_ = c.queryLn.Close()
+			return fmt.Errorf("query tls: %w", err)
+		}
+		qtls.NextProtos = []string{"h2", "http/1.1"}
+		c.httpSrv.Protocols.SetHTTP2(true)
+		qln = tls.NewListener(qln, qtls)
+	} else {
+		c.httpSrv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.wg.Add(3)
+	go func() {
+		defer c.wg.Done()
+		if err := c.ingestSrv.Serve(c.ingestLn); err != nil {
+			c.log.Error().Err(err).Msg("ingest server stopped")
+		}
+	}()
+	go func() {
+		defer c.wg.Done()
+		if err := c.httpSrv.Serve(qln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error().Err(err).Msg("query server stopped")
+		}
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.retentionLoop(runCtx)
+	}()
+	c.log.Info().Str("ingest", c.Addr()).Str("query", c.QueryAddr()).Bool("query_auth", c.authNeeded).Msg("collector started")
+	return nil
+}
+
+// Addr is the ingest listener's address.
+func (c *Collector) Addr() string {
+	if c.ingestLn == nil {
+		return ""
+	}
+	return c.ingestLn.Addr().String()
+}
+
+// QueryAddr is the query listener's address.
+func (c *Collector) QueryAddr() string {
+	if c.queryLn == nil {
+		return ""
+	}
+	return c.queryLn.Addr().String()
+}
+
+// Store returns the store (tests and tools read it directly).
+func (c *Collector) Store() store.Store { return c.store }
+
+// Shutdown stops gracefully, forcing the stop when ctx ends (or after
+// shutdown_timeout). It is idempotent and safe without Start.
+func (c *Collector) Shutdown(ctx context.Context) error {
+	c.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(ctx, c.cfg.ShutdownTimeout)
+		defer cancel()
+		if c.started.Load() {
+			c.cancel()
+			c.hub.close()
+			done := make(chan struct{})
+			go func() {
+				c.ingestSrv.GracefulStop()
+				c.querySrv.GracefulStop()
+				close(done)
+			}()
+			if err := c.httpSrv.Shutdown(ctx); err != nil {
+				_ = c.httpSrv.Close()
+			}
+			select {
+			case <-done:
+			case <-ctx.Done():
+				c.log.Warn().Msg("graceful stop timed out, forcing")
+				c.ingestSrv.Stop()
+				c.querySrv.Stop()
+				<-done
+			}
+			c.wg.Wait()
+		}
+		c.dec.Close()
+		if c.ownStore {
+			c.stopErr = c.store.Close()
+		}
+		c.log.Info().Msg("collector stopped")
+	})
+	return c.stopErr
+}
+
+// Stats returns a snapshot of the ingest counters.
+func (c *Collector) Stats() Stats {
+	s := Stats{
+		BatchesStored: c.batchesStored.Load(), BatchesDuplicate: c.batchesDup.Load(), BatchesRetry: c.batchesRetry.Load(),
+		EventsStored: c.eventsStored.Load(), Heartbeats: c.heartbeats.Load(),
+		StreamsActive: c.streamsActive.Load(), StreamsRefused: c.streamsRefused.Load(),
+		Rejected: map[string]uint64{},
+	}
+	c.rejMu.Lock()
+	for k, v := range c.rejected {
+		s.Rejected[k] = v
+	}
+	c.rejMu.Unlock()
+	return s
+}
+
+func (c *Collector) limiter(agent string) *rate.Limiter {
+	if l, ok := c.limiters.Load(agent); ok {
+		return l.(*rate.Limiter)
+	}
+	l, _ := c.limiters.LoadOrStore(agent, rate.NewLimiter(rate.Limit(c.cfg.Ingest.RateEventsPerSecond), c.cfg.Ingest.RateBurst))
+	return l.(*rate.Limiter)
+}
+
+func (c *Collector) retentionLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Retention.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := c.enforceRetention(ctx); err != nil {
+				c.log.Error().Err(err).Msg("retention failed")
+			}
+		}
+	}
+}
+
+func (c *Collector) enforceRetention(ctx context.Context) ([]string, error) {
+	dropped, err := c.store.EnforceRetention(ctx, store.Retention{MaxAge: c.cfg.Retention.MaxAge, MaxBytes: c.cfg.Retention.MaxBytes}, time.Now())
+	if len(dropped) > 0 {
+		c.log.Info().Strs("partitions", dropped).Msg("retention dropped partitions")
+	}
+	return dropped, err
+}

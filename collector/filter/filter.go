@@ -1,0 +1,108 @@
+// Package filter parses the query filters shared by the CLI flags and the
+// HTTP/JSON API into the protobuf EventFilter.
+package filter
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/watchpost/watchpost/agent/event"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// Params are the textual filter values, named as the HTTP query parameters
+// and the CLI flags.
+type Params struct {
+	Agent    string // agent
+	Host     string // host
+	Types    string // type: comma-separated names (exec,file_open) or prefixes ending in * (file_*)
+	PID      string // pid
+	Exe      string // exe
+	Path     string // path (prefix)
+	Port     string // port
+	Protocol string // protocol
+	Since    string // since: RFC 3339 time or a duration before now (1h)
+	Until    string // until
+	Text     string // text
+}
+
+// Parse builds the EventFilter; errors name the parameter.
+func Parse(p Params, now time.Time) (*watchpostv1.EventFilter, error) {
+	f := &watchpostv1.EventFilter{AgentId: p.Agent, Host: p.Host, Exe: p.Exe, PathPrefix: p.Path, Protocol: p.Protocol, Text: p.Text}
+	var err error
+	if f.Types, err = ParseTypes(p.Types); err != nil {
+		return nil, fmt.Errorf("type: %w", err)
+	}
+	if p.PID != "" {
+		n, err := strconv.ParseUint(p.PID, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("pid: %q is not a process id", p.PID)
+		}
+		f.Pid = uint32(n)
+	}
+	if p.Port != "" {
+		n, err := strconv.ParseUint(p.Port, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("port: %q is not a port number", p.Port)
+		}
+		f.Port = uint32(n)
+	}
+	if f.SinceUnixNano, err = ParseTime(p.Since, now); err != nil {
+		return nil, fmt.Errorf("since: %w", err)
+	}
+	if f.UntilUnixNano, err = ParseTime(p.Until, now); err != nil {
+		return nil, fmt.Errorf("until: %w", err)
+	}
+	return f, nil
+}
+
+// ParseTypes parses comma-separated event type names; "file_*" selects
+// every type with that prefix.
+func ParseTypes(s string) ([]watchpostv1.EventType, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []watchpostv1.EventType
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		if prefix, ok := strings.CutSuffix(name, "*"); ok {
+			n := len(out)
+			for _, k := range event.Kinds() {
+				if strings.HasPrefix(k.String(), prefix) {
+					out = append(out, watchpostv1.EventType(k))
+				}
+			}
+			if len(out) == n {
+				return nil, fmt.Errorf("no event type matches %q", name)
+			}
+			continue
+		}
+		k, err := event.ParseKind(name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, watchpostv1.EventType(k))
+	}
+	return out, nil
+}
+
+// ParseTime accepts an RFC 3339 time or a duration meaning that long before
+// now; "" is 0 (unbounded).
+func ParseTime(s string, now time.Time) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d).UnixNano(), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is neither an RFC 3339 time nor a duration", s)
+	}
+	return t.UnixNano(), nil
+}
+
+// TypeName is the stable name of an event type (exec, file_open ...).
+func TypeName(t watchpostv1.EventType) string { return event.Kind(t).String() }

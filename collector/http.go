@@ -1,0 +1,150 @@
+package collector
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/watchpost/watchpost/collector/filter"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+var jsonOpts = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false}
+
+// queryHandler serves gRPC (HTTP/2, application/grpc) and the HTTP/JSON API
+// on the query port. The JSON endpoints call the same QueryService methods,
+// through the same authorization.
+func (c *Collector) queryHandler() http.Handler {
+	q := &queryService{c: c}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /api/v1/events", c.httpAuth(watchpostv1.QueryService_QueryEvents_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		f, err := filterFromQuery(r)
+		if err != nil {
+			httpError(w, status.Error(codes.InvalidArgument, err.Error()))
+			return
+		}
+		var limit uint64
+		if s := r.URL.Query().Get("limit"); s != "" {
+			if limit, err = strconv.ParseUint(s, 10, 32); err != nil {
+				httpError(w, status.Errorf(codes.InvalidArgument, "limit: %q is not a number", s))
+				return
+			}
+		}
+		resp, err := q.QueryEvents(r.Context(), &watchpostv1.QueryEventsRequest{Filter: f, Limit: uint32(limit)})
+		writeProto(w, resp, err)
+	}))
+	mux.HandleFunc("GET /api/v1/hosts", c.httpAuth(watchpostv1.QueryService_ListHosts_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		resp, err := q.ListHosts(r.Context(), &watchpostv1.ListHostsRequest{})
+		writeProto(w, resp, err)
+	}))
+	mux.HandleFunc("POST /api/v1/retention", c.httpAuth(watchpostv1.QueryService_EnforceRetention_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		resp, err := q.EnforceRetention(r.Context(), &watchpostv1.EnforceRetentionRequest{})
+		writeProto(w, resp, err)
+	}))
+	mux.HandleFunc("GET /api/v1/tail", c.httpAuth(watchpostv1.QueryService_TailEvents_FullMethodName, c.httpTail))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			c.querySrv.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// httpTail streams newline-delimited JSON TailEventsResponse objects.
+func (c *Collector) httpTail(w http.ResponseWriter, r *http.Request) {
+	f, err := filterFromQuery(r)
+	if err != nil {
+		httpError(w, status.Error(codes.InvalidArgument, err.Error()))
+		return
+	}
+	sub := c.hub.subscribe(toStoreFilter(f))
+	defer c.hub.unsubscribe(sub)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-sub.done:
+			return
+		case evs := <-sub.ch:
+			b, err := jsonOpts.Marshal(&watchpostv1.TailEventsResponse{Events: evs, Dropped: sub.takeDropped()})
+			if err != nil {
+				return
+			}
+			if _, err := w.Write(append(b, '\n')); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (c *Collector) httpAuth(method string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := c.authorize(r.Header.Get("Authorization"), method); err != nil {
+			httpError(w, err)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func filterFromQuery(r *http.Request) (*watchpostv1.EventFilter, error) {
+	v := r.URL.Query()
+	return filter.Parse(filter.Params{
+		Agent: v.Get("agent"), Host: v.Get("host"), Types: v.Get("type"), PID: v.Get("pid"), Exe: v.Get("exe"),
+		Path: v.Get("path"), Port: v.Get("port"), Protocol: v.Get("protocol"), Since: v.Get("since"),
+		Until: v.Get("until"), Text: v.Get("text"),
+	}, time.Now())
+}
+
+func writeProto(w http.ResponseWriter, m proto.Message, err error) {
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	b, err := jsonOpts.Marshal(m)
+	if err != nil {
+		httpError(w, status.Error(codes.Internal, "encoding response"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+var httpStatus = map[codes.Code]int{
+	codes.InvalidArgument:  http.StatusBadRequest,
+	codes.Unauthenticated:  http.StatusUnauthorized,
+	codes.PermissionDenied: http.StatusForbidden,
+	codes.NotFound:         http.StatusNotFound,
+	codes.Unavailable:      http.StatusServiceUnavailable,
+}
+
+// httpError writes {"code": "...", "message": "..."} with a matching status.
+func httpError(w http.ResponseWriter, err error) {
+	s := status.Convert(err)
+	code, ok := httpStatus[s.Code()]
+	if !ok {
+		code = http.StatusInternalServerError
+	}
+	if s.Code() == codes.Unauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="watchpost"`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": s.Code().String(), "message": s.Message()})
+}

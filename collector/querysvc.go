@@ -1,0 +1,145 @@
+package collector
+
+import (
+	"context"
+	"crypto/subtle"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/watchpost/watchpost/collector/store"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// queryService implements QueryService.
+type queryService struct {
+	watchpostv1.UnimplementedQueryServiceServer
+	c *Collector
+}
+
+// toStoreFilter converts the API filter.
+func toStoreFilter(f *watchpostv1.EventFilter) store.Filter {
+	sf := store.Filter{
+		AgentID: f.GetAgentId(), Host: f.GetHost(), Types: f.GetTypes(), PID: f.GetPid(), Exe: f.GetExe(),
+		PathPrefix: f.GetPathPrefix(), Port: f.GetPort(), Protocol: f.GetProtocol(), Text: f.GetText(),
+	}
+	if f.GetSinceUnixNano() != 0 {
+		sf.Since = time.Unix(0, f.GetSinceUnixNano())
+	}
+	if f.GetUntilUnixNano() != 0 {
+		sf.Until = time.Unix(0, f.GetUntilUnixNano())
+	}
+	return sf
+}
+
+func (q *queryService) QueryEvents(ctx context.Context, req *watchpostv1.QueryEventsRequest) (*watchpostv1.QueryEventsResponse, error) {
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = q.c.cfg.Query.DefaultLimit
+	}
+	limit = min(limit, q.c.cfg.Query.MaxLimit)
+	if req.GetFilter().GetPort() > 65535 {
+		return nil, status.Error(codes.InvalidArgument, "filter.port: not a port number")
+	}
+	evs, truncated, err := q.c.store.Query(ctx, toStoreFilter(req.GetFilter()), limit)
+	if err != nil {
+		q.c.log.Error().Err(err).Msg("query failed")
+		return nil, status.Error(codes.Internal, "query failed")
+	}
+	return &watchpostv1.QueryEventsResponse{Events: evs, Truncated: truncated}, nil
+}
+
+func (q *queryService) TailEvents(req *watchpostv1.TailEventsRequest, st grpc.ServerStreamingServer[watchpostv1.TailEventsResponse]) error {
+	sub := q.c.hub.subscribe(toStoreFilter(req.GetFilter()))
+	defer q.c.hub.unsubscribe(sub)
+	// An empty first message tells the client the subscription is live.
+	if err := st.Send(&watchpostv1.TailEventsResponse{}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-st.Context().Done():
+			return nil
+		case <-sub.done:
+			return status.Error(codes.Unavailable, "collector shutting down")
+		case evs := <-sub.ch:
+			if err := st.Send(&watchpostv1.TailEventsResponse{Events: evs, Dropped: sub.takeDropped()}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (q *queryService) ListHosts(ctx context.Context, _ *watchpostv1.ListHostsRequest) (*watchpostv1.ListHostsResponse, error) {
+	hosts, err := q.c.store.Hosts(ctx)
+	if err != nil {
+		q.c.log.Error().Err(err).Msg("listing hosts failed")
+		return nil, status.Error(codes.Internal, "listing hosts failed")
+	}
+	return &watchpostv1.ListHostsResponse{Hosts: hosts}, nil
+}
+
+func (q *queryService) EnforceRetention(ctx context.Context, _ *watchpostv1.EnforceRetentionRequest) (*watchpostv1.EnforceRetentionResponse, error) {
+	dropped, err := q.c.enforceRetention(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "retention: %v", err)
+	}
+	return &watchpostv1.EnforceRetentionResponse{DroppedPartitions: dropped}, nil
+}
+
+// adminMethods need the admin role.
+var adminMethods = map[string]bool{
+	watchpostv1.QueryService_EnforceRetention_FullMethodName: true,
+}
+
+// authorize checks a bearer token against the configured tokens and the
+// role the method needs. Without tokens on a loopback listener every
+// caller is admitted.
+func (c *Collector) authorize(authorization, method string) error {
+	if !c.authNeeded {
+		return nil
+	}
+	tok, ok := strings.CutPrefix(authorization, "Bearer ")
+	if !ok || tok == "" {
+		return status.Error(codes.Unauthenticated, "bearer token required")
+	}
+	var found *Token
+	for k, t := range c.tokens {
+		if subtle.ConstantTimeCompare([]byte(k), []byte(tok)) == 1 {
+			found = &t
+		}
+	}
+	if found == nil {
+		return status.Error(codes.Unauthenticated, "unknown token")
+	}
+	if adminMethods[method] && found.Role != RoleAdmin {
+		return status.Errorf(codes.PermissionDenied, "token %q has role %s; %s needs admin", found.Name, found.Role, method)
+	}
+	return nil
+}
+
+func authHeader(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("authorization"); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c *Collector) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := c.authorize(authHeader(ctx), info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (c *Collector) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := c.authorize(authHeader(ss.Context()), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}

@@ -1,0 +1,75 @@
+// Package store is the collector's event store: one interface, implemented
+// by an embedded SQLite database (modernc.org/sqlite, pure Go).
+package store
+
+import (
+	"context"
+	"time"
+
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// BatchKey identifies a batch: the same key is stored once.
+type BatchKey struct {
+	AgentID  string
+	BootID   string
+	RunID    string
+	BatchSeq uint64
+}
+
+// BatchInput is one validated batch: its events and, for each, the
+// serialized bytes as received.
+type BatchInput struct {
+	Key    BatchKey
+	Events []*watchpostv1.Event
+	Raw    [][]byte
+}
+
+// Result tells what happened to one batch of a StoreBatches call.
+type Result int
+
+const (
+	Stored Result = iota + 1
+	Duplicate
+)
+
+// Filter selects events. Zero fields match everything.
+type Filter struct {
+	AgentID    string
+	Host       string
+	Types      []watchpostv1.EventType
+	PID        uint32
+	Exe        string // exe path, its base name, or comm
+	PathPrefix string
+	Port       uint32
+	Protocol   string
+	Since      time.Time
+	Until      time.Time
+	Text       string
+}
+
+// Retention bounds the store; whole time partitions are dropped.
+type Retention struct {
+	MaxAge   time.Duration
+	MaxBytes int64
+}
+
+// Store is what the collector needs from storage.
+type Store interface {
+	// StoreBatches commits the batches durably in one transaction (all or
+	// nothing) and reports, per batch, whether it was new or a duplicate.
+	StoreBatches(ctx context.Context, batches []BatchInput) ([]Result, error)
+	// RecordHeartbeat stores a heartbeat and updates the agent registry.
+	RecordHeartbeat(ctx context.Context, agentID string, hb *watchpostv1.Heartbeat, received time.Time) error
+	// RecordRejected counts a refused batch in the agent registry.
+	RecordRejected(ctx context.Context, agentID string) error
+	// Query returns up to limit most recent matching events, oldest first,
+	// and whether more matched.
+	Query(ctx context.Context, f Filter, limit int) ([]*watchpostv1.Event, bool, error)
+	// Hosts returns the agent registry.
+	Hosts(ctx context.Context) ([]*watchpostv1.HostInfo, error)
+	// EnforceRetention drops partitions older than MaxAge, then the oldest
+	// ones while the store is larger than MaxBytes; it returns their names.
+	EnforceRetention(ctx context.Context, r Retention, now time.Time) ([]string, error)
+	Close() error
+}
