@@ -66,6 +66,7 @@ type Collector struct {
 	authNeeded bool
 
 	started  atomic.Bool
+	stopping chan struct{} // closed when Shutdown begins
 	stopOnce sync.Once
 	stopErr  error
 	cancel   context.CancelFunc
@@ -91,6 +92,7 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 		rejected: map[string]uint64{},
 		tokens:   map[string]Token{},
 		hub:      newHub(),
+		stopping: make(chan struct{}),
 	}
 	for _, t := range cfg.Query.Tokens {
 		c.tokens[t.Token] = t
@@ -244,6 +246,7 @@ func (c *Collector) Shutdown(ctx context.Context) error {
 	c.stopOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(ctx, c.cfg.ShutdownTimeout)
 		defer cancel()
+		close(c.stopping)
 		if c.started.Load() {
 			c.cancel()
 			c.hub.close()

@@ -69,15 +69,28 @@ func (c *Collector) Ingest(st grpc.BidiStreamingServer[watchpostv1.IngestRequest
 	}()
 	lim := c.limiter(agent)
 	pending := make(chan job, c.cfg.Ingest.MaxPendingBatches)
+	quit := make(chan struct{})
 	commitDone := make(chan error, 1)
-	go func() { commitDone <- c.commitLoop(ctx, agent, st, pending) }()
-	err = c.receive(ctx, agent, st, lim, pending)
-	close(pending)
-	cerr := <-commitDone
-	if err == nil {
-		err = cerr
+	go func() { commitDone <- c.commitLoop(ctx, agent, st, pending, quit) }()
+	recvDone := make(chan error, 1)
+	go func() {
+		err := c.receive(ctx, agent, st, lim, pending)
+		close(pending)
+		recvDone <- err
+	}()
+	select {
+	case err = <-recvDone:
+		if cerr := <-commitDone; err == nil {
+			err = cerr
+		}
+		return err
+	case <-c.stopping:
+		// Commit and acknowledge what was received, then end the stream;
+		// the receiver ends with the stream's context.
+		close(quit)
+		<-commitDone
+		return status.Error(codes.Unavailable, "collector shutting down")
 	}
-	return err
 }
 
 type limiter interface {
@@ -132,9 +145,23 @@ func (c *Collector) receive(ctx context.Context, agent string, st grpc.BidiStrea
 }
 
 // commitLoop stores waiting jobs in groups and acknowledges them in order.
-func (c *Collector) commitLoop(ctx context.Context, agent string, st grpc.BidiStreamingServer[watchpostv1.IngestRequest, watchpostv1.IngestResponse], pending <-chan job) error {
+func (c *Collector) commitLoop(ctx context.Context, agent string, st grpc.BidiStreamingServer[watchpostv1.IngestRequest, watchpostv1.IngestResponse], pending <-chan job, quit <-chan struct{}) error {
 	var failed error
-	for j := range pending {
+	for {
+		var j job
+		var ok bool
+		select {
+		case j, ok = <-pending:
+		case <-quit:
+			select {
+			case j, ok = <-pending:
+			default:
+				return failed
+			}
+		}
+		if !ok {
+			return failed
+		}
 		group := []job{j}
 		events := len(j.decodedEvents())
 	more:
@@ -157,7 +184,6 @@ func (c *Collector) commitLoop(ctx context.Context, agent string, st grpc.BidiSt
 			failed = err
 		}
 	}
-	return failed
 }
 
 func (j *job) decodedEvents() []*watchpostv1.Event {
