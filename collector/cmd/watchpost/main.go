@@ -1,0 +1,319 @@
+// Command watchpost queries a Watchpost collector.
+//
+//	watchpost events --host gw1 --type exec --since 1h
+//	watchpost tail --type 'net_*' --port 502
+//	watchpost hosts
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/watchpost/watchpost/agent/version"
+	"github.com/watchpost/watchpost/collector/filter"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+type globals struct {
+	server, token, caFile string
+	json                  bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "watchpost:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "watchpost",
+		Short:         "Query a Watchpost collector",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", envOr("WATCHPOST_SERVER", "127.0.0.1:7444"), "collector query address (env WATCHPOST_SERVER)")
+	pf.StringVar(&g.token, "token", os.Getenv("WATCHPOST_TOKEN"), "bearer token (env WATCHPOST_TOKEN)")
+	pf.StringVar(&g.caFile, "ca-file", os.Getenv("WATCHPOST_CA_FILE"), "CA of the collector's query certificate; plain HTTP/2 when empty (env WATCHPOST_CA_FILE)")
+	pf.BoolVar(&g.json, "json", false, "print JSON, one object per line")
+	root.AddCommand(newEvents(g), newTail(g), newHosts(g))
+	return root
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func (g *globals) client(ctx context.Context) (watchpostv1.QueryServiceClient, context.Context, func(), error) {
+	creds := insecure.NewCredentials()
+	if g.caFile != "" {
+		pem, err := os.ReadFile(g.caFile)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("reading ca file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, nil, fmt.Errorf("ca file %s: no PEM certificate", g.caFile)
+		}
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool})
+	}
+	conn, err := grpc.NewClient(g.server, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("connecting to %s: %w", g.server, err)
+	}
+	if g.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+g.token)
+	}
+	return watchpostv1.NewQueryServiceClient(conn), ctx, func() { _ = conn.Close() }, nil
+}
+
+// filterFlags are the filters shared by events and tail.
+type filterFlags struct{ p filter.Params }
+
+func (f *filterFlags) register(cmd *cobra.Command, withTime bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.p.Host, "host", "", "host name")
+	fl.StringVar(&f.p.Agent, "agent", "", "agent id")
+	fl.StringVar(&f.p.Types, "type", "", "event types, comma-separated (exec,file_open) or prefix* (net_*)")
+	fl.StringVar(&f.p.PID, "pid", "", "process id")
+	fl.StringVar(&f.p.Exe, "exe", "", "executable path, base name or comm")
+	fl.StringVar(&f.p.Exe, "process", "", "alias of --exe")
+	fl.StringVar(&f.p.Path, "path", "", "file path prefix")
+	fl.StringVar(&f.p.Port, "port", "", "source or destination port")
+	fl.StringVar(&f.p.Protocol, "protocol", "", "industrial protocol (modbus, s7comm, dnp3 ...)")
+	fl.StringVar(&f.p.Text, "text", "", "substring of any field")
+	if withTime {
+		fl.StringVar(&f.p.Since, "since", "", "RFC 3339 time or duration ago (1h)")
+		fl.StringVar(&f.p.Until, "until", "", "RFC 3339 time or duration ago")
+	}
+}
+
+func newEvents(g *globals) *cobra.Command {
+	var ff filterFlags
+	var limit uint32
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "List the most recent matching events, oldest first",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := filter.Parse(ff.p, time.Now())
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := g.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := cl.QueryEvents(ctx, &watchpostv1.QueryEventsRequest{Filter: f, Limit: limit})
+			if err != nil {
+				return err
+			}
+			if err := printEvents(cmd.OutOrStdout(), resp.Events, g.json, true); err != nil {
+				return err
+			}
+			if resp.Truncated && !g.json {
+				fmt.Fprintf(cmd.ErrOrStderr(), "(more events matched; showing the last %d: narrow the filter or raise --limit)\n", len(resp.Events))
+			}
+			return nil
+		},
+	}
+	ff.register(cmd, true)
+	cmd.Flags().Uint32Var(&limit, "limit", 100, "maximum events")
+	return cmd
+}
+
+func newTail(g *globals) *cobra.Command {
+	var ff filterFlags
+	cmd := &cobra.Command{
+		Use:   "tail",
+		Short: "Follow matching events as they are stored",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := filter.Parse(ff.p, time.Now())
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := g.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			st, err := cl.TailEvents(ctx, &watchpostv1.TailEventsRequest{Filter: f})
+			if err != nil {
+				return err
+			}
+			header := true
+			for {
+				resp, err := st.Recv()
+				if err == io.EOF || cmd.Context().Err() != nil {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if resp.Dropped > 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "(%d events skipped: this terminal reads too slowly)\n", resp.Dropped)
+				}
+				if len(resp.Events) == 0 {
+					continue
+				}
+				if err := printEvents(cmd.OutOrStdout(), resp.Events, g.json, header); err != nil {
+					return err
+				}
+				header = false
+			}
+		},
+	}
+	ff.register(cmd, false)
+	return cmd
+}
+
+func newHosts(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "hosts",
+		Short: "List the agents: host, last seen, version, kernel, capture path and drop counters",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, ctx, done, err := g.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := cl.ListHosts(ctx, &watchpostv1.ListHostsRequest{})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.json {
+				for _, h := range resp.Hosts {
+					if err := printJSON(out, h); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "AGENT\tHOST\tLAST SEEN\tVERSION\tKERNEL\tCAPTURE\tEVENTS\tDROPPED\tDROPS BY REASON")
+			for _, h := range resp.Hosts {
+				var drops []string
+				for _, c := range h.Drops {
+					drops = append(drops, fmt.Sprintf("%s/%s=%d", c.Kind, c.Reason, c.Count))
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", h.AgentId, h.Host, formatTime(h.LastSeenUnixNano),
+					h.Version, h.Kernel, h.CapturePath, h.EventsStored, h.Dropped, strings.Join(drops, " "))
+			}
+			return w.Flush()
+		},
+	}
+}
+
+var jsonOut = protojson.MarshalOptions{UseProtoNames: true}
+
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := jsonOut.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func printEvents(out io.Writer, evs []*watchpostv1.Event, asJSON, header bool) error {
+	if asJSON {
+		for _, ev := range evs {
+			if err := printJSON(out, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	if header {
+		fmt.Fprintln(w, "TIME\tHOST\tTYPE\tPID\tPROCESS\tDETAIL")
+	}
+	for _, ev := range evs {
+		h, p := ev.GetHeader(), ev.GetProcess()
+		proc := p.GetComm()
+		if p.GetExe() != "" {
+			proc = path.Base(p.GetExe())
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", formatTime(h.GetTimeUnixNano()), h.GetHost(), filter.TypeName(h.GetType()),
+			p.GetPid(), proc, detail(ev))
+	}
+	return w.Flush()
+}
+
+func formatTime(ns int64) string {
+	if ns == 0 {
+		return "-"
+	}
+	return time.Unix(0, ns).Local().Format("2006-01-02 15:04:05.000")
+}
+
+// detail is a one-line summary of an event's details.
+func detail(ev *watchpostv1.Event) string {
+	var s string
+	switch d := ev.Detail.(type) {
+	case *watchpostv1.Event_Exec:
+		s = strings.Join(ev.GetProcess().GetArgs(), " ")
+	case *watchpostv1.Event_Clone:
+		s = fmt.Sprintf("child %d thread=%v", d.Clone.ChildPid, d.Clone.Thread)
+	case *watchpostv1.Event_Exit:
+		s = fmt.Sprintf("code %d signal %d", d.Exit.Code, d.Exit.Signal)
+	case *watchpostv1.Event_File:
+		s = d.File.Path
+		if d.File.NewPath != "" {
+			s += " -> " + d.File.NewPath
+		}
+		if d.File.Result < 0 {
+			s += fmt.Sprintf(" (error %d)", d.File.Result)
+		}
+	case *watchpostv1.Event_Net:
+		n := d.Net
+		s = fmt.Sprintf("%s %s:%d -> %s:%d", n.Protocol, n.SrcAddr, n.SrcPort, n.DstAddr, n.DstPort)
+	case *watchpostv1.Event_Security:
+		sec := d.Security
+		s = strings.TrimSpace(strings.Join([]string{sec.Operation, sec.Name, sec.Path}, " "))
+		if sec.TargetPid != 0 {
+			s += fmt.Sprintf(" target %d %s", sec.TargetPid, sec.TargetComm)
+		}
+	case *watchpostv1.Event_Health:
+		s = fmt.Sprintf("produced %d delivered %d dropped %d", d.Health.Produced, d.Health.Delivered, d.Health.Dropped)
+	case *watchpostv1.Event_Gap:
+		var parts []string
+		for _, c := range d.Gap.Counters {
+			parts = append(parts, fmt.Sprintf("%s/%s=%d", c.Kind, c.Reason, c.Count))
+		}
+		s = d.Gap.Reason + " " + strings.Join(parts, " ")
+	}
+	if in := ev.GetIndustrial(); in != nil && in.Protocol != "" {
+		s += " [" + in.Protocol + "]"
+	}
+	return s
+}
