@@ -1,0 +1,170 @@
+package collector_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/shipper"
+	"github.com/watchpost/watchpost/collector/ingest"
+	"github.com/watchpost/watchpost/collector/store"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// benchEvent is a realistic ~250-byte event: host h of 20, a mix of kinds.
+func benchEvent(i int, host string) *event.Event {
+	ev := testEvent(i, host)
+	ev.Time = baseTime.Add(time.Duration(i) * 100 * time.Microsecond)
+	ev.Process.PID = uint32(1000 + (i/7)%5000)
+	if ev.File != nil {
+		ev.File.Path = fmt.Sprintf("/var/lib/app%d/data/file-%d.log", i%40, i%1000)
+	}
+	return ev
+}
+
+// encodedBatches builds n batches of size events each for agent.
+func encodedBatches(b testing.TB, agent string, n, size, offset int) []*watchpostv1.Batch {
+	bb, err := shipper.NewBatchBuilder(zstd.SpeedDefault)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bb.Close()
+	var pev watchpostv1.Event
+	out := make([]*watchpostv1.Batch, n)
+	for k := 0; k < n; k++ {
+		for j := 0; j < size; j++ {
+			i := offset + k*size + j
+			shipper.ToProto(benchEvent(i, "gw-"+agent), &pev)
+			if err := bb.Add(&pev); err != nil {
+				b.Fatal(err)
+			}
+		}
+		out[k] = bb.Seal(agent, "boot-1", "run-1", uint64(offset/size+k+1))
+	}
+	return out
+}
+
+// BenchmarkIngest measures the collector's ingest path without the
+// network: decompress, decode, validate, and commit durably to SQLite, 1000
+// events per batch, 4 batches per transaction (as a stream with a window).
+func BenchmarkIngest(b *testing.B) {
+	dec, err := ingest.NewDecoder(ingest.DefaultLimits())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dec.Close()
+	st, err := store.OpenSQLite(filepath.Join(b.TempDir(), "events.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	const size, group = 1000, 4
+	batches := encodedBatches(b, "agent-a", 40, size, 0)
+	var payload int
+	for _, bt := range batches {
+		payload += len(bt.Payload)
+	}
+	b.ReportMetric(float64(payload)/float64(len(batches)*size), "wire-bytes/event")
+	ctx := context.Background()
+	b.ResetTimer()
+	events := 0
+	for n := 0; n < b.N; n++ {
+		var inputs []store.BatchInput
+		for g := 0; g < group; g++ {
+			bt := batches[(n*group+g)%len(batches)]
+			bt.BatchSeq = uint64(n*group + g + 1) // every batch new
+			d, err := dec.Decode(bt)
+			if err != nil {
+				b.Fatal(err)
+			}
+			inputs = append(inputs, store.BatchInput{Key: store.BatchKey{AgentID: bt.AgentId, BootID: bt.BootId, RunID: bt.RunId, BatchSeq: bt.BatchSeq}, Events: d.Events, Raw: d.Raw})
+			events += len(d.Events)
+		}
+		if _, err := st.StoreBatches(ctx, inputs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkQuery measures typical queries over a store of
+// WATCHPOST_BENCH_EVENTS events (default 200000; 10000000 for the full
+// figure) from 20 hosts. WATCHPOST_BENCH_DB reuses a store built earlier
+// with the same size.
+func BenchmarkQuery(b *testing.B) {
+	total := 200_000
+	if s := os.Getenv("WATCHPOST_BENCH_EVENTS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("WATCHPOST_BENCH_EVENTS: %v", err)
+		}
+		total = n
+	}
+	file := os.Getenv("WATCHPOST_BENCH_DB")
+	if file == "" {
+		file = filepath.Join(b.TempDir(), "events.db")
+	}
+	_, statErr := os.Stat(file)
+	st, err := store.OpenSQLite(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	const size, hosts = 1000, 20
+	if statErr != nil { // build
+		dec, err := ingest.NewDecoder(ingest.DefaultLimits())
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for off := 0; off < total; off += size * hosts {
+			var inputs []store.BatchInput
+			for h := 0; h < hosts; h++ {
+				bt := encodedBatches(b, "agent-"+strconv.Itoa(h), 1, size, off+h*size)[0]
+				d, err := dec.Decode(bt)
+				if err != nil {
+					b.Fatal(err)
+				}
+				inputs = append(inputs, store.BatchInput{Key: store.BatchKey{AgentID: bt.AgentId, BootID: bt.BootId, RunID: bt.RunId, BatchSeq: bt.BatchSeq}, Events: d.Events, Raw: d.Raw})
+			}
+			if _, err := st.StoreBatches(context.Background(), inputs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		dec.Close()
+		b.Logf("built a store of %d events in %v", total, time.Since(start))
+	}
+	// Event times span total*100us; "last hour" of the data is its end.
+	end := baseTime.Add(time.Duration(total) * 100 * time.Microsecond)
+	queries := []struct {
+		name string
+		f    store.Filter
+	}{
+		{"host_last_hour", store.Filter{Host: "gw-agent-7", Since: end.Add(-time.Hour), Until: end}},
+		{"process_pid", store.Filter{PID: 4321}},
+		{"process_exe_last_hour", store.Filter{Exe: "modbusd", Since: end.Add(-time.Hour)}},
+		{"path_prefix", store.Filter{PathPrefix: "/var/lib/app17/"}},
+		{"port", store.Filter{Port: 40122}},
+		{"type_exec_host", store.Filter{Host: "gw-agent-3", Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXEC}}},
+	}
+	for _, q := range queries {
+		b.Run(q.name, func(b *testing.B) {
+			var got int
+			for n := 0; n < b.N; n++ {
+				evs, _, err := st.Query(context.Background(), q.f, 100)
+				if err != nil {
+					b.Fatal(err)
+				}
+				got = len(evs)
+			}
+			b.ReportMetric(float64(got), "results")
+		})
+	}
+}
