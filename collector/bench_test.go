@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/rs/zerolog"
 
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/shipper"
+	"github.com/watchpost/watchpost/collector/certs"
 	"github.com/watchpost/watchpost/collector/ingest"
 	"github.com/watchpost/watchpost/collector/store"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
@@ -166,5 +168,51 @@ func BenchmarkQuery(b *testing.B) {
 			}
 			b.ReportMetric(float64(got), "results")
 		})
+	}
+}
+
+// BenchmarkIngestEndToEnd ships events from a real Shipper to a real
+// Collector over loopback mutual TLS, and counts events per second until the
+// last one is acknowledged (stored durably).
+func BenchmarkIngestEndToEnd(b *testing.B) {
+	p := newPKI(b)
+	c := startCollector(b, testConfig(b, p, b.TempDir()))
+	cert, key := certs.AgentFiles("agent-a")
+	s, err := shipper.New(shipper.Config{
+		Address: c.Addr(), AgentID: "agent-a", Host: "gw-1", BootID: "boot-1",
+		CAFile: p.file(certs.CAFile), CertFile: filepath.Join(p.dir, cert), KeyFile: filepath.Join(p.dir, key),
+	}, shipper.Deps{Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	evs := make([]*event.Event, 4096)
+	for i := range evs {
+		evs[i] = benchEvent(i, "gw-1")
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for s.Stats().Accepted-s.Stats().EventsAcked > 12000 { // stay below the shipper's queues
+			time.Sleep(200 * time.Microsecond)
+		}
+		s.Ship(evs[i%len(evs)])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for s.Stats().EventsAcked < uint64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	if err := s.Shutdown(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if st := s.Stats(); st.EventsAcked != uint64(b.N) || st.Dropped[shipper.DropQueueFull] != 0 {
+		b.Fatalf("acked %d of %d, dropped %v", st.EventsAcked, b.N, st.Dropped)
 	}
 }

@@ -1,0 +1,95 @@
+package shipper
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/watchpost/watchpost/agent/event"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+func TestToProtoMapsEveryField(t *testing.T) {
+	ts := time.Unix(1_800_000_000, 123)
+	base := event.Event{
+		Kind: event.KindFileRename, Time: ts, BootNS: 77, Seq: 9, Host: "gw1", CPU: 1,
+		Process: event.Process{PID: 10, TID: 11, PPID: 1, UID: 2, GID: 3, EUID: 4, EGID: 5, LoginUID: 1000, SessionID: 6,
+			CgroupID: 7, Comm: "mv", Exe: "/usr/bin/mv", Args: []string{"mv", "a\xffb", "c"}, Cwd: "/tmp", TTY: "pts/0",
+			StartBootNS: 8, Container: "abc"},
+		Ancestry:   []event.Ancestor{{PID: 1, Comm: "systemd", Exe: "/sbin/init", Args: []string{"init"}, UID: 0}},
+		File:       &event.File{Path: "/etc/a", NewPath: "/etc/b", PathTruncated: true, Flags: 1, Mode: 0o644, Write: true, Result: -2, Inode: 12, Dev: "8:1", RDev: "4:64", DevKind: "char", UID: 13, GID: 14},
+		Industrial: &event.Industrial{Protocol: "modbus", Fieldbus: "ttyS", Device: "/dev/ttyS0", Sniffing: true},
+	}
+	want := &watchpostv1.Event{
+		Header: &watchpostv1.Header{Type: watchpostv1.EventType_EVENT_TYPE_FILE_RENAME, TimeUnixNano: ts.UnixNano(), BootNs: 77, Seq: 9, Host: "gw1", Cpu: 1},
+		Process: &watchpostv1.Process{Pid: 10, Tid: 11, Ppid: 1, Uid: 2, Gid: 3, Euid: 4, Egid: 5, Auid: 1000, SessionId: 6,
+			CgroupId: 7, Comm: "mv", Exe: "/usr/bin/mv", Args: []string{"mv", "a\uFFFDb", "c"}, Cwd: "/tmp", Tty: "pts/0",
+			StartBootNs: 8, Container: "abc"},
+		Ancestry:   []*watchpostv1.Ancestor{{Pid: 1, Comm: "systemd", Exe: "/sbin/init", Args: []string{"init"}}},
+		Industrial: &watchpostv1.Industrial{Protocol: "modbus", Fieldbus: "ttyS", Device: "/dev/ttyS0", Sniffing: true},
+		Detail: &watchpostv1.Event_File{File: &watchpostv1.File{Path: "/etc/a", NewPath: "/etc/b", PathTruncated: true, Flags: 1, Mode: 0o644,
+			Write: true, Result: -2, Inode: 12, Dev: "8:1", Rdev: "4:64", DevKind: "char", OwnerUid: 13, OwnerGid: 14}},
+	}
+	var got watchpostv1.Event
+	ToProto(&base, &got)
+	if !proto.Equal(&got, want) {
+		t.Fatalf("got %v\nwant %v", &got, want)
+	}
+	// The message is reused: a second, smaller event leaves nothing behind.
+	ToProto(&event.Event{Kind: event.KindExit, Time: ts, Host: "gw1", Exit: &event.Exit{Code: 1, Signal: 9, CoreDumped: true, LifetimeNS: 5}}, &got)
+	want = &watchpostv1.Event{
+		Header:  &watchpostv1.Header{Type: watchpostv1.EventType_EVENT_TYPE_EXIT, TimeUnixNano: ts.UnixNano(), Host: "gw1"},
+		Process: &watchpostv1.Process{},
+		Detail:  &watchpostv1.Event_Exit{Exit: &watchpostv1.Exit{Code: 1, Signal: 9, CoreDumped: true, LifetimeNs: 5}},
+	}
+	if !proto.Equal(&got, want) {
+		t.Fatalf("reused: got %v\nwant %v", &got, want)
+	}
+}
+
+func TestEventTypeValuesMatchKinds(t *testing.T) {
+	for _, k := range event.Kinds() {
+		name := watchpostv1.EventType(k).String()
+		if want := "EVENT_TYPE_" + upper(k.String()); name != want {
+			t.Errorf("kind %d (%s) maps to %s, want %s", k, k, name, want)
+		}
+	}
+}
+
+func upper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' {
+			b[i] = c - 32
+		}
+	}
+	return string(b)
+}
+
+func TestMemoryQueueBoundsAndAck(t *testing.T) {
+	q := NewMemoryQueue(3, 10)
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := q.Push(&watchpostv1.Batch{BatchSeq: seq, Payload: make([]byte, 3)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Push(&watchpostv1.Batch{BatchSeq: 4}); err != ErrQueueFull {
+		t.Fatalf("push over count: %v, want ErrQueueFull", err)
+	}
+	if !q.Ack(2) || q.Ack(2) || q.Len() != 2 || q.Bytes() != 6 {
+		t.Fatalf("after ack: len %d bytes %d", q.Len(), q.Bytes())
+	}
+	if err := q.Push(&watchpostv1.Batch{BatchSeq: 4, Payload: make([]byte, 5)}); err != ErrQueueFull {
+		t.Fatalf("push over bytes: %v, want ErrQueueFull", err)
+	}
+	if b := q.Next(0); b.BatchSeq != 1 {
+		t.Fatalf("next(0) = %d, want 1", b.BatchSeq)
+	}
+	if b := q.Next(1); b.BatchSeq != 3 {
+		t.Fatalf("next(1) = %d, want 3", b.BatchSeq)
+	}
+	if b := q.Next(3); b != nil {
+		t.Fatalf("next(3) = %v, want nil", b)
+	}
+}
