@@ -16,13 +16,24 @@
 #define WP_IPPROTO_TCP 6
 #define WP_IPPROTO_UDP 17
 #define WP_TCP_ESTABLISHED 1
+#define WP_TCP_FIN_WAIT2 5
 #define WP_TCP_CLOSE 7
+#define WP_TCP_CLOSE_WAIT 8
+#define WP_TCP_CLOSING 11
 #define WP_EINPROGRESS 115
 
-/* The process that owns a tracked TCP socket. */
+/* The process that owns a tracked TCP socket, and the connection as it
+ * was when the process made or accepted it (the local port is released
+ * before the close is traced). */
 struct wp_sock_owner {
 	struct wp_event_hdr hdr;
 	__u64 start_ns;
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u16 fin_seen; /* the peer's FIN arrived: it is counted in bytes_received */
+	__u8 saddr[16];
+	__u8 daddr[16];
 };
 
 struct wp_flow_key {
@@ -214,6 +225,11 @@ int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 		struct wp_sock_owner o = {};
 		__builtin_memcpy(&o.hdr, &e.hdr, sizeof(o.hdr));
 		o.start_ns = e.hdr.ts_boot_ns;
+		o.family = e.family;
+		o.sport = e.sport;
+		o.dport = e.dport;
+		__builtin_memcpy(o.saddr, e.saddr, 16);
+		__builtin_memcpy(o.daddr, e.daddr, 16);
 		__u64 key = (__u64)sk;
 		bpf_map_update_elem(&wp_socks, &key, &o, BPF_ANY);
 	}
@@ -224,7 +240,8 @@ int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(wp_sock_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != WP_TCP_CLOSE && newstate != WP_TCP_ESTABLISHED)
+	if (newstate != WP_TCP_CLOSE && newstate != WP_TCP_ESTABLISHED && newstate != WP_TCP_CLOSE_WAIT &&
+	    newstate != WP_TCP_CLOSING)
 		return 0;
 	if (BPF_CORE_READ(sk, sk_protocol) != WP_IPPROTO_TCP)
 		return 0;
@@ -236,6 +253,14 @@ int BPF_PROG(wp_sock_state, struct sock *sk, int oldstate, int newstate)
 		o->hdr.flags |= WP_F_ESTABLISHED;
 		return 0;
 	}
+	if (newstate == WP_TCP_CLOSE_WAIT || newstate == WP_TCP_CLOSING) {
+		o->fin_seen = 1;
+		return 0;
+	}
+	/* FIN_WAIT2 -> CLOSE is the time-wait path, entered when the peer's
+	 * FIN arrives (or, rarely, when it never does and the timer fires). */
+	if (oldstate == WP_TCP_FIN_WAIT2)
+		o->fin_seen = 1;
 	/* The state change may run in softirq context, on behalf of no
 	 * process: the event is the owner's, so the owner is what counts. */
 	__u32 type = WP_EV_NET_CLOSE;
@@ -253,10 +278,21 @@ int BPF_PROG(wp_sock_state, struct sock *sk, int oldstate, int newstate)
 	e.hdr.ts_boot_ns = now;
 	e.hdr.cpu = bpf_get_smp_processor_id();
 	e.duration_ns = now - o->start_ns;
-	wp_sock_addrs(&e, sk);
+	e.family = o->family;
+	e.sock_type = BPF_CORE_READ(sk, sk_type);
+	e.protocol = WP_IPPROTO_TCP;
+	e.sport = o->sport;
+	e.dport = o->dport;
+	__builtin_memcpy(e.saddr, o->saddr, 16);
+	__builtin_memcpy(e.daddr, o->daddr, 16);
+	/* Payload only: bytes_sent counts data segments (retransmissions
+	 * included, so they are taken off); bytes_received counts sequence
+	 * space, which includes the peer's FIN. */
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	e.bytes_sent = BPF_CORE_READ(tp, bytes_acked);
+	e.bytes_sent = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
 	e.bytes_recv = BPF_CORE_READ(tp, bytes_received);
+	if (o->fin_seen && e.bytes_recv > 0)
+		e.bytes_recv--;
 	bpf_map_delete_elem(&wp_socks, &key);
 	wp_output(cfg, &e, sizeof(e), type, false);
 	return 0;

@@ -106,6 +106,17 @@ int wp_sys_exit_sec(struct trace_event_raw_sys_exit *ctx)
 	e->cap_effective = 0;
 	BPF_CORE_READ_INTO(&e->cap_effective, cred, cap_effective);
 
+	if (d->kind == WP_SEC_SIGNAL && d->fd_idx == WP_ARG_NONE) {
+		/* pidfd_send_signal: replace the pidfd by the pid it refers to
+		 * (its first level number). Since 6.9 pidfds live in pidfs and
+		 * keep the struct pid in the inode; before, in the file. */
+		struct file *pf = wp_fd_file(task, (long)(int)a.args[0]);
+		struct pid *pid = pf ? BPF_CORE_READ(pf, f_inode, i_private) : NULL;
+		if (!pid && pf)
+			pid = BPF_CORE_READ(pf, private_data);
+		e->args[0] = pid ? (__u64)(__u32)BPF_CORE_READ(pid, numbers[0].nr) : 0;
+	}
+
 	__u32 off = 0;
 	if (d->kind == WP_SEC_FINIT) {
 		struct file *f = wp_fd_file(task, (long)(int)wp_arg(&a, d->fd_idx));

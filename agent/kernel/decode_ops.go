@@ -144,8 +144,11 @@ func (d *decoder) decodeNet(ev *event.Event, raw []byte) error {
 		DstAddr:    addrString(e.Family, e.Daddr),
 	}
 	if e.Family == 17 {
-		// Packet sockets carry an Ethernet protocol (network order), 0 = none yet.
-		n.Protocol = fmt.Sprintf("eth:0x%04x", e.Protocol>>8|e.Protocol<<8)
+		// Packet sockets carry an Ethernet protocol (network order) when
+		// the kernel records one.
+		if e.Protocol != 0 {
+			n.Protocol = fmt.Sprintf("eth:0x%04x", e.Protocol>>8|e.Protocol<<8)
+		}
 	} else {
 		n.Protocol = lookupName(ipProtocols, e.Protocol)
 	}
@@ -249,6 +252,8 @@ func (d *decoder) decodeSec(ev *event.Event, raw []byte) error {
 		x.Signal = int(secArg(e, spec.mode))
 		if spec.fd != na {
 			x.TargetPID = uint32(secArg(e, spec.fd))
+		} else {
+			x.TargetPID = uint32(e.Args[0]) // pidfd_send_signal: resolved in the kernel
 		}
 	}
 	ev.Security = x

@@ -36,8 +36,8 @@ type Stats struct {
 	// ProgramMisses are the skipped runs of programs that serve several
 	// kinds (the syscall programs), by program name.
 	ProgramMisses map[string]uint64
-	Read         uint64 // records read from the ring
-	DecodeErrors uint64 // records that could not be decoded (counted, skipped)
+	Read          uint64 // records read from the ring
+	DecodeErrors  uint64 // records that could not be decoded (counted, skipped)
 }
 
 // Total sums the counters over all kinds.

@@ -8,25 +8,25 @@ const na = 0xff
 // sysSpec describes how the kernel programs read one syscall. The op id is
 // stable: it is what records carry, and Op names it.
 type sysSpec struct {
-	name       string // the syscall's name (and its tracepoint's, unless tp is set)
-	tp         string // tracepoint name when it differs (SYSCALL_DEFINE name)
-	op         uint16
-	kind       event.Kind
-	class      uint8
-	sub        uint8 // path kind, net op or security op
-	dirfd      uint8
-	name1      uint8
-	dirfd2     uint8
-	name2      uint8
-	fd         uint8
-	flags      uint8
-	mode       uint8
-	str        uint8
-	str2       uint8
-	str3       uint8
-	howFlags   uint8
-	write      uint8 // 1 modifies, 2 chown (uid, gid at mode, mode+1), 3 truncate (length at mode)
-	optional   bool  // absent on some kernels (newer syscalls)
+	name     string // the syscall's name (and its tracepoint's, unless tp is set)
+	tp       string // tracepoint name when it differs (SYSCALL_DEFINE name)
+	op       uint16
+	kind     event.Kind
+	class    uint8
+	sub      uint8 // path kind, net op or security op
+	dirfd    uint8
+	name1    uint8
+	dirfd2   uint8
+	name2    uint8
+	fd       uint8
+	flags    uint8
+	mode     uint8
+	str      uint8
+	str2     uint8
+	str3     uint8
+	howFlags uint8
+	write    uint8 // 1 modifies, 2 chown (uid, gid at mode, mode+1), 3 truncate (length at mode)
+	optional bool  // absent on some kernels (newer syscalls)
 }
 
 func (s sysSpec) tracepoint() string {

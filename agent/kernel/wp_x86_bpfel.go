@@ -297,6 +297,12 @@ type wpWpSockOwner struct {
 	_       structs.HostLayout
 	Hdr     wpWpEventHdr
 	StartNs uint64
+	Family  uint16
+	Sport   uint16
+	Dport   uint16
+	FinSeen uint16
+	Saddr   [16]uint8
+	Daddr   [16]uint8
 }
 
 type wpWpStat uint32

@@ -10,11 +10,14 @@ package privtest
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,6 +54,11 @@ const HelperEnv = "WATCHPOST_TEST_HELPER"
 //	sleep    block until killed
 //	spawn    read one line from stdin, then run the rest of argv after "--child"
 //	         as a child process, wait for it and exit 0
+//	tcp      connect to $WATCHPOST_TEST_ADDR, write $WATCHPOST_TEST_N bytes,
+//	         read $WATCHPOST_TEST_M bytes back, close
+//	udp      send $WATCHPOST_TEST_N datagrams to $WATCHPOST_TEST_ADDR, reading
+//	         a reply to each
+//	setuid   setuid($WATCHPOST_TEST_N) and exit 0
 func HelperMain() {
 	mode := os.Getenv(HelperEnv)
 	if mode == "" {
@@ -71,6 +79,15 @@ func helper(mode string) int {
 		for {
 			time.Sleep(time.Hour)
 		}
+	case mode == "tcp":
+		return tcpClient(os.Getenv("WATCHPOST_TEST_ADDR"), envInt("WATCHPOST_TEST_N"), envInt("WATCHPOST_TEST_M"))
+	case mode == "udp":
+		return udpClient(os.Getenv("WATCHPOST_TEST_ADDR"), envInt("WATCHPOST_TEST_N"))
+	case mode == "setuid":
+		if err := syscall.Setuid(envInt("WATCHPOST_TEST_N")); err != nil {
+			return 104
+		}
+		return 0
 	case mode == "spawn":
 		var line string
 		fmt.Fscanln(os.Stdin, &line)
@@ -88,6 +105,51 @@ func helper(mode string) int {
 		return 102
 	}
 	return 103
+}
+
+func envInt(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return n
+}
+
+func tcpClient(addr string, n, m int) int {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 110
+	}
+	defer c.Close()
+	if _, err := c.Write(make([]byte, n)); err != nil {
+		return 111
+	}
+	if _, err := io.ReadFull(c, make([]byte, m)); err != nil {
+		return 112
+	}
+	return 0
+}
+
+// udpClient polls like a BACnet or DNP3 master: sendto and recvfrom on an
+// unconnected socket.
+func udpClient(addr string, n int) int {
+	peer, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return 120
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 120
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for i := 0; i < n; i++ {
+		if _, err := c.WriteToUDP([]byte("poll"), peer); err != nil {
+			return 121
+		}
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, _, err := c.ReadFromUDP(buf); err != nil {
+			return 122
+		}
+	}
+	return 0
 }
 
 // Self returns the canonical path of the running test binary: what the
