@@ -100,6 +100,8 @@ type ProcessTable struct {
 // Collector configures the connection to the collector (output collector or both).
 type Collector struct {
 	Address string `yaml:"address"`
+	// AgentID must match the agent certificate's name; default: host.
+	AgentID string `yaml:"agent_id"`
 	CA      string `yaml:"ca"`
 	Cert    string `yaml:"cert"`
 	Key     string `yaml:"key"`

@@ -153,6 +153,10 @@ func (p *Pipeline) healthEvent() *event.Event {
 	return ev
 }
 
+// Health snapshots the agent's counters (for heartbeats). Safe to call
+// from any goroutine.
+func (p *Pipeline) Health() *event.Health { return p.health() }
+
 // health snapshots the counters: produced, delivered, filtered and dropped
 // by kind and reason.
 func (p *Pipeline) health() *event.Health {

@@ -1,0 +1,175 @@
+// Package app runs a whole Watchpost agent: kernel sensor, process table,
+// pipeline, outputs and metrics. The watchpost-agent binary is a thin
+// wrapper around Run; tests start the real agent through it too.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/watchpost/watchpost/agent/config"
+	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/kernel"
+	"github.com/watchpost/watchpost/agent/metrics"
+	"github.com/watchpost/watchpost/agent/output"
+	"github.com/watchpost/watchpost/agent/pipeline"
+	"github.com/watchpost/watchpost/agent/proctable"
+	"github.com/watchpost/watchpost/agent/shipper"
+	"github.com/watchpost/watchpost/agent/version"
+)
+
+// Options are the parts of a run that are not configuration.
+type Options struct {
+	// Stdout receives JSON lines when the output includes stdout.
+	Stdout io.Writer
+	// Ready, when set, is called once everything is attached and running.
+	Ready func(*Agent)
+}
+
+// Agent is a running agent, as handed to Options.Ready.
+type Agent struct {
+	Sensor   *kernel.Sensor
+	Table    *proctable.Table
+	Pipeline *pipeline.Pipeline
+	Shipper  *shipper.Shipper // nil unless the output includes the collector
+	Metrics  *metrics.Server  // nil when metrics_addr is empty
+}
+
+// Run starts the agent and blocks until ctx ends; then it detaches the
+// programs, drains the ring, flushes the outputs and returns.
+func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if opt.Stdout == nil {
+		opt.Stdout = os.Stdout
+	}
+	kcfg, _ := cfg.KernelConfig()
+	kcfg.AgentPID = uint32(os.Getpid())
+
+	table, err := proctable.New(cfg.TableConfig())
+	if err != nil {
+		return err
+	}
+	sensor, err := kernel.Load(kcfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := sensor.Close(); err != nil {
+			log.Warn().Err(err).Msg("detaching kernel programs")
+		}
+		log.Info().Msg("kernel programs detached")
+	}()
+	// Seeded after attaching, so no process falls between the snapshot and
+	// the first event; events override the snapshot.
+	if err := table.Seed(); err != nil {
+		return err
+	}
+	log.Info().Int("processes", table.Stats().Live).Msg("process table seeded")
+
+	a := &Agent{Sensor: sensor, Table: table}
+	var sinks []output.Sink
+	if cfg.Output == config.OutputStdout || cfg.Output == config.OutputBoth {
+		sinks = append(sinks, output.NewJSONLines(opt.Stdout, nil))
+	}
+	pcfg := cfg.PipelineConfig()
+	if pcfg.Tagger, err = cfg.Classifier(); err != nil {
+		return err
+	}
+	var p *pipeline.Pipeline
+	if cfg.Output == config.OutputCollector || cfg.Output == config.OutputBoth {
+		health := func() event.Health {
+			if p == nil {
+				return event.Health{}
+			}
+			return *p.Health()
+		}
+		a.Shipper, err = newShipper(cfg, health, log)
+		if err != nil {
+			return err
+		}
+		if err := a.Shipper.Start(ctx); err != nil {
+			return fmt.Errorf("starting the collector output: %w", err)
+		}
+		sinks = append(sinks, shipperSink{a.Shipper})
+	}
+	p, err = pipeline.New(pcfg, log, sensor, table, sinks...)
+	if err != nil {
+		return err
+	}
+	a.Pipeline = p
+	if cfg.MetricsAddr != "" {
+		a.Metrics, err = metrics.New(cfg.MetricsAddr, metrics.Sources{
+			Kernel: sensor.Stats, Programs: sensor.Programs, Delivered: p.Delivered, Table: table.Stats,
+		}, log)
+		if err != nil {
+			return err
+		}
+		a.Metrics.Start()
+		log.Info().Str("addr", a.Metrics.Addr()).Msg("serving /metrics and /healthz")
+	}
+	log.Info().Str("output", cfg.Output).Str("version", version.Version).Msg("watchpost agent running")
+	if opt.Ready != nil {
+		opt.Ready(a)
+	}
+	err = p.Run(ctx)
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range sinks {
+		if cerr := s.Close(); cerr != nil {
+			log.Warn().Err(cerr).Msg("closing output")
+		}
+	}
+	if a.Shipper != nil {
+		if serr := a.Shipper.Shutdown(shutdownCtx); serr != nil {
+			log.Warn().Err(serr).Msg("stopping the collector output")
+		}
+	}
+	if a.Metrics != nil {
+		_ = a.Metrics.Shutdown(shutdownCtx)
+	}
+	return err
+}
+
+// shipperSink adapts the shipper to the pipeline's sink interface: Ship
+// never blocks (it counts what it cannot take).
+type shipperSink struct{ s *shipper.Shipper }
+
+func (w shipperSink) Write(ev *event.Event) { w.s.Ship(ev) }
+func (w shipperSink) Flush() error          { return nil }
+func (w shipperSink) Close() error          { return nil }
+
+func newShipper(cfg config.Config, health func() event.Health, log zerolog.Logger) (*shipper.Shipper, error) {
+	tlsCfg, err := shipper.ClientTLS(cfg.Collector.CA, cfg.Collector.Cert, cfg.Collector.Key, cfg.Collector.ServerName)
+	if err != nil {
+		return nil, fmt.Errorf("collector: %w", err)
+	}
+	agentID := cfg.Collector.AgentID
+	if agentID == "" {
+		agentID = cfg.Host
+	}
+	return shipper.New(shipper.Config{
+		Address: cfg.Collector.Address, AgentID: agentID, Host: cfg.Host, BootID: bootID(),
+		ServerName: cfg.Collector.ServerName,
+	}, shipper.Deps{Logger: log, Health: health, TLS: tlsCfg})
+}
+
+// bootID identifies this boot of the host (the kernel's random boot id).
+func bootID() string {
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	var r [16]byte
+	_, _ = rand.Read(r[:])
+	return hex.EncodeToString(r[:])
+}
