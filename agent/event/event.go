@@ -222,7 +222,6 @@ type Net struct {
 	BytesRecv  uint64 `json:"bytes_recv,omitempty"`
 	DurationNS uint64 `json:"duration_ns,omitempty"`
 	Direction  string `json:"direction,omitempty"` // outbound, inbound
-	Cookie     uint64 `json:"socket_cookie,omitempty"`
 }
 
 // Security is a privilege, kernel-integrity or tampering action.

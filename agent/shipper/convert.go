@@ -89,6 +89,7 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 			Path: utf8Safe(f.Path), NewPath: utf8Safe(f.NewPath), PathTruncated: f.PathTruncated,
 			Flags: f.Flags, Mode: f.Mode, Write: f.Write, Result: f.Result, Inode: f.Inode,
 			Dev: f.Dev, Rdev: f.RDev, DevKind: f.DevKind, OwnerUid: f.UID, OwnerGid: f.GID,
+			Syscall: f.Syscall, Size: f.Size,
 		}}
 	case ev.Net != nil:
 		n := ev.Net
@@ -96,14 +97,14 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 			Family: n.Family, Protocol: n.Protocol, SockType: n.SockType,
 			SrcAddr: utf8Safe(n.SrcAddr), SrcPort: uint32(n.SrcPort), DstAddr: utf8Safe(n.DstAddr), DstPort: uint32(n.DstPort),
 			Result: n.Result, BytesSent: n.BytesSent, BytesRecv: n.BytesRecv, DurationNs: n.DurationNS,
-			Direction: n.Direction, SocketCookie: n.Cookie,
+			Direction: n.Direction, Syscall: n.Syscall,
 		}}
 	case ev.Security != nil:
 		s := ev.Security
 		dst.Detail = &watchpostv1.Event_Security{Security: &watchpostv1.Security{
 			Operation: utf8Safe(s.Operation), TargetPid: s.TargetPID, TargetComm: utf8Safe(s.TargetComm),
 			Signal: int32(s.Signal), Name: utf8Safe(s.Name), Path: utf8Safe(s.Path), FsType: utf8Safe(s.FSType),
-			OldId: s.OldID, NewId: s.NewID, Flags: s.Flags, Result: s.Result,
+			OldId: s.OldID, NewId: s.NewID, Flags: s.Flags, Result: s.Result, Params: utf8Safe(s.Params),
 		}}
 	case ev.Health != nil:
 		dst.Detail = &watchpostv1.Event_Health{Health: HealthToProto(ev.Health)}

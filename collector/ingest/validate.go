@@ -168,17 +168,17 @@ func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.
 	case *watchpostv1.Event_File:
 		f := d.File
 		got, err = famFile, all(v.str("file.path", f.Path), v.str("file.new_path", f.NewPath), v.str("file.dev", f.Dev),
-			v.str("file.rdev", f.Rdev), v.str("file.dev_kind", f.DevKind))
+			v.str("file.rdev", f.Rdev), v.str("file.dev_kind", f.DevKind), v.str("file.syscall", f.Syscall))
 	case *watchpostv1.Event_Net:
 		n := d.Net
 		got, err = famNet, all(v.port("net.src_port", n.SrcPort), v.port("net.dst_port", n.DstPort),
 			v.str("net.family", n.Family), v.str("net.protocol", n.Protocol), v.str("net.sock_type", n.SockType),
-			v.str("net.src_addr", n.SrcAddr), v.str("net.dst_addr", n.DstAddr), v.str("net.direction", n.Direction))
+			v.str("net.src_addr", n.SrcAddr), v.str("net.dst_addr", n.DstAddr), v.str("net.direction", n.Direction), v.str("net.syscall", n.Syscall))
 	case *watchpostv1.Event_Security:
 		s := d.Security
 		got, err = famSecurity, all(v.pid("security.target_pid", s.TargetPid), v.str("security.operation", s.Operation),
 			v.str("security.target_comm", s.TargetComm), v.str("security.name", s.Name), v.str("security.path", s.Path),
-			v.str("security.fs_type", s.FsType))
+			v.str("security.fs_type", s.FsType), v.str("security.params", s.Params))
 	case *watchpostv1.Event_Health:
 		h := d.Health
 		got, err = famHealth, all(v.str("health.version", h.Version), v.str("health.kernel", h.Kernel),

@@ -746,6 +746,10 @@ type File struct {
 	DevKind       string                 `protobuf:"bytes,11,opt,name=dev_kind,json=devKind,proto3" json:"dev_kind,omitempty"`
 	OwnerUid      uint32                 `protobuf:"varint,12,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
 	OwnerGid      uint32                 `protobuf:"varint,13,opt,name=owner_gid,json=ownerGid,proto3" json:"owner_gid,omitempty"`
+	// The syscall that made the event (openat, renameat2, ...).
+	Syscall string `protobuf:"bytes,14,opt,name=syscall,proto3" json:"syscall,omitempty"`
+	// truncate: the new length.
+	Size          uint64 `protobuf:"varint,15,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -871,6 +875,20 @@ func (x *File) GetOwnerGid() uint32 {
 	return 0
 }
 
+func (x *File) GetSyscall() string {
+	if x != nil {
+		return x.Syscall
+	}
+	return ""
+}
+
+func (x *File) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 type Net struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Family   string                 `protobuf:"bytes,1,opt,name=family,proto3" json:"family,omitempty"`
@@ -878,15 +896,16 @@ type Net struct {
 	SockType string                 `protobuf:"bytes,3,opt,name=sock_type,json=sockType,proto3" json:"sock_type,omitempty"`
 	SrcAddr  string                 `protobuf:"bytes,4,opt,name=src_addr,json=srcAddr,proto3" json:"src_addr,omitempty"`
 	// Ports are 0..65535.
-	SrcPort       uint32 `protobuf:"varint,5,opt,name=src_port,json=srcPort,proto3" json:"src_port,omitempty"`
-	DstAddr       string `protobuf:"bytes,6,opt,name=dst_addr,json=dstAddr,proto3" json:"dst_addr,omitempty"`
-	DstPort       uint32 `protobuf:"varint,7,opt,name=dst_port,json=dstPort,proto3" json:"dst_port,omitempty"`
-	Result        int32  `protobuf:"varint,8,opt,name=result,proto3" json:"result,omitempty"`
-	BytesSent     uint64 `protobuf:"varint,9,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
-	BytesRecv     uint64 `protobuf:"varint,10,opt,name=bytes_recv,json=bytesRecv,proto3" json:"bytes_recv,omitempty"`
-	DurationNs    uint64 `protobuf:"varint,11,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
-	Direction     string `protobuf:"bytes,12,opt,name=direction,proto3" json:"direction,omitempty"`
-	SocketCookie  uint64 `protobuf:"varint,13,opt,name=socket_cookie,json=socketCookie,proto3" json:"socket_cookie,omitempty"`
+	SrcPort    uint32 `protobuf:"varint,5,opt,name=src_port,json=srcPort,proto3" json:"src_port,omitempty"`
+	DstAddr    string `protobuf:"bytes,6,opt,name=dst_addr,json=dstAddr,proto3" json:"dst_addr,omitempty"`
+	DstPort    uint32 `protobuf:"varint,7,opt,name=dst_port,json=dstPort,proto3" json:"dst_port,omitempty"`
+	Result     int32  `protobuf:"varint,8,opt,name=result,proto3" json:"result,omitempty"`
+	BytesSent  uint64 `protobuf:"varint,9,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	BytesRecv  uint64 `protobuf:"varint,10,opt,name=bytes_recv,json=bytesRecv,proto3" json:"bytes_recv,omitempty"`
+	DurationNs uint64 `protobuf:"varint,11,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
+	Direction  string `protobuf:"bytes,12,opt,name=direction,proto3" json:"direction,omitempty"`
+	// The syscall that made the event (connect, accept4, sendto ...); empty for close.
+	Syscall       string `protobuf:"bytes,14,opt,name=syscall,proto3" json:"syscall,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1005,26 +1024,28 @@ func (x *Net) GetDirection() string {
 	return ""
 }
 
-func (x *Net) GetSocketCookie() uint64 {
+func (x *Net) GetSyscall() string {
 	if x != nil {
-		return x.SocketCookie
+		return x.Syscall
 	}
-	return 0
+	return ""
 }
 
 type Security struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Operation     string                 `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
-	TargetPid     uint32                 `protobuf:"varint,2,opt,name=target_pid,json=targetPid,proto3" json:"target_pid,omitempty"`
-	TargetComm    string                 `protobuf:"bytes,3,opt,name=target_comm,json=targetComm,proto3" json:"target_comm,omitempty"`
-	Signal        int32                  `protobuf:"varint,4,opt,name=signal,proto3" json:"signal,omitempty"`
-	Name          string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
-	Path          string                 `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
-	FsType        string                 `protobuf:"bytes,7,opt,name=fs_type,json=fsType,proto3" json:"fs_type,omitempty"`
-	OldId         int64                  `protobuf:"varint,8,opt,name=old_id,json=oldId,proto3" json:"old_id,omitempty"`
-	NewId         int64                  `protobuf:"varint,9,opt,name=new_id,json=newId,proto3" json:"new_id,omitempty"`
-	Flags         uint64                 `protobuf:"varint,10,opt,name=flags,proto3" json:"flags,omitempty"`
-	Result        int32                  `protobuf:"varint,11,opt,name=result,proto3" json:"result,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Operation  string                 `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
+	TargetPid  uint32                 `protobuf:"varint,2,opt,name=target_pid,json=targetPid,proto3" json:"target_pid,omitempty"`
+	TargetComm string                 `protobuf:"bytes,3,opt,name=target_comm,json=targetComm,proto3" json:"target_comm,omitempty"`
+	Signal     int32                  `protobuf:"varint,4,opt,name=signal,proto3" json:"signal,omitempty"`
+	Name       string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	Path       string                 `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	FsType     string                 `protobuf:"bytes,7,opt,name=fs_type,json=fsType,proto3" json:"fs_type,omitempty"`
+	OldId      int64                  `protobuf:"varint,8,opt,name=old_id,json=oldId,proto3" json:"old_id,omitempty"`
+	NewId      int64                  `protobuf:"varint,9,opt,name=new_id,json=newId,proto3" json:"new_id,omitempty"`
+	Flags      uint64                 `protobuf:"varint,10,opt,name=flags,proto3" json:"flags,omitempty"`
+	Result     int32                  `protobuf:"varint,11,opt,name=result,proto3" json:"result,omitempty"`
+	// module_load: the module parameters.
+	Params        string `protobuf:"bytes,12,opt,name=params,proto3" json:"params,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1134,6 +1155,13 @@ func (x *Security) GetResult() int32 {
 		return x.Result
 	}
 	return 0
+}
+
+func (x *Security) GetParams() string {
+	if x != nil {
+		return x.Params
+	}
+	return ""
 }
 
 // Industrial links an event to plant protocols and fieldbus devices.
@@ -1748,7 +1776,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\vcore_dumped\x18\x03 \x01(\bR\n" +
 	"coreDumped\x12\x1f\n" +
 	"\vlifetime_ns\x18\x04 \x01(\x04R\n" +
-	"lifetimeNs\"\xc5\x02\n" +
+	"lifetimeNs\"\xf3\x02\n" +
 	"\x04File\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
 	"\bnew_path\x18\x02 \x01(\tR\anewPath\x12%\n" +
@@ -1763,7 +1791,9 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	" \x01(\tR\x04rdev\x12\x19\n" +
 	"\bdev_kind\x18\v \x01(\tR\adevKind\x12\x1b\n" +
 	"\towner_uid\x18\f \x01(\rR\bownerUid\x12\x1b\n" +
-	"\towner_gid\x18\r \x01(\rR\bownerGid\"\xfc\x02\n" +
+	"\towner_gid\x18\r \x01(\rR\bownerGid\x12\x18\n" +
+	"\asyscall\x18\x0e \x01(\tR\asyscall\x12\x12\n" +
+	"\x04size\x18\x0f \x01(\x04R\x04size\"\x86\x03\n" +
 	"\x03Net\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\tR\x06family\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x1b\n" +
@@ -1780,8 +1810,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	" \x01(\x04R\tbytesRecv\x12\x1f\n" +
 	"\vduration_ns\x18\v \x01(\x04R\n" +
 	"durationNs\x12\x1c\n" +
-	"\tdirection\x18\f \x01(\tR\tdirection\x12#\n" +
-	"\rsocket_cookie\x18\r \x01(\x04R\fsocketCookie\"\x9d\x02\n" +
+	"\tdirection\x18\f \x01(\tR\tdirection\x12\x18\n" +
+	"\asyscall\x18\x0e \x01(\tR\asyscallJ\x04\b\r\x10\x0eR\rsocket_cookie\"\xb5\x02\n" +
 	"\bSecurity\x12\x1c\n" +
 	"\toperation\x18\x01 \x01(\tR\toperation\x12\x1d\n" +
 	"\n" +
@@ -1796,7 +1826,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x06new_id\x18\t \x01(\x03R\x05newId\x12\x14\n" +
 	"\x05flags\x18\n" +
 	" \x01(\x04R\x05flags\x12\x16\n" +
-	"\x06result\x18\v \x01(\x05R\x06result\"x\n" +
+	"\x06result\x18\v \x01(\x05R\x06result\x12\x16\n" +
+	"\x06params\x18\f \x01(\tR\x06params\"x\n" +
 	"\n" +
 	"Industrial\x12\x1a\n" +
 	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x1a\n" +
