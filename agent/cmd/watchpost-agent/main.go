@@ -10,9 +10,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -48,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	collector := fs.String("collector", "", "collector address host:port (overrides the file)")
 	probeOnly := fs.Bool("probe", false, "probe the kernel, print what was found as JSON and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	pprofAddr := fs.String("pprof", os.Getenv("WATCHPOST_PPROF"), "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (env WATCHPOST_PPROF); off when empty")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -90,6 +95,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	lvl, _ := zerolog.ParseLevel(cfg.LogLevel)
 	log := zerolog.New(stderr).Level(lvl).With().Timestamp().Str("agent", cfg.Host).Logger()
+	if *pprofAddr != "" {
+		stopProfiles, err := serveProfiles(*pprofAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "watchpost-agent: --pprof: %v\n", err)
+			return exitUsage
+		}
+		defer stopProfiles()
+		log.Info().Str("addr", *pprofAddr).Msg("serving Go profiles on /debug/pprof/")
+	}
 	if err := app.Run(ctx, cfg, log, app.Options{Stdout: stdout}); err != nil {
 		if errors.Is(err, kernel.ErrUnsupported) {
 			fmt.Fprintf(stderr, "watchpost-agent: %v\n", err)
@@ -99,4 +113,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitRuntime
 	}
 	return exitOK
+}
+
+// serveProfiles serves the Go runtime's profiles (net/http/pprof) on addr,
+// for performance work; it returns the function that stops the server.
+func serveProfiles(addr string) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
 }
