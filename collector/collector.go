@@ -25,6 +25,7 @@ import (
 
 	"github.com/watchpost/watchpost/collector/ingest"
 	"github.com/watchpost/watchpost/collector/store"
+	"github.com/watchpost/watchpost/collector/web"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -54,6 +55,7 @@ type Collector struct {
 	ownStore bool
 	dec      *ingest.Decoder
 	hub      *hub
+	web      *web.Dashboard
 
 	ingestSrv  *grpc.Server
 	querySrv   *grpc.Server
@@ -127,6 +129,10 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 		grpc.MaxRecvMsgSize(1<<20),
 	)
 	watchpostv1.RegisterQueryServiceServer(c.querySrv, &queryService{c: c})
+	if c.web, err = c.newDashboard(); err != nil {
+		dec.Close()
+		return nil, err
+	}
 	if deps.Store != nil {
 		c.store = deps.Store
 	} else {
@@ -217,7 +223,8 @@ func (c *Collector) Start(ctx context.Context) error {
 		defer c.wg.Done()
 		c.retentionLoop(runCtx)
 	}()
-	c.log.Info().Str("ingest", c.Addr()).Str("query", c.QueryAddr()).Bool("query_auth", c.authNeeded).Msg("collector started")
+	c.startDashboard(runCtx)
+	c.log.Info().Str("ingest", c.Addr()).Str("query", c.QueryAddr()).Bool("query_auth", c.authNeeded).Str("dashboard", c.DashboardURL()).Msg("collector started")
 	return nil
 }
 

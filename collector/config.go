@@ -23,6 +23,7 @@ type Config struct {
 	Ingest          IngestConfig    `yaml:"ingest"`
 	Query           QueryConfig     `yaml:"query"`
 	Retention       RetentionConfig `yaml:"retention"`
+	Dashboard       DashboardConfig `yaml:"dashboard"`
 }
 
 // IngestConfig is the agents' endpoint (gRPC, mutual TLS required).
@@ -82,6 +83,16 @@ const (
 	RoleAdmin = "admin"
 )
 
+// DashboardConfig is the web dashboard served under /ui/ on the query
+// listener. Login takes one of query.tokens and is required whenever the
+// query API needs tokens (off loopback, or tokens configured).
+type DashboardConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// SessionTTL is how long a dashboard session lives after its last use.
+	SessionTTL  time.Duration `yaml:"session_ttl"`
+	MaxSessions int           `yaml:"max_sessions"`
+}
+
 // RetentionConfig bounds the store by age and size (whole hourly
 // partitions are dropped).
 type RetentionConfig struct {
@@ -122,6 +133,7 @@ func DefaultConfig() Config {
 			MaxBytes: 20 << 30,
 			Interval: time.Minute,
 		},
+		Dashboard: DashboardConfig{Enabled: true, SessionTTL: 8 * time.Hour, MaxSessions: 1024},
 	}
 }
 
@@ -183,6 +195,10 @@ func (c *Config) Validate() error {
 		return errors.New("retention.max_age, retention.max_bytes: must not be negative")
 	case r.Interval <= 0:
 		return errors.New("retention.interval: must be positive")
+	case c.Dashboard.Enabled && c.Dashboard.SessionTTL < time.Minute:
+		return errors.New("dashboard.session_ttl: must be at least 1m")
+	case c.Dashboard.Enabled && c.Dashboard.MaxSessions < 1:
+		return errors.New("dashboard.max_sessions: must be at least 1")
 	}
 	for n, t := range q.Tokens {
 		switch {

@@ -50,6 +50,7 @@ func (c *Collector) queryHandler() http.Handler {
 		writeProto(w, resp, err)
 	}))
 	mux.HandleFunc("GET /api/v1/tail", c.httpAuth(watchpostv1.QueryService_TailEvents_FullMethodName, c.httpTail))
+	c.mountDashboard(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			c.querySrv.ServeHTTP(w, r)
