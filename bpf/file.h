@@ -88,14 +88,9 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	__u32 type = d->type;
 	struct wp_config *cfg;
-	if (!wp_want(type, &cfg))
+	struct task_struct *task = wp_want_task(type, &cfg);
+	if (!task)
 		return 0;
-	/* bpf_get_current_task_btf needs 5.11; CO-RE reads work from 5.10 */
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	if (wp_task_filtered(cfg, task)) {
-		wp_count(type, WP_STAT_FILTERED);
-		return 0;
-	}
 
 	__u32 zero = 0;
 	struct wp_file_event *e = bpf_map_lookup_elem(&wp_file_heap, &zero);

@@ -178,9 +178,9 @@ func (c Config) Validate() error {
 		if c.Collector.Address == "" {
 			return errors.New("collector.address: required when output is collector or both")
 		}
-		for key, v := range map[string]string{"collector.ca": c.Collector.CA, "collector.cert": c.Collector.Cert, "collector.key": c.Collector.Key} {
-			if v == "" {
-				return fmt.Errorf("%s: required when output is collector or both (mutual TLS)", key)
+		for _, kv := range [][2]string{{"collector.ca", c.Collector.CA}, {"collector.cert", c.Collector.Cert}, {"collector.key", c.Collector.Key}} {
+			if kv[1] == "" {
+				return fmt.Errorf("%s: required when output is collector or both (mutual TLS)", kv[0])
 			}
 		}
 	}

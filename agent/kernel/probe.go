@@ -100,7 +100,8 @@ func probe(o probeOptions) (Features, error) {
 
 	// Better hooks are optional: record whether the kernel would have them.
 	f.Kprobes = features.HaveProgramType(ebpf.Kprobe) == nil && fileExists("/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events")
-	f.Fentry = probeTracing(ebpf.AttachTraceFEntry, "do_unlinkat") == nil
+	// vfs_read exists, with the same name, on every supported kernel.
+	f.Fentry = probeTracing(ebpf.AttachTraceFEntry, "vfs_read") == nil
 	f.LSM = features.HaveProgramType(ebpf.LSM) == nil && lsmActive()
 	f.CapturePath = "tp_btf+tracepoint"
 	return f, nil

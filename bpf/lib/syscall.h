@@ -197,6 +197,22 @@ static __always_inline bool wp_task_filtered(struct wp_config *cfg, struct task_
 	return false;
 }
 
+/* wp_want_task is wp_want plus the cgroup and executable filters, for the
+ * current task. It returns the task, or NULL when the event is not wanted
+ * (already counted). */
+static __always_inline struct task_struct *wp_want_task(__u32 type, struct wp_config **cfgp)
+{
+	if (!wp_want(type, cfgp))
+		return NULL;
+	/* bpf_get_current_task_btf needs 5.11; CO-RE reads work from 5.10 */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (wp_task_filtered(*cfgp, task)) {
+		wp_count(type, WP_STAT_FILTERED);
+		return NULL;
+	}
+	return task;
+}
+
 /* wp_path_filtered looks the path (len bytes at p) up in the prefix trie. */
 static __always_inline bool wp_path_filtered(struct wp_config *cfg, const char *p, __u32 len)
 {

@@ -1,0 +1,75 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"kernel:\n  ring_bytes: 1000\n", "kernel.ring_bytes: 1000 is not a power of two"},
+		{"kernel:\n  events: [exec, telnet]\n", `kernel.events[1]: unknown event type "telnet"`},
+		{"filters:\n  ports:\n    exclude: [\"502\", \"70000\"]\n", `filters.ports.exclude[1]: "70000" is not a port`},
+		{"filters:\n  networks:\n    include: [10.0.0.0/8, plc]\n", `filters.networks.include[1]: "plc" is not an address or CIDR`},
+		{"filters:\n  paths:\n    exclude: [var/log]\n", `filters.paths[0]: "var/log" is not an absolute path prefix`},
+		{"industrial:\n  protocols:\n    - {name: modbus, transport: tcp, ports: \"0\"}\n", `industrial.protocols[0].ports: "0" is not a port or range`},
+		{"output: collector\n", "collector.ca: required"},
+		{"process_table:\n  depth: 40\n", "process_table.depth: 40 must be between 2 and 16"},
+	}
+	for _, c := range cases {
+		cfg, err := Load(writeConfig(t, c.yaml))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want an error containing %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestUnknownKeyIsRejectedWithItsLine(t *testing.T) {
+	_, err := Load(writeConfig(t, "kernel:\n  ring_byte: 4096\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "ring_byte") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestFiltersReachTheKernelConfig(t *testing.T) {
+	cfg, err := Load(writeConfig(t, `
+filters:
+  read_opens: true
+  rate_limit: {per_second: 10, burst: 20}
+  paths: {exclude: [/var/log/]}
+  networks: {exclude: [192.168.0.0/16, "::1"]}
+  ports: {include: ["502", "20000"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := cfg.KernelConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := k.Filters
+	if !f.ReadOpens || f.RatePerSec != 10 || f.RateBurst != 20 || len(f.ExcludePaths) != 1 ||
+		len(f.ExcludeCIDRs) != 2 || f.ExcludeCIDRs[1].Bits() != 128 || len(f.IncludePorts) != 2 || f.IncludePorts[0] != 502 {
+		t.Errorf("kernel filters: %+v", f)
+	}
+}
