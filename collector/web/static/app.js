@@ -282,7 +282,7 @@ async function hostsView() {
   const view = document.getElementById('view');
   const table = el('table', { id: 'hosts-table' },
     el('thead', {}, el('tr', {}, ['agent', 'host', 'last heartbeat', 'version', 'kernel', 'capture path', 'programs',
-      'produced', 'delivered', 'filtered', 'dropped', 'drops by reason', 'spool', 'stored events', 'batches stored / rejected', 'boot id', '']
+      'produced', 'delivered', 'filtered', 'dropped', 'counters (kind/reason)', 'spool', 'stored events', 'batches stored / rejected', 'boot id', '']
       .map(t => el('th', {}, t)))), el('tbody'));
   view.replaceChildren(el('h1', {}, 'Hosts'), el('p', { class: 'muted' }, 'Agent health from the latest heartbeat; refreshed every 5 s.'), table);
   const load = async () => {
@@ -302,7 +302,7 @@ async function hostsView() {
         el('td', { class: 'num' }, fmtBytes(h.spool_bytes)),
         el('td', { class: 'num' }, h.events_stored || 0),
         el('td', { class: 'num' }, (h.batches_stored || 0) + ' / ' + (h.batches_rejected || 0)),
-        el('td', { class: 'mono' }, h.boot_id || ''),
+        el('td', { class: 'mono', title: h.boot_id || '' }, (h.boot_id || '').slice(0, 8)),
         el('td', {}, el('a', { href: '#/search?' + new URLSearchParams({ host: h.host }) }, 'events'), ' ',
           el('a', { href: '#/live?' + new URLSearchParams({ host: h.host }) }, 'live')));
     });
@@ -383,7 +383,7 @@ async function processView(params) {
     el('h2', {}, 'Children (' + kids.length + ')'),
     kids.length ? el('table', { id: 'children' }, el('thead', {}, el('tr', {}, ['process', 'executable', 'arguments', 'time'].map(t => el('th', {}, t)))), el('tbody', {}, kids))
       : el('p', { class: 'muted' }, 'none stored'),
-    section('Files', 'files', d.files), section('Connections', 'connections', d.net), section('Other events', 'other', d.other));
+    ...section('Files', 'files', d.files), ...section('Connections', 'connections', d.net), ...section('Other events', 'other', d.other));
 }
 
 async function industrialView(params) {
@@ -414,12 +414,13 @@ async function industrialView(params) {
     if (!r.cells.has(f.protocol)) r.cells.set(f.protocol, []);
     r.cells.get(f.protocol).push(f);
   }
+  const flowItem = f => el('li', { class: 'mono', title: 'last ' + fmtTime(f.last_ns) },
+    (f.direction === 'inbound' ? '← ' + f.peer + ' (our :' + f.port + ')' : '→ ' + addr(f.peer, f.port)) + ' ×' + f.events +
+    (Number(f.bytes_sent) || Number(f.bytes_recv) ? ' · ' + fmtBytes(f.bytes_sent) + ' out / ' + fmtBytes(f.bytes_recv) + ' in' : ''));
+  const cell = (r, p) => el('td', {}, r.cells.has(p) ? el('ul', {}, r.cells.get(p).map(flowItem)) : '');
   const matrix = el('table', { class: 'matrix', id: 'protocol-matrix' },
     el('thead', {}, el('tr', {}, el('th', {}, 'process'), protos.map(p => el('th', {}, p)))),
-    el('tbody', {}, [...rows.values()].map(r => el('tr', {}, actorCell(r.actor), protos.map(p => el('td', {},
-      r.cells.has(p) ? el('ul', {}, r.cells.get(p).map(f => el('li', { class: 'mono', title: 'last ' + fmtTime(f.last_ns) },
-        (f.direction === 'inbound' ? '← ' + f.peer + ' (our :' + f.port + ')' : '→ ' + addr(f.peer, f.port)) +
-        ' ×' + f.events + (Number(f.bytes_sent) || Number(f.bytes_recv) ? ' · ' + fmtBytes(f.bytes_sent) + ' out / ' + fmtBytes(f.bytes_recv) + ' in' : '')))) : '')))));
+    el('tbody', {}, [...rows.values()].map(r => el('tr', {}, actorCell(r.actor), protos.map(p => cell(r, p))))));
   const devices = el('table', { id: 'fieldbus-table' },
     el('thead', {}, el('tr', {}, ['process', 'device', 'fieldbus', 'opens', 'for writing', 'failed', 'last'].map(t => el('th', {}, t)))),
     el('tbody', {}, d.devices.map(u => el('tr', {}, actorCell(u), el('td', { class: 'mono' }, u.device), el('td', {}, u.fieldbus),
