@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -413,4 +414,154 @@ func decodeEvents(t *testing.T, raws []json.RawMessage) []*watchpostv1.Event {
 		}
 	}
 	return out
+}
+
+// storePlantBatch stores, for agent-b (host gw-agent-b): pid 7000 forking
+// 7001, which execs /opt/plc/writer and opens /dev/ttyUSB0 for writing, and
+// pid 7002 opening a packet socket.
+func storePlantBatch(t *testing.T, addr string, p pki) {
+	t.Helper()
+	b := dialIngest(t, addr, agentTLS(t, p.dir, "agent-b"))
+	batch := buildBatch(t, "agent-b", 2, 2000, 2004, func(i int, ev *watchpostv1.Event) {
+		ev.Industrial = nil
+		switch i {
+		case 0:
+			ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_CLONE
+			ev.Process.Pid, ev.Process.Tid = 7000, 7000
+			ev.Detail = &watchpostv1.Event_Clone{Clone: &watchpostv1.Clone{ChildPid: 7001, ChildTid: 7001}}
+		case 1, 2:
+			ev.Process.Pid, ev.Process.Tid, ev.Process.Ppid = 7001, 7001, 7000
+			ev.Process.Comm, ev.Process.Exe, ev.Process.Args = "writer", "/opt/plc/writer", []string{"/opt/plc/writer", "--port", "/dev/ttyUSB0"}
+			if i == 1 {
+				ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_EXEC
+				ev.Detail = &watchpostv1.Event_Exec{Exec: &watchpostv1.Exec{Argc: 3}}
+				return
+			}
+			ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_FILE_OPEN
+			ev.Detail = &watchpostv1.Event_File{File: &watchpostv1.File{Path: "/dev/ttyUSB0", Write: true, Result: 4, Rdev: "188:0", DevKind: "char"}}
+			ev.Industrial = &watchpostv1.Industrial{Fieldbus: "ttyUSB", Device: "/dev/ttyUSB0"}
+		case 3:
+			ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_NET_SOCKET
+			ev.Process.Pid, ev.Process.Tid, ev.Process.Comm, ev.Process.Exe = 7002, 7002, "tcpdump", "/usr/bin/tcpdump"
+			ev.Detail = &watchpostv1.Event_Net{Net: &watchpostv1.Net{Family: "packet", Protocol: "eth:0x0003", SockType: "raw"}}
+			ev.Industrial = &watchpostv1.Industrial{Sniffing: true}
+		}
+	})
+	if ack, err := b.send(batch); err != nil || ack.Status != watchpostv1.AckStatus_ACK_STATUS_STORED {
+		t.Fatalf("plant batch: %v %v", ack, err)
+	}
+}
+
+func TestDashboardProcessView(t *testing.T) {
+	p := newPKI(t)
+	c := startCollector(t, testConfig(t, p, t.TempDir()))
+	storeTestBatches(t, c.Addr(), p)
+	storePlantBatch(t, c.Addr(), p)
+	b := newBrowser(t, "http://"+c.QueryAddr(), nil)
+	b.login(readToken)
+	type view struct {
+		Host, BootID string
+		PID          uint32
+		Process      json.RawMessage
+		Ancestry     []json.RawMessage
+		Children     []struct {
+			PID   uint32
+			Event json.RawMessage
+		}
+		Files, Net []json.RawMessage
+		Other      []json.RawMessage
+		Truncated  bool
+	}
+	types := func(raws []json.RawMessage) (out []string) {
+		for _, e := range decodeEvents(t, raws) {
+			out = append(out, fmt.Sprintf("%d:%s", e.Header.Seq, strings.ToLower(strings.TrimPrefix(e.Header.Type.String(), "EVENT_TYPE_"))))
+		}
+		return out
+	}
+	// pid 1001 of agent-a: events 1, 51, ... 351: file opens and exits alternate.
+	code, body := b.get("/ui/api/process?host=gw-agent-a&pid=1001")
+	if code != http.StatusOK {
+		t.Fatalf("process: %d %s", code, body)
+	}
+	v := decodeJSON[view](t, body)
+	if got, want := strings.Join(types(v.Files), " "), "2:file_open 102:file_open 202:file_open 302:file_open"; got != want {
+		t.Fatalf("files %q, want %q", got, want)
+	}
+	if got, want := strings.Join(types(v.Other), " "), "52:exit 152:exit 252:exit 352:exit"; got != want || len(v.Net) != 0 || len(v.Children) != 0 || v.Truncated {
+		t.Fatalf("other %q (want %q), net %d, children %d, truncated %v", got, want, len(v.Net), len(v.Children), v.Truncated)
+	}
+	if string(v.Ancestry[0]) != `{"pid":1,"comm":"systemd","exe":"/usr/lib/systemd/systemd"}` || len(v.Ancestry) != 1 ||
+		!strings.Contains(string(v.Process), `"exe":"/usr/sbin/modbusd"`) || v.Host != "gw-agent-a" || v.PID != 1001 {
+		t.Fatalf("process %s, ancestry %s", v.Process, v.Ancestry)
+	}
+	// pid 7000 forked 7001, which exec'd the writer.
+	code, body = b.get("/ui/api/process?host=gw-agent-b&pid=7000")
+	v = decodeJSON[view](t, body)
+	if code != http.StatusOK || len(v.Children) != 1 || v.Children[0].PID != 7001 {
+		t.Fatalf("parent: %d %s", code, body)
+	}
+	if kid := decodeEvents(t, []json.RawMessage{v.Children[0].Event})[0]; kid.Header.Type != watchpostv1.EventType_EVENT_TYPE_EXEC || kid.Process.Exe != "/opt/plc/writer" {
+		t.Fatalf("child event %v", kid)
+	}
+	for path, want := range map[string]int{
+		"/ui/api/process?host=gw-agent-b&pid=9999":         http.StatusNotFound,
+		"/ui/api/process?pid=7000":                         http.StatusBadRequest,
+		"/ui/api/process?host=gw-agent-b&pid=7000&start=1": http.StatusNotFound, // another instance of the pid
+	} {
+		if code, body := b.get(path); code != want {
+			t.Fatalf("%s: %d %s, want %d", path, code, body, want)
+		}
+	}
+}
+
+func TestDashboardIndustrialView(t *testing.T) {
+	p := newPKI(t)
+	c := startCollector(t, testConfig(t, p, t.TempDir()))
+	storeTestBatches(t, c.Addr(), p)
+	storePlantBatch(t, c.Addr(), p)
+	b := newBrowser(t, "http://"+c.QueryAddr(), nil)
+	b.login(readToken)
+	code, body := b.get("/ui/api/industrial?since=" + baseTime.Add(-time.Hour).Format(time.RFC3339))
+	if code != http.StatusOK {
+		t.Fatalf("industrial: %d %s", code, body)
+	}
+	type actor struct {
+		Host, Exe, Comm string
+		PID             uint32
+	}
+	var v struct {
+		Flows []struct {
+			actor
+			Protocol, Peer, Direction string
+			Port                      uint32
+			Events                    uint64
+		}
+		Devices []struct {
+			actor
+			Fieldbus, Device      string
+			Opens, Writes, Failed uint64
+		}
+		Sniffers []struct {
+			actor
+			Protocol string
+			Events   uint64
+		}
+		NetTruncated, FileTruncated bool `json:"-"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%+v | %+v | %+v", v.Flows, v.Devices, v.Sniffers)
+	// agent-a: net events i%4==2 of 0..399 (last: i=398, pid 1048); agent-b: of 1000..1039 (last: i=1038, pid 1038%50+1000).
+	want := "[{actor:{Host:gw-agent-a Exe:/usr/sbin/modbusd Comm:modbusd PID:1048} Protocol:modbus Peer:10.0.0.9 Direction:outbound Port:502 Events:100} " +
+		"{actor:{Host:gw-agent-b Exe:/usr/sbin/modbusd Comm:modbusd PID:1038} Protocol:modbus Peer:10.0.0.9 Direction:outbound Port:502 Events:10}] | " +
+		"[{actor:{Host:gw-agent-b Exe:/opt/plc/writer Comm:writer PID:7001} Fieldbus:ttyUSB Device:/dev/ttyUSB0 Opens:1 Writes:1 Failed:0}] | " +
+		"[{actor:{Host:gw-agent-b Exe:/usr/bin/tcpdump Comm:tcpdump PID:7002} Protocol:packet/eth:0x0003 Events:1}]"
+	if got != want {
+		t.Fatalf("industrial view\n got %s\nwant %s", got, want)
+	}
+	if code, body := b.get("/ui/api/industrial?host=gw-agent-b&protocol=dnp3&since=" + baseTime.Add(-time.Hour).Format(time.RFC3339)); code != http.StatusOK ||
+		!strings.HasPrefix(string(body), `{"flows":[],"devices":[{`) {
+		t.Fatalf("dnp3 on gw-agent-b: %d %s", code, body)
+	}
 }
