@@ -1,0 +1,441 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/watchpost/watchpost/collector/certs"
+)
+
+// rateStep is one generator rate held for a while.
+type rateStep struct {
+	Target    float64
+	Threads   int
+	Achieved  float64 // generator opens per second
+	Produced  float64 // events the hooks saw (all of the host's)
+	Delivered float64 // events that reached the end of the path
+	Drops     float64
+	Detail    string
+	AgentCPU  float64 // percent of one core, the consumer process
+	DrainTime time.Duration
+}
+
+type pathResult struct {
+	Name, Setup string
+	Steps       []rateStep
+	Stop        string // why the ladder stopped
+}
+
+// best is the highest achieved rate of a step with zero drops.
+func (p pathResult) best() *rateStep {
+	var b *rateStep
+	for i := range p.Steps {
+		s := &p.Steps[i]
+		if s.Drops == 0 && (b == nil || s.Achieved > b.Achieved) {
+			b = s
+		}
+	}
+	return b
+}
+
+type progStat struct {
+	Name     string
+	Runs     uint64
+	Runtime  time.Duration
+	PerRunNS float64
+}
+
+type profileResult struct {
+	Rate      float64
+	Achieved  float64
+	Seconds   float64
+	AgentCPU  float64
+	Delivered float64
+	Programs  []progStat
+	Top       string // go tool pprof -top
+	Err       string
+}
+
+type throughputResult struct {
+	Paths            []pathResult
+	Profile          profileResult
+	CollectorRSS     int64 // peak, bytes
+	CollectorIdleRSS int64
+	StepSeconds      float64
+	Ring             string
+}
+
+// counterSource is one end-to-end path as the ladder sees it.
+type counterSource struct {
+	snapshot func() (produced, delivered, drops float64, detail string, err error)
+	pid      int
+	// settle is how long delivered must stay unchanged for the path to be
+	// drained (the shipper seals a batch after up to 1 s).
+	settle time.Duration
+}
+
+// drained waits until delivered has not changed for src.settle (at most
+// 30 s) and returns the last snapshot.
+func drained(src counterSource) (prod, del, drops float64, detail string, err error) {
+	settle := src.settle
+	if settle == 0 {
+		settle = 750 * time.Millisecond
+	}
+	last, since := -1.0, time.Now()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+		if prod, del, drops, detail, err = src.snapshot(); err != nil {
+			return
+		}
+		if del != last {
+			last, since = del, time.Now()
+		} else if time.Since(since) >= settle {
+			return
+		}
+	}
+	return
+}
+
+func runThroughput(ctx context.Context, o *options, cleanups *cleanupStack) (*throughputResult, error) {
+	step := 3 * time.Second
+	if !o.short {
+		step = 10 * time.Second
+	}
+	res := &throughputResult{StepSeconds: step.Seconds(),
+		Ring: "kernel.ring_bytes 8 MiB, wakeup_bytes 256 KiB, poll_interval 100 ms, queue_len 65536 (the defaults)"}
+	rates := []float64{50e3, 100e3, 200e3, 300e3, 400e3, 500e3, 600e3, 800e3}
+
+	// 1. Kernel -> reader -> decoder, no pipeline (sensor-child).
+	sc, err := startChild(ctx, filepath.Join(o.workDir, "sensor-child.log"), "sensor-child")
+	if err != nil {
+		return nil, err
+	}
+	src := counterSource{pid: sc.pid(), snapshot: func() (float64, float64, float64, string, error) {
+		s, err := sc.stats()
+		if err != nil {
+			return 0, 0, 0, "", err
+		}
+		k := s.Kernel
+		drops := float64(k.RingFull + k.QueueFull + k.Missed + s.ProgramMisses + s.DecodeErrors)
+		return float64(k.Produced), float64(s.Consumed), drops,
+			fmt.Sprintf("ring_full %d, queue_full %d, missed %d", k.RingFull, k.QueueFull, k.Missed+s.ProgramMisses), nil
+	}}
+	p, err := ladder(ctx, o, "kernel → agent reader (ring, ReadInto, decode; no pipeline)", src, rates, step)
+	err = errors.Join(err, sc.stop())
+	if err != nil {
+		return nil, err
+	}
+	p.Setup = "agent/kernel Sensor loaded alone (full capture), its queue drained and discarded: `wpbench sensor-child`"
+	res.Paths = append(res.Paths, p)
+
+	// 2. The whole agent: pipeline, process table, JSON lines to /dev/null.
+	a, err := startAgent(ctx, o, "throughput", fullCaptureYAML)
+	if err != nil {
+		return nil, err
+	}
+	src = counterSource{pid: a.pid(), snapshot: agentSnapshot(a)}
+	p, err = ladder(ctx, o, "kernel → agent output (whole agent, JSON lines to /dev/null)", src, rates, step)
+	if err == nil {
+		p.Setup = "bin/watchpost-agent, full capture, `--output stdout` to /dev/null; counters from its /metrics"
+		res.Paths = append(res.Paths, p)
+		best := p.best()
+		rate := 100e3
+		if best != nil {
+			rate = best.Target
+		}
+		res.Profile = profileAgent(ctx, o, a, rate, 2*step)
+	}
+	err = errors.Join(err, a.stop())
+	if err != nil {
+		return nil, err
+	}
+
+	// 3. Agent -> collector over loopback mutual TLS, into SQLite.
+	p, peak, idle, err := collectorLadder(ctx, o, step)
+	if err != nil {
+		return nil, err
+	}
+	res.Paths = append(res.Paths, p)
+	res.CollectorRSS, res.CollectorIdleRSS = peak, idle
+	return res, nil
+}
+
+func agentSnapshot(a *agentProc) func() (float64, float64, float64, string, error) {
+	return func() (float64, float64, float64, string, error) {
+		c, err := a.scrape()
+		if err != nil {
+			return 0, 0, 0, "", err
+		}
+		return c.Produced, c.Delivered, c.drops(), fmt.Sprintf("ring_full %.0f, queue_full %.0f, missed %.0f, rate_limited %.0f",
+			c.RingFull, c.QueueFull, c.Missed+c.ProgramMissed, c.RateLimited), nil
+	}
+}
+
+// ladder raises the generator's rate until events are dropped or the
+// generator cannot reach the rate.
+func ladder(ctx context.Context, o *options, name string, src counterSource, rates []float64, d time.Duration) (pathResult, error) {
+	p := pathResult{Name: name}
+	for _, rate := range rates {
+		s, err := holdRate(ctx, o, src, rate, d)
+		if err != nil {
+			return p, fmt.Errorf("%s at %.0f/s: %w", name, rate, err)
+		}
+		p.Steps = append(p.Steps, s)
+		progress("throughput %s: target %.0f/s, achieved %.0f/s, drops %.0f (%s), consumer CPU %.0f%%", name, rate, s.Achieved, s.Drops, s.Detail, s.AgentCPU)
+		if s.Drops > 0 {
+			p.Stop = fmt.Sprintf("drops at %.0f k/s target", rate/1e3)
+			break
+		}
+		if s.Achieved < 0.9*rate {
+			p.Stop = fmt.Sprintf("the generator reached only %.0f k/s of %.0f k/s on the cores left to it", s.Achieved/1e3, rate/1e3)
+			break
+		}
+	}
+	if p.Stop == "" {
+		p.Stop = "no drops at the highest rate tried"
+	}
+	return p, nil
+}
+
+func holdRate(ctx context.Context, o *options, src counterSource, rate float64, d time.Duration) (rateStep, error) {
+	threads := 1
+	if rate > 150e3 {
+		threads = 2
+	}
+	s := rateStep{Target: rate, Threads: threads}
+	prod0, del0, drop0, _, err := drained(src)
+	if err != nil {
+		return s, err
+	}
+	u0, err := readProcUsage(src.pid)
+	if err != nil {
+		return s, err
+	}
+	t0 := time.Now()
+	ops, wall, err := generate(ctx, o, rate, d, threads)
+	if err != nil {
+		return s, err
+	}
+	genEnd := time.Now()
+	s.Achieved = float64(ops) / wall.Seconds()
+	// Wait until the consumer has caught up.
+	prod1, del1, drop1, detail, err := drained(src)
+	if err != nil {
+		return s, err
+	}
+	u1, err := readProcUsage(src.pid)
+	if err != nil {
+		return s, err
+	}
+	s.DrainTime = time.Since(genEnd)
+	s.Produced, s.Delivered, s.Drops, s.Detail = prod1-prod0, del1-del0, drop1-drop0, detail
+	s.AgentCPU = 100 * float64(u1.CPU-u0.CPU) / float64(time.Since(t0))
+	return s, nil
+}
+
+// collectorLadder runs a collector child and an agent shipping to it.
+func collectorLadder(ctx context.Context, o *options, step time.Duration) (pathResult, int64, int64, error) {
+	p := pathResult{Name: "kernel → collector store (agent → loopback mTLS gRPC → collector → SQLite)"}
+	dir := filepath.Join(o.workDir, "collector")
+	const agentID = "wpbench-agent"
+	if err := certs.Generate(certs.Options{Dir: dir, Agents: []string{agentID}, Hosts: []string{"127.0.0.1", "localhost"}}); err != nil {
+		return p, 0, 0, fmt.Errorf("collector certificates: %w", err)
+	}
+	ingest, err := freeAddr()
+	if err != nil {
+		return p, 0, 0, err
+	}
+	query, err := freeAddr()
+	if err != nil {
+		return p, 0, 0, err
+	}
+	cc, err := startChild(ctx, filepath.Join(o.workDir, "collector-child.log"), "collector-child", "--dir", dir, "--listen", ingest, "--query", query)
+	if err != nil {
+		return p, 0, 0, err
+	}
+	defer cc.stop()
+	cert, key := certs.AgentFiles(agentID)
+	extra := fullCaptureYAML + fmt.Sprintf(`output: collector
+collector:
+  address: %q
+  agent_id: %s
+  ca: %q
+  cert: %q
+  key: %q
+`, ingest, agentID, filepath.Join(dir, certs.CAFile), filepath.Join(dir, cert), filepath.Join(dir, key))
+	a, err := startAgent(ctx, o, "collector-agent", extra)
+	if err != nil {
+		return p, 0, 0, err
+	}
+	time.Sleep(2 * time.Second)
+	idle, _ := readProcUsage(cc.pid())
+	snap := agentSnapshot(a)
+	src := counterSource{pid: cc.pid(), settle: 2500 * time.Millisecond, snapshot: func() (float64, float64, float64, string, error) {
+		prod, del, drops, detail, err := snap()
+		if err != nil {
+			return 0, 0, 0, "", err
+		}
+		cs, err := cc.stats()
+		if err != nil {
+			return 0, 0, 0, "", err
+		}
+		// Events the agent delivered to its outputs but the collector did
+		// not store (after the drain) were lost in between.
+		lost := del - float64(cs.EventsStored)
+		return prod, float64(cs.EventsStored), drops + lost, fmt.Sprintf("%s, delivered-but-not-stored %.0f", detail, lost), nil
+	}}
+	rates := []float64{10e3, 25e3, 50e3, 100e3, 150e3, 200e3, 300e3}
+	p, err = ladder(ctx, o, p.Name, src, rates, step)
+	peak, _ := readProcUsage(cc.pid())
+	err = errors.Join(err, a.stop())
+	if err != nil {
+		return p, 0, 0, err
+	}
+	p.Setup = "bin/watchpost-agent, full capture, `--output collector` to a collector (collector.New in its own process, `wpbench collector-child`, per-agent rate limit lifted) over loopback mutual TLS; stored = the collector's EventsStored; consumer CPU = the collector's"
+	return p, peak.HWM, idle.RSS, nil
+}
+
+// profileAgent holds one rate with kernel.bpf_stats_enabled=1 (restored
+// afterwards) and takes a CPU profile of the agent meanwhile.
+func profileAgent(ctx context.Context, o *options, a *agentProc, rate float64, d time.Duration) profileResult {
+	pr := profileResult{Rate: rate, Seconds: d.Seconds()}
+	const sysctl = "/proc/sys/kernel/bpf_stats_enabled"
+	old, err := os.ReadFile(sysctl)
+	if err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	if err := os.WriteFile(sysctl, []byte("1\n"), 0o644); err != nil {
+		pr.Err = fmt.Sprintf("enabling bpf_stats: %v", err)
+		return pr
+	}
+	defer os.WriteFile(sysctl, old, 0o644)
+	before := agentProgramStats(a.pid())
+	profPath := filepath.Join(o.workDir, "agent.cpu.pprof")
+	profDone := make(chan error, 1)
+	go func() {
+		profDone <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a.pprofAddr, int(d.Seconds())), profPath)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	src := counterSource{pid: a.pid(), snapshot: agentSnapshot(a)}
+	s, err := holdRate(ctx, o, src, rate, d)
+	if err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	after := agentProgramStats(a.pid())
+	pr.Achieved, pr.AgentCPU, pr.Delivered = s.Achieved, s.AgentCPU, s.Delivered
+	for name, b := range after {
+		runs := b.Runs - before[name].Runs
+		rt := b.Runtime - before[name].Runtime
+		if runs == 0 {
+			continue
+		}
+		pr.Programs = append(pr.Programs, progStat{Name: name, Runs: runs, Runtime: rt, PerRunNS: float64(rt) / float64(runs)})
+	}
+	sortProgs(pr.Programs)
+	if err := <-profDone; err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", profPath).CombinedOutput()
+	if err != nil {
+		pr.Err = fmt.Sprintf("go tool pprof: %v: %s", err, out)
+		return pr
+	}
+	pr.Top = strings.TrimSpace(string(out))
+	return pr
+}
+
+func fetch(url, path string) error {
+	client := http.Client{Timeout: 2 * time.Minute}
+	resp, err := client.Get(url)
+	if err != nil {
+		return fmt.Errorf("fetching %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetching %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// agentProgramStats reads run counts and run time of the BPF programs
+// the process pid holds (by name; the kernel keeps 15 characters of it).
+func agentProgramStats(pid int) map[string]progStat {
+	out := map[string]progStat{}
+	for _, id := range bpfProgIDs(pid) {
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := prog.Info()
+		if err == nil {
+			if st, err := prog.Stats(); err == nil {
+				ps := out[info.Name]
+				ps.Name = info.Name
+				ps.Runs += st.RunCount
+				ps.Runtime += st.Runtime
+				out[info.Name] = ps
+			}
+		}
+		prog.Close()
+	}
+	return out
+}
+
+// bpfProgIDs lists the ids of the BPF programs whose descriptors pid holds.
+func bpfProgIDs(pid int) []ebpf.ProgramID {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	seen := map[ebpf.ProgramID]bool{}
+	var ids []ebpf.ProgramID
+	for _, e := range ents {
+		if t, err := os.Readlink(filepath.Join(dir, e.Name())); err != nil || t != "anon_inode:bpf-prog" {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
+				var n uint32
+				if _, err := fmt.Sscan(strings.TrimSpace(v), &n); err == nil && !seen[ebpf.ProgramID(n)] {
+					seen[ebpf.ProgramID(n)] = true
+					ids = append(ids, ebpf.ProgramID(n))
+				}
+			}
+		}
+	}
+	return ids
+}
+
+func sortProgs(p []progStat) {
+	for i := 1; i < len(p); i++ {
+		for j := i; j > 0 && p[j].Runtime > p[j-1].Runtime; j-- {
+			p[j], p[j-1] = p[j-1], p[j]
+		}
+	}
+}
