@@ -65,6 +65,6 @@ run: agent $HOST is starting; its events stream below as JSON lines. In another 
        bin/watchpost events --since 10m         what was stored (--type exec, --path /etc/, --port 502, --json ...)
        bin/watchpost tail                       follow events as they are stored
 MSG
-echo "       dashboard: http://$QUERY/" >&2
+echo "       dashboard: http://$QUERY/ui/           (open in a browser on this host)" >&2
 echo "run: Ctrl-C stops the agent and the collector" >&2
 bin/watchpost-agent --config "$RUN_DIR/agent.yaml" "$@" 2> >(grep -v '"level":"info"' >&2 || true)

@@ -594,7 +594,9 @@ func TestRateLimitCapsAFloodButNeverExec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := h.count(func(ev *event.Event) bool { return ev.Kind == event.KindExec && ev.Process.Exe == trueExe }); got < execs {
-		t.Errorf("%d of %d execs delivered", got, execs)
+	// Runs the kernel skipped on preemptible kernels (recursion_miss) are
+	// the only way an exec may be absent here, and they are counted.
+	if got := h.count(func(ev *event.Event) bool { return ev.Kind == event.KindExec && ev.Process.Exe == trueExe }); uint64(got)+ex.Missed < execs || ex.RingFull != 0 || ex.QueueFull != 0 {
+		t.Errorf("%d of %d execs delivered (missed %d, ring_full %d, queue_full %d)", got, execs, ex.Missed, ex.RingFull, ex.QueueFull)
 	}
 }
