@@ -158,8 +158,11 @@ func TestShipperDropsAndCountsWhenFull(t *testing.T) {
 	_ = s.Shutdown(short) // nothing can be acknowledged
 	s.Ship(testEvent(100, "gw-1"))
 	st := s.Stats()
-	if st.Accepted != 100 || st.BatchesSealed != 10 || st.Dropped[shipper.DropBatchQueueFull] != 70 ||
-		st.Dropped[shipper.DropShutdown] != 31 || st.EventsAcked != 0 {
-		t.Fatalf("stats %+v: want 100 accepted, 10 sealed, 70 dropped batch_queue_full, 30+1 dropped shutdown", st)
+	// Three batches fit; then the queue is full: exits and file events are
+	// shed (spool_full) before they are batched, and the batches of what
+	// remains do not fit (batch_queue_full). No gap marker fits either.
+	if st.Received != 101 || st.Accepted != 100 || st.BatchesSealed != 7 || st.Dropped[shipper.DropSpoolFull] != 30 ||
+		st.Dropped[shipper.DropBatchQueueFull] != 40 || st.Dropped[shipper.DropShutdown] != 31 || st.EventsAcked != 0 || st.Injected != 0 {
+		t.Fatalf("stats %+v: want 101 received, 100 accepted, 7 sealed, 30 shed, 40 dropped batch_queue_full, 30+1 dropped shutdown", st)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
@@ -29,7 +30,33 @@ type Queue interface {
 	Bytes() int64
 	// Ready is signalled (capacity 1) after every Push.
 	Ready() <-chan struct{}
+	// Fill is how full the queue is, from 0 to 1; the shipper sheds
+	// low-value events as it rises.
+	Fill() float64
 }
+
+// DurableQueue is a Queue that keeps batches across restarts (the disk
+// spool). The shipper then takes its run id and sequence from it, keeps
+// its counters in it (so that they survive a crash) and leaves
+// unacknowledged batches in it at shutdown instead of counting them lost.
+type DurableQueue interface {
+	Queue
+	// RunID is the run id to put on batches; it stays the same across
+	// restarts so that resent batches keep their identity.
+	RunID() string
+	// LastSeq is the highest batch sequence used (or reserved) so far.
+	LastSeq() uint64
+	// Counter returns a named counter that survives restarts and crashes.
+	Counter(name string) (*atomic.Uint64, error)
+	// SpooledEvents is the number of events ever written to the queue.
+	SpooledEvents() uint64
+	// TakeCorrupt returns the events lost in damaged records found since
+	// the last call; they are already counted under DropCorrupt.
+	TakeCorrupt() uint64
+}
+
+// DropCorrupt is the drop reason of events in damaged spool records.
+const DropCorrupt = "spool_corrupt"
 
 // MemoryQueue is a bounded in-memory Queue. It is safe for concurrent use.
 type MemoryQueue struct {
@@ -99,3 +126,10 @@ func (q *MemoryQueue) Bytes() int64 {
 }
 
 func (q *MemoryQueue) Ready() <-chan struct{} { return q.ready }
+
+// Fill is the larger of the count and byte fractions in use.
+func (q *MemoryQueue) Fill() float64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return max(float64(len(q.batches))/float64(q.maxCount), float64(q.bytes)/float64(q.maxBytes))
+}

@@ -2,10 +2,14 @@
 // them to protobuf, batches them by count, bytes and age, compresses each
 // batch with zstd and streams the batches over one bidirectional gRPC
 // stream with mutual TLS, keeping a bounded window of unacknowledged
-// batches. Unacknowledged batches wait in a Queue (in memory by default, a
-// durable spool later) and are sent again after a reconnect; the collector
-// stores each (agent, boot, run, batch sequence) once. Ship never blocks:
-// what does not fit is dropped and counted by reason.
+// batches. Unacknowledged batches wait in a Queue (in memory by default, the
+// disk spool of package agent/spool in the agent) and are sent again after a
+// reconnect; the collector stores each (agent, boot, run, batch sequence)
+// once. Ship never blocks: as the queue fills, low-value events are shed
+// first and security-critical ones kept; whatever is lost is counted by
+// reason and described by a gap event that travels with the next batch.
+// After a reconnect, new batches go first and the backlog drains behind them
+// at a bounded rate.
 package shipper
 
 import (
@@ -24,6 +28,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -32,17 +37,6 @@ import (
 	"github.com/watchpost/watchpost/agent/version"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
-
-// Drop reasons counted by the shipper.
-const (
-	DropQueueFull      = "shipper_queue_full" // the event channel to the batcher was full
-	DropBatchQueueFull = "batch_queue_full"   // the queue of unacknowledged batches was full
-	DropRejected       = "rejected"           // the collector refused the batch for good
-	DropShutdown       = "shutdown"           // unacknowledged when the shipper stopped
-	DropEncode         = "encode_error"       // the event could not be serialized
-)
-
-var dropReasons = []string{DropQueueFull, DropBatchQueueFull, DropRejected, DropShutdown, DropEncode}
 
 // Config holds the shipper's settings. Zero values take the defaults below.
 type Config struct {
@@ -88,6 +82,15 @@ type Config struct {
 	// MaxMessageBytes is the largest batch message sent (8 MiB, matching
 	// the collector's default receive limit).
 	MaxMessageBytes int
+	// DrainBytesPerSecond bounds how fast the backlog (batches queued
+	// before the current stream opened) is sent, in compressed bytes per
+	// second (1 MiB/s); new batches are not limited and go first.
+	DrainBytesPerSecond int
+	// ShedBulkAt and ShedAt are queue fill fractions: from ShedBulkAt
+	// (0.75) bulk events (reads, socket bookkeeping, forks, exits) are
+	// shed, from ShedAt (0.9) every event that is not security-critical.
+	ShedBulkAt float64
+	ShedAt     float64
 }
 
 // Defaults fills zero fields.
@@ -105,6 +108,9 @@ func (c *Config) Defaults() {
 	setDefault(&c.KeepaliveTimeout, 10*time.Second)
 	setDefault(&c.HeartbeatInterval, 10*time.Second)
 	setDefault(&c.MaxMessageBytes, 8<<20)
+	setDefault(&c.DrainBytesPerSecond, 1<<20)
+	setDefault(&c.ShedBulkAt, 0.75)
+	setDefault(&c.ShedAt, 0.9)
 }
 
 func setDefault[T comparable](p *T, v T) {
@@ -129,6 +135,10 @@ func (c *Config) Validate() error {
 		return errors.New("shipper.max_queued_batches: must be at least the window")
 	case c.BackoffMax < c.BackoffInitial:
 		return errors.New("shipper.backoff_max: must not be below backoff_initial")
+	case c.DrainBytesPerSecond < 1:
+		return errors.New("shipper.drain_bytes_per_second: must be positive")
+	case c.ShedBulkAt <= 0 || c.ShedBulkAt > c.ShedAt || c.ShedAt > 1:
+		return errors.New("shipper.shed_bulk_at, shed_at: want 0 < shed_bulk_at <= shed_at <= 1")
 	}
 	return nil
 }
@@ -138,7 +148,9 @@ type Deps struct {
 	Logger zerolog.Logger
 	// Health, if set, supplies the agent's counters for heartbeats.
 	Health func() event.Health
-	// Queue replaces the in-memory queue (a durable spool).
+	// Queue replaces the in-memory queue. A DurableQueue (the spool) also
+	// supplies the run id, the batch sequence and persistent counters; its
+	// owner closes it after Shutdown.
 	Queue Queue
 	// TLS replaces the configuration loaded from the certificate files.
 	TLS *tls.Config
@@ -146,7 +158,9 @@ type Deps struct {
 
 // Stats are the shipper's counters.
 type Stats struct {
-	Accepted       uint64 // events taken by Ship
+	Received       uint64 // events handed to Ship, ever (cumulative across restarts with a spool)
+	Injected       uint64 // gap events the shipper added, ever
+	Accepted       uint64 // events taken by Ship into the batcher's channel
 	BatchesSealed  uint64
 	BatchesSent    uint64 // sends, including resends
 	BatchesResent  uint64
@@ -159,6 +173,7 @@ type Stats struct {
 	QueuedBatches  int
 	QueuedBytes    int64
 	Dropped        map[string]uint64 // events by reason
+	DroppedByKind  map[string]uint64 // "reason/kind" for spool_full, batch_queue_full, spool_write_error
 }
 
 // Shipper is the agent's collector client.
@@ -183,11 +198,17 @@ type Shipper struct {
 	flush chan chan struct{} // a flush request; nil asks for the final flush
 
 	accepted, sealed, sent, resent, acked, dup, refused, eventsAcked, reconnects, heartbeats atomic.Uint64
-	highestSent                                                                              atomic.Uint64
-	dropped                                                                                  map[string]*atomic.Uint64 // events by reason
+	highestSent, lastPushed                                                                  atomic.Uint64
+	cnt                                                                                      *counters
+	durable                                                                                  DurableQueue // nil with a memory queue
+	instanceID                                                                               string
+	stopping                                                                                 atomic.Bool
+	drain                                                                                    *rate.Limiter
 
-	nextSeq uint64 // batcher goroutine only
-	hbSeq   uint64 // sender goroutine only
+	nextSeq    uint64    // batcher goroutine only
+	gaps       gapLedger // batcher goroutine only (and New)
+	pushFailed bool      // batcher goroutine only: the last push failed
+	hbSeq      uint64    // sender goroutine only
 }
 
 // New checks the configuration and loads the TLS material.
@@ -221,32 +242,66 @@ func New(cfg Config, deps Deps) (*Shipper, error) {
 	if q == nil {
 		q = NewMemoryQueue(cfg.MaxQueuedBatches, cfg.MaxQueuedBytes)
 	}
+	var inst [8]byte
+	if _, err := rand.Read(inst[:]); err != nil {
+		return nil, fmt.Errorf("creating instance id: %w", err)
+	}
 	s := &Shipper{
 		cfg: cfg, deps: deps, queue: q, tls: tlsCfg,
 		log:        deps.Logger.With().Str("component", "shipper").Logger(),
 		in:         make(chan *event.Event, cfg.QueueEvents),
 		batcherOut: make(chan struct{}),
-		dropped:    map[string]*atomic.Uint64{},
 		flush:      make(chan chan struct{}),
+		instanceID: hex.EncodeToString(inst[:]),
+		gaps:       gapLedger{},
+		drain:      rate.NewLimiter(rate.Limit(cfg.DrainBytesPerSecond), max(cfg.DrainBytesPerSecond, cfg.MaxMessageBytes)),
 	}
-	for _, r := range dropReasons {
-		s.dropped[r] = new(atomic.Uint64)
+	alloc := func(string) *atomic.Uint64 { return new(atomic.Uint64) }
+	if d, ok := q.(DurableQueue); ok {
+		s.durable = d
+		s.cfg.RunID = d.RunID()
+		s.nextSeq = d.LastSeq()
+		alloc = func(name string) *atomic.Uint64 {
+			c, err := d.Counter(name)
+			if err != nil {
+				s.log.Warn().Err(err).Str("counter", name).Msg("counter kept in memory only")
+				return new(atomic.Uint64)
+			}
+			return c
+		}
+	}
+	s.cnt = newCounters(alloc)
+	if s.durable != nil {
+		s.settleCrash()
 	}
 	return s, nil
+}
+
+// settleCrash counts the events a previous process received but neither
+// queued nor counted: it died holding them in memory.
+func (s *Shipper) settleCrash() {
+	received, settled := s.cnt.received.Load(), s.durable.SpooledEvents()+s.cnt.preQueue()
+	if received > settled {
+		lost := received - settled
+		s.cnt.drop(DropCrash, event.KindUnknown, lost)
+		s.gaps.add("shipper", DropCrash, lost)
+		s.log.Warn().Uint64("events", lost).Msg("the previous agent process stopped with events in memory; counted as crash_in_flight")
+	}
 }
 
 // Ship hands one event to the shipper. It never blocks: when the queue is
 // full the event is dropped and counted. The shipper owns ev afterwards.
 func (s *Shipper) Ship(ev *event.Event) {
+	s.cnt.received.Add(1)
 	if s.closed.Load() {
-		s.dropped[DropShutdown].Add(1)
+		s.cnt.drop(DropShutdown, ev.Kind, 1)
 		return
 	}
 	select {
 	case s.in <- ev:
 		s.accepted.Add(1)
 	default:
-		s.dropped[DropQueueFull].Add(1)
+		s.cnt.drop(DropQueueFull, ev.Kind, 1)
 	}
 }
 
@@ -285,7 +340,8 @@ func (s *Shipper) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.send(runCtx, watchpostv1.NewIngestServiceClient(conn))
 	}()
-	s.log.Info().Str("collector", s.cfg.Address).Str("run_id", s.cfg.RunID).Msg("shipper started")
+	s.log.Info().Str("collector", s.cfg.Address).Str("run_id", s.cfg.RunID).Str("instance_id", s.instanceID).
+		Uint64("next_seq", s.nextSeq+1).Bool("durable", s.durable != nil).Msg("shipper started")
 	return nil
 }
 
@@ -312,9 +368,10 @@ func (s *Shipper) Flush(ctx context.Context) error {
 }
 
 // Shutdown stops taking events, seals the last batch and waits until the
-// collector has acknowledged every queued batch or ctx ends; what is still
-// unacknowledged then is counted as dropped (reason "shutdown"). It is
-// idempotent and safe without Start.
+// collector has acknowledged every queued batch or ctx ends, then sends a
+// final heartbeat (a clean stop). What is still unacknowledged stays in a
+// durable queue for the next start; with the memory queue it is counted as
+// dropped (reason "shutdown"). It is idempotent and safe without Start.
 func (s *Shipper) Shutdown(ctx context.Context) error {
 	s.shutdown.Do(func() {
 		s.closed.Store(true)
@@ -334,10 +391,13 @@ func (s *Shipper) Shutdown(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
+		s.stopping.Store(true)
 		s.cancel()
 		s.wg.Wait()
-		for b := s.queue.Next(0); b != nil; b = s.queue.Next(b.BatchSeq) {
-			s.dropped[DropShutdown].Add(uint64(b.EventCount))
+		if s.durable == nil {
+			for b := s.queue.Next(0); b != nil; b = s.queue.Next(b.BatchSeq) {
+				s.cnt.drop(DropShutdown, event.KindUnknown, uint64(b.EventCount))
+			}
 		}
 		if err := s.conn.Close(); err != nil && s.shutErr == nil {
 			s.shutErr = fmt.Errorf("closing connection: %w", err)
@@ -365,53 +425,133 @@ func (s *Shipper) Stats() Stats {
 		BatchesResent: s.resent.Load(), BatchesAcked: s.acked.Load(), BatchesDup: s.dup.Load(),
 		BatchesRefused: s.refused.Load(), EventsAcked: s.eventsAcked.Load(), Reconnects: s.reconnects.Load(),
 		Heartbeats: s.heartbeats.Load(), QueuedBatches: s.queue.Len(), QueuedBytes: s.queue.Bytes(),
-		Dropped: make(map[string]uint64, len(s.dropped)),
-	}
-	for r, c := range s.dropped {
-		st.Dropped[r] = c.Load()
+		Received: s.cnt.received.Load(), Injected: s.cnt.injected.Load(),
+		Dropped: s.cnt.dropped(), DroppedByKind: s.cnt.droppedByKind(),
 	}
 	return st
 }
 
+// InstanceID is random per New: it tells the collector about restarts.
+func (s *Shipper) InstanceID() string { return s.instanceID }
+
 // RunID is the sender incarnation id put on every batch.
 func (s *Shipper) RunID() string { return s.cfg.RunID }
+
+// gapEvery is the least time between two gap markers: while events are
+// being shed, each marker sums up a stretch of losses.
+const gapEvery = time.Second
 
 // batch converts events and seals batches until a final flush.
 func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 	var pev watchpostv1.Event
+	var kinds [len(kindSlots)]uint32 // events per kind slot in the open batch
 	age := time.NewTimer(time.Hour)
 	age.Stop()
 	armed := false
+	arm := func() {
+		if !armed {
+			age.Reset(s.cfg.BatchMaxAge)
+			armed = true
+		}
+	}
+	fill, sinceFill := s.queue.Fill(), 0
+	var lastGap time.Time
+	host := s.cfg.Host
+	if host == "" {
+		host = s.cfg.AgentID
+	}
+	encode := func(ev *event.Event) bool {
+		ToProto(ev, &pev)
+		if pev.Header.Host == "" {
+			pev.Header.Host = host
+		}
+		if err := b.Add(&pev); err != nil {
+			s.cnt.drop(DropEncode, ev.Kind, 1)
+			return false
+		}
+		kinds[kindSlot(ev.Kind)]++
+		return true
+	}
 	seal := func() {
+		if armed {
+			age.Stop()
+			armed = false
+		}
+		if s.durable != nil {
+			if n := s.durable.TakeCorrupt(); n > 0 {
+				s.gaps.add("spool", DropCorrupt, n)
+			}
+		}
+		fill, sinceFill = s.queue.Fill(), 0
+		var carried gapLedger
+		if len(s.gaps) > 0 && fill < s.cfg.ShedAt && (!s.pushFailed || b.Count() == 0) && time.Since(lastGap) >= gapEvery {
+			lastGap = time.Now()
+			// The gap marker rides in this batch; if the batch is lost,
+			// the ledger is restored and grows by what was lost.
+			carried, s.gaps = s.gaps, gapLedger{}
+			s.cnt.received.Add(1)
+			s.cnt.injected.Add(1)
+			encode(carried.marker(host, time.Now()))
+		}
 		if b.Count() == 0 {
+			if len(s.gaps) > 0 {
+				arm() // try again later
+			}
 			return
 		}
 		s.nextSeq++
 		batch := b.Seal(s.cfg.AgentID, s.cfg.BootID, s.cfg.RunID, s.nextSeq)
 		s.sealed.Add(1)
-		if err := s.queue.Push(batch); err != nil {
-			s.dropped[DropBatchQueueFull].Add(uint64(batch.EventCount))
+		err := s.queue.Push(batch)
+		if err != nil {
+			reason := DropWriteError
+			if errors.Is(err, ErrQueueFull) {
+				reason = DropBatchQueueFull
+			}
+			if !s.pushFailed {
+				s.log.Warn().Err(err).Str("reason", reason).Msg("queue refused batches; their events are counted and a gap marker will follow")
+			}
+			for i, n := range kinds {
+				if n > 0 {
+					s.cnt.drop(reason, kindList[i], uint64(n))
+					s.gaps.add(kindList[i].String(), reason, uint64(n))
+				}
+			}
+			s.gaps.merge(carried)
 			s.nextSeq-- // the sequence stays dense: the collector sees no hole
+			s.pushFailed = true
+		} else {
+			s.lastPushed.Store(batch.BatchSeq)
+			if s.pushFailed {
+				s.log.Info().Msg("queue accepts batches again")
+			}
+			s.pushFailed = false
+			if carried != nil {
+				s.log.Info().Str("lost", carried.String()).Msg("gap marker queued")
+			}
 		}
-		if armed {
-			age.Stop()
-			armed = false
+		kinds = [len(kindSlots)]uint32{}
+		if len(s.gaps) > 0 {
+			arm()
 		}
 	}
 	add := func(ev *event.Event) {
-		ToProto(ev, &pev)
-		if pev.Header.Host == "" {
-			pev.Header.Host = s.cfg.Host
+		if sinceFill++; sinceFill >= 64 {
+			fill, sinceFill = s.queue.Fill(), 0
 		}
-		if err := b.Add(&pev); err != nil {
-			s.dropped[DropEncode].Add(1)
+		if t := tierOf(ev); (t == tierBulk && fill >= s.cfg.ShedBulkAt) || (t == tierNormal && fill >= s.cfg.ShedAt) {
+			s.cnt.drop(DropSpoolFull, ev.Kind, 1)
+			s.gaps.add(ev.Kind.String(), DropSpoolFull, 1)
+			arm()
+			return
+		}
+		if !encode(ev) {
 			return
 		}
 		if b.Count() >= s.cfg.BatchMaxEvents || b.Size() >= s.cfg.BatchMaxBytes {
 			seal()
-		} else if !armed {
-			age.Reset(s.cfg.BatchMaxAge)
-			armed = true
+		} else {
+			arm()
 		}
 	}
 	drain := func() {
@@ -423,6 +563,9 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 				return
 			}
 		}
+	}
+	if len(s.gaps) > 0 {
+		arm() // losses found at start travel in the first batch
 	}
 	for {
 		select {
@@ -513,39 +656,93 @@ func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceCl
 	}()
 	hb := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer hb.Stop()
-	if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: s.heartbeat()}}); err != nil {
+	if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: s.heartbeat(false)}}); err != nil {
 		return false, fmt.Errorf("sending heartbeat: %w", err)
 	}
+	// Batches queued before this stream opened are the backlog: they are
+	// sent behind newer batches, at most DrainBytesPerSecond.
+	backlogEnd := s.lastPushed.Load()
+	var liveCursor, backlogCursor uint64 = backlogEnd, 0
+	drainWait := time.NewTimer(time.Hour)
+	drainWait.Stop()
+	defer drainWait.Stop()
+	waiting := false
 	inflight := make(map[uint64]uint32, s.cfg.Window)
-	var cursor uint64
+	sendBatch := func(b *watchpostv1.Batch) error {
+		if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Batch{Batch: b}}); err != nil {
+			return fmt.Errorf("sending batch %d: %w", b.BatchSeq, err)
+		}
+		s.sent.Add(1)
+		if b.BatchSeq <= s.highestSent.Load() {
+			s.resent.Add(1)
+		} else {
+			s.highestSent.Store(b.BatchSeq)
+		}
+		inflight[b.BatchSeq] = b.EventCount
+		return nil
+	}
+	// next returns the next batch to send: new ones first, then the
+	// backlog when the drain rate allows.
+	next := func() *watchpostv1.Batch {
+		for {
+			b := s.queue.Next(liveCursor)
+			if b != nil {
+				liveCursor = b.BatchSeq
+			} else if backlogCursor < backlogEnd && !waiting {
+				if b = s.queue.Next(backlogCursor); b == nil || b.BatchSeq > backlogEnd {
+					backlogCursor = backlogEnd
+					return nil
+				}
+				now := time.Now()
+				if !s.drain.AllowN(now, len(b.Payload)) {
+					need := float64(len(b.Payload)) - s.drain.TokensAt(now)
+					drainWait.Reset(time.Duration(need / float64(s.drain.Limit()) * float64(time.Second)))
+					waiting = true
+					return nil
+				}
+				backlogCursor = b.BatchSeq
+			}
+			if b == nil {
+				return nil
+			}
+			if b.AgentId != s.cfg.AgentID {
+				// Spooled under another agent id (the configuration
+				// changed): the collector would refuse the whole stream.
+				if s.queue.Ack(b.BatchSeq) {
+					s.refused.Add(1)
+					s.cnt.drop(DropRejected, event.KindUnknown, uint64(b.EventCount))
+					s.log.Error().Uint64("batch_seq", b.BatchSeq).Str("batch_agent_id", b.AgentId).Msg("dropping a spooled batch of another agent id (counted as rejected)")
+				}
+				continue
+			}
+			return b
+		}
+	}
 	for {
 		for len(inflight) < s.cfg.Window {
-			b := s.queue.Next(cursor)
+			b := next()
 			if b == nil {
 				break
 			}
-			if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Batch{Batch: b}}); err != nil {
-				return progressed, fmt.Errorf("sending batch %d: %w", b.BatchSeq, err)
+			if err := sendBatch(b); err != nil {
+				return progressed, err
 			}
-			s.sent.Add(1)
-			if b.BatchSeq <= s.highestSent.Load() {
-				s.resent.Add(1)
-			} else {
-				s.highestSent.Store(b.BatchSeq)
-			}
-			inflight[b.BatchSeq] = b.EventCount
-			cursor = b.BatchSeq
 		}
 		select {
 		case <-ctx.Done():
+			if s.stopping.Load() {
+				s.finalHeartbeat(st, recvErr)
+			}
 			_ = st.CloseSend()
 			return progressed, ctx.Err()
 		case err := <-recvErr:
 			return progressed, fmt.Errorf("receiving: %w", err)
 		case <-hb.C:
-			if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: s.heartbeat()}}); err != nil {
+			if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: s.heartbeat(false)}}); err != nil {
 				return progressed, fmt.Errorf("sending heartbeat: %w", err)
 			}
+		case <-drainWait.C:
+			waiting = false
 		case <-s.queue.Ready():
 		case a := <-acks:
 			events, ok := inflight[a.BatchSeq]
@@ -566,7 +763,7 @@ func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceCl
 			case watchpostv1.AckStatus_ACK_STATUS_REJECTED:
 				if s.queue.Ack(a.BatchSeq) {
 					s.refused.Add(1)
-					s.dropped[DropRejected].Add(uint64(events))
+					s.cnt.drop(DropRejected, event.KindUnknown, uint64(events))
 					s.log.Error().Uint64("batch_seq", a.BatchSeq).Int32("code", a.Code).Str("reason", a.Message).Msg("collector rejected a batch")
 				}
 				progressed = true
@@ -577,14 +774,31 @@ func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceCl
 	}
 }
 
+// finalHeartbeat tells the collector that this is a clean stop, and waits
+// briefly for it to close the stream (so that the heartbeat was read).
+func (s *Shipper) finalHeartbeat(st grpc.BidiStreamingClient[watchpostv1.IngestRequest, watchpostv1.IngestResponse], recvErr <-chan error) {
+	if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: s.heartbeat(true)}}); err != nil {
+		return
+	}
+	_ = st.CloseSend()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-recvErr:
+	case <-t.C:
+	}
+}
+
 // heartbeat builds the next heartbeat from the agent's and the shipper's counters.
-func (s *Shipper) heartbeat() *watchpostv1.Heartbeat {
+func (s *Shipper) heartbeat(final bool) *watchpostv1.Heartbeat {
 	s.hbSeq++
 	s.heartbeats.Add(1)
 	hb := &watchpostv1.Heartbeat{
 		Seq: s.hbSeq, BootId: s.cfg.BootID, RunId: s.cfg.RunID, TimeUnixNano: time.Now().UnixNano(),
 		Host: s.cfg.Host, Version: version.Version,
 		BatchesSent: s.sent.Load(), BatchesAcked: s.acked.Load(),
+		InstanceId: s.instanceID, Final: final, IntervalNanos: int64(s.cfg.HeartbeatInterval),
+		ShipperReceived: s.cnt.received.Load(),
 	}
 	var h event.Health
 	if s.deps.Health != nil {
@@ -593,14 +807,28 @@ func (s *Shipper) heartbeat() *watchpostv1.Heartbeat {
 	ph := HealthToProto(&h)
 	hb.Produced, hb.Delivered, hb.Filtered, hb.Dropped = ph.Produced, ph.Delivered, ph.Filtered, ph.Dropped
 	hb.SpoolBytes, hb.Programs, hb.Kernel, hb.CapturePath = ph.SpoolBytes, ph.Programs, ph.Kernel, ph.CapturePath
+	if s.durable != nil {
+		hb.SpoolBytes = uint64(s.queue.Bytes())
+		if c, ok := s.queue.(interface{ Cap() int64 }); ok {
+			hb.SpoolCapacityBytes = uint64(c.Cap())
+		}
+	}
 	if ph.Version != "" {
 		hb.Version = ph.Version
 	}
 	hb.Drops = ph.Counters
-	for _, r := range dropReasons {
-		if n := s.dropped[r].Load(); n > 0 {
+	for _, r := range totalReasons {
+		if n := s.cnt.total[r].Load(); n > 0 {
 			hb.Drops = append(hb.Drops, &watchpostv1.Counter{Kind: "shipper", Reason: r, Count: n})
 			hb.Dropped += n
+		}
+	}
+	for _, r := range byKindReasons {
+		for i, c := range s.cnt.byKind[r] {
+			if n := c.Load(); n > 0 {
+				hb.Drops = append(hb.Drops, &watchpostv1.Counter{Kind: kindList[i].String(), Reason: r, Count: n})
+				hb.Dropped += n
+			}
 		}
 	}
 	return hb

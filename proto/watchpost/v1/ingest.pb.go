@@ -480,10 +480,23 @@ type Heartbeat struct {
 	Kernel      string     `protobuf:"bytes,14,opt,name=kernel,proto3" json:"kernel,omitempty"`
 	CapturePath string     `protobuf:"bytes,15,opt,name=capture_path,json=capturePath,proto3" json:"capture_path,omitempty"`
 	// Transport counters of the shipper.
-	BatchesSent   uint64 `protobuf:"varint,16,opt,name=batches_sent,json=batchesSent,proto3" json:"batches_sent,omitempty"`
-	BatchesAcked  uint64 `protobuf:"varint,17,opt,name=batches_acked,json=batchesAcked,proto3" json:"batches_acked,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BatchesSent  uint64 `protobuf:"varint,16,opt,name=batches_sent,json=batchesSent,proto3" json:"batches_sent,omitempty"`
+	BatchesAcked uint64 `protobuf:"varint,17,opt,name=batches_acked,json=batchesAcked,proto3" json:"batches_acked,omitempty"`
+	// Random per start of the agent process (the run id survives restarts
+	// when a spool keeps it; this does not).
+	InstanceId string `protobuf:"bytes,18,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Set on the last heartbeat of a clean shutdown.
+	Final bool `protobuf:"varint,19,opt,name=final,proto3" json:"final,omitempty"`
+	// Interval between heartbeats, so that the collector knows when one is
+	// missing.
+	IntervalNanos int64 `protobuf:"varint,20,opt,name=interval_nanos,json=intervalNanos,proto3" json:"interval_nanos,omitempty"`
+	// Events handed to the shipper, ever (kept across restarts by a spool):
+	// received = stored + dropped + still spooled.
+	ShipperReceived uint64 `protobuf:"varint,21,opt,name=shipper_received,json=shipperReceived,proto3" json:"shipper_received,omitempty"`
+	// Size bound of the spool (0 without one).
+	SpoolCapacityBytes uint64 `protobuf:"varint,22,opt,name=spool_capacity_bytes,json=spoolCapacityBytes,proto3" json:"spool_capacity_bytes,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -635,6 +648,41 @@ func (x *Heartbeat) GetBatchesAcked() uint64 {
 	return 0
 }
 
+func (x *Heartbeat) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Heartbeat) GetFinal() bool {
+	if x != nil {
+		return x.Final
+	}
+	return false
+}
+
+func (x *Heartbeat) GetIntervalNanos() int64 {
+	if x != nil {
+		return x.IntervalNanos
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetShipperReceived() uint64 {
+	if x != nil {
+		return x.ShipperReceived
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetSpoolCapacityBytes() uint64 {
+	if x != nil {
+		return x.SpoolCapacityBytes
+	}
+	return 0
+}
+
 var File_watchpost_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_ingest_proto_rawDesc = "" +
@@ -661,7 +709,7 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\tbatch_seq\x18\x01 \x01(\x04R\bbatchSeq\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.watchpost.v1.AckStatusR\x06status\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xfe\x03\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xb9\x05\n" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x15\n" +
@@ -681,7 +729,13 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x06kernel\x18\x0e \x01(\tR\x06kernel\x12!\n" +
 	"\fcapture_path\x18\x0f \x01(\tR\vcapturePath\x12!\n" +
 	"\fbatches_sent\x18\x10 \x01(\x04R\vbatchesSent\x12#\n" +
-	"\rbatches_acked\x18\x11 \x01(\x04R\fbatchesAcked*V\n" +
+	"\rbatches_acked\x18\x11 \x01(\x04R\fbatchesAcked\x12\x1f\n" +
+	"\vinstance_id\x18\x12 \x01(\tR\n" +
+	"instanceId\x12\x14\n" +
+	"\x05final\x18\x13 \x01(\bR\x05final\x12%\n" +
+	"\x0einterval_nanos\x18\x14 \x01(\x03R\rintervalNanos\x12)\n" +
+	"\x10shipper_received\x18\x15 \x01(\x04R\x0fshipperReceived\x120\n" +
+	"\x14spool_capacity_bytes\x18\x16 \x01(\x04R\x12spoolCapacityBytes*V\n" +
 	"\vCompression\x12\x1b\n" +
 	"\x17COMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10COMPRESSION_NONE\x10\x01\x12\x14\n" +

@@ -23,6 +23,70 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AlertKind is what a tamper-evidence alert is about.
+type AlertKind int32
+
+const (
+	AlertKind_ALERT_KIND_UNSPECIFIED AlertKind = 0
+	// No heartbeat for several intervals while the agent was not stopped cleanly.
+	AlertKind_ALERT_KIND_MISSED_HEARTBEAT AlertKind = 1
+	// Heartbeat sequence numbers were skipped (count = how many).
+	AlertKind_ALERT_KIND_SEQUENCE_GAP AlertKind = 2
+	// A new agent process or a new boot without a clean shutdown before it.
+	AlertKind_ALERT_KIND_UNCLEAN_RESTART AlertKind = 3
+	// Drop counters rose by at least the threshold between two heartbeats.
+	AlertKind_ALERT_KIND_DROP_JUMP AlertKind = 4
+	// Fewer kernel programs attached than in the previous heartbeat.
+	AlertKind_ALERT_KIND_PROGRAMS_DETACHED AlertKind = 5
+)
+
+// Enum value maps for AlertKind.
+var (
+	AlertKind_name = map[int32]string{
+		0: "ALERT_KIND_UNSPECIFIED",
+		1: "ALERT_KIND_MISSED_HEARTBEAT",
+		2: "ALERT_KIND_SEQUENCE_GAP",
+		3: "ALERT_KIND_UNCLEAN_RESTART",
+		4: "ALERT_KIND_DROP_JUMP",
+		5: "ALERT_KIND_PROGRAMS_DETACHED",
+	}
+	AlertKind_value = map[string]int32{
+		"ALERT_KIND_UNSPECIFIED":       0,
+		"ALERT_KIND_MISSED_HEARTBEAT":  1,
+		"ALERT_KIND_SEQUENCE_GAP":      2,
+		"ALERT_KIND_UNCLEAN_RESTART":   3,
+		"ALERT_KIND_DROP_JUMP":         4,
+		"ALERT_KIND_PROGRAMS_DETACHED": 5,
+	}
+)
+
+func (x AlertKind) Enum() *AlertKind {
+	p := new(AlertKind)
+	*p = x
+	return p
+}
+
+func (x AlertKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlertKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_watchpost_v1_query_proto_enumTypes[0].Descriptor()
+}
+
+func (AlertKind) Type() protoreflect.EnumType {
+	return &file_watchpost_v1_query_proto_enumTypes[0]
+}
+
+func (x AlertKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlertKind.Descriptor instead.
+func (AlertKind) EnumDescriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{0}
+}
+
 // EventFilter: every set field must match.
 type EventFilter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -697,6 +761,239 @@ func (x *EnforceRetentionResponse) GetDroppedPartitions() []string {
 	return nil
 }
 
+type Alert struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	AgentId string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Host    string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	Kind    AlertKind              `protobuf:"varint,4,opt,name=kind,proto3,enum=watchpost.v1.AlertKind" json:"kind,omitempty"`
+	// When the collector raised it.
+	TimeUnixNano int64  `protobuf:"varint,5,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Message      string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	BootId       string `protobuf:"bytes,7,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	InstanceId   string `protobuf:"bytes,8,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Missing heartbeats, skipped sequence numbers or newly dropped events.
+	Count uint64 `protobuf:"varint,9,opt,name=count,proto3" json:"count,omitempty"`
+	// Programs that disappeared.
+	Programs []string `protobuf:"bytes,10,rep,name=programs,proto3" json:"programs,omitempty"`
+	// Drop counters that rose, with the increase.
+	Drops         []*Counter `protobuf:"bytes,11,rep,name=drops,proto3" json:"drops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Alert) Reset() {
+	*x = Alert{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Alert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Alert) ProtoMessage() {}
+
+func (x *Alert) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Alert.ProtoReflect.Descriptor instead.
+func (*Alert) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Alert) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Alert) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *Alert) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *Alert) GetKind() AlertKind {
+	if x != nil {
+		return x.Kind
+	}
+	return AlertKind_ALERT_KIND_UNSPECIFIED
+}
+
+func (x *Alert) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *Alert) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Alert) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *Alert) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Alert) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Alert) GetPrograms() []string {
+	if x != nil {
+		return x.Programs
+	}
+	return nil
+}
+
+func (x *Alert) GetDrops() []*Counter {
+	if x != nil {
+		return x.Drops
+	}
+	return nil
+}
+
+type ListAlertsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	SinceUnixNano int64                  `protobuf:"varint,2,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	// 0 means the server default; capped by the server maximum.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertsRequest) Reset() {
+	*x = ListAlertsRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertsRequest) ProtoMessage() {}
+
+func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
+func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListAlertsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ListAlertsRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *ListAlertsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListAlertsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alerts        []*Alert               `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertsResponse) Reset() {
+	*x = ListAlertsResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertsResponse) ProtoMessage() {}
+
+func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
+func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListAlertsResponse) GetAlerts() []*Alert {
+	if x != nil {
+		return x.Alerts
+	}
+	return nil
+}
+
 var File_watchpost_v1_query_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_query_proto_rawDesc = "" +
@@ -753,13 +1050,42 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x05hosts\x18\x01 \x03(\v2\x16.watchpost.v1.HostInfoR\x05hosts\"\x19\n" +
 	"\x17EnforceRetentionRequest\"I\n" +
 	"\x18EnforceRetentionResponse\x12-\n" +
-	"\x12dropped_partitions\x18\x01 \x03(\tR\x11droppedPartitions2\xe6\x02\n" +
+	"\x12dropped_partitions\x18\x01 \x03(\tR\x11droppedPartitions\"\xcc\x02\n" +
+	"\x05Alert\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12+\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x17.watchpost.v1.AlertKindR\x04kind\x12$\n" +
+	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNano\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\x17\n" +
+	"\aboot_id\x18\a \x01(\tR\x06bootId\x12\x1f\n" +
+	"\vinstance_id\x18\b \x01(\tR\n" +
+	"instanceId\x12\x14\n" +
+	"\x05count\x18\t \x01(\x04R\x05count\x12\x1a\n" +
+	"\bprograms\x18\n" +
+	" \x03(\tR\bprograms\x12+\n" +
+	"\x05drops\x18\v \x03(\v2\x15.watchpost.v1.CounterR\x05drops\"l\n" +
+	"\x11ListAlertsRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12&\n" +
+	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"A\n" +
+	"\x12ListAlertsResponse\x12+\n" +
+	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts*\xc1\x01\n" +
+	"\tAlertKind\x12\x1a\n" +
+	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bALERT_KIND_MISSED_HEARTBEAT\x10\x01\x12\x1b\n" +
+	"\x17ALERT_KIND_SEQUENCE_GAP\x10\x02\x12\x1e\n" +
+	"\x1aALERT_KIND_UNCLEAN_RESTART\x10\x03\x12\x18\n" +
+	"\x14ALERT_KIND_DROP_JUMP\x10\x04\x12 \n" +
+	"\x1cALERT_KIND_PROGRAMS_DETACHED\x10\x052\xb7\x03\n" +
 	"\fQueryService\x12R\n" +
 	"\vQueryEvents\x12 .watchpost.v1.QueryEventsRequest\x1a!.watchpost.v1.QueryEventsResponse\x12Q\n" +
 	"\n" +
 	"TailEvents\x12\x1f.watchpost.v1.TailEventsRequest\x1a .watchpost.v1.TailEventsResponse0\x01\x12L\n" +
 	"\tListHosts\x12\x1e.watchpost.v1.ListHostsRequest\x1a\x1f.watchpost.v1.ListHostsResponse\x12a\n" +
-	"\x10EnforceRetention\x12%.watchpost.v1.EnforceRetentionRequest\x1a&.watchpost.v1.EnforceRetentionResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
+	"\x10EnforceRetention\x12%.watchpost.v1.EnforceRetentionRequest\x1a&.watchpost.v1.EnforceRetentionResponse\x12O\n" +
+	"\n" +
+	"ListAlerts\x12\x1f.watchpost.v1.ListAlertsRequest\x1a .watchpost.v1.ListAlertsResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
 
 var (
 	file_watchpost_v1_query_proto_rawDescOnce sync.Once
@@ -773,43 +1099,53 @@ func file_watchpost_v1_query_proto_rawDescGZIP() []byte {
 	return file_watchpost_v1_query_proto_rawDescData
 }
 
-var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_watchpost_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_watchpost_v1_query_proto_goTypes = []any{
-	(*EventFilter)(nil),              // 0: watchpost.v1.EventFilter
-	(*QueryEventsRequest)(nil),       // 1: watchpost.v1.QueryEventsRequest
-	(*QueryEventsResponse)(nil),      // 2: watchpost.v1.QueryEventsResponse
-	(*TailEventsRequest)(nil),        // 3: watchpost.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),       // 4: watchpost.v1.TailEventsResponse
-	(*ListHostsRequest)(nil),         // 5: watchpost.v1.ListHostsRequest
-	(*HostInfo)(nil),                 // 6: watchpost.v1.HostInfo
-	(*ListHostsResponse)(nil),        // 7: watchpost.v1.ListHostsResponse
-	(*EnforceRetentionRequest)(nil),  // 8: watchpost.v1.EnforceRetentionRequest
-	(*EnforceRetentionResponse)(nil), // 9: watchpost.v1.EnforceRetentionResponse
-	(EventType)(0),                   // 10: watchpost.v1.EventType
-	(*Event)(nil),                    // 11: watchpost.v1.Event
-	(*Counter)(nil),                  // 12: watchpost.v1.Counter
+	(AlertKind)(0),                   // 0: watchpost.v1.AlertKind
+	(*EventFilter)(nil),              // 1: watchpost.v1.EventFilter
+	(*QueryEventsRequest)(nil),       // 2: watchpost.v1.QueryEventsRequest
+	(*QueryEventsResponse)(nil),      // 3: watchpost.v1.QueryEventsResponse
+	(*TailEventsRequest)(nil),        // 4: watchpost.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),       // 5: watchpost.v1.TailEventsResponse
+	(*ListHostsRequest)(nil),         // 6: watchpost.v1.ListHostsRequest
+	(*HostInfo)(nil),                 // 7: watchpost.v1.HostInfo
+	(*ListHostsResponse)(nil),        // 8: watchpost.v1.ListHostsResponse
+	(*EnforceRetentionRequest)(nil),  // 9: watchpost.v1.EnforceRetentionRequest
+	(*EnforceRetentionResponse)(nil), // 10: watchpost.v1.EnforceRetentionResponse
+	(*Alert)(nil),                    // 11: watchpost.v1.Alert
+	(*ListAlertsRequest)(nil),        // 12: watchpost.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),       // 13: watchpost.v1.ListAlertsResponse
+	(EventType)(0),                   // 14: watchpost.v1.EventType
+	(*Event)(nil),                    // 15: watchpost.v1.Event
+	(*Counter)(nil),                  // 16: watchpost.v1.Counter
 }
 var file_watchpost_v1_query_proto_depIdxs = []int32{
-	10, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
-	0,  // 1: watchpost.v1.QueryEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	11, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
-	0,  // 3: watchpost.v1.TailEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	11, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
-	12, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
-	6,  // 6: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
-	1,  // 7: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
-	3,  // 8: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
-	5,  // 9: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
-	8,  // 10: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
-	2,  // 11: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
-	4,  // 12: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
-	7,  // 13: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
-	9,  // 14: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	14, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
+	1,  // 1: watchpost.v1.QueryEventsRequest.filter:type_name -> watchpost.v1.EventFilter
+	15, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
+	1,  // 3: watchpost.v1.TailEventsRequest.filter:type_name -> watchpost.v1.EventFilter
+	15, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
+	16, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
+	7,  // 6: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
+	0,  // 7: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
+	16, // 8: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
+	11, // 9: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	2,  // 10: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
+	4,  // 11: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
+	6,  // 12: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
+	9,  // 13: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
+	12, // 14: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
+	3,  // 15: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
+	5,  // 16: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
+	8,  // 17: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
+	10, // 18: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
+	13, // 19: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_query_proto_init() }
@@ -823,13 +1159,14 @@ func file_watchpost_v1_query_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_query_proto_rawDesc), len(file_watchpost_v1_query_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_watchpost_v1_query_proto_goTypes,
 		DependencyIndexes: file_watchpost_v1_query_proto_depIdxs,
+		EnumInfos:         file_watchpost_v1_query_proto_enumTypes,
 		MessageInfos:      file_watchpost_v1_query_proto_msgTypes,
 	}.Build()
 	File_watchpost_v1_query_proto = out.File

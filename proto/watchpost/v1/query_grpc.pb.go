@@ -25,6 +25,7 @@ const (
 	QueryService_TailEvents_FullMethodName       = "/watchpost.v1.QueryService/TailEvents"
 	QueryService_ListHosts_FullMethodName        = "/watchpost.v1.QueryService/ListHosts"
 	QueryService_EnforceRetention_FullMethodName = "/watchpost.v1.QueryService/EnforceRetention"
+	QueryService_ListAlerts_FullMethodName       = "/watchpost.v1.QueryService/ListAlerts"
 )
 
 // QueryServiceClient is the client API for QueryService service.
@@ -39,6 +40,9 @@ type QueryServiceClient interface {
 	ListHosts(ctx context.Context, in *ListHostsRequest, opts ...grpc.CallOption) (*ListHostsResponse, error)
 	// EnforceRetention drops expired partitions now (admin role).
 	EnforceRetention(ctx context.Context, in *EnforceRetentionRequest, opts ...grpc.CallOption) (*EnforceRetentionResponse, error)
+	// ListAlerts returns tamper-evidence alerts raised from heartbeats,
+	// newest first.
+	ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error)
 }
 
 type queryServiceClient struct {
@@ -98,6 +102,16 @@ func (c *queryServiceClient) EnforceRetention(ctx context.Context, in *EnforceRe
 	return out, nil
 }
 
+func (c *queryServiceClient) ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAlertsResponse)
+	err := c.cc.Invoke(ctx, QueryService_ListAlerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueryServiceServer is the server API for QueryService service.
 // All implementations must embed UnimplementedQueryServiceServer
 // for forward compatibility.
@@ -110,6 +124,9 @@ type QueryServiceServer interface {
 	ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error)
 	// EnforceRetention drops expired partitions now (admin role).
 	EnforceRetention(context.Context, *EnforceRetentionRequest) (*EnforceRetentionResponse, error)
+	// ListAlerts returns tamper-evidence alerts raised from heartbeats,
+	// newest first.
+	ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error)
 	mustEmbedUnimplementedQueryServiceServer()
 }
 
@@ -131,6 +148,9 @@ func (UnimplementedQueryServiceServer) ListHosts(context.Context, *ListHostsRequ
 }
 func (UnimplementedQueryServiceServer) EnforceRetention(context.Context, *EnforceRetentionRequest) (*EnforceRetentionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EnforceRetention not implemented")
+}
+func (UnimplementedQueryServiceServer) ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAlerts not implemented")
 }
 func (UnimplementedQueryServiceServer) mustEmbedUnimplementedQueryServiceServer() {}
 func (UnimplementedQueryServiceServer) testEmbeddedByValue()                      {}
@@ -218,6 +238,24 @@ func _QueryService_EnforceRetention_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueryService_ListAlerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAlertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).ListAlerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_ListAlerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).ListAlerts(ctx, req.(*ListAlertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueryService_ServiceDesc is the grpc.ServiceDesc for QueryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -236,6 +274,10 @@ var QueryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EnforceRetention",
 			Handler:    _QueryService_EnforceRetention_Handler,
+		},
+		{
+			MethodName: "ListAlerts",
+			Handler:    _QueryService_ListAlerts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
