@@ -134,9 +134,23 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 	else if (d->kind == WP_PATH_ARG_FD)
 		f = wp_fd_file(task, (long)wp_arg(&a, d->fd_idx));
 
+	if (f)
+		wp_file_inode(e, f);
+
+	/* Read-only opens of regular files are the noisiest events of all:
+	 * reported only when asked for. Device opens (serial ports, fieldbus
+	 * adapters) and failed opens are always kept. Decided before the path
+	 * is resolved: a filtered open costs no dentry walk. */
+	if (type == WP_EV_FILE_OPEN && !write && !(cfg->flags & WP_CFG_READ_OPENS) && ctx->ret >= 0) {
+		__u32 fmt = e->i_mode & WP_S_IFMT;
+		if (fmt != WP_S_IFCHR && fmt != WP_S_IFBLK) {
+			wp_count(type, WP_STAT_FILTERED);
+			return 0;
+		}
+	}
+
 	if (f) {
 		bool trunc = false;
-		wp_file_inode(e, f);
 		__u32 n = wp_copy_path(e->buf, &f->f_path, &trunc);
 		if (trunc)
 			e->hdr.flags |= WP_F_PATH_TRUNC;
@@ -148,16 +162,6 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 				     WP_F_NAME_REL);
 	}
 
-	/* Read-only opens of regular files are the noisiest events of all:
-	 * reported only when asked for. Device opens (serial ports, fieldbus
-	 * adapters) and failed opens are always kept. */
-	if (type == WP_EV_FILE_OPEN && !write && !(cfg->flags & WP_CFG_READ_OPENS) && ctx->ret >= 0) {
-		__u32 fmt = e->i_mode & WP_S_IFMT;
-		if (fmt != WP_S_IFCHR && fmt != WP_S_IFBLK) {
-			wp_count(type, WP_STAT_FILTERED);
-			return 0;
-		}
-	}
 	if (wp_path_filtered(cfg, e->buf, e->path_len + (e->name_len ? e->name_len : 0))) {
 		wp_count(type, WP_STAT_FILTERED);
 		return 0;
