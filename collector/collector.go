@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/watchpost/watchpost/collector/alerts"
 	"github.com/watchpost/watchpost/collector/ingest"
 	"github.com/watchpost/watchpost/collector/store"
 	"github.com/watchpost/watchpost/collector/web"
@@ -55,6 +56,7 @@ type Collector struct {
 	ownStore bool
 	dec      *ingest.Decoder
 	hub      *hub
+	alerts   *alerts.Engine // set by Start
 	web      *web.Dashboard
 
 	ingestSrv  *grpc.Server
@@ -224,6 +226,7 @@ func (c *Collector) Start(ctx context.Context) error {
 		c.retentionLoop(runCtx)
 	}()
 	c.startDashboard(runCtx)
+	c.startAlerts(runCtx)
 	c.log.Info().Str("ingest", c.Addr()).Str("query", c.QueryAddr()).Bool("query_auth", c.authNeeded).Str("dashboard", c.DashboardURL()).Msg("collector started")
 	return nil
 }

@@ -49,6 +49,7 @@ func (c *Collector) queryHandler() http.Handler {
 		resp, err := q.EnforceRetention(r.Context(), &watchpostv1.EnforceRetentionRequest{})
 		writeProto(w, resp, err)
 	}))
+	mux.HandleFunc("GET /api/v1/alerts", c.httpAuth(watchpostv1.QueryService_ListAlerts_FullMethodName, c.httpAlerts))
 	mux.HandleFunc("GET /api/v1/tail", c.httpAuth(watchpostv1.QueryService_TailEvents_FullMethodName, c.httpTail))
 	c.mountDashboard(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

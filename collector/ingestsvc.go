@@ -114,6 +114,9 @@ func (c *Collector) receive(ctx context.Context, agent string, st grpc.BidiStrea
 			if err := c.dec.ValidateHeartbeat(m.Heartbeat); err != nil {
 				return status.Error(codes.InvalidArgument, err.Error())
 			}
+			if len(m.Heartbeat.InstanceId) > maxInstanceID {
+				return status.Errorf(codes.InvalidArgument, "heartbeat.instance_id: longer than %d bytes", maxInstanceID)
+			}
 			j.heartbeat = m.Heartbeat
 		case *watchpostv1.IngestRequest_Batch:
 			b := m.Batch
@@ -219,6 +222,7 @@ func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStream
 				c.log.Error().Err(err).Str("agent", agent).Msg("storing heartbeat failed")
 			} else {
 				c.heartbeats.Add(1)
+				c.heartbeatAlerts(ctx, agent, j.heartbeat, j.received)
 			}
 			continue
 		}
@@ -241,6 +245,7 @@ func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStream
 				c.batchesStored.Add(1)
 				c.eventsStored.Add(uint64(len(j.decoded.Events)))
 				c.hub.publish(j.decoded)
+				c.noteAgentStop(agent, j.decoded.Events)
 			case store.Duplicate:
 				ack.Status = watchpostv1.AckStatus_ACK_STATUS_DUPLICATE
 				c.batchesDup.Add(1)

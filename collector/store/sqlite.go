@@ -78,6 +78,14 @@ CREATE TABLE IF NOT EXISTS agents (
 	batches_stored   INTEGER NOT NULL DEFAULT 0,
 	batches_rejected INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS alerts (
+	id       INTEGER PRIMARY KEY,
+	agent_id TEXT    NOT NULL,
+	time_ns  INTEGER NOT NULL,
+	kind     INTEGER NOT NULL,
+	data     BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time_ns);
 CREATE TABLE IF NOT EXISTS heartbeats (
 	agent_id    TEXT    NOT NULL,
 	received_ns INTEGER NOT NULL,
@@ -363,6 +371,104 @@ func (s *SQLite) RecordRejected(ctx context.Context, agentID string) error {
 		return fmt.Errorf("counting rejected batch of %s: %w", agentID, err)
 	}
 	return nil
+}
+
+// RecordAlerts implements Store.
+func (s *SQLite) RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) error {
+	if len(alerts) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, a := range alerts {
+		a.Id = 0
+		data, err := proto.Marshal(a)
+		if err != nil {
+			return fmt.Errorf("encoding alert: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, "INSERT INTO alerts (agent_id, time_ns, kind, data) VALUES (?, ?, ?, ?)",
+			a.AgentId, a.TimeUnixNano, int64(a.Kind), data)
+		if err != nil {
+			return fmt.Errorf("storing alert of %s: %w", a.AgentId, err)
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return fmt.Errorf("reading alert id: %w", err)
+		}
+		a.Id = uint64(id)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing alerts: %w", err)
+	}
+	return nil
+}
+
+// Alerts implements Store.
+func (s *SQLite) Alerts(ctx context.Context, f AlertFilter, limit int) ([]*watchpostv1.Alert, error) {
+	if limit <= 0 {
+		return nil, errors.New("limit must be positive")
+	}
+	q := "SELECT id, data FROM alerts WHERE 1=1"
+	var args []any
+	if f.AgentID != "" {
+		q += " AND agent_id = ?"
+		args = append(args, f.AgentID)
+	}
+	if !f.Since.IsZero() {
+		q += " AND time_ns >= ?"
+		args = append(args, f.Since.UnixNano())
+	}
+	q += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []*watchpostv1.Alert
+	for rows.Next() {
+		var id int64
+		var data []byte
+		if err := rows.Scan(&id, &data); err != nil {
+			return nil, fmt.Errorf("reading alert: %w", err)
+		}
+		a := &watchpostv1.Alert{}
+		if err := proto.Unmarshal(data, a); err != nil {
+			return nil, fmt.Errorf("decoding alert %d: %w", id, err)
+		}
+		a.Id = uint64(id)
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// LastHeartbeats implements Store.
+func (s *SQLite) LastHeartbeats(ctx context.Context) (map[string]HeartbeatAt, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT agent_id, last_seen_ns, heartbeat FROM agents WHERE heartbeat IS NOT NULL")
+	if err != nil {
+		return nil, fmt.Errorf("listing heartbeats: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]HeartbeatAt{}
+	for rows.Next() {
+		var id string
+		var seen int64
+		var data []byte
+		if err := rows.Scan(&id, &seen, &data); err != nil {
+			return nil, fmt.Errorf("reading heartbeat: %w", err)
+		}
+		hb := &watchpostv1.Heartbeat{}
+		if err := proto.Unmarshal(data, hb); err != nil {
+			return nil, fmt.Errorf("decoding heartbeat of %s: %w", id, err)
+		}
+		out[id] = HeartbeatAt{Heartbeat: hb, Received: time.Unix(0, seen)}
+	}
+	return out, rows.Err()
 }
 
 // Hosts implements Store.

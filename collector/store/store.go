@@ -71,5 +71,23 @@ type Store interface {
 	// EnforceRetention drops partitions older than MaxAge, then the oldest
 	// ones while the store is larger than MaxBytes; it returns their names.
 	EnforceRetention(ctx context.Context, r Retention, now time.Time) ([]string, error)
+	// RecordAlerts stores tamper-evidence alerts and sets their ids.
+	RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) error
+	// Alerts returns up to limit matching alerts, newest first.
+	Alerts(ctx context.Context, f AlertFilter, limit int) ([]*watchpostv1.Alert, error)
+	// LastHeartbeats returns each agent's last heartbeat and its receipt time.
+	LastHeartbeats(ctx context.Context) (map[string]HeartbeatAt, error)
 	Close() error
+}
+
+// AlertFilter selects alerts. Zero fields match everything.
+type AlertFilter struct {
+	AgentID string
+	Since   time.Time
+}
+
+// HeartbeatAt is a heartbeat and when it was received.
+type HeartbeatAt struct {
+	Heartbeat *watchpostv1.Heartbeat
+	Received  time.Time
 }

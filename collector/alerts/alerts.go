@@ -1,0 +1,206 @@
+// Package alerts turns agents' heartbeats into tamper-evidence alerts: a
+// heartbeat that does not come, skipped heartbeat sequence numbers, a new
+// agent process or boot without a clean stop before it, a jump in the drop
+// counters, and kernel programs that disappear while the agent runs. It is
+// pure logic: the collector feeds it heartbeats and the clock, and stores
+// what it returns.
+package alerts
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// Config holds the thresholds. Zero values take the defaults.
+type Config struct {
+	// MissedIntervals: a heartbeat is missing after this many intervals of
+	// silence (3).
+	MissedIntervals int
+	// DefaultInterval is assumed when a heartbeat does not state its own (10s).
+	DefaultInterval time.Duration
+	// DropJump is the rise of an agent's total drop counter between two
+	// heartbeats that raises an alert (1000).
+	DropJump uint64
+}
+
+// Defaults fills zero fields.
+func (c *Config) Defaults() {
+	if c.MissedIntervals == 0 {
+		c.MissedIntervals = 3
+	}
+	if c.DefaultInterval == 0 {
+		c.DefaultInterval = 10 * time.Second
+	}
+	if c.DropJump == 0 {
+		c.DropJump = 1000
+	}
+}
+
+type agent struct {
+	last     *watchpostv1.Heartbeat
+	received time.Time
+	stopped  bool // the last heartbeat was final, or an agent_stop event came after it
+	missed   bool // a missed-heartbeat alert is open
+}
+
+// Engine keeps the last heartbeat of each agent. It is safe for concurrent use.
+type Engine struct {
+	cfg     Config
+	started time.Time
+	mu      sync.Mutex
+	agents  map[string]*agent
+}
+
+// New returns an engine; start is when the collector started (silence
+// before it is not the agent's fault).
+func New(cfg Config, start time.Time) *Engine {
+	cfg.Defaults()
+	return &Engine{cfg: cfg, started: start, agents: map[string]*agent{}}
+}
+
+// Seed restores an agent's last heartbeat (from the store, at start-up)
+// without raising alerts.
+func (e *Engine) Seed(agentID string, hb *watchpostv1.Heartbeat, received time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.agents[agentID] = &agent{last: hb, received: received, stopped: hb.GetFinal()}
+}
+
+func (e *Engine) newAlert(agentID string, hb *watchpostv1.Heartbeat, kind watchpostv1.AlertKind, now time.Time, format string, args ...any) *watchpostv1.Alert {
+	return &watchpostv1.Alert{
+		AgentId: agentID, Host: hb.GetHost(), Kind: kind, TimeUnixNano: now.UnixNano(),
+		Message: fmt.Sprintf(format, args...), BootId: hb.GetBootId(), InstanceId: hb.GetInstanceId(),
+	}
+}
+
+// Heartbeat records a heartbeat and returns the alerts it raises.
+func (e *Engine) Heartbeat(agentID string, hb *watchpostv1.Heartbeat, received time.Time) []*watchpostv1.Alert {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, known := e.agents[agentID]
+	if !known {
+		e.agents[agentID] = &agent{last: hb, received: received, stopped: hb.Final}
+		return nil
+	}
+	prev := a.last
+	var out []*watchpostv1.Alert
+	switch {
+	case hb.BootId != prev.BootId || hb.InstanceId != prev.InstanceId:
+		if !a.stopped {
+			what := "a new agent process"
+			if hb.BootId != prev.BootId {
+				what = "a new boot"
+			}
+			al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART, received,
+				"%s (boot %s, instance %s) without a clean stop of the previous one (boot %s, instance %s, last heartbeat %d at %s)",
+				what, hb.BootId, hb.InstanceId, prev.BootId, prev.InstanceId, prev.Seq, a.received.UTC().Format(time.RFC3339))
+			out = append(out, al)
+		}
+	default:
+		if hb.Seq > prev.Seq+1 {
+			al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, received,
+				"heartbeats %d to %d never arrived", prev.Seq+1, hb.Seq-1)
+			al.Count = hb.Seq - prev.Seq - 1
+			out = append(out, al)
+		} else if hb.Seq <= prev.Seq {
+			al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, received,
+				"heartbeat sequence went back from %d to %d within one agent process (replayed or forged)", prev.Seq, hb.Seq)
+			out = append(out, al)
+		}
+		if gone := missing(prev.Programs, hb.Programs); len(gone) > 0 {
+			al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_PROGRAMS_DETACHED, received,
+				"%d kernel programs detached while the agent runs: %s", len(gone), strings.Join(gone, ", "))
+			al.Programs, al.Count = gone, uint64(len(gone))
+			out = append(out, al)
+		}
+		if hb.Dropped >= prev.Dropped+e.cfg.DropJump {
+			al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, received,
+				"%d events dropped since the previous heartbeat", hb.Dropped-prev.Dropped)
+			al.Count, al.Drops = hb.Dropped-prev.Dropped, rises(prev.Drops, hb.Drops)
+			out = append(out, al)
+		}
+	}
+	a.last, a.received, a.stopped, a.missed = hb, received, hb.Final, false
+	return out
+}
+
+// AgentStopped records an agent_stop event: the agent is stopping cleanly.
+func (e *Engine) AgentStopped(agentID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a, ok := e.agents[agentID]; ok {
+		a.stopped = true
+	}
+}
+
+// Check returns a missed-heartbeat alert for each agent that has been
+// silent for MissedIntervals intervals (once per silence) and did not stop
+// cleanly.
+func (e *Engine) Check(now time.Time) []*watchpostv1.Alert {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*watchpostv1.Alert
+	ids := make([]string, 0, len(e.agents))
+	for id := range e.agents {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		a := e.agents[id]
+		if a.stopped || a.missed {
+			continue
+		}
+		interval := time.Duration(a.last.IntervalNanos)
+		if interval <= 0 {
+			interval = e.cfg.DefaultInterval
+		}
+		since := a.received
+		if since.Before(e.started) {
+			since = e.started
+		}
+		if silent := now.Sub(since); silent >= time.Duration(e.cfg.MissedIntervals)*interval {
+			al := e.newAlert(id, a.last, watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT, now,
+				"no heartbeat for %s (%d intervals of %s); last was %d at %s",
+				silent.Round(time.Millisecond), int(silent/interval), interval, a.last.Seq, a.received.UTC().Format(time.RFC3339))
+			al.Count = uint64(silent / interval)
+			out = append(out, al)
+			a.missed = true
+		}
+	}
+	return out
+}
+
+// missing lists the names in before that are not in after.
+func missing(before, after []string) []string {
+	have := make(map[string]bool, len(after))
+	for _, p := range after {
+		have[p] = true
+	}
+	var out []string
+	for _, p := range before {
+		if !have[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// rises returns the counters that grew, with the increase.
+func rises(before, after []*watchpostv1.Counter) []*watchpostv1.Counter {
+	old := make(map[[2]string]uint64, len(before))
+	for _, c := range before {
+		old[[2]string{c.Kind, c.Reason}] = c.Count
+	}
+	var out []*watchpostv1.Counter
+	for _, c := range after {
+		if d := c.Count - old[[2]string{c.Kind, c.Reason}]; c.Count > old[[2]string{c.Kind, c.Reason}] {
+			out = append(out, &watchpostv1.Counter{Kind: c.Kind, Reason: c.Reason, Count: d})
+		}
+	}
+	return out
+}

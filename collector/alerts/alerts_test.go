@@ -1,0 +1,114 @@
+package alerts
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+var t0 = time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
+
+func hb(seq uint64, instance string, mod func(*watchpostv1.Heartbeat)) *watchpostv1.Heartbeat {
+	h := &watchpostv1.Heartbeat{Seq: seq, BootId: "boot-1", InstanceId: instance, Host: "gw1",
+		IntervalNanos: int64(time.Second), Programs: []string{"exec", "exit", "openat"}}
+	if mod != nil {
+		mod(h)
+	}
+	return h
+}
+
+func kinds(as []*watchpostv1.Alert) []watchpostv1.AlertKind {
+	var out []watchpostv1.AlertKind
+	for _, a := range as {
+		out = append(out, a.Kind)
+	}
+	return out
+}
+
+func TestAlerts(t *testing.T) {
+	e := New(Config{DropJump: 100}, t0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	steps := []struct {
+		name string
+		hb   *watchpostv1.Heartbeat
+		at   int
+		want []*watchpostv1.Alert
+	}{
+		{"first heartbeat", hb(1, "i1", nil), 0, nil},
+		{"next in sequence", hb(2, "i1", nil), 1, nil},
+		{"two missing", hb(5, "i1", nil), 4, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP,
+			TimeUnixNano: at(4).UnixNano(), Message: "heartbeats 3 to 4 never arrived", BootId: "boot-1", InstanceId: "i1", Count: 2}}},
+		{"program detached", hb(6, "i1", func(h *watchpostv1.Heartbeat) { h.Programs = []string{"exec", "exit"} }), 5,
+			[]*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_PROGRAMS_DETACHED, TimeUnixNano: at(5).UnixNano(),
+				Message: "1 kernel programs detached while the agent runs: openat", BootId: "boot-1", InstanceId: "i1", Count: 1, Programs: []string{"openat"}}}},
+		{"drops below the jump", hb(7, "i1", func(h *watchpostv1.Heartbeat) {
+			h.Programs = []string{"exec", "exit"}
+			h.Dropped = 99
+			h.Drops = []*watchpostv1.Counter{{Kind: "shipper", Reason: "spool_full", Count: 99}}
+		}), 6, nil},
+		{"drop jump", hb(8, "i1", func(h *watchpostv1.Heartbeat) {
+			h.Programs = []string{"exec", "exit"}
+			h.Dropped = 250
+			h.Drops = []*watchpostv1.Counter{{Kind: "shipper", Reason: "spool_full", Count: 200}, {Kind: "kernel", Reason: "ring_full", Count: 50}}
+		}), 7, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, TimeUnixNano: at(7).UnixNano(),
+			Message: "151 events dropped since the previous heartbeat", BootId: "boot-1", InstanceId: "i1", Count: 151,
+			Drops: []*watchpostv1.Counter{{Kind: "shipper", Reason: "spool_full", Count: 101}, {Kind: "kernel", Reason: "ring_full", Count: 50}}}}},
+		{"restart without a clean stop", hb(1, "i2", nil), 8, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART,
+			TimeUnixNano: at(8).UnixNano(), BootId: "boot-1", InstanceId: "i2",
+			Message: "a new agent process (boot boot-1, instance i2) without a clean stop of the previous one (boot boot-1, instance i1, last heartbeat 8 at 2026-11-03T10:00:07Z)"}}},
+		{"final heartbeat", hb(2, "i2", func(h *watchpostv1.Heartbeat) { h.Final = true }), 9, nil},
+		{"restart after a clean stop", hb(1, "i3", nil), 10, nil},
+		{"replayed sequence", hb(1, "i3", nil), 11, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP,
+			TimeUnixNano: at(11).UnixNano(), BootId: "boot-1", InstanceId: "i3",
+			Message: "heartbeat sequence went back from 1 to 1 within one agent process (replayed or forged)"}}},
+		{"reboot without a clean stop", hb(1, "i4", func(h *watchpostv1.Heartbeat) { h.BootId = "boot-2" }), 12, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1",
+			Kind: watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART, TimeUnixNano: at(12).UnixNano(), BootId: "boot-2", InstanceId: "i4",
+			Message: "a new boot (boot boot-2, instance i4) without a clean stop of the previous one (boot boot-1, instance i3, last heartbeat 1 at 2026-11-03T10:00:11Z)"}}},
+	}
+	for _, s := range steps {
+		got := e.Heartbeat("a", s.hb, at(s.at))
+		if diff := cmp.Diff(s.want, got, protocmp.Transform()); diff != "" {
+			t.Fatalf("%s: alerts (-want +got):\n%s", s.name, diff)
+		}
+	}
+	// Silence: nothing before three intervals, one alert after, only once.
+	if got := e.Check(at(14)); len(got) != 0 {
+		t.Fatalf("check after 2 intervals: %v, want none", kinds(got))
+	}
+	got := e.Check(at(15))
+	want := []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT, TimeUnixNano: at(15).UnixNano(),
+		BootId: "boot-2", InstanceId: "i4", Count: 3, Message: "no heartbeat for 3s (3 intervals of 1s); last was 1 at 2026-11-03T10:00:12Z"}}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Fatalf("missed heartbeat (-want +got):\n%s", diff)
+	}
+	if got := e.Check(at(30)); len(got) != 0 {
+		t.Fatalf("second check of the same silence: %v, want none", kinds(got))
+	}
+	// A heartbeat closes the silence; an agent_stop event means no alert.
+	e.Heartbeat("a", hb(2, "i4", func(h *watchpostv1.Heartbeat) { h.BootId = "boot-2" }), at(31))
+	e.AgentStopped("a")
+	if got := e.Check(at(60)); len(got) != 0 {
+		t.Fatalf("check after a clean stop: %v, want none", kinds(got))
+	}
+}
+
+func TestSeedAndCollectorDowntime(t *testing.T) {
+	// The agent's last heartbeat is an hour old, but the collector only
+	// started now: silence is counted from the start.
+	e := New(Config{}, t0)
+	e.Seed("a", hb(9, "i1", nil), t0.Add(-time.Hour))
+	if got := e.Check(t0.Add(2 * time.Second)); len(got) != 0 {
+		t.Fatalf("check 2s after start: %v, want none", kinds(got))
+	}
+	if got := e.Check(t0.Add(3 * time.Second)); len(got) != 1 || got[0].Kind != watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT {
+		t.Fatalf("check 3s after start: %v, want one missed heartbeat", kinds(got))
+	}
+	// The seeded heartbeat counts for sequence checks.
+	if got := e.Heartbeat("a", hb(10, "i1", nil), t0.Add(4*time.Second)); len(got) != 0 {
+		t.Fatalf("next heartbeat after seed: %v, want none", kinds(got))
+	}
+}
