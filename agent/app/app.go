@@ -23,6 +23,7 @@ import (
 	"github.com/watchpost/watchpost/agent/pipeline"
 	"github.com/watchpost/watchpost/agent/proctable"
 	"github.com/watchpost/watchpost/agent/shipper"
+	"github.com/watchpost/watchpost/agent/spool"
 	"github.com/watchpost/watchpost/agent/version"
 )
 
@@ -93,7 +94,24 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 			}
 			return *p.Health()
 		}
-		a.Shipper, err = newShipper(cfg, health, log)
+		var queue shipper.Queue
+		if cfg.Spool.Dir != "" {
+			sp, err := spool.New(spool.Config{Dir: cfg.Spool.Dir, MaxBytes: cfg.Spool.MaxBytes, FsyncInterval: cfg.Spool.FsyncInterval}, log)
+			if err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
+			if err := sp.Start(ctx); err != nil {
+				return err
+			}
+			// Runs after the shipper's Shutdown below (deferred calls run last).
+			defer func() {
+				if err := sp.Shutdown(context.Background()); err != nil {
+					log.Warn().Err(err).Msg("closing the spool")
+				}
+			}()
+			queue = sp
+		}
+		a.Shipper, err = newShipper(cfg, health, queue, log)
 		if err != nil {
 			return err
 		}
@@ -149,7 +167,7 @@ func (w shipperSink) Write(ev *event.Event) { w.s.Ship(ev) }
 func (w shipperSink) Flush() error          { return nil }
 func (w shipperSink) Close() error          { return nil }
 
-func newShipper(cfg config.Config, health func() event.Health, log zerolog.Logger) (*shipper.Shipper, error) {
+func newShipper(cfg config.Config, health func() event.Health, queue shipper.Queue, log zerolog.Logger) (*shipper.Shipper, error) {
 	tlsCfg, err := shipper.ClientTLS(cfg.Collector.CA, cfg.Collector.Cert, cfg.Collector.Key, cfg.Collector.ServerName)
 	if err != nil {
 		return nil, fmt.Errorf("collector: %w", err)
@@ -160,8 +178,8 @@ func newShipper(cfg config.Config, health func() event.Health, log zerolog.Logge
 	}
 	return shipper.New(shipper.Config{
 		Address: cfg.Collector.Address, AgentID: agentID, Host: cfg.Host, BootID: bootID(),
-		ServerName: cfg.Collector.ServerName,
-	}, shipper.Deps{Logger: log, Health: health, TLS: tlsCfg})
+		ServerName: cfg.Collector.ServerName, DrainBytesPerSecond: cfg.Spool.DrainRate,
+	}, shipper.Deps{Logger: log, Health: health, TLS: tlsCfg, Queue: queue})
 }
 
 // bootID identifies this boot of the host (the kernel's random boot id).

@@ -44,6 +44,21 @@ type Config struct {
 	Filters        Filters       `yaml:"filters"`
 	Industrial     Industrial    `yaml:"industrial"`
 	Collector      Collector     `yaml:"collector"`
+	Spool          Spool         `yaml:"spool"`
+}
+
+// Spool keeps unacknowledged batches on disk (output collector or both);
+// an empty dir keeps them in memory only.
+type Spool struct {
+	Dir string `yaml:"dir"`
+	// MaxBytes bounds the spool on disk; near it, low-value events are shed.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// FsyncInterval: batches written in the last interval may be lost on
+	// power loss (not on a crash of the agent).
+	FsyncInterval time.Duration `yaml:"fsync_interval"`
+	// DrainRate bounds the backlog sent after an outage, in compressed
+	// bytes per second; new events are not limited.
+	DrainRate int `yaml:"drain_rate"`
 }
 
 // Filters are applied in the kernel (docs/configuration.md).
@@ -134,6 +149,7 @@ func Default() Config {
 		},
 		Industrial: Industrial{Protocols: industrial.DefaultProtocols(), Serial: industrial.DefaultSerial()},
 		Collector:  Collector{Address: "127.0.0.1:7443"},
+		Spool:      Spool{Dir: "/var/lib/watchpost/spool", MaxBytes: 256 << 20, FsyncInterval: time.Second, DrainRate: 1 << 20},
 	}
 }
 
@@ -182,6 +198,16 @@ func (c Config) Validate() error {
 			if kv[1] == "" {
 				return fmt.Errorf("%s: required when output is collector or both (mutual TLS)", kv[0])
 			}
+		}
+	}
+	if c.Output != OutputStdout && c.Spool.Dir != "" {
+		switch {
+		case c.Spool.MaxBytes < 64<<10:
+			return fmt.Errorf("spool.max_bytes: %d is below 64 KiB", c.Spool.MaxBytes)
+		case c.Spool.FsyncInterval <= 0:
+			return fmt.Errorf("spool.fsync_interval: %s must be positive", c.Spool.FsyncInterval)
+		case c.Spool.DrainRate <= 0:
+			return fmt.Errorf("spool.drain_rate: %d must be positive", c.Spool.DrainRate)
 		}
 	}
 	if c.Host == "" {
