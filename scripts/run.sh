@@ -39,6 +39,8 @@ collector:
   ca: $RUN_DIR/pki/ca.pem
   cert: $RUN_DIR/pki/agent-$HOST.pem
   key: $RUN_DIR/pki/agent-$HOST-key.pem
+spool:
+  dir: $RUN_DIR/spool
 YAML
 
 wp_mount_kernel_fs
