@@ -173,6 +173,7 @@ type Stats struct {
 	QueuedBatches  int
 	QueuedBytes    int64
 	Dropped        map[string]uint64 // events by reason
+	PendingGap     int               // lines of loss not yet carried by a queued gap marker
 	DroppedByKind  map[string]uint64 // "reason/kind" for spool_full, batch_queue_full, spool_write_error
 }
 
@@ -208,7 +209,8 @@ type Shipper struct {
 	nextSeq    uint64    // batcher goroutine only
 	gaps       gapLedger // batcher goroutine only (and New)
 	pushFailed bool      // batcher goroutine only: the last push failed
-	hbSeq      uint64    // sender goroutine only
+	pendingGap atomic.Int64
+	hbSeq      uint64 // sender goroutine only
 }
 
 // New checks the configuration and loads the TLS material.
@@ -274,6 +276,7 @@ func New(cfg Config, deps Deps) (*Shipper, error) {
 	if s.durable != nil {
 		s.settleCrash()
 	}
+	s.pendingGap.Store(int64(len(s.gaps)))
 	return s, nil
 }
 
@@ -426,7 +429,7 @@ func (s *Shipper) Stats() Stats {
 		BatchesRefused: s.refused.Load(), EventsAcked: s.eventsAcked.Load(), Reconnects: s.reconnects.Load(),
 		Heartbeats: s.heartbeats.Load(), QueuedBatches: s.queue.Len(), QueuedBytes: s.queue.Bytes(),
 		Received: s.cnt.received.Load(), Injected: s.cnt.injected.Load(),
-		Dropped: s.cnt.dropped(), DroppedByKind: s.cnt.droppedByKind(),
+		Dropped: s.cnt.dropped(), DroppedByKind: s.cnt.droppedByKind(), PendingGap: int(s.pendingGap.Load()),
 	}
 	return st
 }
@@ -497,6 +500,7 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 			if len(s.gaps) > 0 {
 				arm() // try again later
 			}
+			s.pendingGap.Store(int64(len(s.gaps)))
 			return
 		}
 		s.nextSeq++
@@ -534,6 +538,7 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 		if len(s.gaps) > 0 {
 			arm()
 		}
+		s.pendingGap.Store(int64(len(s.gaps)))
 	}
 	add := func(ev *event.Event) {
 		if sinceFill++; sinceFill >= 64 {
@@ -542,6 +547,7 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 		if t := tierOf(ev); (t == tierBulk && fill >= s.cfg.ShedBulkAt) || (t == tierNormal && fill >= s.cfg.ShedAt) {
 			s.cnt.drop(DropSpoolFull, ev.Kind, 1)
 			s.gaps.add(ev.Kind.String(), DropSpoolFull, 1)
+			s.pendingGap.Store(int64(len(s.gaps)))
 			arm()
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -143,3 +144,25 @@ func (c *counters) sync() error {
 // life of the process, so a late increment after Shutdown cannot fault. It
 // still reaches the file (the mapping is shared) and a later Open of the
 // same directory sees it.
+
+// ReadCounters returns the counters kept in a spool directory, read without
+// opening the spool (it may be in use): for tools, tests and the soak script.
+func ReadCounters(dir string) (map[string]uint64, error) {
+	p := filepath.Join(dir, countersFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	if len(b) != countersSize || !bytes.Equal(b[:8], countersMagic) {
+		return nil, fmt.Errorf("%s: not a counters file", p)
+	}
+	c := &counters{mem: b, names: map[string]int{}}
+	for i := 0; i < maxSlots; i++ {
+		name := c.slotName(i)
+		if name == "" {
+			break
+		}
+		c.names[name] = i
+	}
+	return c.snapshot(), nil
+}
