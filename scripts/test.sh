@@ -12,6 +12,8 @@ fi
 
 if [ "$(id -u)" = 0 ]; then
 	export WATCHPOST_REQUIRE_PRIVILEGED=1
+	# The dashboard's browser test drives Debian's Chromium.
+	if [ -x scripts/install-browser.sh ]; then scripts/install-browser.sh; fi
 	wp_mount_kernel_fs
 	trap wp_unmount_kernel_fs EXIT
 else
