@@ -198,8 +198,8 @@ func rises(before, after []*watchpostv1.Counter) []*watchpostv1.Counter {
 	}
 	var out []*watchpostv1.Counter
 	for _, c := range after {
-		if d := c.Count - old[[2]string{c.Kind, c.Reason}]; c.Count > old[[2]string{c.Kind, c.Reason}] {
-			out = append(out, &watchpostv1.Counter{Kind: c.Kind, Reason: c.Reason, Count: d})
+		if prev := old[[2]string{c.Kind, c.Reason}]; c.Count > prev {
+			out = append(out, &watchpostv1.Counter{Kind: c.Kind, Reason: c.Reason, Count: c.Count - prev})
 		}
 	}
 	return out
