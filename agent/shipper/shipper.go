@@ -636,7 +636,8 @@ func jitter(d time.Duration) time.Duration {
 // and heartbeats, and applies acknowledgements. progressed reports whether
 // any batch was acknowledged.
 func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceClient) (progressed bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream outlives ctx by the final heartbeat of a clean stop.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	st, err := client.Ingest(sctx, grpc.WaitForReady(false))
 	if err != nil {

@@ -270,12 +270,18 @@ func TestFaultAgentKilled(t *testing.T) {
 	}
 	// The collector saw a new agent instance without a final heartbeat.
 	waitFor(t, "unclean restart alert", 10*time.Second, func() bool {
-		return hasAlert(t, h.c.QueryAddr(), watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART)
+		return countAlerts(t, h.c.QueryAddr(), watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART) == 1
 	})
+	// The second process stopped cleanly (final heartbeat): a third start
+	// raises no new alert.
+	h.result(h.agent(agentSpec{Events: 0, Rate: 1, Drain: true}))
+	if n := countAlerts(t, h.c.QueryAddr(), watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART); n != 1 {
+		t.Fatalf("%d unclean restart alerts after a clean stop and start, want 1", n)
+	}
 }
 
-// hasAlert asks the HTTP/JSON API for the agent's alerts.
-func hasAlert(t *testing.T, queryAddr string, kind watchpostv1.AlertKind) bool {
+// countAlerts asks the HTTP/JSON API for the agent's alerts of a kind.
+func countAlerts(t *testing.T, queryAddr string, kind watchpostv1.AlertKind) int {
 	t.Helper()
 	resp, err := http.Get("http://" + queryAddr + "/api/v1/alerts?agent=agent-a")
 	if err != nil {
@@ -293,12 +299,13 @@ func hasAlert(t *testing.T, queryAddr string, kind watchpostv1.AlertKind) bool {
 	if err := protojson.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
 	}
+	n := 0
 	for _, a := range out.Alerts {
 		if a.Kind == kind {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // (c) The collector process is killed with SIGKILL mid-stream and
