@@ -379,6 +379,14 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatalf("host row %q lacks %q", row, want)
 		}
 	}
+	// The alerts column: "none", or a count with kinds and the latest
+	// messages (the real agent may or may not have raised any).
+	if head := text(`#hosts-table thead`); !strings.Contains(head, "alerts (24 h)") {
+		t.Fatalf("hosts table header %q lacks the alerts column", head)
+	}
+	if cell := text(fmt.Sprintf(`#hosts-table tr[data-agent=%q] td.alerts`, agentID)); cell != "none" && !strings.Contains(cell, "alert") {
+		t.Fatalf("alerts cell of the host row: %q", cell)
+	}
 	shot("06-hosts")
 
 	step("industrial", chromedp.Navigate(base+"#/industrial"), chromedp.WaitVisible(chromedp.CSS("#industrial-filters")),

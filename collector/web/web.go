@@ -137,6 +137,7 @@ func (d *Dashboard) Handler() http.Handler {
 	mux.HandleFunc("GET "+Prefix+"api/session", d.session)
 	mux.HandleFunc("GET "+Prefix+"api/events", d.authed(RoleRead, d.events))
 	mux.HandleFunc("GET "+Prefix+"api/hosts", d.authed(RoleRead, d.hosts))
+	mux.HandleFunc("GET "+Prefix+"api/alerts", d.authed(RoleRead, d.alerts))
 	mux.HandleFunc("GET "+Prefix+"api/process", d.authed(RoleRead, d.process))
 	mux.HandleFunc("GET "+Prefix+"api/industrial", d.authed(RoleRead, d.industrial))
 	mux.HandleFunc("GET "+Prefix+"api/rates", d.authed(RoleRead, d.ratesHandler))

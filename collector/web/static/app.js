@@ -278,22 +278,47 @@ function liveView(params) {
   state.cleanup.push(() => { if (es) es.close(); });
 }
 
+const ALERTS_SHOWN = 3;   // latest alert messages in a host's row
+
+const alertKind = k => (k || '').replace(/^ALERT_KIND_/, '').toLowerCase().replace(/_/g, ' ');
+
+// alertsCell shows an agent's alerts (newest first, as the server bounds
+// them): how many, how many of each kind, and the latest messages.
+function alertsCell(a) {
+  if (!a) return el('td', { class: 'alerts muted', 'data-count': '0' }, 'none');
+  const kinds = new Map();
+  for (const x of a.alerts) kinds.set(alertKind(x.kind), (kinds.get(alertKind(x.kind)) || 0) + 1);
+  const n = a.alerts.length + (a.more ? '+' : '');
+  const shown = a.alerts.slice(0, ALERTS_SHOWN);
+  const older = a.alerts.length - shown.length;
+  return el('td', { class: 'alerts', 'data-count': String(a.alerts.length), title: a.more ? 'the ' + a.alerts.length + ' newest are counted' : undefined },
+    el('span', { class: 'badge bad' }, n + (a.alerts.length === 1 && !a.more ? ' alert' : ' alerts')), ' ',
+    [...kinds].map(([k, c]) => el('span', { class: 'badge kind' }, k + ' ×' + c)),
+    el('ul', { class: 'alert-list' }, shown.map(x => el('li', {},
+      el('span', { class: 'mono muted', title: alertKind(x.kind) }, fmtTime(x.time_unix_nano)), ' ', x.message || ''))),
+    older > 0 || a.more ? el('div', { class: 'muted' }, (a.more ? 'more than ' + older : older) + ' older') : null);
+}
+
 async function hostsView() {
   const view = document.getElementById('view');
   const table = el('table', { id: 'hosts-table' },
-    el('thead', {}, el('tr', {}, ['agent', 'host', 'last heartbeat', 'version', 'kernel', 'capture path', 'programs',
+    el('thead', {}, el('tr', {}, ['agent', 'host', 'last heartbeat', 'alerts (24 h)', 'version', 'kernel', 'capture path', 'programs',
       'produced', 'delivered', 'filtered', 'dropped', 'counters (kind/reason)', 'spool', 'stored events', 'batches stored / rejected', 'boot id', '']
       .map(t => el('th', {}, t)))), el('tbody'));
-  view.replaceChildren(el('h1', {}, 'Hosts'), el('p', { class: 'muted' }, 'Agent health from the latest heartbeat; refreshed every 5 s.'), table);
+  view.replaceChildren(el('h1', {}, 'Hosts'),
+    el('p', { class: 'muted' }, 'Agent health from the latest heartbeat and the alerts the collector raised in the last 24 h; refreshed every 5 s.'), table);
   const load = async () => {
-    const d = await getJSON('api/hosts');
+    const [d, al] = await Promise.all([getJSON('api/hosts'), getJSON('api/alerts')]);
+    const byAgent = new Map(al.agents.map(a => [a.agent_id, a]));
     const rows = d.hosts.map(h => {
       const stale = !h.last_seen_unix_nano || BigInt(d.now_ns) - BigInt(h.last_seen_unix_nano) > BigInt(STALE_NS);
       const drops = (h.drops || []).filter(c => Number(c.count) > 0);
-      return el('tr', { class: stale ? 'stale' : '', 'data-agent': h.agent_id },
+      const alerts = byAgent.get(h.agent_id);
+      return el('tr', { class: [stale ? 'stale' : '', alerts ? 'alerting' : ''].join(' ').trim(), 'data-agent': h.agent_id },
         el('td', {}, h.agent_id), el('td', {}, h.host),
         el('td', { class: 'hb', title: fmtTime(h.last_seen_unix_nano) },
           fmtAge(d.now_ns, h.last_seen_unix_nano), ' ', el('span', { class: 'badge ' + (stale ? 'bad' : 'ok') }, stale ? 'stale' : 'ok')),
+        alertsCell(alerts),
         el('td', {}, h.version || ''), el('td', { class: 'mono' }, h.kernel || ''), el('td', {}, h.capture_path || ''),
         el('td', { class: 'num', title: (h.programs || []).join(', ') }, (h.programs || []).length),
         el('td', { class: 'num' }, h.produced || 0), el('td', { class: 'num' }, h.delivered || 0),
@@ -307,7 +332,7 @@ async function hostsView() {
           el('a', { href: '#/live?' + new URLSearchParams({ host: h.host }) }, 'live')));
     });
     table.tBodies[0].replaceChildren(...rows);
-    if (!rows.length) table.tBodies[0].append(el('tr', {}, el('td', { colspan: 17, class: 'muted' }, 'No agent has connected yet.')));
+    if (!rows.length) table.tBodies[0].append(el('tr', {}, el('td', { colspan: 18, class: 'muted' }, 'No agent has connected yet.')));
   };
   await load();
   const t = setInterval(() => load().catch(() => {}), 5000);
