@@ -10,10 +10,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// FuzzRecover feeds arbitrary bytes to recovery as a segment file: it must
-// never panic, never return a record whose checksums do not match, and the
-// spool must open and hand out only intact batches.
-func FuzzRecover(f *testing.F) {
+func seeds(f *testing.F) {
 	good := appendRecord(nil, 1, 3, 3, []byte{0x22, 0x01, 0x62, 0x38, 0x03})
 	good = appendRecord(good, 2, 1, 4, bytes.Repeat([]byte{0x30}, 40))
 	f.Add(good)
@@ -23,22 +20,42 @@ func FuzzRecover(f *testing.F) {
 	f.Add(bad)
 	f.Add(append([]byte("garbage before"), good...))
 	f.Add([]byte{})
+}
+
+// checkScan fails when Scan returned a record whose checksums do not match
+// or accounted for the bytes wrongly.
+func checkScan(t *testing.T, data []byte) ScanResult {
+	res := Scan(data)
+	var total int64
+	for _, r := range res.Records {
+		if checksum(r.Payload) != r.PayloadCRC {
+			t.Fatalf("record at %d: payload checksum mismatch", r.Offset)
+		}
+		h, ok := decodeHeader(data[r.Offset:])
+		if !ok || h.payloadCRC != r.PayloadCRC || int(h.length) != len(r.Payload) {
+			t.Fatalf("record at %d: header does not match", r.Offset)
+		}
+		total += r.Size()
+	}
+	if res.End+res.TailBytes != int64(len(data)) || total > res.End {
+		t.Fatalf("end %d + tail %d != %d, or records %d beyond end", res.End, res.TailBytes, len(data), total)
+	}
+	return res
+}
+
+// FuzzScan feeds arbitrary bytes to the segment scanner (fast: no files).
+func FuzzScan(f *testing.F) {
+	seeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) { checkScan(t, data) })
+}
+
+// FuzzRecover feeds arbitrary bytes to recovery as a segment file: it must
+// never panic, never return a record whose checksums do not match, and the
+// spool must open and hand out only intact batches.
+func FuzzRecover(f *testing.F) {
+	seeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		res := Scan(data)
-		var total int64
-		for _, r := range res.Records {
-			if checksum(r.Payload) != r.PayloadCRC {
-				t.Fatalf("record at %d: payload checksum mismatch", r.Offset)
-			}
-			h, ok := decodeHeader(data[r.Offset:])
-			if !ok || h.payloadCRC != r.PayloadCRC || int(h.length) != len(r.Payload) {
-				t.Fatalf("record at %d: header does not match", r.Offset)
-			}
-			total += r.Size()
-		}
-		if res.End+res.TailBytes != int64(len(data)) || total > res.End {
-			t.Fatalf("end %d + tail %d != %d, or records %d beyond end", res.End, res.TailBytes, len(data), total)
-		}
+		res := checkScan(t, data)
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "0000000000000001.seg"), data, 0o600); err != nil {
 			t.Fatal(err)

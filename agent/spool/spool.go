@@ -385,6 +385,7 @@ func (s *Spool) Sync() error {
 		// Only move forward: a concurrent reservation may have written a
 		// newer state meanwhile.
 		st.ReservedSeq, st.NextSegment = s.st.ReservedSeq, s.st.NextSegment
+		st.AckedThrough = max(st.AckedThrough, s.st.AckedThrough)
 		err := writeState(s.cfg.Dir, st)
 		if err == nil {
 			s.st = st
