@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -16,6 +19,8 @@ type footprintRow struct {
 	CPUPercent float64 // of one core
 	RSSMax     int64   // sampled every 250 ms
 	HWM        int64   // peak RSS since the agent started
+	MapRSS     int64   // of RSS: BPF map memory mapped into the agent (the ring buffer)
+	EventsPS   float64 // events delivered per second (the generator's and the host's)
 	Wakeups    float64 // context switches per second, all threads
 	Drops      float64
 }
@@ -42,22 +47,32 @@ func runFootprint(ctx context.Context, o *options) (*footprintResult, error) {
 	res.Rows = append(res.Rows, row)
 
 	// Under load: full capture so that every generated open is an event.
-	d := 10 * time.Second
+	d := 8 * time.Second
 	if !o.short {
 		d = 60 * time.Second
 	}
-	for _, rate := range []float64{1e3, 10e3, 100e3} {
-		a, err := startAgent(ctx, o, fmt.Sprintf("load-%.0f", rate), fullCaptureYAML)
+	loads := []struct {
+		rate        float64
+		label, conf string
+		yaml        string
+	}{
+		{1e3, "1k events/s", "full capture", fullCaptureYAML},
+		{10e3, "10k events/s", "full capture", fullCaptureYAML},
+		{100e3, "100k events/s", "full capture", fullCaptureYAML},
+		{10e3, "10k events/s, 4 MiB ring", "full capture, kernel.ring_bytes 4 MiB", strings.Replace(fullCaptureYAML, "kernel:\n", "kernel:\n  ring_bytes: 4194304\n", 1)},
+	}
+	for i, l := range loads {
+		a, err := startAgent(ctx, o, fmt.Sprintf("load-%d", i), l.yaml)
 		if err != nil {
 			return nil, err
 		}
 		time.Sleep(2 * time.Second)
-		row, err := window(ctx, o, a, rate, d)
+		row, err := window(ctx, o, a, l.rate, d)
 		err = errors.Join(err, a.stop())
 		if err != nil {
 			return nil, err
 		}
-		row.Label, row.Config = fmt.Sprintf("%.0fk events/s", rate/1e3), "full capture"
+		row.Label, row.Config = l.label, l.conf
 		res.Rows = append(res.Rows, row)
 		progress("footprint: %s: CPU %.2f%% of a core, RSS max %.1f MiB", row.Label, row.CPUPercent, float64(row.RSSMax)/(1<<20))
 	}
@@ -83,7 +98,7 @@ func window(ctx context.Context, o *options, a *agentProc, rate float64, d time.
 	if rate > 0 {
 		go func() {
 			var err error
-			ops, wall, err = generate(ctx, o, rate, d, 1)
+			ops, wall, err = generate(ctx, o, genOpen, rate, d, 1)
 			genDone <- err
 		}()
 	} else {
@@ -124,8 +139,36 @@ func window(ctx context.Context, o *options, a *agentProc, rate float64, d time.
 	row.RSSMax = max(row.RSSMax, u1.RSS)
 	row.HWM = u1.HWM
 	row.Drops = c1.sub(c0).drops()
+	row.EventsPS = c1.sub(c0).Delivered / el.Seconds()
+	row.MapRSS = bpfMapRSS(a.pid())
 	if rate > 0 && wall > 0 {
 		row.Achieved = float64(ops) / wall.Seconds()
 	}
 	return row, nil
+}
+
+// bpfMapRSS sums the resident pages of BPF maps mapped into pid (the ring
+// buffer: its data pages are mapped twice, so they count twice).
+func bpfMapRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return 0
+	}
+	var total int64
+	inMap := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			inMap = len(f) >= 6 && f[5] == "anon_inode:bpf-map"
+			continue
+		}
+		if inMap && f[0] == "Rss:" && len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			total += n << 10
+		}
+	}
+	return total
 }

@@ -20,7 +20,7 @@ type goBenchResult struct {
 func goBenchCommand(short bool) (env []string, args []string) {
 	benchtime, rounds := "1s", "5"
 	if short {
-		benchtime, rounds = "0.5s", "3"
+		benchtime, rounds = "0.3s", "3"
 	}
 	return []string{"WATCHPOST_BENCH_ROUNDS=" + rounds},
 		[]string{"test", "-run", "^$", "-bench", "^(BenchmarkOpenClose|BenchmarkTCPConnect)$", "-benchtime", benchtime, "-count", "1", "./agent/kernel/"}

@@ -76,14 +76,24 @@ func runWorkload(ctx context.Context, o *options, name string, iters int64) (sam
 	return s, nil
 }
 
-// generate runs the open/close generator at rate for d with threads.
-func generate(ctx context.Context, o *options, rate float64, d time.Duration, threads int) (ops int64, wall time.Duration, err error) {
+// Generators: genOpen opens and closes a regular file (one file_open event
+// each, with its path resolved in the kernel); genMissing opens a file that
+// does not exist (one file_open event with the name as given, no dentry
+// walk): a cheap event, to test the ring and the reader rather than the
+// producer's cost.
+const (
+	genOpen    = "open"
+	genMissing = "enoent"
+)
+
+// generate runs a generator at rate for d with threads.
+func generate(ctx context.Context, o *options, kind string, rate float64, d time.Duration, threads int) (ops int64, wall time.Duration, err error) {
 	dir := filepath.Join(o.workDir, "gen")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, 0, err
 	}
 	cmd := exec.CommandContext(ctx, o.loadPath, "gen", strconv.FormatFloat(rate, 'f', 0, 64),
-		strconv.FormatFloat(d.Seconds(), 'f', 3, 64), strconv.Itoa(threads), dir)
+		strconv.FormatFloat(d.Seconds(), 'f', 3, 64), strconv.Itoa(threads), dir, kind)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

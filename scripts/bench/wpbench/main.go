@@ -72,14 +72,14 @@ func main() {
 
 func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("wpbench", flag.ContinueOnError)
-	short := fs.Bool("short", false, "the short version (make bench): fewer rounds, shorter runs, 60 s idle")
+	short := fs.Bool("short", false, "the short version (make bench): fewer rounds, shorter runs, 45 s idle")
 	doc := fs.String("doc", "", "write the report to this file (docs/benchmarks.md); stdout when empty")
 	bin := fs.String("bin", "bin", "directory holding watchpost-agent (make build)")
 	phases := fs.String("phases", "overhead,throughput,footprint,gobench", "phases to run")
 	conds := fs.String("conditions", strings.Join(allConditions, ","), "overhead conditions, in run order")
 	rounds := fs.Int("rounds", 0, "interleaved rounds of the overhead phase (default 5 short, 9 full)")
 	runSec := fs.Float64("run-seconds", 0, "bare duration of one workload run (default 0.25 short, 1 full)")
-	idle := fs.Duration("idle", 0, "idle footprint window (default 60s short, 10m full)")
+	idle := fs.Duration("idle", 0, "idle footprint window (default 45s short, 10m full)")
 	keep := fs.Bool("keep-packages", os.Getenv("WPBENCH_KEEP_PACKAGES") == "1", "do not purge the auditd and bpftrace packages this run installed (env WPBENCH_KEEP_PACKAGES=1)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -109,7 +109,7 @@ func parseFlags(args []string) (*options, error) {
 		o.runSeconds = map[bool]float64{true: 0.25, false: 1}[o.short]
 	}
 	if o.idle == 0 {
-		o.idle = map[bool]time.Duration{true: 60 * time.Second, false: 10 * time.Minute}[o.short]
+		o.idle = map[bool]time.Duration{true: 45 * time.Second, false: 10 * time.Minute}[o.short]
 	}
 	o.command = "wpbench " + strings.Join(args, " ")
 	return o, nil
