@@ -57,6 +57,10 @@ vmtest: ## Run the privileged tests on a matrix of kernels under qemu (KERNEL=6.
 bench: build ## Run the benchmarks and rewrite docs/benchmarks.md
 	@scripts/bench.sh
 
+.PHONY: soak
+soak: build ## Soak test, not in CI: real collector and shipper with spool (DURATION=10m RATE=2000 INTERVAL=60s)
+	@scripts/soak.sh $(or $(DURATION),10m) $(or $(RATE),2000) $(or $(INTERVAL),60s)
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target briefly (FUZZTIME=10s each)
 	@scripts/fuzz.sh
