@@ -26,7 +26,10 @@ type Config struct {
 	RingBytes int
 	// WakeupBytes forces a reader wakeup once this much data is pending.
 	WakeupBytes uint64
-	// PollInterval is the reader's backstop poll when no wakeup came.
+	// PollInterval is the reader's backstop poll when no wakeup came. After
+	// a poll that found nothing the interval doubles, up to
+	// idlePollFactor × PollInterval, and returns to PollInterval with the
+	// next record: an idle host costs a wakeup a second, not ten.
 	PollInterval time.Duration
 	// QueueLen bounds the hand-off queue between the reader and the pipeline.
 	QueueLen int
@@ -331,15 +334,17 @@ func (s *Sensor) Run(ctx context.Context) error {
 	var rec ringbuf.Record
 	dec := newDecoder(s.clock)
 	lastClock := time.Now()
+	poll := s.cfg.PollInterval
 	for {
 		if ctx.Err() != nil {
 			s.Detach()
 			return s.drain(dec, &rec)
 		}
-		s.reader.SetDeadline(time.Now().Add(s.cfg.PollInterval))
+		s.reader.SetDeadline(time.Now().Add(poll))
 		err := s.reader.ReadInto(&rec)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				poll = idlePoll(poll, s.cfg.PollInterval)
 				if time.Since(lastClock) > 10*time.Second {
 					s.clock.resync()
 					lastClock = time.Now()
@@ -351,8 +356,20 @@ func (s *Sensor) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("reading the ring buffer: %w", err)
 		}
+		poll = s.cfg.PollInterval
 		s.handle(dec, rec.RawSample)
 	}
+}
+
+// idlePollFactor bounds the backed-off poll interval. Measured on a 2-vCPU
+// host: an idle agent polling every 100 ms used ~0.19% of a core, every
+// 1 s ~0.05% (docs/benchmarks.md). Urgent events and a full wakeup
+// threshold still wake the reader at once, whatever the interval.
+const idlePollFactor = 10
+
+// idlePoll is the next backstop interval after a poll that found nothing.
+func idlePoll(cur, base time.Duration) time.Duration {
+	return min(2*cur, idlePollFactor*base)
 }
 
 // drain reads every record still in the ring without waiting.

@@ -125,7 +125,7 @@ func runThroughput(ctx context.Context, o *options, cleanups *cleanupStack) (*th
 	}
 	res := &throughputResult{StepSeconds: step.Seconds(),
 		Ring: "kernel.ring_bytes 8 MiB, wakeup_bytes 256 KiB, poll_interval 100 ms, queue_len 65536 (the defaults)"}
-	rates := []float64{50e3, 100e3, 200e3, 300e3, 400e3, 500e3, 600e3, 800e3}
+	rates := []float64{50e3, 100e3, 150e3, 200e3, 300e3, 400e3, 500e3, 600e3, 800e3}
 
 	// 1. Kernel -> reader -> decoder, no pipeline (sensor-child).
 	sc, err := startChild(ctx, filepath.Join(o.workDir, "sensor-child.log"), "sensor-child")
