@@ -80,10 +80,12 @@ func runWorkload(ctx context.Context, o *options, name string, iters int64) (sam
 // each, with its path resolved in the kernel); genMissing opens a file that
 // does not exist (one file_open event with the name as given, no dentry
 // walk): a cheap event, to test the ring and the reader rather than the
-// producer's cost.
+// producer's cost; genCred calls setresuid(-1, -1, -1), a cred_change
+// event, which is submitted with a forced wakeup (urgent).
 const (
 	genOpen    = "open"
 	genMissing = "enoent"
+	genCred    = "cred"
 )
 
 // generate runs a generator at rate for d with threads.

@@ -76,6 +76,9 @@ func (r *report) figures() map[string]float64 {
 				f[fmt.Sprintf("throughput:%d", i)] = b.Achieved
 			}
 		}
+		if u := t.Urgent; u != nil {
+			f["urgent_events_per_s"] = u.Achieved
+		}
 		if t.CollectorRSS > 0 {
 			f["collector_rss_mib"] = float64(t.CollectorRSS) / (1 << 20)
 		}
@@ -165,7 +168,7 @@ func (r *report) renderHeadline(p func(string, ...any)) {
 		oc := o.ratios("watchpost-full", "open_close", false)
 		verdict := "meets"
 		if oc.Median > 1.10 {
-			verdict = fmt.Sprintf("**misses** by %.0f%% of the baseline CPU (see below)", (oc.Median-1.10)*100)
+			verdict = fmt.Sprintf("**misses**: %.2f× against 1.10× (see below)", oc.Median)
 		}
 		p("| open/close, full capture: ≤ 1.10× CPU vs no sensor | %s | %s |\n", ratioCell(oc), verdict)
 		if a := o.ratios("auditd", "open_close", false); a.N > 0 {
@@ -174,8 +177,10 @@ func (r *report) renderHeadline(p func(string, ...any)) {
 		for _, w := range []string{"stat", "getppid"} {
 			s := o.ratios("watchpost-full", w, false)
 			verdict = "meets"
-			if s.Median > 1.03 {
-				verdict = fmt.Sprintf("**misses** by %.1f%% (control row: ±%.1f%%)", (s.Median-1.03)*100, r.noiseBand(w, false)*100)
+			if band := r.noiseBand(w, false); s.Median > 1.03 && s.Median-1 <= band {
+				verdict = fmt.Sprintf("above the bar by %.1f points, but within the noise of this run (control row ±%.1f%%)", (s.Median-1.03)*100, band*100)
+			} else if s.Median > 1.03 {
+				verdict = fmt.Sprintf("**misses** by %.1f points (control row ±%.1f%%)", (s.Median-1.03)*100, band*100)
 			}
 			p("| unmonitored syscalls (%s): ≤ 1.03× CPU | %s | %s |\n", w, ratioCell(s), verdict)
 		}
@@ -297,7 +302,7 @@ func (r *report) renderThroughput(p func(string, ...any)) {
 		return
 	}
 	p("## Throughput without drops\n\n")
-	p("A C generator (`wpload gen RATE SECONDS THREADS DIR open|enoent`) produces events at a controlled rate (1 thread up\n"+
+	p("A C generator (`wpload gen RATE SECONDS THREADS DIR open|enoent|cred`) produces events at a controlled rate (1 thread up\n"+
 		"to 150 k/s, 2 above): `open` opens and closes one regular file (one file_open event with its path resolved in the\n"+
 		"kernel), `enoent` opens a missing absolute path (one file_open event, failed, with the name as given: cheap in the\n"+
 		"kernel, so that the ring and the reader are tested more than the producer). Each rate is held %.0f s, then the bench waits until the\n"+
@@ -316,6 +321,13 @@ func (r *report) renderThroughput(p func(string, ...any)) {
 			p("| %s | %d | %s | %.0f | %.0f | %s | %.0f |\n", kps(s.Target), s.Threads, kps(s.Achieved), s.Produced, s.Delivered, drops, s.AgentCPU)
 		}
 		p("\n")
+	}
+	if u := t.Urgent; u != nil {
+		p("**Urgent events.** The same reader, with a generator calling setresuid(-1, -1, -1) in one thread (each call a\n"+
+			"cred_change event, submitted with a forced wakeup like exec, exit and the other security events): target %s,\n"+
+			"achieved %s, drops %.0f, reader CPU %.0f%% of a core. Compare with the failed-open row at a similar target: the\n"+
+			"wakeup (irq_work) and the reader's context switch per event are charged to the producer.\n\n",
+			kps(u.Target), kps(u.Achieved), u.Drops, u.AgentCPU)
 	}
 	if t.CollectorRSS > 0 {
 		p("Collector process RSS: %s after start-up with an agent connected, %s peak (VmHWM) after the ladder.\n\n",
@@ -551,9 +563,9 @@ func (r *report) renderAnalysis(p func(string, ...any)) {
 					mib(row.RSSMax), mib(row.MapRSS))
 			case "idle":
 				p("**Idle CPU: %.3f%% of a core** over %.0f s, with %.0f events/s delivered from the rest of the host and %.1f context\n"+
-					"switches per second. The reader polls every 100 ms (kernel.poll_interval) as a backstop; the Go runtime's\n"+
-					"sysmon also wakes while the reader sits in a blocking epoll_wait. On a shared, busy host 'idle' is not idle: the\n"+
-					"events of the other work are captured and written.\n\n",
+					"switches per second. The reader's backstop poll (kernel.poll_interval, 100 ms) backs off to 1 s while nothing\n"+
+					"arrives; measured while developing this bench, a fixed 100 ms poll cost ~0.19%% of a core and a 1 s poll ~0.05%%.\n"+
+					"On a shared, busy host 'idle' is not idle: the events of the other work are captured and written.\n\n",
 					row.CPUPercent, row.Seconds, row.EventsPS, row.Wakeups)
 			}
 		}

@@ -76,6 +76,9 @@ type throughputResult struct {
 	CollectorIdleRSS int64
 	StepSeconds      float64
 	Ring             string
+	// Urgent is one step of cred_change events (forced wakeup each) into
+	// the reader, at the same target as the failed-open ladder.
+	Urgent *rateStep
 }
 
 // counterSource is one end-to-end path as the ladder sees it.
@@ -150,6 +153,14 @@ func runThroughput(ctx context.Context, o *options, cleanups *cleanupStack) (*th
 		p, err = ladder(ctx, o, "kernel → agent reader, failed file_open events (ring, ReadInto, decode; no pipeline)", genMissing, src, rates, step)
 		p.Setup = setup + "; generator: opens of a missing absolute path, cheap in the kernel (no dentry walk), so that the producer is less of a limit"
 		res.Paths = append(res.Paths, p)
+	}
+	if err == nil {
+		// Urgent events: each one forces a reader wakeup.
+		var s rateStep
+		if s, err = holdRate(ctx, o, src, genCred, 400e3, step); err == nil {
+			res.Urgent = &s
+			progress("throughput: urgent cred_change events: target 400000/s, achieved %.0f/s, drops %.0f, consumer CPU %.0f%%", s.Achieved, s.Drops, s.AgentCPU)
+		}
 	}
 	if err = errors.Join(err, sc.stop()); err != nil {
 		return nil, err

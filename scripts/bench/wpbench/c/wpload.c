@@ -6,11 +6,13 @@
 //     "iters=N wall_ns=W cpu_ns=C user_ns=U sys_ns=S"
 //     measured around the loop only (setup excluded). CPU time is this
 //     process's (all threads) plus its waited-for children.
-//   wpload gen RATE SECONDS THREADS DIR [open|enoent]
-//     opens and closes DIR/gen.dat (open, the default) or tries to open a
+//   wpload gen RATE SECONDS THREADS DIR [open|enoent|cred]
+//     opens and closes DIR/gen.dat (open, the default), tries to open a
 //     file that does not exist (enoent: a cheap failed open, which Watchpost
-//     always reports, with the name as given) RATE times a second in total,
-//     spread over THREADS threads, for SECONDS; prints "ops=N wall_ns=W".
+//     always reports, with the name as given) or calls setresuid(-1, -1, -1)
+//     (cred: a credential-change event, which Watchpost submits with a
+//     forced wakeup) RATE times a second in total, spread over THREADS
+//     threads, for SECONDS; prints "ops=N wall_ns=W".
 //
 // Workloads: open_close, stat, getppid, fork_exec, tcp_connect, tcp_poll,
 // file_write.
@@ -288,7 +290,7 @@ report:
 /* ---- generator ---- */
 
 struct gen {
-	int enoent; /* open a missing file instead of open + close */
+	int kind; /* 0 open + close, 1 open a missing file, 2 setresuid */
 	double rate; /* per thread, per second */
 	int64_t start, end;
 	const char *path;
@@ -314,7 +316,12 @@ static void *gen_thread(void *arg)
 		if (burst > 1000)
 			burst = 1000;
 		for (long i = 0; i < burst; i++) {
-			if (g->enoent) {
+			if (g->kind == 2) {
+				if (syscall(SYS_setresuid, -1, -1, -1))
+					die("setresuid");
+				continue;
+			}
+			if (g->kind == 1) {
 				if (open("/wpbench-missing/gen.dat", O_RDONLY | O_CLOEXEC) >= 0 || errno != ENOENT)
 					die("open of a missing file");
 				continue;
@@ -330,7 +337,7 @@ static void *gen_thread(void *arg)
 	return NULL;
 }
 
-static void run_gen(double rate, double seconds, int threads, const char *dir, int enoent)
+static void run_gen(double rate, double seconds, int threads, const char *dir, int kind)
 {
 	const char *p = in_dir(dir, "gen.dat");
 	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -343,7 +350,7 @@ static void run_gen(double rate, double seconds, int threads, const char *dir, i
 	struct gen g[64];
 	int64_t start = now_ns();
 	for (int i = 0; i < threads; i++) {
-		g[i] = (struct gen){.enoent = enoent, .rate = rate / threads, .start = start,
+		g[i] = (struct gen){.kind = kind, .rate = rate / threads, .start = start,
 				    .end = start + (int64_t)(seconds * 1e9), .path = p};
 		if (pthread_create(&th[i], NULL, gen_thread, &g[i]))
 			die("pthread_create");
@@ -359,16 +366,20 @@ static void run_gen(double rate, double seconds, int threads, const char *dir, i
 int main(int argc, char **argv)
 {
 	if ((argc == 6 || argc == 7) && !strcmp(argv[1], "gen")) {
-		int enoent = argc == 7 && !strcmp(argv[6], "enoent");
-		if (argc == 7 && !enoent && strcmp(argv[6], "open")) {
+		int kind = 0;
+		if (argc == 7 && !strcmp(argv[6], "enoent"))
+			kind = 1;
+		else if (argc == 7 && !strcmp(argv[6], "cred"))
+			kind = 2;
+		else if (argc == 7 && strcmp(argv[6], "open")) {
 			fprintf(stderr, "wpload: unknown generator %s\n", argv[6]);
 			return 2;
 		}
-		run_gen(atof(argv[2]), atof(argv[3]), atoi(argv[4]), argv[5], enoent);
+		run_gen(atof(argv[2]), atof(argv[3]), atoi(argv[4]), argv[5], kind);
 		return 0;
 	}
 	if (argc != 4) {
-		fprintf(stderr, "usage: wpload WORKLOAD ITERATIONS DIR | wpload gen RATE SECONDS THREADS DIR [open|enoent]\n");
+		fprintf(stderr, "usage: wpload WORKLOAD ITERATIONS DIR | wpload gen RATE SECONDS THREADS DIR [open|enoent|cred]\n");
 		return 2;
 	}
 	run_workload(argv[1], atol(argv[2]), argv[3]);
