@@ -335,6 +335,10 @@ func (s *Sensor) Run(ctx context.Context) error {
 	dec := newDecoder(s.clock)
 	lastClock := time.Now()
 	poll := s.cfg.PollInterval
+	// The reader reports an expired deadline only after it has drained what
+	// was pending, so an expired deadline means "idle" only when no record
+	// came since the previous one.
+	busy := false
 	for {
 		if ctx.Err() != nil {
 			s.Detach()
@@ -344,7 +348,10 @@ func (s *Sensor) Run(ctx context.Context) error {
 		err := s.reader.ReadInto(&rec)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				poll = idlePoll(poll, s.cfg.PollInterval)
+				if !busy {
+					poll = idlePoll(poll, s.cfg.PollInterval)
+				}
+				busy = false
 				if time.Since(lastClock) > 10*time.Second {
 					s.clock.resync()
 					lastClock = time.Now()
@@ -356,7 +363,7 @@ func (s *Sensor) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("reading the ring buffer: %w", err)
 		}
-		poll = s.cfg.PollInterval
+		poll, busy = s.cfg.PollInterval, true
 		s.handle(dec, rec.RawSample)
 	}
 }
