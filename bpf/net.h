@@ -257,9 +257,14 @@ int BPF_PROG(wp_sock_state, struct sock *sk, int oldstate, int newstate)
 		o->fin_seen = 1;
 		return 0;
 	}
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	/* FIN_WAIT2 -> CLOSE is the time-wait path, entered when the peer's
-	 * FIN arrives (or, rarely, when it never does and the timer fires). */
-	if (oldstate == WP_TCP_FIN_WAIT2)
+	 * FIN arrives (or when it never does and the timer fires). Whether
+	 * rcv_nxt already counts that FIN depends on the kernel (7.x closes
+	 * before advancing it): the process closed after reading everything,
+	 * so a FIN is counted exactly when rcv_nxt is one past copied_seq. */
+	if (oldstate == WP_TCP_FIN_WAIT2 &&
+	    BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq) == 1)
 		o->fin_seen = 1;
 	/* The state change may run in softirq context, on behalf of no
 	 * process: the event is the owner's, so the owner is what counts. */
@@ -288,7 +293,6 @@ int BPF_PROG(wp_sock_state, struct sock *sk, int oldstate, int newstate)
 	/* Payload only: bytes_sent counts data segments (retransmissions
 	 * included, so they are taken off); bytes_received counts sequence
 	 * space, which includes the peer's FIN. */
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	e.bytes_sent = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
 	e.bytes_recv = BPF_CORE_READ(tp, bytes_received);
 	if (o->fin_seen && e.bytes_recv > 0)
