@@ -78,7 +78,7 @@ func parseFlags(args []string) (*options, error) {
 	phases := fs.String("phases", "overhead,throughput,footprint,gobench", "phases to run")
 	conds := fs.String("conditions", strings.Join(allConditions, ","), "overhead conditions, in run order")
 	rounds := fs.Int("rounds", 0, "interleaved rounds of the overhead phase (default 5 short, 9 full)")
-	runSec := fs.Float64("run-seconds", 0, "bare duration of one workload run (default 0.25 short, 1 full)")
+	runSec := fs.Float64("run-seconds", 0, "bare duration of one workload run (default 0.2 short, 1 full)")
 	idle := fs.Duration("idle", 0, "idle footprint window (default 45s short, 10m full)")
 	keep := fs.Bool("keep-packages", os.Getenv("WPBENCH_KEEP_PACKAGES") == "1", "do not purge the auditd and bpftrace packages this run installed (env WPBENCH_KEEP_PACKAGES=1)")
 	if err := fs.Parse(args); err != nil {
@@ -106,7 +106,7 @@ func parseFlags(args []string) (*options, error) {
 		o.rounds = map[bool]int{true: 5, false: 9}[o.short]
 	}
 	if o.runSeconds == 0 {
-		o.runSeconds = map[bool]float64{true: 0.25, false: 1}[o.short]
+		o.runSeconds = map[bool]float64{true: 0.2, false: 1}[o.short]
 	}
 	if o.idle == 0 {
 		o.idle = map[bool]time.Duration{true: 45 * time.Second, false: 10 * time.Minute}[o.short]

@@ -59,10 +59,12 @@ func (r *report) figures() map[string]float64 {
 	f := map[string]float64{}
 	if o := r.Overhead; o != nil {
 		for _, c := range o.Conditions {
-			if c == "none" {
-				continue
-			}
 			for _, w := range workloads {
+				// Every workload for Watchpost and the control row; the
+				// open/close loop for the peers.
+				if c == "none" || (c != "watchpost-full" && c != "control" && w.name != "open_close") {
+					continue
+				}
 				st := o.ratios(c, w.name, false)
 				if !math.IsNaN(st.Median) {
 					f["cpu:"+c+":"+w.name] = st.Median
@@ -404,13 +406,23 @@ func (r *report) renderReproducibility(p func(string, ...any)) {
 	cur := r.figures()
 	p("## Reproducibility: this run against the previous one\n\n")
 	p("The previous report (%s, load %s) kept its headline figures; the same figures from this run:\n\n", prev.Date, prev.Load)
-	p("| figure | previous | this run | change |\n|---|---|---|---|\n")
+	p("CPU ratios (`cpu:condition:workload`) are compared with this run's control row: the change is within the noise\n" +
+		"when it is no larger than the control row's spread for that workload.\n\n")
+	p("| figure | previous | this run | change | within the control row's noise |\n|---|---|---|---|---|\n")
 	for _, k := range sortedKeys(cur) {
 		old, ok := prev.Figures[k]
 		if !ok {
 			continue
 		}
-		p("| %s | %.3g | %.3g | %+.1f%% |\n", k, old, cur[k], 100*(cur[k]-old)/old)
+		noise := ""
+		if parts := strings.Split(k, ":"); len(parts) == 3 && parts[0] == "cpu" && r.Overhead != nil {
+			band := r.noiseBand(parts[2], false)
+			noise = fmt.Sprintf("no (±%.1f%%)", band*100)
+			if math.Abs(cur[k]-old) <= band {
+				noise = fmt.Sprintf("yes (±%.1f%%)", band*100)
+			}
+		}
+		p("| %s | %.3g | %.3g | %+.1f%% | %s |\n", k, old, cur[k], 100*(cur[k]-old)/old, noise)
 	}
 	p("\n")
 }
