@@ -19,8 +19,8 @@ import (
 	"github.com/watchpost/watchpost/agent/app"
 	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/agent/internal/privtest"
-	"github.com/watchpost/watchpost/collector"
 	"github.com/watchpost/watchpost/collector/certs"
+	"github.com/watchpost/watchpost/collector/collectortest"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -35,26 +35,7 @@ func TestMain(m *testing.M) {
 func TestEndToEndOverMutualTLS(t *testing.T) {
 	privtest.Require(t)
 	const agentID = "e2e-gw"
-	pki := t.TempDir()
-	if err := certs.Generate(certs.Options{Dir: pki, Agents: []string{agentID}, Hosts: []string{"127.0.0.1"}}); err != nil {
-		t.Fatal(err)
-	}
-	ccfg := collector.DefaultConfig()
-	ccfg.DataDir = t.TempDir()
-	ccfg.Ingest.Listen = "127.0.0.1:0"
-	ccfg.Ingest.CertFile = filepath.Join(pki, certs.ServerFile)
-	ccfg.Ingest.KeyFile = filepath.Join(pki, certs.ServerKeyFile)
-	ccfg.Ingest.ClientCAFile = filepath.Join(pki, certs.CAFile)
-	ccfg.Query.Listen = "127.0.0.1:0"
-	ccfg.ShutdownTimeout = 5 * time.Second
-	col, err := collector.New(ccfg, collector.Deps{Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := col.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer col.Shutdown(context.Background())
+	col, pki := collectortest.Loopback(t, []string{agentID}, nil)
 
 	cert, key := certs.AgentFiles(agentID)
 	cfg := config.Default()

@@ -25,6 +25,7 @@ import (
 	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/collector"
 	"github.com/watchpost/watchpost/collector/certs"
+	"github.com/watchpost/watchpost/collector/collectortest"
 	"github.com/watchpost/watchpost/collector/web"
 )
 
@@ -79,28 +80,9 @@ func artifacts(t *testing.T) string {
 // the dashboard requires a login there too.
 func startCollector(t *testing.T) (*collector.Collector, string) {
 	t.Helper()
-	pki := t.TempDir()
-	if err := certs.Generate(certs.Options{Dir: pki, Agents: []string{agentID}, Hosts: []string{"127.0.0.1"}}); err != nil {
-		t.Fatal(err)
-	}
-	cfg := collector.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.Ingest.Listen = "127.0.0.1:0"
-	cfg.Ingest.CertFile = filepath.Join(pki, certs.ServerFile)
-	cfg.Ingest.KeyFile = filepath.Join(pki, certs.ServerKeyFile)
-	cfg.Ingest.ClientCAFile = filepath.Join(pki, certs.CAFile)
-	cfg.Query.Listen = "127.0.0.1:0"
-	cfg.Query.Tokens = []collector.Token{{Name: "operator", Token: readToken, Role: collector.RoleRead}, {Name: "admin", Token: adminToken, Role: collector.RoleAdmin}}
-	cfg.ShutdownTimeout = 5 * time.Second
-	c, err := collector.New(cfg, collector.Deps{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Shutdown(context.Background()) })
-	return c, pki
+	return collectortest.Loopback(t, []string{agentID}, func(cfg *collector.Config) {
+		cfg.Query.Tokens = []collector.Token{{Name: "operator", Token: readToken, Role: collector.RoleRead}, {Name: "admin", Token: adminToken, Role: collector.RoleAdmin}}
+	})
 }
 
 // startAgent runs the real agent in this process, shipping to c.
