@@ -77,7 +77,7 @@ type throughputResult struct {
 	StepSeconds      float64
 	Ring             string
 	// Urgent is one step of cred_change events (forced wakeup each) into
-	// the reader, at the same target as the failed-open ladder.
+	// the reader, at a target the failed-open ladder also holds.
 	Urgent *rateStep
 }
 
