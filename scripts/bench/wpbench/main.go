@@ -149,16 +149,19 @@ func run(ctx context.Context, o *options) (err error) {
 		if cerr := cleanups.run(); cerr != nil {
 			return fmt.Errorf("restoring after the overhead phase: %w", cerr)
 		}
+		rep.PhaseLoads = append(rep.PhaseLoads, [2]string{"overhead", loadAverage()})
 	}
 	if o.phases["throughput"] {
 		if rep.Throughput, err = runThroughput(ctx, o, &cleanups); err != nil {
 			return fmt.Errorf("throughput: %w", err)
 		}
+		rep.PhaseLoads = append(rep.PhaseLoads, [2]string{"throughput", loadAverage()})
 	}
 	if o.phases["footprint"] {
 		if rep.Footprint, err = runFootprint(ctx, o); err != nil {
 			return fmt.Errorf("footprint: %w", err)
 		}
+		rep.PhaseLoads = append(rep.PhaseLoads, [2]string{"footprint", loadAverage()})
 	}
 	if o.phases["gobench"] {
 		if rep.GoBench, err = runGoBench(ctx, o); err != nil {

@@ -12,6 +12,7 @@ import (
 
 type report struct {
 	Opt        *options
+	PhaseLoads [][2]string // phase, load average when it ended
 	Started    time.Time
 	Finished   time.Time
 	Machine    machine
@@ -46,6 +47,13 @@ func previousHeadline(path string) *headline {
 	if json.Unmarshal(m[1], &h) != nil {
 		return nil
 	}
+	// The first reports numbered the throughput paths.
+	for i, id := range []string{"reader-open", "reader-enoent", "agent-stdout", "collector"} {
+		if v, ok := h.Figures[fmt.Sprintf("throughput:%d", i)]; ok {
+			h.Figures["throughput:"+id] = v
+			delete(h.Figures, fmt.Sprintf("throughput:%d", i))
+		}
+	}
 	return &h
 }
 
@@ -73,9 +81,9 @@ func (r *report) figures() map[string]float64 {
 		}
 	}
 	if t := r.Throughput; t != nil {
-		for i, p := range t.Paths {
+		for _, p := range t.Paths {
 			if b := p.best(); b != nil {
-				f[fmt.Sprintf("throughput:%d", i)] = b.Achieved
+				f["throughput:"+p.ID] = b.Achieved
 			}
 		}
 		if u := t.Urgent; u != nil {
@@ -136,9 +144,13 @@ func (r *report) render(b *strings.Builder) {
 	p("| machine | |\n|---|---|\n")
 	p("| CPUs (nproc) | %d |\n| CPU model | %s |\n| memory | %s |\n| kernel | %s |\n| OS | %s |\n| Go | %s |\n",
 		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.OS, m.Go)
-	p("| load average (1, 5, 15 min) at start | %s |\n| load average at end | %s |\n\n", m.LoadBefore, m.LoadAfter)
-	p("The machine is a shared 2-vCPU virtual machine; a load average above ~1 at the start means other work was\n" +
-		"running and the figures are noisier than the control row suggests for a quiet host.\n\n")
+	p("| load average (1, 5, 15 min) at start | %s |\n", m.LoadBefore)
+	for _, pl := range r.PhaseLoads {
+		p("| load average when the %s phase ended | %s |\n", pl[0], pl[1])
+	}
+	p("| load average at end | %s |\n\n", m.LoadAfter)
+	p("The machine is a shared 2-vCPU virtual machine; a load average above ~1 at the start or at the end of a phase\n" +
+		"means other work was running and the figures are noisier than on a quiet host; the control row shows how much.\n\n")
 
 	r.renderHeadline(p)
 	r.renderAnalysis(p)

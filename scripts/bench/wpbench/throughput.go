@@ -31,10 +31,10 @@ type rateStep struct {
 }
 
 type pathResult struct {
-	Name, Setup string
-	Generator   string
-	Steps       []rateStep
-	Stop        string // why the ladder stopped
+	ID, Name, Setup string
+	Generator       string
+	Steps           []rateStep
+	Stop            string // why the ladder stopped
 }
 
 // best is the highest achieved rate of a step with zero drops.
@@ -148,9 +148,10 @@ func runThroughput(ctx context.Context, o *options, cleanups *cleanupStack) (*th
 	setup := "agent/kernel Sensor loaded alone (full capture), its queue drained and discarded: `wpbench sensor-child`"
 	p, err := ladder(ctx, o, "kernel → agent reader, file_open events (ring, ReadInto, decode; no pipeline)", genOpen, src, rates, step)
 	if err == nil {
-		p.Setup = setup
+		p.ID, p.Setup = "reader-open", setup
 		res.Paths = append(res.Paths, p)
 		p, err = ladder(ctx, o, "kernel → agent reader, failed file_open events (ring, ReadInto, decode; no pipeline)", genMissing, src, rates, step)
+		p.ID = "reader-enoent"
 		p.Setup = setup + "; generator: opens of a missing absolute path, cheap in the kernel (no dentry walk), so that the producer is less of a limit"
 		res.Paths = append(res.Paths, p)
 	}
@@ -174,7 +175,7 @@ func runThroughput(ctx context.Context, o *options, cleanups *cleanupStack) (*th
 	src = counterSource{pid: a.pid(), snapshot: agentSnapshot(a)}
 	p, err = ladder(ctx, o, "kernel → agent output, file_open events (whole agent, JSON lines to /dev/null)", genOpen, src, rates, step)
 	if err == nil {
-		p.Setup = "bin/watchpost-agent, full capture, `--output stdout` to /dev/null; counters from its /metrics"
+		p.ID, p.Setup = "agent-stdout", "bin/watchpost-agent, full capture, `--output stdout` to /dev/null; counters from its /metrics"
 		res.Paths = append(res.Paths, p)
 		best := p.best()
 		rate := 100e3
@@ -338,6 +339,7 @@ collector:
 	if err != nil {
 		return p, 0, 0, err
 	}
+	p.ID = "collector"
 	p.Setup = "bin/watchpost-agent, full capture, `--output collector` to a collector (collector.New in its own process, `wpbench collector-child`, per-agent rate limit lifted) over loopback mutual TLS; stored = the collector's EventsStored; consumer CPU = the collector's"
 	return p, peak.HWM, idle.RSS, nil
 }
