@@ -21,8 +21,11 @@ type footprintRow struct {
 	HWM        int64   // peak RSS since the agent started
 	MapRSS     int64   // of RSS: BPF map memory mapped into the agent (the ring buffer)
 	EventsPS   float64 // events delivered per second (the generator's and the host's)
-	Wakeups    float64 // context switches per second, all threads
-	Drops      float64
+	// Idle only: the third of the window with the fewest events delivered
+	// (the quietest part of a shared host).
+	QuietCPU, QuietEventsPS, QuietSeconds float64
+	Wakeups                               float64 // context switches per second, all threads
+	Drops                                 float64
 }
 
 type footprintResult struct {
@@ -112,6 +115,13 @@ func window(ctx context.Context, o *options, a *agentProc, rate float64, d time.
 	}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	// Idle windows are cut in thirds, each with its own CPU and events.
+	// The scrape between two thirds is excluded from both (and from the
+	// window's CPU figure): it is the bench's work, not the agent's.
+	third := d / 3
+	partStart, partU, partC := t0, u0, c0
+	var idleCPU, idleTime time.Duration
+	row.QuietEventsPS = -1
 	for running := true; running; {
 		select {
 		case err := <-genDone:
@@ -120,9 +130,29 @@ func window(ctx context.Context, o *options, a *agentProc, rate float64, d time.
 			}
 			running = false
 		case <-tick.C:
-			if u, err := readProcUsage(a.pid()); err == nil && u.RSS > row.RSSMax {
-				row.RSSMax = u.RSS
+			u, err := readProcUsage(a.pid())
+			if err != nil {
+				continue
 			}
+			row.RSSMax = max(row.RSSMax, u.RSS)
+			if rate > 0 || time.Since(partStart) < third {
+				continue
+			}
+			el := time.Since(partStart)
+			idleCPU += u.CPU - partU.CPU
+			idleTime += el
+			c, err := a.scrape()
+			if err != nil {
+				return row, err
+			}
+			if ev := c.sub(partC).Delivered / el.Seconds(); row.QuietEventsPS < 0 || ev < row.QuietEventsPS {
+				row.QuietEventsPS, row.QuietSeconds = ev, el.Seconds()
+				row.QuietCPU = 100 * float64(u.CPU-partU.CPU) / float64(el)
+			}
+			if partU, err = readProcUsage(a.pid()); err != nil {
+				return row, err
+			}
+			partStart, partC = time.Now(), c
 		}
 	}
 	u1, err := readProcUsage(a.pid())
@@ -135,6 +165,11 @@ func window(ctx context.Context, o *options, a *agentProc, rate float64, d time.
 		return row, err
 	}
 	row.CPUPercent = 100 * float64(u1.CPU-u0.CPU) / float64(el)
+	if rate == 0 {
+		idleCPU += u1.CPU - partU.CPU
+		idleTime += time.Since(partStart)
+		row.CPUPercent = 100 * float64(idleCPU) / float64(idleTime)
+	}
 	row.Wakeups = float64(u1.Switches-u0.Switches) / el.Seconds()
 	row.RSSMax = max(row.RSSMax, u1.RSS)
 	row.HWM = u1.HWM

@@ -40,7 +40,8 @@ func syntheticReport(doc string) *report {
 			Top:             "      flat  flat%   sum%        cum   cum%\n     0.15s  3.38% 29.95%      2.72s 61.26%  encoding/json.structEncoder.encode"},
 	}
 	fp := &footprintResult{Rows: []footprintRow{
-		{Label: "idle", Config: "default configuration", Seconds: 45, CPUPercent: 0.03, RSSMax: 40 << 20, MapRSS: 16 << 20},
+		{Label: "idle", Config: "default configuration", Seconds: 45, CPUPercent: 0.03, RSSMax: 40 << 20, MapRSS: 16 << 20,
+			QuietCPU: 0.02, QuietSeconds: 15},
 		{Label: "10k events/s", Config: "full capture", Seconds: 8, Achieved: 1e4, CPUPercent: 8, RSSMax: 39 << 20, MapRSS: 16 << 20},
 	}}
 	return &report{Opt: o, Started: time.Unix(1e9, 0), Finished: time.Unix(1e9+500, 0), Machine: machine{CPUs: 2},
