@@ -203,8 +203,11 @@ func (r *report) renderHeadline(p func(string, ...any)) {
 			s := o.ratios("watchpost-full", w, false)
 			band := r.noiseBand(w, false)
 			verdict = fmt.Sprintf("within the noise (control ±%.1f%%)", band*100)
-			if math.Abs(s.Median-1) > band {
+			switch {
+			case s.Median-1 > band:
 				verdict = fmt.Sprintf("**outside** the noise: %+.1f%% vs control ±%.1f%%", (s.Median-1)*100, band*100)
+			case 1-s.Median > band:
+				verdict = fmt.Sprintf("no added cost: %+.1f%%, below the baseline by more than the control's ±%.1f%% (scheduling of the loop's threads, not a speed-up by the sensor)", (s.Median-1)*100, band*100)
 			}
 			p("| %s within the noise (CPU) | %s | %s |\n", w, ratioCell(s), verdict)
 		}
@@ -442,8 +445,8 @@ func (r *report) renderReproducibility(p func(string, ...any)) {
 	cur := r.figures()
 	p("## Reproducibility: this run against the previous one\n\n")
 	p("The previous report (%s, load %s) kept its headline figures; the same figures from this run:\n\n", prev.Date, prev.Load)
-	p("CPU ratios (`cpu:condition:workload`) are compared with this run's control row: the change is within the noise\n" +
-		"when it is no larger than the control row's spread for that workload.\n\n")
+	p("CPU ratios (`cpu:condition:workload`) are compared with this run's control row: the relative change is within the\n" +
+		"noise when it is no larger than the control row's spread for that workload.\n\n")
 	p("| figure | previous | this run | change | within the control row's noise |\n|---|---|---|---|---|\n")
 	for _, k := range sortedKeys(cur) {
 		old, ok := prev.Figures[k]
@@ -453,8 +456,9 @@ func (r *report) renderReproducibility(p func(string, ...any)) {
 		noise := ""
 		if parts := strings.Split(k, ":"); len(parts) == 3 && parts[0] == "cpu" && r.Overhead != nil {
 			band := r.noiseBand(parts[2], false)
+			// The baseline's noise scales a ratio: compare relative changes.
 			noise = fmt.Sprintf("no (±%.1f%%)", band*100)
-			if math.Abs(cur[k]-old) <= band {
+			if math.Abs(cur[k]-old) <= band*old {
 				noise = fmt.Sprintf("yes (±%.1f%%)", band*100)
 			}
 		}
