@@ -207,7 +207,7 @@ func (r *report) renderHeadline(p func(string, ...any)) {
 			case s.Median-1 > band:
 				verdict = fmt.Sprintf("**outside** the noise: %+.1f%% vs control ±%.1f%%", (s.Median-1)*100, band*100)
 			case 1-s.Median > band:
-				verdict = fmt.Sprintf("no added cost: %+.1f%%, below the baseline by more than the control's ±%.1f%% (scheduling of the loop's threads, not a speed-up by the sensor)", (s.Median-1)*100, band*100)
+				verdict = fmt.Sprintf("no added cost: %+.1f%%, below the baseline by more than the control's ±%.1f%% (most likely how the loop's two threads were scheduled: the sensor adds work, it cannot remove any)", (s.Median-1)*100, band*100)
 			}
 			p("| %s within the noise (CPU) | %s | %s |\n", w, ratioCell(s), verdict)
 		}
