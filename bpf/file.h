@@ -80,11 +80,8 @@ SEC("tracepoint/syscalls/wp_exit_file")
 int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 {
 	struct wp_sys_args a;
-	__u32 nr = (__u32)ctx->id;
-	if (!wp_take_args(nr, &a))
-		return 0;
-	struct wp_sys_desc *d = wp_desc(nr);
-	if (!d || d->class != WP_SYS_FILE)
+	struct wp_sys_desc *d = wp_exit_desc(ctx, WP_SYS_FILE, &a);
+	if (!d)
 		return 0;
 	__u32 type = d->type;
 	struct wp_config *cfg;

@@ -154,11 +154,8 @@ SEC("tracepoint/syscalls/wp_exit_net")
 int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 {
 	struct wp_sys_args a;
-	__u32 nr = (__u32)ctx->id;
-	if (!wp_take_args(nr, &a))
-		return 0;
-	struct wp_sys_desc *d = wp_desc(nr);
-	if (!d || d->class != WP_SYS_NET)
+	struct wp_sys_desc *d = wp_exit_desc(ctx, WP_SYS_NET, &a);
+	if (!d)
 		return 0;
 	/* bpf_get_current_task_btf needs 5.11; CO-RE reads work from 5.10 */
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();

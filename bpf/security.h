@@ -70,11 +70,8 @@ SEC("tracepoint/syscalls/wp_exit_sec")
 int wp_sys_exit_sec(struct trace_event_raw_sys_exit *ctx)
 {
 	struct wp_sys_args a;
-	__u32 nr = (__u32)ctx->id;
-	if (!wp_take_args(nr, &a))
-		return 0;
-	struct wp_sys_desc *d = wp_desc(nr);
-	if (!d || d->class != WP_SYS_SEC || !wp_sec_wanted(d, &a))
+	struct wp_sys_desc *d = wp_exit_desc(ctx, WP_SYS_SEC, &a);
+	if (!d || !wp_sec_wanted(d, &a))
 		return 0;
 	__u32 type = d->type;
 	struct wp_config *cfg;

@@ -140,6 +140,21 @@ static __always_inline bool wp_take_args(__u32 nr, struct wp_sys_args *out)
 	return ok;
 }
 
+/* wp_exit_desc starts every sys_exit program: it takes the arguments the
+ * enter program saved and returns the syscall's descriptor when it belongs
+ * to class, or NULL. */
+static __always_inline struct wp_sys_desc *wp_exit_desc(struct trace_event_raw_sys_exit *ctx, __u8 class,
+							 struct wp_sys_args *a)
+{
+	__u32 nr = (__u32)ctx->id;
+	if (!wp_take_args(nr, a))
+		return NULL;
+	struct wp_sys_desc *d = wp_desc(nr);
+	if (!d || d->class != class)
+		return NULL;
+	return d;
+}
+
 static __always_inline struct file *wp_fd_file(struct task_struct *task, long fd)
 {
 	if (fd < 0)
