@@ -74,7 +74,12 @@ lint: ## go vet, gofmt, and the arm64 build
 
 .PHONY: check-generated
 check-generated: generate ## Regenerate everything and fail if the committed output differs
-	git diff --exit-code -- agent/kernel proto
+	@$(CLANG) --version | head -1; dpkg-query -W -f='$${Package} $${Version}\n' libbpf-dev 2>/dev/null || true
+	git diff --exit-code -- proto 'agent/kernel/*.go'
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && args=() && \
+	for o in agent/kernel/wp_*_bpfel.o; do \
+		git show "HEAD:$$o" >"$$tmp/$${o##*/}" && args+=("$$tmp/$${o##*/}" "$$o"); \
+	done && $(GO) run ./scripts/objcmp "$${args[@]}"
 
 .PHONY: clean
 clean: ## Remove build output
