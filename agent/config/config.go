@@ -99,6 +99,8 @@ type Kernel struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 	QueueLen     int           `yaml:"queue_len"`
 	Threads      bool          `yaml:"threads"`
+	// SyscallArgs: auto, exit_regs or enter_stash (docs/configuration.md).
+	SyscallArgs string `yaml:"syscall_args"`
 	// Events lists the wanted event types by name; empty means all.
 	Events []string `yaml:"events"`
 }
@@ -137,7 +139,7 @@ func Default() Config {
 		MetricsAddr:    "127.0.0.1:9464",
 		Kernel: Kernel{
 			RingBytes: k.RingBytes, WakeupBytes: k.WakeupBytes, PollInterval: k.PollInterval,
-			QueueLen: k.QueueLen,
+			QueueLen: k.QueueLen, SyscallArgs: k.SyscallArgs,
 		},
 		ProcessTable: ProcessTable{
 			MaxEntries: pt.MaxEntries, MaxExited: pt.MaxExited, Grace: pt.Grace, Depth: pt.Depth,
@@ -236,6 +238,7 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 	k.PollInterval = c.Kernel.PollInterval
 	k.QueueLen = c.Kernel.QueueLen
 	k.Threads = c.Kernel.Threads
+	k.SyscallArgs = c.Kernel.SyscallArgs
 	for i, name := range c.Kernel.Events {
 		kind, err := event.ParseKind(name)
 		if err != nil {

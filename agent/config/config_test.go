@@ -25,6 +25,7 @@ func TestDefaultsAreValid(t *testing.T) {
 func TestErrorsNameTheKey(t *testing.T) {
 	cases := []struct{ yaml, want string }{
 		{"kernel:\n  ring_bytes: 1000\n", "kernel.ring_bytes: 1000 is not a power of two"},
+		{"kernel:\n  syscall_args: fast\n", `kernel.syscall_args: "fast" is not auto, exit_regs or enter_stash`},
 		{"kernel:\n  events: [exec, telnet]\n", `kernel.events[1]: unknown event type "telnet"`},
 		{"filters:\n  ports:\n    exclude: [\"502\", \"70000\"]\n", `filters.ports.exclude[1]: "70000" is not a port`},
 		{"filters:\n  networks:\n    include: [10.0.0.0/8, plc]\n", `filters.networks.include[1]: "plc" is not an address or CIDR`},

@@ -24,6 +24,36 @@ func kinds(k ...event.Kind) func(*Config) {
 	return func(c *Config) { c.Kinds = k }
 }
 
+// with applies several configuration changes in order.
+func with(ms ...func(*Config)) func(*Config) {
+	return func(c *Config) {
+		for _, m := range ms {
+			m(c)
+		}
+	}
+}
+
+// eachArgsPath runs a capture test once per way syscall arguments can reach
+// the sys_exit programs on this kernel: registers read at sys_exit where
+// bpf_task_pt_regs exists (5.15+), and the sys_enter stash, which older
+// kernels use, on every kernel.
+func eachArgsPath(t *testing.T, run func(t *testing.T, args func(*Config))) {
+	privtest.Require(t)
+	f, err := Probe()
+	if err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	paths := []string{syscallArgsEnterStash}
+	if f.TaskPtRegs {
+		paths = []string{syscallArgsExitRegs, syscallArgsEnterStash}
+	}
+	for _, p := range paths {
+		t.Run(p, func(t *testing.T) {
+			run(t, func(c *Config) { c.SyscallArgs = p })
+		})
+	}
+}
+
 func mine(k event.Kind, match func(*event.Event) bool) func(*event.Event) bool {
 	pid := uint32(os.Getpid())
 	return func(ev *event.Event) bool { return ev.Kind == k && ev.Process.PID == pid && match(ev) }
@@ -45,8 +75,10 @@ func inode(t *testing.T, path string) uint64 {
 // ignoreVolatile compares file events without the fields a test cannot know.
 var ignoreVolatile = cmpopts.IgnoreFields(event.File{}, "Dev", "Mode")
 
-func TestOpenPathsAreCanonical(t *testing.T) {
-	h := startSensor(t, kinds(event.KindFileOpen))
+func TestOpenPathsAreCanonical(t *testing.T) { eachArgsPath(t, testOpenPathsAreCanonical) }
+
+func testOpenPathsAreCanonical(t *testing.T, args func(*Config)) {
+	h := startSensor(t, with(kinds(event.KindFileOpen), args))
 	dir := privtest.Dir(t)
 	sub := filepath.Join(dir, "plc", "project")
 	if err := os.MkdirAll(sub, 0o755); err != nil {
@@ -105,9 +137,11 @@ func TestOpenPathsAreCanonical(t *testing.T) {
 	}
 }
 
-func TestFileOperationsByName(t *testing.T) {
-	h := startSensor(t, kinds(event.KindFileUnlink, event.KindFileRename, event.KindFileChmod, event.KindFileChown,
-		event.KindFileTruncate, event.KindFileMkdir, event.KindFileRmdir, event.KindFileLink, event.KindFileSymlink))
+func TestFileOperationsByName(t *testing.T) { eachArgsPath(t, testFileOperationsByName) }
+
+func testFileOperationsByName(t *testing.T, args func(*Config)) {
+	h := startSensor(t, with(kinds(event.KindFileUnlink, event.KindFileRename, event.KindFileChmod, event.KindFileChown,
+		event.KindFileTruncate, event.KindFileMkdir, event.KindFileRmdir, event.KindFileLink, event.KindFileSymlink), args))
 	dir := privtest.Dir(t)
 	a, b := filepath.Join(dir, "points.csv"), filepath.Join(dir, "points.csv.bak")
 	if err := os.WriteFile(a, []byte("40001,setpoint"), 0o644); err != nil {
@@ -158,7 +192,11 @@ func TestFileOperationsByName(t *testing.T) {
 }
 
 func TestTCPConnectAcceptCloseWithByteCounts(t *testing.T) {
-	h := startSensor(t, kinds(event.KindNetConnect, event.KindNetAccept, event.KindNetListen, event.KindNetBind, event.KindNetClose))
+	eachArgsPath(t, testTCPConnectAcceptCloseWithByteCounts)
+}
+
+func testTCPConnectAcceptCloseWithByteCounts(t *testing.T, args func(*Config)) {
+	h := startSensor(t, with(kinds(event.KindNetConnect, event.KindNetAccept, event.KindNetListen, event.KindNetBind, event.KindNetClose), args))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -334,9 +372,11 @@ func TestSerialDeviceOpenIsTaggedFieldbus(t *testing.T) {
 	}
 }
 
-func TestSecurityEvents(t *testing.T) {
-	h := startSensor(t, kinds(event.KindCredChange, event.KindPtrace, event.KindNetSocket,
-		event.KindSignal, event.KindMount, event.KindUmount, event.KindClockChange, event.KindMemfdExec, event.KindExec))
+func TestSecurityEvents(t *testing.T) { eachArgsPath(t, testSecurityEvents) }
+
+func testSecurityEvents(t *testing.T, args func(*Config)) {
+	h := startSensor(t, with(kinds(event.KindCredChange, event.KindPtrace, event.KindNetSocket,
+		event.KindSignal, event.KindMount, event.KindUmount, event.KindClockChange, event.KindMemfdExec, event.KindExec), args))
 	self := uint32(os.Getpid())
 	dir := privtest.Dir(t)
 

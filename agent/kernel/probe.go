@@ -28,9 +28,21 @@ type Features struct {
 	Kprobes      bool     `json:"kprobes"`
 	Fentry       bool     `json:"fentry"`
 	LSM          bool     `json:"lsm"`
+	TaskPtRegs   bool     `json:"task_pt_regs"`
 	CapturePath  string   `json:"capture_path"`
+	SyscallArgs  string   `json:"syscall_args"`
 	Missing      []string `json:"missing,omitempty"`
 }
+
+// How the sys_exit programs get a syscall's arguments (Features.SyscallArgs).
+const (
+	// syscallArgsExitRegs: read at sys_exit from the registers the syscall
+	// entry saved (bpf_task_pt_regs, 5.15+); nothing attached at sys_enter.
+	syscallArgsExitRegs = "exit_regs"
+	// syscallArgsEnterStash: a sys_enter program saves them in a hash map
+	// keyed by thread (5.10-5.14).
+	syscallArgsEnterStash = "enter_stash"
+)
 
 // probeOptions lets tests simulate a host without a feature.
 type probeOptions struct {
@@ -104,6 +116,13 @@ func probe(o probeOptions) (Features, error) {
 	f.Fentry = probeTracing(ebpf.AttachTraceFEntry, "vfs_read") == nil
 	f.LSM = features.HaveProgramType(ebpf.LSM) == nil && lsmActive()
 	f.CapturePath = "tp_btf+tracepoint"
+	// bpf_task_pt_regs (5.15+) lets the sys_exit programs read a syscall's
+	// arguments from its saved registers, so no program runs at sys_enter.
+	f.TaskPtRegs = features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
+	f.SyscallArgs = syscallArgsEnterStash
+	if f.TaskPtRegs {
+		f.SyscallArgs = syscallArgsExitRegs
+	}
 	return f, nil
 }
 

@@ -41,6 +41,11 @@ type Config struct {
 	AgentPID uint32
 	// Filters are applied in the kernel.
 	Filters Filters
+	// SyscallArgs chooses how the sys_exit programs get a syscall's
+	// arguments: "auto" (the default: "exit_regs" where the kernel has
+	// bpf_task_pt_regs, else "enter_stash"), "exit_regs" (fails to load
+	// where the helper is missing) or "enter_stash".
+	SyscallArgs string
 }
 
 // DefaultConfig returns the settings documented in docs/configuration.md.
@@ -52,6 +57,7 @@ func DefaultConfig() Config {
 		QueueLen:     65536,
 		AgentPID:     uint32(os.Getpid()),
 		Filters:      DefaultFilters(),
+		SyscallArgs:  "auto",
 	}
 }
 
@@ -66,6 +72,11 @@ func (c Config) Validate() error {
 	}
 	if c.PollInterval < time.Millisecond || c.PollInterval > 10*time.Second {
 		return fmt.Errorf("kernel.poll_interval: %s must be between 1ms and 10s", c.PollInterval)
+	}
+	switch c.SyscallArgs {
+	case "", "auto", syscallArgsExitRegs, syscallArgsEnterStash:
+	default:
+		return fmt.Errorf("kernel.syscall_args: %q is not auto, %s or %s", c.SyscallArgs, syscallArgsExitRegs, syscallArgsEnterStash)
 	}
 	if c.QueueLen < 1 {
 		return fmt.Errorf("kernel.queue_len: %d must be positive", c.QueueLen)
@@ -123,6 +134,15 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 	if err != nil {
 		return nil, err
 	}
+	switch cfg.SyscallArgs {
+	case syscallArgsEnterStash:
+		feat.SyscallArgs = syscallArgsEnterStash
+	case syscallArgsExitRegs:
+		if !feat.TaskPtRegs {
+			return nil, fmt.Errorf("kernel.syscall_args: %s needs the bpf_task_pt_regs helper (kernel >= 5.15), which this kernel lacks; use auto", syscallArgsExitRegs)
+		}
+	}
+	feat.CapturePath += "," + feat.SyscallArgs
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit (kernels before 5.11 charge BPF maps to it): %w", err)
 	}
@@ -131,6 +151,15 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
 	spec.Maps["wp_events"].MaxEntries = uint32(cfg.RingBytes)
+	if feat.SyscallArgs == syscallArgsExitRegs {
+		if err := spec.Variables["wp_args_from_regs"].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("selecting the syscall argument path: %w", err)
+		}
+		// Nothing is saved at sys_enter: the table needs no room and the
+		// enter program is neither loaded nor attached.
+		spec.Maps["wp_inflight"].MaxEntries = 1
+		delete(spec.Programs, "wp_sys_enter")
+	}
 
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		Programs: ebpf.ProgramOptions{LogSizeStart: 1 << 20},
@@ -168,7 +197,7 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		s.Close()
 		return nil, fmt.Errorf("opening the ring buffer reader: %w", err)
 	}
-	s.log.Info().Str("capture_path", feat.CapturePath).Strs("programs", s.attached).
+	s.log.Info().Str("capture_path", feat.CapturePath).Str("syscall_args", feat.SyscallArgs).Strs("programs", s.attached).
 		Int("ring_bytes", cfg.RingBytes).Bool("fentry", feat.Fentry).Bool("lsm", feat.LSM).
 		Bool("kprobes", feat.Kprobes).Msg("kernel programs attached")
 	return s, nil
@@ -247,7 +276,7 @@ func (s *Sensor) attach(spec *ebpf.CollectionSpec) error {
 func (s *Sensor) attachSyscalls() error {
 	mask := s.cfg.eventMask()
 	descs := s.coll.Maps["wp_sys_descs"]
-	enter := s.coll.Programs["wp_sys_enter"]
+	enter := s.coll.Programs["wp_sys_enter"] // nil when the exit programs read registers
 	exits := map[uint8]*ebpf.Program{
 		classFile: s.coll.Programs["wp_sys_exit_file"],
 		classNet:  s.coll.Programs["wp_sys_exit_net"],
@@ -267,11 +296,13 @@ func (s *Sensor) attachSyscalls() error {
 		if err := descs.Put(nr, &d); err != nil {
 			return fmt.Errorf("writing the descriptor of %s: %w", spec.name, err)
 		}
-		le, err := link.Tracepoint("syscalls", "sys_enter_"+tp, enter, nil)
-		if err != nil {
-			return fmt.Errorf("attaching to syscalls/sys_enter_%s: %w", tp, err)
+		if enter != nil {
+			le, err := link.Tracepoint("syscalls", "sys_enter_"+tp, enter, nil)
+			if err != nil {
+				return fmt.Errorf("attaching to syscalls/sys_enter_%s: %w", tp, err)
+			}
+			s.links = append(s.links, le)
 		}
-		s.links = append(s.links, le)
 		lx, err := link.Tracepoint("syscalls", "sys_exit_"+tp, exits[spec.class], nil)
 		if err != nil {
 			return fmt.Errorf("attaching to syscalls/sys_exit_%s: %w", tp, err)

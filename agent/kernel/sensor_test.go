@@ -356,7 +356,16 @@ func TestProbeOnThisKernel(t *testing.T) {
 	if !f.BTF || !f.RingBuf || !f.TPBTF || !f.RingbufQuery || f.CapturePath != "tp_btf+tracepoint" {
 		t.Errorf("features: %+v", f)
 	}
-	t.Logf("kernel %s: capture %s, fentry %v, lsm %v, kprobes %v", f.Kernel, f.CapturePath, f.Fentry, f.LSM, f.Kprobes)
+	t.Logf("kernel %s: capture %s, syscall args %s, fentry %v, lsm %v, kprobes %v", f.Kernel, f.CapturePath, f.SyscallArgs, f.Fentry, f.LSM, f.Kprobes)
+	// bpf_task_pt_regs arrived in 5.15: every kernel of the matrix but 5.10,
+	// and this host, read syscall arguments at sys_exit from the registers.
+	wantRegs := true
+	if name, vm := privtest.InVM(); vm && name == "5.10" {
+		wantRegs = false
+	}
+	if want := map[bool]string{true: syscallArgsExitRegs, false: syscallArgsEnterStash}[wantRegs]; f.TaskPtRegs != wantRegs || f.SyscallArgs != want {
+		t.Errorf("kernel %s: task_pt_regs=%v syscall_args=%q, want %v %q", f.Kernel, f.TaskPtRegs, f.SyscallArgs, wantRegs, want)
+	}
 	// In the kernel matrix the better hooks are known: Debian's cloud
 	// kernels have kprobes and fentry trampolines, and boot without "bpf"
 	// in the active LSM list. The agent must see exactly that, and still

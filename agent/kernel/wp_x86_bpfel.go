@@ -385,6 +385,7 @@ const (
 	wpProgWpSysExitFile   = "wp_sys_exit_file"
 	wpProgWpSysExitNet    = "wp_sys_exit_net"
 	wpProgWpSysExitSec    = "wp_sys_exit_sec"
+	wpVarWpArgsFromRegs   = "wp_args_from_regs"
 	wpVarWpUnusedAction   = "wp_unused_action"
 	wpVarWpUnusedArgNone  = "wp_unused_arg_none"
 	wpVarWpUnusedArgs     = "wp_unused_args"
@@ -492,6 +493,7 @@ type wpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpVariableSpecs struct {
+	WpArgsFromRegs   *ebpf.VariableSpec `ebpf:"wp_args_from_regs"`
 	WpUnusedAction   *ebpf.VariableSpec `ebpf:"wp_unused_action"`
 	WpUnusedArgNone  *ebpf.VariableSpec `ebpf:"wp_unused_arg_none"`
 	WpUnusedArgs     *ebpf.VariableSpec `ebpf:"wp_unused_args"`
@@ -586,6 +588,7 @@ func (m *wpMaps) Close() error {
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpVariables struct {
+	WpArgsFromRegs   *ebpf.Variable `ebpf:"wp_args_from_regs"`
 	WpUnusedAction   *ebpf.Variable `ebpf:"wp_unused_action"`
 	WpUnusedArgNone  *ebpf.Variable `ebpf:"wp_unused_arg_none"`
 	WpUnusedArgs     *ebpf.Variable `ebpf:"wp_unused_args"`

@@ -125,10 +125,49 @@ int wp_sys_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* wp_take_args fetches and removes the saved arguments of the current
- * thread's syscall. */
+/* Set by the agent before loading. 1 when the kernel has bpf_task_pt_regs
+ * (5.15+): the exit programs read the arguments from the registers the
+ * syscall entry saved, and the enter program is not attached at all. 0 on
+ * older kernels: the enter program saves them in wp_inflight. The verifier
+ * drops the branch not taken, so the helper is never seen where it is
+ * missing. */
+volatile const __u32 wp_args_from_regs = 0;
+
+/* wp_regs_args reads the current syscall's arguments from its saved user
+ * registers. The syscall does not change them (the exit tracepoint runs
+ * before signal delivery or a restart touches them); the layouts are the
+ * architectures' ptrace ABI. */
+static __always_inline void wp_regs_args(struct wp_sys_args *out)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+#if defined(__TARGET_ARCH_x86)
+	/* r10 r9 r8 ax cx dx si di, adjacent; arguments: di si dx r10 r8 r9 */
+	__u64 r[8];
+	bpf_probe_read_kernel(r, sizeof(r), &regs->r10);
+	out->args[0] = r[7];
+	out->args[1] = r[6];
+	out->args[2] = r[5];
+	out->args[3] = r[0];
+	out->args[4] = r[2];
+	out->args[5] = r[1];
+#elif defined(__TARGET_ARCH_arm64)
+	/* x0 holds the return value by now; orig_x0 keeps the first argument */
+	bpf_probe_read_kernel(&out->args[0], sizeof(out->args[0]), &regs->orig_x0);
+	bpf_probe_read_kernel(&out->args[1], 5 * sizeof(out->args[0]), &regs->regs[1]);
+#endif
+}
+
+/* wp_take_args fetches the current thread's syscall arguments: from its
+ * registers, or the copy the enter program saved (removed here). */
 static __always_inline bool wp_take_args(__u32 nr, struct wp_sys_args *out)
 {
+	if (wp_args_from_regs) {
+		wp_regs_args(out);
+		out->ts = 0;
+		out->nr = nr;
+		return true;
+	}
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct wp_sys_args *a = bpf_map_lookup_elem(&wp_inflight, &pid_tgid);
 	if (!a)
