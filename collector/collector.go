@@ -46,6 +46,8 @@ type Stats struct {
 	Heartbeats                                    uint64
 	StreamsActive                                 int64
 	StreamsRefused                                uint64
+	Alerts                                        map[string]uint64 // raised, by kind
+	AlertStoreErrors                              uint64
 }
 
 // Collector is the server.
@@ -80,6 +82,8 @@ type Collector struct {
 	streamsActive                                                                     atomic.Int64
 	rejMu                                                                             sync.Mutex
 	rejected                                                                          map[string]uint64
+	alertsRaised                                                                      map[string]uint64 // under rejMu
+	alertStoreErr                                                                     atomic.Uint64
 
 	watchpostv1.UnimplementedIngestServiceServer
 }
@@ -90,13 +94,14 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 		return nil, err
 	}
 	c := &Collector{
-		cfg:      cfg,
-		log:      deps.Logger.With().Str("component", "collector").Logger(),
-		streams:  make(chan struct{}, cfg.Ingest.MaxStreams),
-		rejected: map[string]uint64{},
-		tokens:   map[string]Token{},
-		hub:      newHub(),
-		stopping: make(chan struct{}),
+		cfg:          cfg,
+		log:          deps.Logger.With().Str("component", "collector").Logger(),
+		streams:      make(chan struct{}, cfg.Ingest.MaxStreams),
+		rejected:     map[string]uint64{},
+		alertsRaised: map[string]uint64{},
+		tokens:       map[string]Token{},
+		hub:          newHub(),
+		stopping:     make(chan struct{}),
 	}
 	for _, t := range cfg.Query.Tokens {
 		c.tokens[t.Token] = t
@@ -294,11 +299,14 @@ func (c *Collector) Stats() Stats {
 		BatchesStored: c.batchesStored.Load(), BatchesDuplicate: c.batchesDup.Load(), BatchesRetry: c.batchesRetry.Load(),
 		EventsStored: c.eventsStored.Load(), Heartbeats: c.heartbeats.Load(),
 		StreamsActive: c.streamsActive.Load(), StreamsRefused: c.streamsRefused.Load(),
-		Rejected: map[string]uint64{},
+		Rejected: map[string]uint64{}, Alerts: map[string]uint64{}, AlertStoreErrors: c.alertStoreErr.Load(),
 	}
 	c.rejMu.Lock()
 	for k, v := range c.rejected {
 		s.Rejected[k] = v
+	}
+	for k, v := range c.alertsRaised {
+		s.Alerts[k] = v
 	}
 	c.rejMu.Unlock()
 	return s

@@ -25,6 +25,7 @@ func (c *Collector) queryHandler() http.Handler {
 	q := &queryService{c: c}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("GET /metrics", c.metricsHandler())
 	mux.HandleFunc("GET /api/v1/events", c.httpAuth(watchpostv1.QueryService_QueryEvents_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
 		f, err := filterFromQuery(r)
 		if err != nil {

@@ -278,6 +278,10 @@ func TestFaultAgentKilled(t *testing.T) {
 	if n := countAlerts(t, h.c.QueryAddr(), watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART); n != 1 {
 		t.Fatalf("%d unclean restart alerts after a clean stop and start, want 1", n)
 	}
+	// The collector's /metrics counts the alert it raised.
+	if n := h.c.Stats().Alerts["unclean_restart"]; n != 1 {
+		t.Fatalf("collector counted %d unclean_restart alerts, want 1", n)
+	}
 }
 
 // countAlerts asks the HTTP/JSON API for the agent's alerts of a kind.
