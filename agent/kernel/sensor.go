@@ -51,7 +51,7 @@ type Config struct {
 // DefaultConfig returns the settings documented in docs/configuration.md.
 func DefaultConfig() Config {
 	return Config{
-		RingBytes:    8 << 20,
+		RingBytes:    4 << 20,
 		WakeupBytes:  256 << 10,
 		PollInterval: 100 * time.Millisecond,
 		QueueLen:     65536,

@@ -62,7 +62,7 @@ func runFootprint(ctx context.Context, o *options) (*footprintResult, error) {
 		{1e3, "1k events/s", "full capture", fullCaptureYAML},
 		{10e3, "10k events/s", "full capture", fullCaptureYAML},
 		{100e3, "100k events/s", "full capture", fullCaptureYAML},
-		{10e3, "10k events/s, 4 MiB ring", "full capture, kernel.ring_bytes 4 MiB", strings.Replace(fullCaptureYAML, "kernel:\n", "kernel:\n  ring_bytes: 4194304\n", 1)},
+		{10e3, "10k events/s, 8 MiB ring", "full capture, kernel.ring_bytes 8 MiB", strings.Replace(fullCaptureYAML, "kernel:\n", "kernel:\n  ring_bytes: 8388608\n", 1)},
 	}
 	for i, l := range loads {
 		a, err := startAgent(ctx, o, fmt.Sprintf("load-%d", i), l.yaml)

@@ -233,7 +233,7 @@ func (r *report) renderHeadline(p func(string, ...any)) {
 	if fp := r.Footprint; fp != nil {
 		for _, row := range fp.Rows {
 			switch row.Label {
-			case "10k events/s", "10k events/s, 4 MiB ring":
+			case "10k events/s", "10k events/s, 8 MiB ring":
 				v := "meets"
 				switch {
 				case row.RSSMax > 40<<20:
@@ -630,9 +630,10 @@ func (r *report) renderAnalysis(p func(string, ...any)) {
 			switch row.Label {
 			case "10k events/s":
 				p("**RSS at 10 k events/s: %s**, of which %s are the BPF ring buffer's pages mapped into the agent (the kernel maps\n"+
-					"the 8 MiB data area twice so that records never wrap; both mappings count in RSS, one physical copy) and the rest\n"+
-					"is the Go heap, runtime and the binary's touched text. A 4 MiB ring (`kernel.ring_bytes: 4194304`) is measured in\n"+
-					"the footprint table; at 10 k events/s it has ample headroom (sizing rule: rate × record size × reader delay × 2).\n\n",
+					"the default 4 MiB data area twice so that records never wrap; both mappings count in RSS, one physical copy) and the\n"+
+					"rest is the Go heap, runtime and the binary's touched text. At 10 k events/s the default ring has ample headroom\n"+
+					"(sizing rule: rate × record size × reader delay × 2); an 8 MiB ring (`kernel.ring_bytes: 8388608`), for hosts with\n"+
+					"longer bursts, is measured in the footprint table and adds its size twice to the RSS.\n\n",
 					mib(row.RSSMax), mib(row.MapRSS))
 			case "idle":
 				quiet := ""

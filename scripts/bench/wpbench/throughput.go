@@ -127,7 +127,7 @@ func runThroughput(ctx context.Context, o *options, cleanups *cleanupStack) (*th
 		step = 10 * time.Second
 	}
 	res := &throughputResult{StepSeconds: step.Seconds(),
-		Ring: "kernel.ring_bytes 8 MiB, wakeup_bytes 256 KiB, poll_interval 100 ms (backing off to 1 s while nothing arrives), queue_len 65536: the defaults"}
+		Ring: "kernel.ring_bytes 4 MiB, wakeup_bytes 256 KiB, poll_interval 100 ms (backing off to 1 s while nothing arrives), queue_len 65536: the defaults"}
 	rates := []float64{50e3, 100e3, 150e3, 200e3, 300e3, 400e3, 500e3, 600e3, 800e3}
 
 	// 1. Kernel -> reader -> decoder, no pipeline (sensor-child).
