@@ -77,11 +77,11 @@ func (c *Collector) raise(ctx context.Context, as []*watchpostv1.Alert) {
 		c.alertStoreErr.Add(uint64(len(as)))
 		c.log.Error().Err(err).Int("alerts", len(as)).Msg("storing alerts failed")
 	}
-	c.rejMu.Lock()
+	c.countMu.Lock()
 	for _, a := range as {
-		c.alertsRaised[alertKindName(a.Kind)]++
+		c.alertsRaised[alerts.KindName(a.Kind)]++
 	}
-	c.rejMu.Unlock()
+	c.countMu.Unlock()
 	for _, a := range as {
 		c.log.Warn().Str("agent", a.AgentId).Str("alert", a.Kind.String()).Uint64("count", a.Count).Msg(a.Message)
 	}

@@ -80,9 +80,9 @@ type Collector struct {
 
 	batchesStored, batchesDup, batchesRetry, eventsStored, heartbeats, streamsRefused atomic.Uint64
 	streamsActive                                                                     atomic.Int64
-	rejMu                                                                             sync.Mutex
+	countMu                                                                           sync.Mutex
 	rejected                                                                          map[string]uint64
-	alertsRaised                                                                      map[string]uint64 // under rejMu
+	alertsRaised                                                                      map[string]uint64 // under countMu
 	alertStoreErr                                                                     atomic.Uint64
 
 	watchpostv1.UnimplementedIngestServiceServer
@@ -301,14 +301,14 @@ func (c *Collector) Stats() Stats {
 		StreamsActive: c.streamsActive.Load(), StreamsRefused: c.streamsRefused.Load(),
 		Rejected: map[string]uint64{}, Alerts: map[string]uint64{}, AlertStoreErrors: c.alertStoreErr.Load(),
 	}
-	c.rejMu.Lock()
+	c.countMu.Lock()
 	for k, v := range c.rejected {
 		s.Rejected[k] = v
 	}
 	for k, v := range c.alertsRaised {
 		s.Alerts[k] = v
 	}
-	c.rejMu.Unlock()
+	c.countMu.Unlock()
 	return s
 }
 

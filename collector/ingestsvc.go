@@ -260,7 +260,7 @@ func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStream
 }
 
 func (c *Collector) countRejected(code codes.Code) {
-	c.rejMu.Lock()
+	c.countMu.Lock()
 	c.rejected[code.String()]++
-	c.rejMu.Unlock()
+	c.countMu.Unlock()
 }

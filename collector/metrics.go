@@ -2,19 +2,14 @@ package collector
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/watchpost/watchpost/collector/alerts"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
-
-// alertKindName is the short name of an alert kind ("missed_heartbeat").
-func alertKindName(k watchpostv1.AlertKind) string {
-	return strings.ToLower(strings.TrimPrefix(k.String(), "ALERT_KIND_"))
-}
 
 // metricsCollector reads the collector's counters at scrape time. It
 // exposes totals only, never agent or host names, so /metrics needs no
@@ -73,7 +68,7 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		if k == watchpostv1.AlertKind_ALERT_KIND_UNSPECIFIED {
 			continue
 		}
-		name := alertKindName(k)
+		name := alerts.KindName(k)
 		counter(m.alerts, s.Alerts[name], name)
 	}
 	counter(m.alertStoreErrors, s.AlertStoreErrors)

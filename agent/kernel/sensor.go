@@ -197,7 +197,7 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		s.Close()
 		return nil, fmt.Errorf("opening the ring buffer reader: %w", err)
 	}
-	s.log.Info().Str("capture_path", feat.CapturePath).Str("syscall_args", feat.SyscallArgs).Strs("programs", s.attached).
+	s.log.Info().Str("capture_path", feat.CapturePath).Strs("programs", s.attached).
 		Int("ring_bytes", cfg.RingBytes).Bool("fentry", feat.Fentry).Bool("lsm", feat.LSM).
 		Bool("kprobes", feat.Kprobes).Msg("kernel programs attached")
 	return s, nil

@@ -204,3 +204,9 @@ func rises(before, after []*watchpostv1.Counter) []*watchpostv1.Counter {
 	}
 	return out
 }
+
+// KindName is an alert kind's short name, as the CLI and /metrics show it
+// ("missed_heartbeat").
+func KindName(k watchpostv1.AlertKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "ALERT_KIND_"))
+}

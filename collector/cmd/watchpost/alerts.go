@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/watchpost/watchpost/collector/alerts"
 	"github.com/watchpost/watchpost/collector/filter"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
@@ -44,7 +44,7 @@ func newAlerts(g *globals) *cobra.Command {
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "TIME\tAGENT\tHOST\tALERT\tCOUNT\tMESSAGE")
 			for _, a := range resp.Alerts {
-				kind := strings.ToLower(strings.TrimPrefix(a.Kind.String(), "ALERT_KIND_"))
+				kind := alerts.KindName(a.Kind)
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", formatTime(a.TimeUnixNano), a.AgentId, a.Host, kind, a.Count, a.Message)
 			}
 			return w.Flush()
