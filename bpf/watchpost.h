@@ -174,7 +174,6 @@ struct wp_sys_desc {
 /* Arguments of a syscall in flight, saved at sys_enter for sys_exit. */
 struct wp_sys_args {
 	__u64 args[6];
-	__u64 ts;
 	__u32 nr;
 	__u32 _pad0;
 };

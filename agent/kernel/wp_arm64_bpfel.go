@@ -319,7 +319,6 @@ const (
 type wpWpSysArgs struct {
 	_    structs.HostLayout
 	Args [6]uint64
-	Ts   uint64
 	Nr   uint32
 	Pad0 uint32
 }

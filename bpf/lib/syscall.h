@@ -119,7 +119,6 @@ int wp_sys_enter(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	struct wp_sys_args a = {};
 	bpf_probe_read_kernel(a.args, sizeof(a.args), ctx->args);
-	a.ts = bpf_ktime_get_boot_ns();
 	a.nr = nr;
 	bpf_map_update_elem(&wp_inflight, &pid_tgid, &a, BPF_ANY);
 	return 0;
@@ -164,7 +163,6 @@ static __always_inline bool wp_take_args(__u32 nr, struct wp_sys_args *out)
 {
 	if (wp_args_from_regs) {
 		wp_regs_args(out);
-		out->ts = 0;
 		out->nr = nr;
 		return true;
 	}
