@@ -75,7 +75,31 @@ func (e *Engine) newAlert(agentID string, hb *watchpostv1.Heartbeat, kind watchp
 	return &watchpostv1.Alert{
 		AgentId: agentID, Host: hb.GetHost(), Kind: kind, TimeUnixNano: now.UnixNano(),
 		Message: fmt.Sprintf(format, args...), BootId: hb.GetBootId(), InstanceId: hb.GetInstanceId(),
+		Severity: KindSeverity(kind), State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 	}
+}
+
+// KindSeverity is the severity a tamper-evidence alert of a kind is raised
+// with: detached programs mean the sensor is being blinded; a silent agent
+// may be a dead host or a killed sensor; gaps, restarts and drop jumps are
+// evidence to look at.
+func KindSeverity(k watchpostv1.AlertKind) watchpostv1.Severity {
+	switch k {
+	case watchpostv1.AlertKind_ALERT_KIND_PROGRAMS_DETACHED:
+		return watchpostv1.Severity_SEVERITY_CRITICAL
+	case watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT:
+		return watchpostv1.Severity_SEVERITY_HIGH
+	case watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART,
+		watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP:
+		return watchpostv1.Severity_SEVERITY_MEDIUM
+	}
+	return watchpostv1.Severity_SEVERITY_UNSPECIFIED
+}
+
+// SeverityName is a severity's short name ("high"), as the CLI and the
+// dashboard show it.
+func SeverityName(s watchpostv1.Severity) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "SEVERITY_"))
 }
 
 // Heartbeat records a heartbeat and returns the alerts it raises.

@@ -87,6 +87,118 @@ func (AlertKind) EnumDescriptor() ([]byte, []int) {
 	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{0}
 }
 
+// Severity of an alert, for triage: what an analyst looks at first.
+type Severity int32
+
+const (
+	Severity_SEVERITY_UNSPECIFIED Severity = 0
+	Severity_SEVERITY_INFO        Severity = 1
+	Severity_SEVERITY_LOW         Severity = 2
+	Severity_SEVERITY_MEDIUM      Severity = 3
+	Severity_SEVERITY_HIGH        Severity = 4
+	Severity_SEVERITY_CRITICAL    Severity = 5
+)
+
+// Enum value maps for Severity.
+var (
+	Severity_name = map[int32]string{
+		0: "SEVERITY_UNSPECIFIED",
+		1: "SEVERITY_INFO",
+		2: "SEVERITY_LOW",
+		3: "SEVERITY_MEDIUM",
+		4: "SEVERITY_HIGH",
+		5: "SEVERITY_CRITICAL",
+	}
+	Severity_value = map[string]int32{
+		"SEVERITY_UNSPECIFIED": 0,
+		"SEVERITY_INFO":        1,
+		"SEVERITY_LOW":         2,
+		"SEVERITY_MEDIUM":      3,
+		"SEVERITY_HIGH":        4,
+		"SEVERITY_CRITICAL":    5,
+	}
+)
+
+func (x Severity) Enum() *Severity {
+	p := new(Severity)
+	*p = x
+	return p
+}
+
+func (x Severity) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Severity) Descriptor() protoreflect.EnumDescriptor {
+	return file_watchpost_v1_query_proto_enumTypes[1].Descriptor()
+}
+
+func (Severity) Type() protoreflect.EnumType {
+	return &file_watchpost_v1_query_proto_enumTypes[1]
+}
+
+func (x Severity) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Severity.Descriptor instead.
+func (Severity) EnumDescriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{1}
+}
+
+// Where an alert is in an analyst's work.
+type AlertState int32
+
+const (
+	AlertState_ALERT_STATE_UNSPECIFIED  AlertState = 0
+	AlertState_ALERT_STATE_OPEN         AlertState = 1
+	AlertState_ALERT_STATE_ACKNOWLEDGED AlertState = 2
+	AlertState_ALERT_STATE_RESOLVED     AlertState = 3
+)
+
+// Enum value maps for AlertState.
+var (
+	AlertState_name = map[int32]string{
+		0: "ALERT_STATE_UNSPECIFIED",
+		1: "ALERT_STATE_OPEN",
+		2: "ALERT_STATE_ACKNOWLEDGED",
+		3: "ALERT_STATE_RESOLVED",
+	}
+	AlertState_value = map[string]int32{
+		"ALERT_STATE_UNSPECIFIED":  0,
+		"ALERT_STATE_OPEN":         1,
+		"ALERT_STATE_ACKNOWLEDGED": 2,
+		"ALERT_STATE_RESOLVED":     3,
+	}
+)
+
+func (x AlertState) Enum() *AlertState {
+	p := new(AlertState)
+	*p = x
+	return p
+}
+
+func (x AlertState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlertState) Descriptor() protoreflect.EnumDescriptor {
+	return file_watchpost_v1_query_proto_enumTypes[2].Descriptor()
+}
+
+func (AlertState) Type() protoreflect.EnumType {
+	return &file_watchpost_v1_query_proto_enumTypes[2]
+}
+
+func (x AlertState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlertState.Descriptor instead.
+func (AlertState) EnumDescriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{2}
+}
+
 // EventFilter: every set field must match.
 type EventFilter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -778,6 +890,8 @@ type Alert struct {
 	Programs []string `protobuf:"bytes,10,rep,name=programs,proto3" json:"programs,omitempty"`
 	// Drop counters that rose, with the increase.
 	Drops         []*Counter `protobuf:"bytes,11,rep,name=drops,proto3" json:"drops,omitempty"`
+	Severity      Severity   `protobuf:"varint,12,opt,name=severity,proto3,enum=watchpost.v1.Severity" json:"severity,omitempty"`
+	State         AlertState `protobuf:"varint,13,opt,name=state,proto3,enum=watchpost.v1.AlertState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -887,6 +1001,20 @@ func (x *Alert) GetDrops() []*Counter {
 		return x.Drops
 	}
 	return nil
+}
+
+func (x *Alert) GetSeverity() Severity {
+	if x != nil {
+		return x.Severity
+	}
+	return Severity_SEVERITY_UNSPECIFIED
+}
+
+func (x *Alert) GetState() AlertState {
+	if x != nil {
+		return x.State
+	}
+	return AlertState_ALERT_STATE_UNSPECIFIED
 }
 
 type ListAlertsRequest struct {
@@ -1050,7 +1178,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x05hosts\x18\x01 \x03(\v2\x16.watchpost.v1.HostInfoR\x05hosts\"\x19\n" +
 	"\x17EnforceRetentionRequest\"I\n" +
 	"\x18EnforceRetentionResponse\x12-\n" +
-	"\x12dropped_partitions\x18\x01 \x03(\tR\x11droppedPartitions\"\xcc\x02\n" +
+	"\x12dropped_partitions\x18\x01 \x03(\tR\x11droppedPartitions\"\xb0\x03\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x12\n" +
@@ -1064,7 +1192,9 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x05count\x18\t \x01(\x04R\x05count\x12\x1a\n" +
 	"\bprograms\x18\n" +
 	" \x03(\tR\bprograms\x12+\n" +
-	"\x05drops\x18\v \x03(\v2\x15.watchpost.v1.CounterR\x05drops\"l\n" +
+	"\x05drops\x18\v \x03(\v2\x15.watchpost.v1.CounterR\x05drops\x122\n" +
+	"\bseverity\x18\f \x01(\x0e2\x16.watchpost.v1.SeverityR\bseverity\x12.\n" +
+	"\x05state\x18\r \x01(\x0e2\x18.watchpost.v1.AlertStateR\x05state\"l\n" +
 	"\x11ListAlertsRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12&\n" +
 	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
@@ -1077,7 +1207,20 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x17ALERT_KIND_SEQUENCE_GAP\x10\x02\x12\x1e\n" +
 	"\x1aALERT_KIND_UNCLEAN_RESTART\x10\x03\x12\x18\n" +
 	"\x14ALERT_KIND_DROP_JUMP\x10\x04\x12 \n" +
-	"\x1cALERT_KIND_PROGRAMS_DETACHED\x10\x052\xb7\x03\n" +
+	"\x1cALERT_KIND_PROGRAMS_DETACHED\x10\x05*\x88\x01\n" +
+	"\bSeverity\x12\x18\n" +
+	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rSEVERITY_INFO\x10\x01\x12\x10\n" +
+	"\fSEVERITY_LOW\x10\x02\x12\x13\n" +
+	"\x0fSEVERITY_MEDIUM\x10\x03\x12\x11\n" +
+	"\rSEVERITY_HIGH\x10\x04\x12\x15\n" +
+	"\x11SEVERITY_CRITICAL\x10\x05*w\n" +
+	"\n" +
+	"AlertState\x12\x1b\n" +
+	"\x17ALERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10ALERT_STATE_OPEN\x10\x01\x12\x1c\n" +
+	"\x18ALERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n" +
+	"\x14ALERT_STATE_RESOLVED\x10\x032\xb7\x03\n" +
 	"\fQueryService\x12R\n" +
 	"\vQueryEvents\x12 .watchpost.v1.QueryEventsRequest\x1a!.watchpost.v1.QueryEventsResponse\x12Q\n" +
 	"\n" +
@@ -1099,53 +1242,57 @@ func file_watchpost_v1_query_proto_rawDescGZIP() []byte {
 	return file_watchpost_v1_query_proto_rawDescData
 }
 
-var file_watchpost_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_watchpost_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_watchpost_v1_query_proto_goTypes = []any{
 	(AlertKind)(0),                   // 0: watchpost.v1.AlertKind
-	(*EventFilter)(nil),              // 1: watchpost.v1.EventFilter
-	(*QueryEventsRequest)(nil),       // 2: watchpost.v1.QueryEventsRequest
-	(*QueryEventsResponse)(nil),      // 3: watchpost.v1.QueryEventsResponse
-	(*TailEventsRequest)(nil),        // 4: watchpost.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),       // 5: watchpost.v1.TailEventsResponse
-	(*ListHostsRequest)(nil),         // 6: watchpost.v1.ListHostsRequest
-	(*HostInfo)(nil),                 // 7: watchpost.v1.HostInfo
-	(*ListHostsResponse)(nil),        // 8: watchpost.v1.ListHostsResponse
-	(*EnforceRetentionRequest)(nil),  // 9: watchpost.v1.EnforceRetentionRequest
-	(*EnforceRetentionResponse)(nil), // 10: watchpost.v1.EnforceRetentionResponse
-	(*Alert)(nil),                    // 11: watchpost.v1.Alert
-	(*ListAlertsRequest)(nil),        // 12: watchpost.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),       // 13: watchpost.v1.ListAlertsResponse
-	(EventType)(0),                   // 14: watchpost.v1.EventType
-	(*Event)(nil),                    // 15: watchpost.v1.Event
-	(*Counter)(nil),                  // 16: watchpost.v1.Counter
+	(Severity)(0),                    // 1: watchpost.v1.Severity
+	(AlertState)(0),                  // 2: watchpost.v1.AlertState
+	(*EventFilter)(nil),              // 3: watchpost.v1.EventFilter
+	(*QueryEventsRequest)(nil),       // 4: watchpost.v1.QueryEventsRequest
+	(*QueryEventsResponse)(nil),      // 5: watchpost.v1.QueryEventsResponse
+	(*TailEventsRequest)(nil),        // 6: watchpost.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),       // 7: watchpost.v1.TailEventsResponse
+	(*ListHostsRequest)(nil),         // 8: watchpost.v1.ListHostsRequest
+	(*HostInfo)(nil),                 // 9: watchpost.v1.HostInfo
+	(*ListHostsResponse)(nil),        // 10: watchpost.v1.ListHostsResponse
+	(*EnforceRetentionRequest)(nil),  // 11: watchpost.v1.EnforceRetentionRequest
+	(*EnforceRetentionResponse)(nil), // 12: watchpost.v1.EnforceRetentionResponse
+	(*Alert)(nil),                    // 13: watchpost.v1.Alert
+	(*ListAlertsRequest)(nil),        // 14: watchpost.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),       // 15: watchpost.v1.ListAlertsResponse
+	(EventType)(0),                   // 16: watchpost.v1.EventType
+	(*Event)(nil),                    // 17: watchpost.v1.Event
+	(*Counter)(nil),                  // 18: watchpost.v1.Counter
 }
 var file_watchpost_v1_query_proto_depIdxs = []int32{
-	14, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
-	1,  // 1: watchpost.v1.QueryEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	15, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
-	1,  // 3: watchpost.v1.TailEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	15, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
-	16, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
-	7,  // 6: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
+	16, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
+	3,  // 1: watchpost.v1.QueryEventsRequest.filter:type_name -> watchpost.v1.EventFilter
+	17, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
+	3,  // 3: watchpost.v1.TailEventsRequest.filter:type_name -> watchpost.v1.EventFilter
+	17, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
+	18, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
+	9,  // 6: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
 	0,  // 7: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
-	16, // 8: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
-	11, // 9: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	2,  // 10: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
-	4,  // 11: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
-	6,  // 12: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
-	9,  // 13: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
-	12, // 14: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
-	3,  // 15: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
-	5,  // 16: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
-	8,  // 17: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
-	10, // 18: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
-	13, // 19: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	18, // 8: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
+	1,  // 9: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
+	2,  // 10: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
+	13, // 11: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	4,  // 12: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
+	6,  // 13: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
+	8,  // 14: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
+	11, // 15: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
+	14, // 16: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
+	5,  // 17: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
+	7,  // 18: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
+	10, // 19: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
+	12, // 20: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
+	15, // 21: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_query_proto_init() }
@@ -1159,7 +1306,7 @@ func file_watchpost_v1_query_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_query_proto_rawDesc), len(file_watchpost_v1_query_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      3,
 			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
