@@ -8,7 +8,7 @@ CLANG       ?= clang-19
 STRIP       ?= llvm-strip-19
 GOTESTFLAGS ?=
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS     := -s -w -X github.com/watchpost/watchpost/agent/version.Version=$(VERSION)
+LDFLAGS     := -s -w -X github.com/watchpost/watchpost/internal/version.Version=$(VERSION)
 STATIC      := CGO_ENABLED=0
 DATA        ?= /var/lib/watchpost
 KERNEL      ?=

@@ -24,7 +24,7 @@ import (
 	"github.com/watchpost/watchpost/agent/proctable"
 	"github.com/watchpost/watchpost/agent/shipper"
 	"github.com/watchpost/watchpost/agent/spool"
-	"github.com/watchpost/watchpost/agent/version"
+	"github.com/watchpost/watchpost/internal/version"
 )
 
 // Options are the parts of a run that are not configuration.

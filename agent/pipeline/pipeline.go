@@ -17,7 +17,7 @@ import (
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/output"
 	"github.com/watchpost/watchpost/agent/proctable"
-	"github.com/watchpost/watchpost/agent/version"
+	"github.com/watchpost/watchpost/internal/version"
 )
 
 // Source is the kernel side as the pipeline sees it; tests substitute it.

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/proto/eventtype"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -49,22 +50,20 @@ func TestToProtoMapsEveryField(t *testing.T) {
 }
 
 func TestEventTypeValuesMatchKinds(t *testing.T) {
+	// The collector knows event types only from the schema (proto/eventtype):
+	// every agent kind must be there under the same name, and nothing else.
+	kinds := map[watchpostv1.EventType]bool{}
 	for _, k := range event.Kinds() {
-		name := watchpostv1.EventType(k).String()
-		if want := "EVENT_TYPE_" + upper(k.String()); name != want {
-			t.Errorf("kind %d (%s) maps to %s, want %s", k, k, name, want)
+		kinds[watchpostv1.EventType(k)] = true
+		if got := eventtype.Name(watchpostv1.EventType(k)); got != k.String() {
+			t.Errorf("kind %d is %q in the agent and %q in the schema", k, k, got)
 		}
 	}
-}
-
-func upper(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'a' && c <= 'z' {
-			b[i] = c - 32
+	for _, et := range eventtype.All() {
+		if !kinds[et] {
+			t.Errorf("schema type %d (%s) is no agent kind", et, eventtype.Name(et))
 		}
 	}
-	return string(b)
 }
 
 func TestMemoryQueueBoundsAndAck(t *testing.T) {

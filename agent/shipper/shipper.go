@@ -34,7 +34,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/watchpost/watchpost/agent/event"
-	"github.com/watchpost/watchpost/agent/version"
+	"github.com/watchpost/watchpost/internal/version"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 

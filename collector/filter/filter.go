@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/proto/eventtype"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -69,9 +69,9 @@ func ParseTypes(s string) ([]watchpostv1.EventType, error) {
 		name = strings.TrimSpace(name)
 		if prefix, ok := strings.CutSuffix(name, "*"); ok {
 			n := len(out)
-			for _, k := range event.Kinds() {
-				if strings.HasPrefix(k.String(), prefix) {
-					out = append(out, watchpostv1.EventType(k))
+			for _, t := range eventtype.All() {
+				if strings.HasPrefix(eventtype.Name(t), prefix) {
+					out = append(out, t)
 				}
 			}
 			if len(out) == n {
@@ -79,11 +79,11 @@ func ParseTypes(s string) ([]watchpostv1.EventType, error) {
 			}
 			continue
 		}
-		k, err := event.ParseKind(name)
+		t, err := eventtype.Parse(name)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, watchpostv1.EventType(k))
+		out = append(out, t)
 	}
 	return out, nil
 }
@@ -105,4 +105,4 @@ func ParseTime(s string, now time.Time) (int64, error) {
 }
 
 // TypeName is the stable name of an event type (exec, file_open ...).
-func TypeName(t watchpostv1.EventType) string { return event.Kind(t).String() }
+func TypeName(t watchpostv1.EventType) string { return eventtype.Name(t) }

@@ -23,7 +23,7 @@ import (
 	"github.com/watchpost/watchpost/agent/app"
 	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/agent/kernel"
-	"github.com/watchpost/watchpost/agent/version"
+	"github.com/watchpost/watchpost/internal/version"
 )
 
 // Exit codes.

@@ -16,9 +16,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
-	"github.com/watchpost/watchpost/agent/version"
 	"github.com/watchpost/watchpost/collector"
 	"github.com/watchpost/watchpost/collector/certs"
+	"github.com/watchpost/watchpost/internal/version"
 )
 
 func main() {

@@ -27,8 +27,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/watchpost/watchpost/agent/version"
 	"github.com/watchpost/watchpost/collector/filter"
+	"github.com/watchpost/watchpost/internal/version"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
