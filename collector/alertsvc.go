@@ -2,12 +2,15 @@ package collector
 
 import (
 	"context"
+	"errors"
+	"io"
+	"mime"
 	"net/http"
-	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/watchpost/watchpost/collector/alerts"
 	"github.com/watchpost/watchpost/collector/filter"
@@ -93,34 +96,81 @@ func (q *queryService) ListAlerts(ctx context.Context, req *watchpostv1.ListAler
 		limit = q.c.cfg.Query.DefaultLimit
 	}
 	limit = min(limit, q.c.cfg.Query.MaxLimit)
-	f := store.AlertFilter{AgentID: req.GetAgentId()}
+	f := store.AlertFilter{AgentID: req.GetAgentId(), Host: req.GetHost(), States: req.GetStates(),
+		MinSeverity: req.GetMinSeverity(), Kinds: req.GetKinds(), BeforeID: req.GetBeforeId()}
 	if req.GetSinceUnixNano() != 0 {
 		f.Since = time.Unix(0, req.GetSinceUnixNano())
 	}
-	as, err := q.c.store.Alerts(ctx, f, limit)
+	if req.GetUntilUnixNano() != 0 {
+		f.Until = time.Unix(0, req.GetUntilUnixNano())
+	}
+	// One more than asked tells whether more matched.
+	as, err := q.c.store.Alerts(ctx, f, limit+1)
 	if err != nil {
 		q.c.log.Error().Err(err).Msg("listing alerts failed")
 		return nil, status.Error(codes.Internal, "listing alerts failed")
 	}
-	return &watchpostv1.ListAlertsResponse{Alerts: as}, nil
+	resp := &watchpostv1.ListAlertsResponse{Alerts: as}
+	if len(as) > limit {
+		resp.Alerts, resp.Truncated = as[:limit], true
+	}
+	return resp, nil
 }
 
-// httpAlerts serves GET /api/v1/alerts?agent=&since=&limit=.
+func (q *queryService) UpdateAlerts(ctx context.Context, req *watchpostv1.UpdateAlertsRequest) (*watchpostv1.UpdateAlertsResponse, error) {
+	return q.c.updateAlerts(ctx, caller(ctx), req)
+}
+
+// updateAlerts is one triage step by who (the token's name): the query
+// API and the dashboard's session both end here.
+func (c *Collector) updateAlerts(ctx context.Context, who string, req *watchpostv1.UpdateAlertsRequest) (*watchpostv1.UpdateAlertsResponse, error) {
+	u := store.AlertUpdate{IDs: req.GetIds(), State: req.GetState(), By: who, Note: req.GetNote(), At: time.Now()}
+	if err := u.Validate(); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	as, err := c.store.UpdateAlerts(ctx, u)
+	switch {
+	case errors.Is(err, store.ErrUnknownAlert):
+		return nil, status.Error(codes.NotFound, err.Error())
+	case err != nil:
+		c.log.Error().Err(err).Msg("updating alerts failed")
+		return nil, status.Error(codes.Internal, "updating alerts failed")
+	}
+	c.log.Info().Str("user", who).Str("state", filter.AlertStateName(u.State)).Uints64("alerts", u.IDs).Msg("alert triage")
+	return &watchpostv1.UpdateAlertsResponse{Alerts: as}, nil
+}
+
+// httpAlerts serves GET /api/v1/alerts?agent=&host=&since=&until=&state=&severity=&kind=&before_id=&limit=.
 func (c *Collector) httpAlerts(w http.ResponseWriter, r *http.Request) {
-	v := r.URL.Query()
-	f, err := filter.Parse(filter.Params{Agent: v.Get("agent"), Since: v.Get("since")}, time.Now())
+	req, err := filter.AlertsQuery(r.URL.Query(), time.Now())
 	if err != nil {
 		httpError(w, status.Error(codes.InvalidArgument, err.Error()))
 		return
 	}
-	var limit uint64
-	if s := v.Get("limit"); s != "" {
-		if limit, err = strconv.ParseUint(s, 10, 32); err != nil {
-			httpError(w, status.Errorf(codes.InvalidArgument, "limit: %q is not a number", s))
-			return
-		}
+	q := &queryService{c: c}
+	resp, err := q.ListAlerts(r.Context(), req)
+	writeProto(w, resp, err)
+}
+
+// httpUpdateAlerts serves POST /api/v1/alerts with an UpdateAlertsRequest
+// as JSON ({"ids": ["12"], "state": "ALERT_STATE_ACKNOWLEDGED", "note": "..."}).
+func (c *Collector) httpUpdateAlerts(w http.ResponseWriter, r *http.Request) {
+	// JSON only: a cross-site form cannot send it without a preflight.
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		httpError(w, status.Error(codes.InvalidArgument, "Content-Type: application/json required"))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		httpError(w, status.Error(codes.InvalidArgument, "reading the request body failed"))
+		return
+	}
+	req := &watchpostv1.UpdateAlertsRequest{}
+	if err := protojson.Unmarshal(body, req); err != nil {
+		httpError(w, status.Errorf(codes.InvalidArgument, "request body: %v", err))
+		return
 	}
 	q := &queryService{c: c}
-	resp, err := q.ListAlerts(r.Context(), &watchpostv1.ListAlertsRequest{AgentId: f.AgentId, SinceUnixNano: f.SinceUnixNano, Limit: uint32(limit)})
+	resp, err := q.UpdateAlerts(r.Context(), req)
 	writeProto(w, resp, err)
 }

@@ -51,6 +51,7 @@ func (c *Collector) queryHandler() http.Handler {
 		writeProto(w, resp, err)
 	}))
 	mux.HandleFunc("GET /api/v1/alerts", c.httpAuth(watchpostv1.QueryService_ListAlerts_FullMethodName, c.httpAlerts))
+	mux.HandleFunc("POST /api/v1/alerts", c.httpAuth(watchpostv1.QueryService_UpdateAlerts_FullMethodName, c.httpUpdateAlerts))
 	mux.HandleFunc("GET /api/v1/tail", c.httpAuth(watchpostv1.QueryService_TailEvents_FullMethodName, c.httpTail))
 	c.mountDashboard(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -98,11 +99,12 @@ func (c *Collector) httpTail(w http.ResponseWriter, r *http.Request) {
 
 func (c *Collector) httpAuth(method string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := c.authorize(r.Header.Get("Authorization"), method); err != nil {
+		who, err := c.authorize(r.Header.Get("Authorization"), method)
+		if err != nil {
 			httpError(w, err)
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(withCaller(r.Context(), who)))
 	}
 }
 

@@ -94,18 +94,38 @@ func (q *queryService) EnforceRetention(ctx context.Context, _ *watchpostv1.Enfo
 // adminMethods need the admin role.
 var adminMethods = map[string]bool{
 	watchpostv1.QueryService_EnforceRetention_FullMethodName: true,
+	watchpostv1.QueryService_UpdateAlerts_FullMethodName:     true,
+}
+
+// localCaller is who calls when no token is needed (loopback without tokens).
+const localCaller = "local"
+
+type callerKey struct{}
+
+// withCaller records the authorized caller's name for methods that keep it
+// (alert triage).
+func withCaller(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, callerKey{}, name)
+}
+
+// caller is the name withCaller recorded.
+func caller(ctx context.Context) string {
+	if s, _ := ctx.Value(callerKey{}).(string); s != "" {
+		return s
+	}
+	return localCaller
 }
 
 // authorize checks a bearer token against the configured tokens and the
-// role the method needs. Without tokens on a loopback listener every
-// caller is admitted.
-func (c *Collector) authorize(authorization, method string) error {
+// role the method needs, and returns the caller's name. Without tokens on
+// a loopback listener every caller is admitted as "local".
+func (c *Collector) authorize(authorization, method string) (string, error) {
 	if !c.authNeeded {
-		return nil
+		return localCaller, nil
 	}
 	tok, ok := strings.CutPrefix(authorization, "Bearer ")
 	if !ok || tok == "" {
-		return status.Error(codes.Unauthenticated, "bearer token required")
+		return "", status.Error(codes.Unauthenticated, "bearer token required")
 	}
 	var found *Token
 	for k, t := range c.tokens {
@@ -114,12 +134,12 @@ func (c *Collector) authorize(authorization, method string) error {
 		}
 	}
 	if found == nil {
-		return status.Error(codes.Unauthenticated, "unknown token")
+		return "", status.Error(codes.Unauthenticated, "unknown token")
 	}
 	if adminMethods[method] && found.Role != RoleAdmin {
-		return status.Errorf(codes.PermissionDenied, "token %q has role %s; %s needs admin", found.Name, found.Role, method)
+		return "", status.Errorf(codes.PermissionDenied, "token %q has role %s; %s needs admin", found.Name, found.Role, method)
 	}
-	return nil
+	return found.Name, nil
 }
 
 func authHeader(ctx context.Context) string {
@@ -131,14 +151,15 @@ func authHeader(ctx context.Context) string {
 }
 
 func (c *Collector) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := c.authorize(authHeader(ctx), info.FullMethod); err != nil {
+	who, err := c.authorize(authHeader(ctx), info.FullMethod)
+	if err != nil {
 		return nil, err
 	}
-	return h(ctx, req)
+	return h(withCaller(ctx, who), req)
 }
 
 func (c *Collector) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := c.authorize(authHeader(ss.Context()), info.FullMethod); err != nil {
+	if _, err := c.authorize(authHeader(ss.Context()), info.FullMethod); err != nil {
 		return err
 	}
 	return h(srv, ss)

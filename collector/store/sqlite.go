@@ -83,7 +83,10 @@ CREATE TABLE IF NOT EXISTS alerts (
 	agent_id TEXT    NOT NULL,
 	time_ns  INTEGER NOT NULL,
 	kind     INTEGER NOT NULL,
-	data     BLOB    NOT NULL
+	data     BLOB    NOT NULL,
+	host     TEXT    NOT NULL DEFAULT '',
+	severity INTEGER NOT NULL DEFAULT 0,
+	state    INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time_ns);
 CREATE TABLE IF NOT EXISTS heartbeats (
@@ -110,6 +113,10 @@ func OpenSQLite(file string) (*SQLite, error) {
 	if _, err := w.Exec(schema); err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("creating schema in %s: %w", file, err)
+	}
+	if err := migrateAlerts(w); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("upgrading the alerts table of %s: %w", file, err)
 	}
 	rq := url.Values{}
 	rq.Add("_pragma", "busy_timeout(10000)")
@@ -387,12 +394,15 @@ func (s *SQLite) RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) 
 	defer func() { _ = tx.Rollback() }()
 	for _, a := range alerts {
 		a.Id = 0
+		if a.State == watchpostv1.AlertState_ALERT_STATE_UNSPECIFIED {
+			a.State = watchpostv1.AlertState_ALERT_STATE_OPEN
+		}
 		data, err := proto.Marshal(a)
 		if err != nil {
 			return fmt.Errorf("encoding alert: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, "INSERT INTO alerts (agent_id, time_ns, kind, data) VALUES (?, ?, ?, ?)",
-			a.AgentId, a.TimeUnixNano, int64(a.Kind), data)
+		res, err := tx.ExecContext(ctx, "INSERT INTO alerts (agent_id, time_ns, kind, data, host, severity, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			a.AgentId, a.TimeUnixNano, int64(a.Kind), data, a.Host, int64(a.Severity), int64(a.State))
 		if err != nil {
 			return fmt.Errorf("storing alert of %s: %w", a.AgentId, err)
 		}
@@ -406,45 +416,6 @@ func (s *SQLite) RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) 
 		return fmt.Errorf("committing alerts: %w", err)
 	}
 	return nil
-}
-
-// Alerts implements Store.
-func (s *SQLite) Alerts(ctx context.Context, f AlertFilter, limit int) ([]*watchpostv1.Alert, error) {
-	if limit <= 0 {
-		return nil, errors.New("limit must be positive")
-	}
-	q := "SELECT id, data FROM alerts WHERE 1=1"
-	var args []any
-	if f.AgentID != "" {
-		q += " AND agent_id = ?"
-		args = append(args, f.AgentID)
-	}
-	if !f.Since.IsZero() {
-		q += " AND time_ns >= ?"
-		args = append(args, f.Since.UnixNano())
-	}
-	q += " ORDER BY id DESC LIMIT ?"
-	args = append(args, limit)
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing alerts: %w", err)
-	}
-	defer rows.Close()
-	var out []*watchpostv1.Alert
-	for rows.Next() {
-		var id int64
-		var data []byte
-		if err := rows.Scan(&id, &data); err != nil {
-			return nil, fmt.Errorf("reading alert: %w", err)
-		}
-		a := &watchpostv1.Alert{}
-		if err := proto.Unmarshal(data, a); err != nil {
-			return nil, fmt.Errorf("decoding alert %d: %w", id, err)
-		}
-		a.Id = uint64(id)
-		out = append(out, a)
-	}
-	return out, rows.Err()
 }
 
 // LastHeartbeats implements Store.

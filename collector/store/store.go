@@ -75,15 +75,13 @@ type Store interface {
 	RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) error
 	// Alerts returns up to limit matching alerts, newest first.
 	Alerts(ctx context.Context, f AlertFilter, limit int) ([]*watchpostv1.Alert, error)
+	// UpdateAlerts moves alerts through triage (AlertUpdate says how),
+	// all or none, and returns them as stored. An id that is not stored
+	// fails the whole call with ErrUnknownAlert.
+	UpdateAlerts(ctx context.Context, u AlertUpdate) ([]*watchpostv1.Alert, error)
 	// LastHeartbeats returns each agent's last heartbeat and its receipt time.
 	LastHeartbeats(ctx context.Context) (map[string]HeartbeatAt, error)
 	Close() error
-}
-
-// AlertFilter selects alerts. Zero fields match everything.
-type AlertFilter struct {
-	AgentID string
-	Since   time.Time
 }
 
 // HeartbeatAt is a heartbeat and when it was received.

@@ -140,7 +140,7 @@ func newEvents(g *globals) *cobra.Command {
 				return err
 			}
 			if resp.Truncated && !g.json {
-				fmt.Fprintf(cmd.ErrOrStderr(), "(more events matched; showing the last %d: narrow the filter or raise --limit)\n", len(resp.Events))
+				note(cmd, "more events matched; showing the last %d: narrow the filter or raise --limit", len(resp.Events))
 			}
 			return nil
 		},
@@ -179,7 +179,7 @@ func newTail(g *globals) *cobra.Command {
 					return err
 				}
 				if resp.Dropped > 0 {
-					fmt.Fprintf(cmd.ErrOrStderr(), "(%d events skipped: this terminal reads too slowly)\n", resp.Dropped)
+					note(cmd, "%d events skipped: this terminal reads too slowly", resp.Dropped)
 				}
 				if len(resp.Events) == 0 {
 					continue
@@ -231,6 +231,12 @@ func newHosts(g *globals) *cobra.Command {
 			return w.Flush()
 		},
 	}
+}
+
+// note writes a remark for the reader to stderr, as a line of its own
+// after everything printed so far (tables are flushed before a note).
+func note(cmd *cobra.Command, format string, args ...any) {
+	fmt.Fprintf(cmd.ErrOrStderr(), "watchpost: "+format+"\n", args...)
 }
 
 var jsonOut = protojson.MarshalOptions{UseProtoNames: true}

@@ -889,11 +889,18 @@ type Alert struct {
 	// Programs that disappeared.
 	Programs []string `protobuf:"bytes,10,rep,name=programs,proto3" json:"programs,omitempty"`
 	// Drop counters that rose, with the increase.
-	Drops         []*Counter `protobuf:"bytes,11,rep,name=drops,proto3" json:"drops,omitempty"`
-	Severity      Severity   `protobuf:"varint,12,opt,name=severity,proto3,enum=watchpost.v1.Severity" json:"severity,omitempty"`
-	State         AlertState `protobuf:"varint,13,opt,name=state,proto3,enum=watchpost.v1.AlertState" json:"state,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Drops    []*Counter `protobuf:"bytes,11,rep,name=drops,proto3" json:"drops,omitempty"`
+	Severity Severity   `protobuf:"varint,12,opt,name=severity,proto3,enum=watchpost.v1.Severity" json:"severity,omitempty"`
+	State    AlertState `protobuf:"varint,13,opt,name=state,proto3,enum=watchpost.v1.AlertState" json:"state,omitempty"`
+	// Triage: who acknowledged or resolved the alert, when, and why. A
+	// reopened alert keeps its history; the note is the latest one given.
+	AcknowledgedBy       string `protobuf:"bytes,130,opt,name=acknowledged_by,json=acknowledgedBy,proto3" json:"acknowledged_by,omitempty"`
+	AcknowledgedUnixNano int64  `protobuf:"varint,131,opt,name=acknowledged_unix_nano,json=acknowledgedUnixNano,proto3" json:"acknowledged_unix_nano,omitempty"`
+	ResolvedBy           string `protobuf:"bytes,132,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
+	ResolvedUnixNano     int64  `protobuf:"varint,133,opt,name=resolved_unix_nano,json=resolvedUnixNano,proto3" json:"resolved_unix_nano,omitempty"`
+	Note                 string `protobuf:"bytes,134,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Alert) Reset() {
@@ -1017,12 +1024,57 @@ func (x *Alert) GetState() AlertState {
 	return AlertState_ALERT_STATE_UNSPECIFIED
 }
 
+func (x *Alert) GetAcknowledgedBy() string {
+	if x != nil {
+		return x.AcknowledgedBy
+	}
+	return ""
+}
+
+func (x *Alert) GetAcknowledgedUnixNano() int64 {
+	if x != nil {
+		return x.AcknowledgedUnixNano
+	}
+	return 0
+}
+
+func (x *Alert) GetResolvedBy() string {
+	if x != nil {
+		return x.ResolvedBy
+	}
+	return ""
+}
+
+func (x *Alert) GetResolvedUnixNano() int64 {
+	if x != nil {
+		return x.ResolvedUnixNano
+	}
+	return 0
+}
+
+func (x *Alert) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 type ListAlertsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	SinceUnixNano int64                  `protobuf:"varint,2,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	// 0 means the server default; capped by the server maximum.
-	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Any of these states; none means every state.
+	States []AlertState `protobuf:"varint,130,rep,packed,name=states,proto3,enum=watchpost.v1.AlertState" json:"states,omitempty"`
+	// At least this severity; unspecified means every severity.
+	MinSeverity Severity `protobuf:"varint,131,opt,name=min_severity,json=minSeverity,proto3,enum=watchpost.v1.Severity" json:"min_severity,omitempty"`
+	Host        string   `protobuf:"bytes,132,opt,name=host,proto3" json:"host,omitempty"`
+	// Any of these kinds; none means every kind.
+	Kinds []AlertKind `protobuf:"varint,133,rep,packed,name=kinds,proto3,enum=watchpost.v1.AlertKind" json:"kinds,omitempty"`
+	// Only alerts with a smaller id (paging towards older alerts).
+	BeforeId      uint64 `protobuf:"varint,134,opt,name=before_id,json=beforeId,proto3" json:"before_id,omitempty"`
+	UntilUnixNano int64  `protobuf:"varint,135,opt,name=until_unix_nano,json=untilUnixNano,proto3" json:"until_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1078,9 +1130,53 @@ func (x *ListAlertsRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ListAlertsRequest) GetStates() []AlertState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListAlertsRequest) GetMinSeverity() Severity {
+	if x != nil {
+		return x.MinSeverity
+	}
+	return Severity_SEVERITY_UNSPECIFIED
+}
+
+func (x *ListAlertsRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ListAlertsRequest) GetKinds() []AlertKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *ListAlertsRequest) GetBeforeId() uint64 {
+	if x != nil {
+		return x.BeforeId
+	}
+	return 0
+}
+
+func (x *ListAlertsRequest) GetUntilUnixNano() int64 {
+	if x != nil {
+		return x.UntilUnixNano
+	}
+	return 0
+}
+
 type ListAlertsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Alerts        []*Alert               `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Alerts []*Alert               `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	// More alerts matched than were returned.
+	Truncated     bool `protobuf:"varint,130,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1116,6 +1212,121 @@ func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*Alert {
+	if x != nil {
+		return x.Alerts
+	}
+	return nil
+}
+
+func (x *ListAlertsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type UpdateAlertsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alerts to change, all or none.
+	Ids []uint64 `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	// ALERT_STATE_ACKNOWLEDGED, ALERT_STATE_RESOLVED, or ALERT_STATE_OPEN to reopen.
+	State AlertState `protobuf:"varint,2,opt,name=state,proto3,enum=watchpost.v1.AlertState" json:"state,omitempty"`
+	// Why (optional, at most 1024 bytes).
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAlertsRequest) Reset() {
+	*x = UpdateAlertsRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAlertsRequest) ProtoMessage() {}
+
+func (x *UpdateAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAlertsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateAlertsRequest) GetIds() []uint64 {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *UpdateAlertsRequest) GetState() AlertState {
+	if x != nil {
+		return x.State
+	}
+	return AlertState_ALERT_STATE_UNSPECIFIED
+}
+
+func (x *UpdateAlertsRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type UpdateAlertsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alerts as stored after the change.
+	Alerts        []*Alert `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAlertsResponse) Reset() {
+	*x = UpdateAlertsResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAlertsResponse) ProtoMessage() {}
+
+func (x *UpdateAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAlertsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UpdateAlertsResponse) GetAlerts() []*Alert {
 	if x != nil {
 		return x.Alerts
 	}
@@ -1178,7 +1389,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x05hosts\x18\x01 \x03(\v2\x16.watchpost.v1.HostInfoR\x05hosts\"\x19\n" +
 	"\x17EnforceRetentionRequest\"I\n" +
 	"\x18EnforceRetentionResponse\x12-\n" +
-	"\x12dropped_partitions\x18\x01 \x03(\tR\x11droppedPartitions\"\xb0\x03\n" +
+	"\x12dropped_partitions\x18\x01 \x03(\tR\x11droppedPartitions\"\xf7\x04\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x12\n" +
@@ -1194,12 +1405,31 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	" \x03(\tR\bprograms\x12+\n" +
 	"\x05drops\x18\v \x03(\v2\x15.watchpost.v1.CounterR\x05drops\x122\n" +
 	"\bseverity\x18\f \x01(\x0e2\x16.watchpost.v1.SeverityR\bseverity\x12.\n" +
-	"\x05state\x18\r \x01(\x0e2\x18.watchpost.v1.AlertStateR\x05state\"l\n" +
+	"\x05state\x18\r \x01(\x0e2\x18.watchpost.v1.AlertStateR\x05state\x12(\n" +
+	"\x0facknowledged_by\x18\x82\x01 \x01(\tR\x0eacknowledgedBy\x125\n" +
+	"\x16acknowledged_unix_nano\x18\x83\x01 \x01(\x03R\x14acknowledgedUnixNano\x12 \n" +
+	"\vresolved_by\x18\x84\x01 \x01(\tR\n" +
+	"resolvedBy\x12-\n" +
+	"\x12resolved_unix_nano\x18\x85\x01 \x01(\x03R\x10resolvedUnixNano\x12\x13\n" +
+	"\x04note\x18\x86\x01 \x01(\tR\x04note\"\xe7\x02\n" +
 	"\x11ListAlertsRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12&\n" +
 	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"A\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x121\n" +
+	"\x06states\x18\x82\x01 \x03(\x0e2\x18.watchpost.v1.AlertStateR\x06states\x12:\n" +
+	"\fmin_severity\x18\x83\x01 \x01(\x0e2\x16.watchpost.v1.SeverityR\vminSeverity\x12\x13\n" +
+	"\x04host\x18\x84\x01 \x01(\tR\x04host\x12.\n" +
+	"\x05kinds\x18\x85\x01 \x03(\x0e2\x17.watchpost.v1.AlertKindR\x05kinds\x12\x1c\n" +
+	"\tbefore_id\x18\x86\x01 \x01(\x04R\bbeforeId\x12'\n" +
+	"\x0funtil_unix_nano\x18\x87\x01 \x01(\x03R\runtilUnixNano\"`\n" +
 	"\x12ListAlertsResponse\x12+\n" +
+	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts\x12\x1d\n" +
+	"\ttruncated\x18\x82\x01 \x01(\bR\ttruncated\"k\n" +
+	"\x13UpdateAlertsRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\x12.\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x18.watchpost.v1.AlertStateR\x05state\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"C\n" +
+	"\x14UpdateAlertsResponse\x12+\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts*\xc1\x01\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
@@ -1220,7 +1450,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x17ALERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ALERT_STATE_OPEN\x10\x01\x12\x1c\n" +
 	"\x18ALERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n" +
-	"\x14ALERT_STATE_RESOLVED\x10\x032\xb7\x03\n" +
+	"\x14ALERT_STATE_RESOLVED\x10\x032\x8e\x04\n" +
 	"\fQueryService\x12R\n" +
 	"\vQueryEvents\x12 .watchpost.v1.QueryEventsRequest\x1a!.watchpost.v1.QueryEventsResponse\x12Q\n" +
 	"\n" +
@@ -1228,7 +1458,8 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\tListHosts\x12\x1e.watchpost.v1.ListHostsRequest\x1a\x1f.watchpost.v1.ListHostsResponse\x12a\n" +
 	"\x10EnforceRetention\x12%.watchpost.v1.EnforceRetentionRequest\x1a&.watchpost.v1.EnforceRetentionResponse\x12O\n" +
 	"\n" +
-	"ListAlerts\x12\x1f.watchpost.v1.ListAlertsRequest\x1a .watchpost.v1.ListAlertsResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
+	"ListAlerts\x12\x1f.watchpost.v1.ListAlertsRequest\x1a .watchpost.v1.ListAlertsResponse\x12U\n" +
+	"\fUpdateAlerts\x12!.watchpost.v1.UpdateAlertsRequest\x1a\".watchpost.v1.UpdateAlertsResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
 
 var (
 	file_watchpost_v1_query_proto_rawDescOnce sync.Once
@@ -1243,7 +1474,7 @@ func file_watchpost_v1_query_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_watchpost_v1_query_proto_goTypes = []any{
 	(AlertKind)(0),                   // 0: watchpost.v1.AlertKind
 	(Severity)(0),                    // 1: watchpost.v1.Severity
@@ -1261,38 +1492,47 @@ var file_watchpost_v1_query_proto_goTypes = []any{
 	(*Alert)(nil),                    // 13: watchpost.v1.Alert
 	(*ListAlertsRequest)(nil),        // 14: watchpost.v1.ListAlertsRequest
 	(*ListAlertsResponse)(nil),       // 15: watchpost.v1.ListAlertsResponse
-	(EventType)(0),                   // 16: watchpost.v1.EventType
-	(*Event)(nil),                    // 17: watchpost.v1.Event
-	(*Counter)(nil),                  // 18: watchpost.v1.Counter
+	(*UpdateAlertsRequest)(nil),      // 16: watchpost.v1.UpdateAlertsRequest
+	(*UpdateAlertsResponse)(nil),     // 17: watchpost.v1.UpdateAlertsResponse
+	(EventType)(0),                   // 18: watchpost.v1.EventType
+	(*Event)(nil),                    // 19: watchpost.v1.Event
+	(*Counter)(nil),                  // 20: watchpost.v1.Counter
 }
 var file_watchpost_v1_query_proto_depIdxs = []int32{
-	16, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
+	18, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
 	3,  // 1: watchpost.v1.QueryEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	17, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
+	19, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
 	3,  // 3: watchpost.v1.TailEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	17, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
-	18, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
+	19, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
+	20, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
 	9,  // 6: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
 	0,  // 7: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
-	18, // 8: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
+	20, // 8: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
 	1,  // 9: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
 	2,  // 10: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
-	13, // 11: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	4,  // 12: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
-	6,  // 13: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
-	8,  // 14: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
-	11, // 15: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
-	14, // 16: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
-	5,  // 17: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
-	7,  // 18: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
-	10, // 19: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
-	12, // 20: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
-	15, // 21: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	2,  // 11: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
+	1,  // 12: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
+	0,  // 13: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
+	13, // 14: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	2,  // 15: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
+	13, // 16: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	4,  // 17: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
+	6,  // 18: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
+	8,  // 19: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
+	11, // 20: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
+	14, // 21: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
+	16, // 22: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
+	5,  // 23: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
+	7,  // 24: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
+	10, // 25: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
+	12, // 26: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
+	15, // 27: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
+	17, // 28: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_query_proto_init() }
@@ -1307,7 +1547,7 @@ func file_watchpost_v1_query_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_query_proto_rawDesc), len(file_watchpost_v1_query_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	QueryService_ListHosts_FullMethodName        = "/watchpost.v1.QueryService/ListHosts"
 	QueryService_EnforceRetention_FullMethodName = "/watchpost.v1.QueryService/EnforceRetention"
 	QueryService_ListAlerts_FullMethodName       = "/watchpost.v1.QueryService/ListAlerts"
+	QueryService_UpdateAlerts_FullMethodName     = "/watchpost.v1.QueryService/UpdateAlerts"
 )
 
 // QueryServiceClient is the client API for QueryService service.
@@ -43,6 +44,9 @@ type QueryServiceClient interface {
 	// ListAlerts returns tamper-evidence alerts raised from heartbeats,
 	// newest first.
 	ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error)
+	// UpdateAlerts moves alerts through triage (acknowledge, resolve,
+	// reopen) and records who did it and when (admin role).
+	UpdateAlerts(ctx context.Context, in *UpdateAlertsRequest, opts ...grpc.CallOption) (*UpdateAlertsResponse, error)
 }
 
 type queryServiceClient struct {
@@ -112,6 +116,16 @@ func (c *queryServiceClient) ListAlerts(ctx context.Context, in *ListAlertsReque
 	return out, nil
 }
 
+func (c *queryServiceClient) UpdateAlerts(ctx context.Context, in *UpdateAlertsRequest, opts ...grpc.CallOption) (*UpdateAlertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateAlertsResponse)
+	err := c.cc.Invoke(ctx, QueryService_UpdateAlerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueryServiceServer is the server API for QueryService service.
 // All implementations must embed UnimplementedQueryServiceServer
 // for forward compatibility.
@@ -127,6 +141,9 @@ type QueryServiceServer interface {
 	// ListAlerts returns tamper-evidence alerts raised from heartbeats,
 	// newest first.
 	ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error)
+	// UpdateAlerts moves alerts through triage (acknowledge, resolve,
+	// reopen) and records who did it and when (admin role).
+	UpdateAlerts(context.Context, *UpdateAlertsRequest) (*UpdateAlertsResponse, error)
 	mustEmbedUnimplementedQueryServiceServer()
 }
 
@@ -151,6 +168,9 @@ func (UnimplementedQueryServiceServer) EnforceRetention(context.Context, *Enforc
 }
 func (UnimplementedQueryServiceServer) ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAlerts not implemented")
+}
+func (UnimplementedQueryServiceServer) UpdateAlerts(context.Context, *UpdateAlertsRequest) (*UpdateAlertsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateAlerts not implemented")
 }
 func (UnimplementedQueryServiceServer) mustEmbedUnimplementedQueryServiceServer() {}
 func (UnimplementedQueryServiceServer) testEmbeddedByValue()                      {}
@@ -256,6 +276,24 @@ func _QueryService_ListAlerts_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueryService_UpdateAlerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateAlertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).UpdateAlerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_UpdateAlerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).UpdateAlerts(ctx, req.(*UpdateAlertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueryService_ServiceDesc is the grpc.ServiceDesc for QueryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -278,6 +316,10 @@ var QueryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAlerts",
 			Handler:    _QueryService_ListAlerts_Handler,
+		},
+		{
+			MethodName: "UpdateAlerts",
+			Handler:    _QueryService_UpdateAlerts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
