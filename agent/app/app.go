@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/watchpost/watchpost/agent/config"
+	"github.com/watchpost/watchpost/agent/container"
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/metrics"
@@ -42,6 +44,8 @@ type Agent struct {
 	Pipeline *pipeline.Pipeline
 	Shipper  *shipper.Shipper // nil unless the output includes the collector
 	Metrics  *metrics.Server  // nil when metrics_addr is empty
+	// Containers is nil when container attribution is off.
+	Containers *container.Resolver
 }
 
 // Run starts the agent and blocks until ctx ends; then it detaches the
@@ -54,7 +58,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		opt.Stdout = os.Stdout
 	}
 	kcfg, _ := cfg.KernelConfig()
-	kcfg.AgentPID = uint32(os.Getpid())
+	kcfg.AgentPID = selfPID(cfg.ProcRoot)
 
 	table, err := proctable.New(cfg.TableConfig())
 	if err != nil {
@@ -83,8 +87,21 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		sinks = append(sinks, output.NewJSONLines(opt.Stdout, nil))
 	}
 	pcfg := cfg.PipelineConfig()
+	pcfg.SelfPID = kcfg.AgentPID
 	if pcfg.Tagger, err = cfg.Classifier(); err != nil {
 		return err
+	}
+	if cfg.Container.Enabled {
+		containers, err := container.New(cfg.ContainerConfig(), log)
+		if err != nil {
+			return err
+		}
+		if err := containers.Start(ctx); err != nil {
+			return err
+		}
+		defer func() { _ = containers.Shutdown(context.Background()) }()
+		a.Containers = containers
+		pcfg.Containers = containers
 	}
 	var p *pipeline.Pipeline
 	if cfg.Output == config.OutputCollector || cfg.Output == config.OutputBoth {
@@ -180,6 +197,18 @@ func newShipper(cfg config.Config, health func() event.Health, queue shipper.Que
 		Address: cfg.Collector.Address, AgentID: agentID, Host: cfg.Host, BootID: bootID(),
 		ServerName: cfg.Collector.ServerName, DrainBytesPerSecond: cfg.Spool.DrainRate,
 	}, shipper.Deps{Logger: log, Health: health, TLS: tlsCfg, Queue: queue})
+}
+
+// selfPID is the agent's process id as the kernel reports it: read from
+// the host's proc (proc_root/self) when the agent runs in a container
+// with its own pid namespace.
+func selfPID(procRoot string) uint32 {
+	if l, err := os.Readlink(procRoot + "/self"); err == nil {
+		if pid, err := strconv.ParseUint(l, 10, 32); err == nil {
+			return uint32(pid)
+		}
+	}
+	return uint32(os.Getpid())
 }
 
 // bootID identifies this boot of the host (the kernel's random boot id).

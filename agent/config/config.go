@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/watchpost/watchpost/agent/container"
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/industrial"
 	"github.com/watchpost/watchpost/agent/kernel"
@@ -45,6 +46,23 @@ type Config struct {
 	Industrial     Industrial    `yaml:"industrial"`
 	Collector      Collector     `yaml:"collector"`
 	Spool          Spool         `yaml:"spool"`
+	// ProcRoot is the host's proc file system: /proc, or where the host's
+	// /proc is mounted when the agent runs in a container (/host/proc).
+	ProcRoot string `yaml:"proc_root"`
+	// CgroupRoot is the host's cgroup v2 root (cgroup path filters,
+	// container attribution).
+	CgroupRoot string    `yaml:"cgroup_root"`
+	Container  Container `yaml:"container"`
+}
+
+// Container configures container attribution (agent/container).
+type Container struct {
+	Enabled bool `yaml:"enabled"`
+	// Runtimes are the runtime API sockets asked for image, names and pod;
+	// a socket that is absent is skipped.
+	Runtimes      []container.Runtime `yaml:"runtimes"`
+	CacheSize     int                 `yaml:"cache_size"`
+	LookupTimeout time.Duration       `yaml:"lookup_timeout"`
 }
 
 // Spool keeps unacknowledged batches on disk (output collector or both);
@@ -130,6 +148,7 @@ type Collector struct {
 func Default() Config {
 	k := kernel.DefaultConfig()
 	pt := proctable.DefaultConfig()
+	ct := container.DefaultConfig()
 	host, _ := os.Hostname()
 	return Config{
 		Host:           host,
@@ -152,6 +171,11 @@ func Default() Config {
 		Industrial: Industrial{Protocols: industrial.DefaultProtocols(), Serial: industrial.DefaultSerial()},
 		Collector:  Collector{Address: "127.0.0.1:7443"},
 		Spool:      Spool{Dir: "/var/lib/watchpost/spool", MaxBytes: 256 << 20, FsyncInterval: time.Second, DrainRate: 1 << 20},
+		ProcRoot:   "/proc",
+		CgroupRoot: "/sys/fs/cgroup",
+		Container: Container{
+			Enabled: ct.Enabled, Runtimes: ct.Runtimes, CacheSize: ct.CacheSize, LookupTimeout: ct.LookupTimeout,
+		},
 	}
 }
 
@@ -177,12 +201,48 @@ func decode(r io.Reader, c *Config) error {
 	if err != nil {
 		return err
 	}
+	if b, err = expandEnv(b); err != nil {
+		return err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	return nil
+}
+
+// expandEnv replaces ${NAME} with the environment variable NAME (a
+// DaemonSet passes the node name this way); $$ is a literal $. An unset
+// variable is an error naming it and its line, never an empty string.
+func expandEnv(b []byte) ([]byte, error) {
+	var out bytes.Buffer
+	line := 1
+	for i := 0; i < len(b); i++ {
+		switch {
+		case b[i] == '\n':
+			line++
+		case b[i] == '$' && i+1 < len(b) && b[i+1] == '$':
+			out.WriteByte('$')
+			i++
+			continue
+		case b[i] == '$' && i+1 < len(b) && b[i+1] == '{':
+			end := bytes.IndexByte(b[i+2:], '}')
+			if end < 0 {
+				return nil, fmt.Errorf("line %d: unterminated ${", line)
+			}
+			name := string(b[i+2 : i+2+end])
+			v, ok := os.LookupEnv(name)
+			if !ok || name == "" {
+				return nil, fmt.Errorf("line %d: environment variable %q is not set", line, name)
+			}
+			out.WriteString(v)
+			i += 2 + end
+			continue
+		}
+		out.WriteByte(b[i])
+	}
+	return out.Bytes(), nil
 }
 
 // Validate checks every setting; the error names the key.
@@ -227,6 +287,15 @@ func (c Config) Validate() error {
 	if _, err := c.Classifier(); err != nil {
 		return err
 	}
+	if c.ProcRoot == "" || !filepath.IsAbs(c.ProcRoot) {
+		return fmt.Errorf("proc_root: %q is not an absolute path", c.ProcRoot)
+	}
+	if c.CgroupRoot == "" || !filepath.IsAbs(c.CgroupRoot) {
+		return fmt.Errorf("cgroup_root: %q is not an absolute path", c.CgroupRoot)
+	}
+	if err := c.ContainerConfig().Validate(); err != nil {
+		return err
+	}
 	return c.PipelineConfig().Validate()
 }
 
@@ -246,7 +315,7 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 		}
 		k.Kinds = append(k.Kinds, kind)
 	}
-	f, err := c.Filters.kernel()
+	f, err := c.Filters.kernel(c.CgroupRoot)
 	if err != nil {
 		return k, err
 	}
@@ -254,7 +323,7 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 	return k, k.Validate()
 }
 
-func (f Filters) kernel() (kernel.Filters, error) {
+func (f Filters) kernel(cgroupRoot string) (kernel.Filters, error) {
 	out := kernel.Filters{
 		ReadOpens: f.ReadOpens, RatePerSec: f.RateLimit.PerSecond, RateBurst: f.RateLimit.Burst,
 		FlowTimeout: f.UDPFlowTimeout,
@@ -262,10 +331,10 @@ func (f Filters) kernel() (kernel.Filters, error) {
 		IncludePaths: f.Paths.Include, ExcludePaths: f.Paths.Exclude,
 	}
 	var err error
-	if out.IncludeCgroups, err = cgroupIDs("filters.cgroups.include", f.Cgroups.Include); err != nil {
+	if out.IncludeCgroups, err = cgroupIDs("filters.cgroups.include", cgroupRoot, f.Cgroups.Include); err != nil {
 		return out, err
 	}
-	if out.ExcludeCgroups, err = cgroupIDs("filters.cgroups.exclude", f.Cgroups.Exclude); err != nil {
+	if out.ExcludeCgroups, err = cgroupIDs("filters.cgroups.exclude", cgroupRoot, f.Cgroups.Exclude); err != nil {
 		return out, err
 	}
 	if out.IncludeCIDRs, err = prefixes("filters.networks.include", f.Networks.Include); err != nil {
@@ -284,8 +353,8 @@ func (f Filters) kernel() (kernel.Filters, error) {
 }
 
 // cgroupIDs accepts cgroup v2 ids or paths (absolute, or relative to
-// /sys/fs/cgroup); a cgroup v2 id is the inode number of its directory.
-func cgroupIDs(key string, in []string) ([]uint64, error) {
+// cgroup_root); a cgroup v2 id is the inode number of its directory.
+func cgroupIDs(key, root string, in []string) ([]uint64, error) {
 	var out []uint64
 	for i, v := range in {
 		if id, err := strconv.ParseUint(v, 10, 64); err == nil {
@@ -294,7 +363,7 @@ func cgroupIDs(key string, in []string) ([]uint64, error) {
 		}
 		p := v
 		if !filepath.IsAbs(p) {
-			p = filepath.Join("/sys/fs/cgroup", p)
+			p = filepath.Join(root, p)
 		}
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -345,7 +414,16 @@ func (c Config) TableConfig() proctable.Config {
 	t.MaxExited = c.ProcessTable.MaxExited
 	t.Grace = c.ProcessTable.Grace
 	t.Depth = c.ProcessTable.Depth
+	t.ProcRoot = c.ProcRoot
 	return t
+}
+
+// ContainerConfig translates to the container package's settings.
+func (c Config) ContainerConfig() container.Config {
+	return container.Config{
+		Enabled: c.Container.Enabled, Runtimes: c.Container.Runtimes, CacheSize: c.Container.CacheSize,
+		LookupTimeout: c.Container.LookupTimeout, ProcRoot: c.ProcRoot, CgroupRoot: c.CgroupRoot,
+	}
 }
 
 // PipelineConfig translates to the pipeline's settings.

@@ -151,7 +151,14 @@ type Process struct {
 	Cwd         string   `json:"cwd,omitempty"`
 	TTY         string   `json:"tty,omitempty"`
 	StartBootNS uint64   `json:"start_boot_ns,omitempty"`
-	Container   string   `json:"container,omitempty"`
+	Container   string   `json:"container,omitempty"` // container id (from the cgroup path)
+	// Container details (agent/container): the runtime from the cgroup
+	// path; image, name and pod from the runtime's API where reachable.
+	ContainerRuntime string `json:"container_runtime,omitempty"`
+	ContainerImage   string `json:"container_image,omitempty"`
+	ContainerName    string `json:"container_name,omitempty"`
+	PodName          string `json:"pod_name,omitempty"`
+	PodNamespace     string `json:"pod_namespace,omitempty"`
 }
 
 // Ancestor is one step up the process tree: parent first, then grandparent.

@@ -34,11 +34,21 @@ type Tagger interface {
 	Apply(ev *event.Event)
 }
 
+// Enricher adds context to an event in place after the process table
+// (container attribution); it must not block.
+type Enricher interface {
+	Enrich(ev *event.Event)
+}
+
 // Config tunes the pipeline.
 type Config struct {
 	Host           string
 	HealthInterval time.Duration
 	SweepInterval  time.Duration
+	// SelfPID is the agent's pid as the kernel sees it (default: getpid).
+	SelfPID uint32
+	// Containers, when set, attributes events to containers.
+	Containers Enricher
 	// Tagger, when set, tags every event after enrichment.
 	Tagger Tagger
 }
@@ -109,6 +119,9 @@ func (p *Pipeline) consume(ctx context.Context) error {
 				return nil
 			}
 			p.table.Apply(ev)
+			if p.cfg.Containers != nil {
+				p.cfg.Containers.Enrich(ev)
+			}
 			if p.cfg.Tagger != nil {
 				p.cfg.Tagger.Apply(ev)
 			}
@@ -143,9 +156,16 @@ func (p *Pipeline) flush() {
 
 func (p *Pipeline) agentEvent(k event.Kind) *event.Event {
 	ev := &event.Event{Kind: k, Time: time.Now().UTC(), BootNS: kernel.BootNow()}
-	ev.Process = event.Process{PID: uint32(selfPID), Comm: "watchpost-agent"}
+	ev.Process = event.Process{PID: p.selfPID(), Comm: "watchpost-agent"}
 	ev.Health = p.health()
 	return ev
+}
+
+func (p *Pipeline) selfPID() uint32 {
+	if p.cfg.SelfPID != 0 {
+		return p.cfg.SelfPID
+	}
+	return uint32(selfPID)
 }
 
 func (p *Pipeline) healthEvent() *event.Event {

@@ -53,7 +53,9 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		Auid: p.LoginUID, SessionId: p.SessionID, CgroupId: p.CgroupID,
 		Comm: utf8Safe(p.Comm), Exe: utf8Safe(p.Exe), Args: utf8SafeAll(p.Args),
 		Cwd: utf8Safe(p.Cwd), Tty: utf8Safe(p.TTY), StartBootNs: p.StartBootNS,
-		Container: utf8Safe(p.Container),
+		Container: utf8Safe(p.Container), ContainerRuntime: utf8Safe(p.ContainerRuntime),
+		ContainerImage: utf8Safe(p.ContainerImage), ContainerName: utf8Safe(p.ContainerName),
+		PodName: utf8Safe(p.PodName), PodNamespace: utf8Safe(p.PodNamespace),
 	}
 	if len(ev.Ancestry) > 0 {
 		dst.Ancestry = make([]*watchpostv1.Ancestor, len(ev.Ancestry))

@@ -132,6 +132,9 @@ func (v *validator) event(i int, ev *watchpostv1.Event) error {
 		v.pid("process.pid", p.Pid), v.pid("process.tid", p.Tid), v.pid("process.ppid", p.Ppid),
 		v.str("process.comm", p.Comm), v.str("process.exe", p.Exe), v.strs("process.args", p.Args),
 		v.str("process.cwd", p.Cwd), v.str("process.tty", p.Tty), v.str("process.container", p.Container),
+		v.str("process.container_runtime", p.ContainerRuntime), v.str("process.container_image", p.ContainerImage),
+		v.str("process.container_name", p.ContainerName), v.str("process.pod_name", p.PodName),
+		v.str("process.pod_namespace", p.PodNamespace),
 	); err != nil {
 		return err
 	}

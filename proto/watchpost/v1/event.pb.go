@@ -286,18 +286,27 @@ type Process struct {
 	Euid  uint32                 `protobuf:"varint,6,opt,name=euid,proto3" json:"euid,omitempty"`
 	Egid  uint32                 `protobuf:"varint,7,opt,name=egid,proto3" json:"egid,omitempty"`
 	// Login uid (auid): the human behind the action.
-	Auid          uint32   `protobuf:"varint,8,opt,name=auid,proto3" json:"auid,omitempty"`
-	SessionId     uint32   `protobuf:"varint,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	CgroupId      uint64   `protobuf:"varint,10,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
-	Comm          string   `protobuf:"bytes,11,opt,name=comm,proto3" json:"comm,omitempty"`
-	Exe           string   `protobuf:"bytes,12,opt,name=exe,proto3" json:"exe,omitempty"`
-	Args          []string `protobuf:"bytes,13,rep,name=args,proto3" json:"args,omitempty"`
-	Cwd           string   `protobuf:"bytes,14,opt,name=cwd,proto3" json:"cwd,omitempty"`
-	Tty           string   `protobuf:"bytes,15,opt,name=tty,proto3" json:"tty,omitempty"`
-	StartBootNs   uint64   `protobuf:"varint,16,opt,name=start_boot_ns,json=startBootNs,proto3" json:"start_boot_ns,omitempty"`
-	Container     string   `protobuf:"bytes,17,opt,name=container,proto3" json:"container,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Auid        uint32   `protobuf:"varint,8,opt,name=auid,proto3" json:"auid,omitempty"`
+	SessionId   uint32   `protobuf:"varint,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	CgroupId    uint64   `protobuf:"varint,10,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
+	Comm        string   `protobuf:"bytes,11,opt,name=comm,proto3" json:"comm,omitempty"`
+	Exe         string   `protobuf:"bytes,12,opt,name=exe,proto3" json:"exe,omitempty"`
+	Args        []string `protobuf:"bytes,13,rep,name=args,proto3" json:"args,omitempty"`
+	Cwd         string   `protobuf:"bytes,14,opt,name=cwd,proto3" json:"cwd,omitempty"`
+	Tty         string   `protobuf:"bytes,15,opt,name=tty,proto3" json:"tty,omitempty"`
+	StartBootNs uint64   `protobuf:"varint,16,opt,name=start_boot_ns,json=startBootNs,proto3" json:"start_boot_ns,omitempty"`
+	// Container id, from the process's cgroup path.
+	Container string `protobuf:"bytes,17,opt,name=container,proto3" json:"container,omitempty"`
+	// Container runtime as the cgroup path names it (docker, containerd,
+	// cri-o, podman, kubernetes, systemd-nspawn); image, container name and
+	// pod from the runtime's API where the agent reaches it.
+	ContainerRuntime string `protobuf:"bytes,110,opt,name=container_runtime,json=containerRuntime,proto3" json:"container_runtime,omitempty"`
+	ContainerImage   string `protobuf:"bytes,111,opt,name=container_image,json=containerImage,proto3" json:"container_image,omitempty"`
+	ContainerName    string `protobuf:"bytes,112,opt,name=container_name,json=containerName,proto3" json:"container_name,omitempty"`
+	PodName          string `protobuf:"bytes,113,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	PodNamespace     string `protobuf:"bytes,114,opt,name=pod_namespace,json=podNamespace,proto3" json:"pod_namespace,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -445,6 +454,41 @@ func (x *Process) GetStartBootNs() uint64 {
 func (x *Process) GetContainer() string {
 	if x != nil {
 		return x.Container
+	}
+	return ""
+}
+
+func (x *Process) GetContainerRuntime() string {
+	if x != nil {
+		return x.ContainerRuntime
+	}
+	return ""
+}
+
+func (x *Process) GetContainerImage() string {
+	if x != nil {
+		return x.ContainerImage
+	}
+	return ""
+}
+
+func (x *Process) GetContainerName() string {
+	if x != nil {
+		return x.ContainerName
+	}
+	return ""
+}
+
+func (x *Process) GetPodName() string {
+	if x != nil {
+		return x.PodName
+	}
+	return ""
+}
+
+func (x *Process) GetPodNamespace() string {
+	if x != nil {
+		return x.PodNamespace
 	}
 	return ""
 }
@@ -1733,7 +1777,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x04host\x18\x05 \x01(\tR\x04host\x12\x19\n" +
 	"\bagent_id\x18\x06 \x01(\tR\aagentId\x12\x17\n" +
 	"\aboot_id\x18\a \x01(\tR\x06bootId\x12\x10\n" +
-	"\x03cpu\x18\b \x01(\rR\x03cpu\"\xfd\x02\n" +
+	"\x03cpu\x18\b \x01(\rR\x03cpu\"\xba\x04\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x10\n" +
 	"\x03tid\x18\x02 \x01(\rR\x03tid\x12\x12\n" +
@@ -1753,7 +1797,12 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x03cwd\x18\x0e \x01(\tR\x03cwd\x12\x10\n" +
 	"\x03tty\x18\x0f \x01(\tR\x03tty\x12\"\n" +
 	"\rstart_boot_ns\x18\x10 \x01(\x04R\vstartBootNs\x12\x1c\n" +
-	"\tcontainer\x18\x11 \x01(\tR\tcontainer\"h\n" +
+	"\tcontainer\x18\x11 \x01(\tR\tcontainer\x12+\n" +
+	"\x11container_runtime\x18n \x01(\tR\x10containerRuntime\x12'\n" +
+	"\x0fcontainer_image\x18o \x01(\tR\x0econtainerImage\x12%\n" +
+	"\x0econtainer_name\x18p \x01(\tR\rcontainerName\x12\x19\n" +
+	"\bpod_name\x18q \x01(\tR\apodName\x12#\n" +
+	"\rpod_namespace\x18r \x01(\tR\fpodNamespace\"h\n" +
 	"\bAncestor\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12\x10\n" +
