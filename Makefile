@@ -72,10 +72,20 @@ lint: ## go vet, gofmt, and the arm64 build
 	GOARCH=arm64 $(GO) vet ./...
 	$(STATIC) GOARCH=arm64 $(GO) build ./...
 
+.PHONY: manifests
+manifests: ## Render the Helm chart into deploy/kubernetes/ (plain manifests)
+	$(GO) test ./deploy/helm -run '^TestPlainManifestsAreRendered$$' -count=1 -args -update
+
+.PHONY: helm-lint
+helm-lint: ## helm lint --strict the chart with every values file in its ci/ (helm built from Go modules)
+	@for f in deploy/helm/watchpost/ci/*-values.yaml; do \
+		$(GO) tool helm lint --strict deploy/helm/watchpost -f $$f --kube-version 1.33.0 || exit 1; \
+	done
+
 .PHONY: check-generated
-check-generated: generate ## Regenerate everything and fail if the committed output differs
+check-generated: generate manifests ## Regenerate everything and fail if the committed output differs
 	@$(CLANG) --version | head -1; dpkg-query -W -f='$${Package} $${Version}\n' libbpf-dev 2>/dev/null || true
-	git diff --exit-code -- proto 'agent/kernel/*.go'
+	git diff --exit-code -- proto 'agent/kernel/*.go' deploy/kubernetes
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && args=() && \
 	for o in agent/kernel/wp_*_bpfel.o; do \
 		git show "HEAD:$$o" >"$$tmp/$${o##*/}" && args+=("$$tmp/$${o##*/}" "$$o"); \
