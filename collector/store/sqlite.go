@@ -1,14 +1,12 @@
 package store
 
 import (
-	"container/heap"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
 	"path"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,22 +211,10 @@ func (s *SQLite) ensurePartition(ctx context.Context, part string, start int64) 
 
 // eventRow appends the column values of one event.
 func eventRow(args []any, ev *watchpostv1.Event, raw []byte) []any {
-	var sport, dport uint32
-	var p, p2, proto string
-	switch d := ev.Detail.(type) {
-	case *watchpostv1.Event_File:
-		p, p2 = d.File.Path, d.File.NewPath
-	case *watchpostv1.Event_Security:
-		p = d.Security.Path
-	case *watchpostv1.Event_Net:
-		sport, dport = d.Net.SrcPort, d.Net.DstPort
-	}
-	if in := ev.Industrial; in != nil {
-		proto = in.Protocol
-	}
+	c := EventColumns(ev)
 	h, pr := ev.Header, ev.Process
-	return append(args, h.TimeUnixNano, int64(h.Type), int64(pr.Pid), int64(sport), int64(dport),
-		h.Host, pr.Comm, pr.Exe, p, p2, proto, raw)
+	return append(args, h.TimeUnixNano, int64(h.Type), int64(pr.Pid), int64(c.SrcPort), int64(c.DstPort),
+		h.Host, pr.Comm, pr.Exe, c.Path, c.Path2, c.Protocol, raw)
 }
 
 // StoreBatches implements Store.
@@ -425,52 +411,17 @@ func (s *SQLite) LastHeartbeats(ctx context.Context) (map[string]HeartbeatAt, er
 		return nil, fmt.Errorf("listing heartbeats: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]HeartbeatAt{}
-	for rows.Next() {
-		var id string
-		var seen int64
-		var data []byte
-		if err := rows.Scan(&id, &seen, &data); err != nil {
-			return nil, fmt.Errorf("reading heartbeat: %w", err)
-		}
-		hb := &watchpostv1.Heartbeat{}
-		if err := proto.Unmarshal(data, hb); err != nil {
-			return nil, fmt.Errorf("decoding heartbeat of %s: %w", id, err)
-		}
-		out[id] = HeartbeatAt{Heartbeat: hb, Received: time.Unix(0, seen)}
-	}
-	return out, rows.Err()
+	return ScanHeartbeats(rows)
 }
 
 // Hosts implements Store.
 func (s *SQLite) Hosts(ctx context.Context) ([]*watchpostv1.HostInfo, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT agent_id, host, last_seen_ns, heartbeat, events_stored, batches_stored, batches_rejected
-		FROM agents ORDER BY agent_id`)
+	rows, err := s.r.QueryContext(ctx, "SELECT "+HostsColumns+" FROM agents ORDER BY agent_id")
 	if err != nil {
 		return nil, fmt.Errorf("listing agents: %w", err)
 	}
 	defer rows.Close()
-	var out []*watchpostv1.HostInfo
-	for rows.Next() {
-		h := &watchpostv1.HostInfo{}
-		var hbData []byte
-		var lastSeen, events, batches, rejected int64
-		if err := rows.Scan(&h.AgentId, &h.Host, &lastSeen, &hbData, &events, &batches, &rejected); err != nil {
-			return nil, fmt.Errorf("reading agent: %w", err)
-		}
-		h.LastSeenUnixNano, h.EventsStored, h.BatchesStored, h.BatchesRejected = lastSeen, uint64(events), uint64(batches), uint64(rejected)
-		if len(hbData) > 0 {
-			hb := &watchpostv1.Heartbeat{}
-			if err := proto.Unmarshal(hbData, hb); err != nil {
-				return nil, fmt.Errorf("decoding heartbeat of %s: %w", h.AgentId, err)
-			}
-			h.BootId, h.Version, h.Kernel, h.CapturePath, h.Programs = hb.BootId, hb.Version, hb.Kernel, hb.CapturePath, hb.Programs
-			h.Produced, h.Delivered, h.Filtered, h.Dropped = hb.Produced, hb.Delivered, hb.Filtered, hb.Dropped
-			h.Drops, h.SpoolBytes, h.HeartbeatSeq = hb.Drops, hb.SpoolBytes, hb.Seq
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
+	return ScanHosts(rows)
 }
 
 // EnforceRetention implements Store.
@@ -591,11 +542,9 @@ func (s *SQLite) Query(ctx context.Context, f Filter, limit int) ([]*watchpostv1
 		return nil, false, err
 	}
 	where, args := rowFilter(f)
-	top := &eventHeap{}
-	truncated := false
+	top := NewNewest(limit)
 	for _, c := range cands {
-		if top.Len() >= limit && c.maxTime < (*top)[0].time {
-			truncated = true
+		if top.Done(c.maxTime) {
 			break
 		}
 		q := "SELECT time_ns, data FROM " + c.part + " WHERE rowid BETWEEN ? AND ?" + where
@@ -604,20 +553,13 @@ func (s *SQLite) Query(ctx context.Context, f Filter, limit int) ([]*watchpostv1
 			return nil, false, fmt.Errorf("scanning %s: %w", c.part, err)
 		}
 		for rows.Next() {
-			var e heapItem
-			if err := rows.Scan(&e.time, &e.data); err != nil {
+			var tm int64
+			var data []byte
+			if err := rows.Scan(&tm, &data); err != nil {
 				rows.Close()
 				return nil, false, fmt.Errorf("reading %s: %w", c.part, err)
 			}
-			if top.Len() >= limit {
-				truncated = true
-				if e.time <= (*top)[0].time {
-					continue
-				}
-				heap.Pop(top)
-			}
-			e.agentID, e.bootID = c.agentID, c.bootID
-			heap.Push(top, e)
+			top.Offer(tm, data, c.agentID, c.bootID)
 		}
 		err = rows.Err()
 		rows.Close()
@@ -625,18 +567,7 @@ func (s *SQLite) Query(ctx context.Context, f Filter, limit int) ([]*watchpostv1
 			return nil, false, fmt.Errorf("reading %s: %w", c.part, err)
 		}
 	}
-	items := []heapItem(*top)
-	sort.Slice(items, func(i, j int) bool { return items[i].time < items[j].time })
-	out := make([]*watchpostv1.Event, len(items))
-	for i, it := range items {
-		ev := &watchpostv1.Event{}
-		if err := proto.Unmarshal(it.data, ev); err != nil {
-			return nil, false, fmt.Errorf("decoding stored event: %w", err)
-		}
-		ev.Header.AgentId, ev.Header.BootId = it.agentID, it.bootID
-		out[i] = ev
-	}
-	return out, truncated, nil
+	return top.Events()
 }
 
 // candidates returns the batches whose summary may match, newest first.
@@ -660,26 +591,7 @@ func (s *SQLite) candidates(ctx context.Context, f Filter) ([]candidate, error) 
 		args = append(args, f.Host)
 	}
 	q += " ORDER BY max_time DESC"
-	var mask uint64
-	for _, t := range f.Types {
-		mask |= typeBit(t)
-	}
-	var tokens [][]string // each inner list: any may match
-	if f.PID != 0 {
-		tokens = append(tokens, []string{tokPID + strconv.FormatUint(uint64(f.PID), 10)})
-	}
-	if f.Exe != "" {
-		tokens = append(tokens, []string{tokExe + f.Exe})
-	}
-	if d := queryDir(f.PathPrefix); d != "" {
-		tokens = append(tokens, []string{tokDir + d})
-	}
-	if f.Port != 0 {
-		tokens = append(tokens, []string{tokPort + strconv.FormatUint(uint64(f.Port), 10)})
-	}
-	if f.Protocol != "" {
-		tokens = append(tokens, []string{tokProto + f.Protocol})
-	}
+	prune := NewPrune(f)
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("selecting batches: %w", err)
@@ -694,10 +606,7 @@ func (s *SQLite) candidates(ctx context.Context, f Filter) ([]candidate, error) 
 		if err := rows.Scan(&c.agentID, &c.bootID, &host, &c.part, &c.first, &c.last, &c.maxTime, &typeMask, &bl); err != nil {
 			return nil, fmt.Errorf("reading batch summary: %w", err)
 		}
-		if mask != 0 && uint64(typeMask)&mask == 0 {
-			continue
-		}
-		if !bloomMatches(bloom(bl), tokens) {
+		if prune.Skip(uint64(typeMask), bl) {
 			continue
 		}
 		out = append(out, c)

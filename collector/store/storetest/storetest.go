@@ -1,0 +1,372 @@
+// Package storetest is the test suite every store.Store engine passes: the
+// embedded SQLite store and PostgreSQL run the same cases, so the query
+// language, deduplication, the agent registry, alerts and retention mean the
+// same on both.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/watchpost/watchpost/collector/store"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// Opener returns a new, empty store; the suite closes it.
+type Opener func(t *testing.T) store.Store
+
+// Run runs every case against stores from open.
+func Run(t *testing.T, open Opener) {
+	for _, c := range []struct {
+		name string
+		f    func(t *testing.T, s store.Store)
+	}{
+		{"Dedup", testDedup},
+		{"ConcurrentDedup", testConcurrentDedup},
+		{"QueryFilters", testQueryFilters},
+		{"QueryLimit", testQueryLimit},
+		{"HostsAndHeartbeats", testHosts},
+		{"Alerts", testAlerts},
+		{"RetentionMaxAge", testRetention},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			})
+			c.f(t, s)
+		})
+	}
+}
+
+// base is the event time of event 0.
+var base = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC).UnixNano()
+
+// Event builds event i of host: a cycle of exec, file open (and a rename
+// every 8th), Modbus connect and exit with values derived from i.
+func Event(i int, host string) *watchpostv1.Event {
+	ev := &watchpostv1.Event{
+		Header: &watchpostv1.Header{Host: host, Seq: uint64(i + 1), TimeUnixNano: base + int64(i)*int64(time.Millisecond)},
+		Process: &watchpostv1.Process{Pid: uint32(1000 + i%50), Ppid: 1, Comm: "proc", Exe: "/usr/bin/proc",
+			Args: []string{"proc", fmt.Sprint(i)}},
+	}
+	switch i % 4 {
+	case 0:
+		ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_EXEC
+		ev.Process.Exe, ev.Process.Comm = "/opt/plc/bin/modbusd", "modbusd"
+		ev.Detail = &watchpostv1.Event_Exec{Exec: &watchpostv1.Exec{}}
+	case 1:
+		ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_FILE_OPEN
+		ev.Detail = &watchpostv1.Event_File{File: &watchpostv1.File{Path: fmt.Sprintf("/var/lib/plc/project-%d/cfg", i%13)}}
+		if i%8 == 5 {
+			ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_FILE_RENAME
+			ev.Detail = &watchpostv1.Event_File{File: &watchpostv1.File{Path: "/tmp/x", NewPath: fmt.Sprintf("/etc/plc/%d.conf", i)}}
+		}
+	case 2:
+		ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_NET_CONNECT
+		ev.Detail = &watchpostv1.Event_Net{Net: &watchpostv1.Net{SrcPort: uint32(40000 + i), DstPort: 502}}
+		ev.Industrial = &watchpostv1.Industrial{Protocol: "modbus"}
+	case 3:
+		ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_EXIT
+		ev.Process.Comm = "sh"
+		ev.Detail = &watchpostv1.Event_Exit{Exit: &watchpostv1.Exit{}}
+	}
+	return ev
+}
+
+// Batch builds the input of events [from, to) of agent, with host "gw-"+agent.
+func Batch(agent, boot string, seq uint64, from, to int) store.BatchInput {
+	b := store.BatchInput{Key: store.BatchKey{AgentID: agent, BootID: boot, RunID: "run-1", BatchSeq: seq}}
+	for i := from; i < to; i++ {
+		ev := Event(i, "gw-"+agent)
+		raw, err := proto.Marshal(ev)
+		if err != nil {
+			panic(err)
+		}
+		b.Events = append(b.Events, ev)
+		b.Raw = append(b.Raw, raw)
+	}
+	return b
+}
+
+func seqs(evs []*watchpostv1.Event) []uint64 {
+	out := make([]uint64, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.Header.Seq
+	}
+	return out
+}
+
+func count(t *testing.T, s store.Store, f store.Filter) int {
+	t.Helper()
+	evs, more, err := s.Query(context.Background(), f, 1_000_000)
+	if err != nil || more {
+		t.Fatalf("query %+v: %v (more %v)", f, err, more)
+	}
+	return len(evs)
+}
+
+func mustStore(t *testing.T, s store.Store, bs ...store.BatchInput) []store.Result {
+	t.Helper()
+	res, err := s.StoreBatches(context.Background(), bs)
+	if err != nil {
+		t.Fatalf("StoreBatches: %v", err)
+	}
+	return res
+}
+
+func testDedup(t *testing.T, s store.Store) {
+	b1, b2, b3 := Batch("a", "boot-1", 1, 0, 100), Batch("a", "boot-1", 2, 100, 200), Batch("a", "boot-1", 3, 200, 250)
+	if got := mustStore(t, s, b1, b2); !slices.Equal(got, []store.Result{store.Stored, store.Stored}) {
+		t.Fatalf("first store: %v", got)
+	}
+	// Resent with a new one between them, and one key twice in one call.
+	if got := mustStore(t, s, b2, b3, b1, b3); !slices.Equal(got, []store.Result{store.Duplicate, store.Stored, store.Duplicate, store.Duplicate}) {
+		t.Fatalf("resend: %v", got)
+	}
+	// Another boot or run with the same sequence is another batch.
+	other := Batch("a", "boot-2", 1, 300, 310)
+	if got := mustStore(t, s, other); got[0] != store.Stored {
+		t.Fatalf("other boot: %v", got)
+	}
+	if n := count(t, s, store.Filter{AgentID: "a"}); n != 260 {
+		t.Fatalf("stored %d events, want 260", n)
+	}
+}
+
+// testConcurrentDedup stores the same batches from several goroutines at
+// once (writers racing on a redelivery): each is stored exactly once.
+func testConcurrentDedup(t *testing.T, s store.Store) {
+	const writers, batches = 4, 12
+	var wg sync.WaitGroup
+	stored := make([]int, batches)
+	var mu sync.Mutex
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			var in []store.BatchInput
+			for k := 0; k < batches; k++ {
+				i := (k + w*5) % batches // each writer in another order
+				in = append(in, Batch("c", "boot-1", uint64(i+1), i*10, i*10+10))
+			}
+			res, err := s.StoreBatches(context.Background(), in)
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			for k, r := range res {
+				if r == store.Stored {
+					stored[in[k].Key.BatchSeq-1]++
+				}
+			}
+			mu.Unlock()
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, n := range stored {
+		if n != 1 {
+			t.Errorf("batch %d reported stored %d times", i+1, n)
+		}
+	}
+	if n := count(t, s, store.Filter{AgentID: "c"}); n != batches*10 {
+		t.Fatalf("stored %d events, want %d", n, batches*10)
+	}
+}
+
+func testQueryFilters(t *testing.T, s store.Store) {
+	mustStore(t, s, Batch("a", "boot-1", 1, 0, 200), Batch("a", "boot-1", 2, 200, 400), Batch("b", "boot-9", 1, 1000, 1040))
+	ctx := context.Background()
+	// One event, every field and the identity filled in.
+	evs, more, err := s.Query(ctx, store.Filter{Host: "gw-a", Port: 40002, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_NET_CONNECT}}, 100)
+	if err != nil || more || len(evs) != 1 {
+		t.Fatalf("one event: %v %v %v", evs, more, err)
+	}
+	want := Event(2, "gw-a")
+	want.Header.AgentId, want.Header.BootId = "a", "boot-1"
+	if !proto.Equal(evs[0], want) {
+		t.Fatalf("got %v\nwant %v", evs[0], want)
+	}
+	ms := func(i int) time.Time { return time.Unix(0, base+int64(i)*int64(time.Millisecond)) }
+	cases := []struct {
+		name string
+		f    store.Filter
+		want []uint64
+	}{
+		{"pid", store.Filter{PID: 1007, AgentID: "a"}, []uint64{8, 58, 108, 158, 208, 258, 308, 358}},
+		{"path prefix", store.Filter{PathPrefix: "/var/lib/plc/project-10", Host: "gw-a"}, nil}, // computed below
+		{"rename target", store.Filter{PathPrefix: "/etc/plc/3", AgentID: "a"}, nil},            // computed below
+		{"text", store.Filter{Text: "project-12/", AgentID: "a", Until: ms(199)}, nil},          // computed below
+		{"exe base name and type", store.Filter{Exe: "modbusd", Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXEC}, AgentID: "b", Since: ms(1020)}, []uint64{1021, 1025, 1029, 1033, 1037}},
+		{"exe path", store.Filter{Exe: "/opt/plc/bin/modbusd", AgentID: "b", Until: ms(1010)}, []uint64{1001, 1005, 1009}},
+		{"comm", store.Filter{Exe: "sh", AgentID: "b", Since: ms(1030)}, []uint64{1032, 1036, 1040}},
+		{"port", store.Filter{Port: 40102}, []uint64{103}},
+		{"protocol and time", store.Filter{Protocol: "modbus", Since: ms(390), Until: ms(1006)}, []uint64{391, 395, 399, 1003, 1007}},
+		{"text absent", store.Filter{Text: "project-99/"}, nil},
+		{"agent and host mismatch", store.Filter{AgentID: "a", Host: "gw-b"}, nil},
+		{"absent port", store.Filter{Port: 9999}, nil},
+	}
+	// Event i opens project-(i%13)/cfg when i%4 == 1 (except the renames,
+	// i%8 == 5, whose target is /etc/plc/<i>.conf).
+	for i := 0; i < 400; i++ {
+		opens, rename := i%4 == 1 && i%8 != 5, i%8 == 5
+		if opens && i%13 == 10 {
+			cases[1].want = append(cases[1].want, uint64(i+1))
+		}
+		if rename && fmt.Sprint(i)[0] == '3' {
+			cases[2].want = append(cases[2].want, uint64(i+1))
+		}
+		if opens && i%13 == 12 && i <= 199 {
+			cases[3].want = append(cases[3].want, uint64(i+1))
+		}
+	}
+	for _, c := range cases {
+		evs, more, err := s.Query(ctx, c.f, 1000)
+		if err != nil || more {
+			t.Errorf("%s: %v (more %v)", c.name, err, more)
+			continue
+		}
+		if got := seqs(evs); !slices.Equal(got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func testQueryLimit(t *testing.T, s store.Store) {
+	mustStore(t, s, Batch("a", "boot-1", 1, 0, 100), Batch("a", "boot-1", 2, 100, 200), Batch("a", "boot-1", 3, 200, 300))
+	evs, more, err := s.Query(context.Background(), store.Filter{Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXIT}}, 3)
+	if err != nil || !more {
+		t.Fatalf("limit: %v more=%v", err, more)
+	}
+	if got := seqs(evs); !slices.Equal(got, []uint64{292, 296, 300}) {
+		t.Fatalf("newest 3 exits, oldest first: got %v", got)
+	}
+	if _, _, err := s.Query(context.Background(), store.Filter{}, 0); err == nil {
+		t.Fatal("limit 0 accepted")
+	}
+}
+
+func testHosts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustStore(t, s, Batch("a", "boot-1", 1, 0, 30), Batch("a", "boot-1", 2, 30, 50))
+	t0 := time.Now()
+	hb1 := &watchpostv1.Heartbeat{Seq: 1, BootId: "boot-1", RunId: "run-1", Host: "gw-a", Version: "1.2", Kernel: "6.1.0",
+		CapturePath: "tp_btf+tracepoint", Produced: 90, Delivered: 80, Dropped: 3, Programs: []string{"exec"},
+		Drops: []*watchpostv1.Counter{{Kind: "file_open", Reason: "ring_full", Count: 3}}, SpoolBytes: 4096}
+	hb2 := proto.Clone(hb1).(*watchpostv1.Heartbeat)
+	hb2.Seq, hb2.Produced = 2, 120
+	for i, hb := range []*watchpostv1.Heartbeat{hb1, hb2} {
+		if err := s.RecordHeartbeat(ctx, "a", hb, t0.Add(time.Duration(i)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if err := s.RecordRejected(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RecordRejected(ctx, "z"); err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := s.Hosts(ctx)
+	if err != nil || len(hosts) != 2 {
+		t.Fatalf("hosts: %v %v", hosts, err)
+	}
+	a, z := hosts[0], hosts[1]
+	if a.AgentId != "a" || a.Host != "gw-a" || a.EventsStored != 50 || a.BatchesStored != 2 || a.BatchesRejected != 2 ||
+		a.HeartbeatSeq != 2 || a.Produced != 120 || a.Delivered != 80 || a.Dropped != 3 || a.Version != "1.2" ||
+		a.Kernel != "6.1.0" || a.CapturePath != "tp_btf+tracepoint" || a.BootId != "boot-1" || a.SpoolBytes != 4096 ||
+		!slices.Equal(a.Programs, []string{"exec"}) || len(a.Drops) != 1 || a.Drops[0].Count != 3 || a.LastSeenUnixNano < t0.UnixNano() {
+		t.Errorf("host a: %v", a)
+	}
+	if z.AgentId != "z" || z.BatchesRejected != 1 || z.EventsStored != 0 {
+		t.Errorf("host z: %v", z)
+	}
+	last, err := s.LastHeartbeats(ctx)
+	if err != nil || len(last) != 1 {
+		t.Fatalf("last heartbeats: %v %v", last, err)
+	}
+	if got := last["a"]; got.Heartbeat.GetSeq() != 2 || !got.Received.Equal(t0.Add(time.Second)) {
+		t.Errorf("last heartbeat of a: seq %d at %v, want 2 at %v", got.Heartbeat.GetSeq(), got.Received, t0.Add(time.Second))
+	}
+}
+
+func testAlerts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	var in []*watchpostv1.Alert
+	for i := 0; i < 5; i++ {
+		agent := "a"
+		if i%2 == 1 {
+			agent = "b"
+		}
+		in = append(in, &watchpostv1.Alert{AgentId: agent, TimeUnixNano: t0.Add(time.Duration(i) * time.Minute).UnixNano(),
+			Kind: watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, Count: uint64(i), Message: fmt.Sprintf("alert %d", i),
+			Severity: watchpostv1.Severity_SEVERITY_MEDIUM})
+	}
+	if err := s.RecordAlerts(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(in); i++ {
+		if in[i].Id <= in[i-1].Id {
+			t.Fatalf("alert ids not increasing: %d then %d", in[i-1].Id, in[i].Id)
+		}
+	}
+	got, err := s.Alerts(ctx, store.AlertFilter{AgentID: "a"}, 10)
+	if err != nil || len(got) != 3 || got[0].Count != 4 || got[2].Count != 0 || got[0].Id != in[4].Id || got[0].Severity != watchpostv1.Severity_SEVERITY_MEDIUM {
+		t.Fatalf("alerts of a, newest first: %v %v", got, err)
+	}
+	got, err = s.Alerts(ctx, store.AlertFilter{Since: t0.Add(150 * time.Second)}, 2)
+	if err != nil || len(got) != 2 || got[0].Count != 4 || got[1].Count != 3 {
+		t.Fatalf("alerts since, limited: %v %v", got, err)
+	}
+	if err := s.RecordAlerts(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testRetention(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustStore(t, s, Batch("a", "boot-1", 1, 0, 100))
+	if err := s.RecordHeartbeat(ctx, "a", &watchpostv1.Heartbeat{Seq: 1, BootId: "boot-1", Host: "gw-a"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing is old enough yet.
+	dropped, err := s.EnforceRetention(ctx, store.Retention{MaxAge: time.Hour}, time.Now())
+	if err != nil || len(dropped) != 0 {
+		t.Fatalf("retention now: %v %v", dropped, err)
+	}
+	if n := count(t, s, store.Filter{}); n != 100 {
+		t.Fatalf("%d events after a retention that dropped nothing", n)
+	}
+	// Three hours later the hour of receipt is older than max_age.
+	dropped, err = s.EnforceRetention(ctx, store.Retention{MaxAge: time.Hour}, time.Now().Add(3*time.Hour))
+	if err != nil || len(dropped) == 0 {
+		t.Fatalf("retention later: %v %v", dropped, err)
+	}
+	if n := count(t, s, store.Filter{}); n != 0 {
+		t.Fatalf("%d events left after their partition was dropped", n)
+	}
+	// The registry stays; the batch key is forgotten with its partition.
+	hosts, err := s.Hosts(ctx)
+	if err != nil || len(hosts) != 1 || hosts[0].EventsStored != 100 {
+		t.Fatalf("hosts after retention: %v %v", hosts, err)
+	}
+	if got := mustStore(t, s, Batch("a", "boot-1", 2, 100, 110)); got[0] != store.Stored {
+		t.Fatalf("store after retention: %v", got)
+	}
+}
