@@ -19,6 +19,11 @@ if [ "$(id -u)" = 0 ]; then
 else
 	echo "test: not root: privileged tests will be skipped (run: sudo make test)" >&2
 fi
+# The fleet tests start a private PostgreSQL and nats-server processes on
+# loopback (internal/services); as root they must run, not skip.
+if [ -z "$(ls /usr/lib/postgresql/*/bin/postgres 2>/dev/null)" ]; then
+	echo "test: PostgreSQL server missing: the PostgreSQL store and fleet tests need it (scripts/install-deps.sh installs postgresql-15)" >&2
+fi
 
 # Packages run one at a time: privileged tests attach to the same kernel
 # hooks and count host-wide events; running them in parallel only adds noise.

@@ -1,0 +1,712 @@
+// Package postgres is the collector's PostgreSQL 15+ event store
+// (github.com/jackc/pgx/v5): the same store.Store as the embedded SQLite
+// engine, for fleets where several collectors and store writers share one
+// database. Events go with COPY into hourly partitions of the events table
+// (by time of receipt, created ahead and retired by retention); one row per
+// batch in batches holds its key (agent, boot, run, sequence: unique, so a
+// redelivered batch is never stored twice), its event time range, type
+// mask and Bloom filter. Queries prune by batch summary and read the
+// remaining batches' events through the partition's batch_id index.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/watchpost/watchpost/collector/store"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
+)
+
+// Advisory lock keys: schema changes and retention run in one session at a time.
+const (
+	lockSchema    = 0x77700001
+	lockRetention = 0x77700002
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS events (
+	received_ns BIGINT  NOT NULL,
+	batch_id    BIGINT  NOT NULL,
+	time_ns     BIGINT  NOT NULL,
+	type        INTEGER NOT NULL,
+	pid         BIGINT  NOT NULL,
+	sport       INTEGER NOT NULL,
+	dport       INTEGER NOT NULL,
+	host        TEXT    NOT NULL,
+	comm        TEXT    NOT NULL,
+	exe         TEXT    NOT NULL,
+	path        TEXT    NOT NULL,
+	path2       TEXT    NOT NULL,
+	protocol    TEXT    NOT NULL,
+	data        BYTEA   NOT NULL
+) PARTITION BY RANGE (received_ns);
+CREATE INDEX IF NOT EXISTS events_batch ON events (batch_id);
+CREATE TABLE IF NOT EXISTS batches (
+	id          BIGSERIAL PRIMARY KEY,
+	agent_id    TEXT    NOT NULL,
+	boot_id     TEXT    NOT NULL,
+	run_id      TEXT    NOT NULL,
+	batch_seq   BIGINT  NOT NULL,
+	host        TEXT    NOT NULL,
+	part        TEXT    NOT NULL,
+	received_ns BIGINT  NOT NULL,
+	min_time    BIGINT  NOT NULL,
+	max_time    BIGINT  NOT NULL,
+	type_mask   BIGINT  NOT NULL,
+	min_seq     BIGINT  NOT NULL,
+	max_seq     BIGINT  NOT NULL,
+	event_count INTEGER NOT NULL,
+	bloom       BYTEA   NOT NULL,
+	UNIQUE (agent_id, boot_id, run_id, batch_seq)
+);
+CREATE INDEX IF NOT EXISTS batches_max_time ON batches (max_time);
+CREATE INDEX IF NOT EXISTS batches_part ON batches (part);
+CREATE TABLE IF NOT EXISTS partitions (
+	name     TEXT PRIMARY KEY,
+	start_ns BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+	agent_id         TEXT PRIMARY KEY,
+	host             TEXT   NOT NULL DEFAULT '',
+	last_seen_ns     BIGINT NOT NULL DEFAULT 0,
+	heartbeat        BYTEA,
+	heartbeat_ns     BIGINT NOT NULL DEFAULT 0,
+	events_stored    BIGINT NOT NULL DEFAULT 0,
+	batches_stored   BIGINT NOT NULL DEFAULT 0,
+	batches_rejected BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS alerts (
+	id       BIGSERIAL PRIMARY KEY,
+	agent_id TEXT    NOT NULL,
+	time_ns  BIGINT  NOT NULL,
+	kind     INTEGER NOT NULL,
+	data     BYTEA   NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time_ns);
+CREATE TABLE IF NOT EXISTS heartbeats (
+	agent_id    TEXT   NOT NULL,
+	received_ns BIGINT NOT NULL,
+	seq         BIGINT NOT NULL,
+	data        BYTEA  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS heartbeats_received ON heartbeats (received_ns);
+`
+
+var copyColumns = []string{"received_ns", "batch_id", "time_ns", "type", "pid", "sport", "dport", "host", "comm", "exe", "path", "path2", "protocol", "data"}
+
+// Options tune the engine. Zero values take the defaults.
+type Options struct {
+	// MaxConns bounds the connection pool (8).
+	MaxConns int32
+	// Now is the clock deciding the partition of received batches (time.Now).
+	Now func() time.Time
+}
+
+// Store is the PostgreSQL engine. It is safe for concurrent use by any
+// number of goroutines and processes.
+type Store struct {
+	pool *pgxpool.Pool
+	now  func() time.Time
+
+	mu    sync.Mutex // guards parts
+	parts map[string]bool
+}
+
+// Open connects to url (a libpq URL or key=value string), creates the schema
+// when it is missing and the partitions of this hour and the next.
+func Open(ctx context.Context, url string, opt Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres url: %w", err)
+	}
+	cfg.MaxConns = 8
+	if opt.MaxConns > 0 {
+		cfg.MaxConns = opt.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to postgres: %w", err)
+	}
+	s := &Store{pool: pool, now: time.Now, parts: map[string]bool{}}
+	if opt.Now != nil {
+		s.now = opt.Now
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, schema)
+		return err
+	})
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("creating the schema: %w", err)
+	}
+	if err := s.ensurePartitions(ctx, s.now()); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+func partitionName(t time.Time) (string, int64) {
+	h := t.UTC().Truncate(time.Hour)
+	return "ev_" + h.Format("2006010215"), h.UnixNano()
+}
+
+// ensurePartitions creates the partitions of t's hour and the next one, so
+// that writers never wait for a partition being created at an hour's turn.
+func (s *Store) ensurePartitions(ctx context.Context, t time.Time) error {
+	for _, at := range []time.Time{t, t.Add(time.Hour)} {
+		name, start := partitionName(at)
+		s.mu.Lock()
+		known := s.parts[name]
+		s.mu.Unlock()
+		if known {
+			continue
+		}
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF events FOR VALUES FROM (%d) TO (%d)",
+				name, start, start+int64(time.Hour))); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO partitions (name, start_ns) VALUES ($1, $2) ON CONFLICT DO NOTHING", name, start)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("creating partition %s: %w", name, err)
+		}
+		s.mu.Lock()
+		s.parts[name] = true
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// StoreBatches implements store.Store: one transaction; the batch rows go
+// first (in key order, so concurrent writers cannot deadlock), a batch
+// whose key exists is a duplicate, the new batches' events follow with one
+// COPY into the partition of this hour.
+func (s *Store) StoreBatches(ctx context.Context, batches []store.BatchInput) ([]store.Result, error) {
+	now := s.now()
+	if err := s.ensurePartitions(ctx, now); err != nil {
+		return nil, err
+	}
+	part, _ := partitionName(now)
+	order := make([]int, len(batches))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return keyLess(batches[order[a]].Key, batches[order[b]].Key) })
+	results := make([]store.Result, len(batches))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var qb pgx.Batch
+		for _, i := range order {
+			b := &batches[i]
+			sum := store.Summarize(b.Events)
+			qb.Queue(`INSERT INTO batches (agent_id, boot_id, run_id, batch_seq, host, part, received_ns, min_time, max_time,
+				type_mask, min_seq, max_seq, event_count, bloom) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
+				ON CONFLICT DO NOTHING RETURNING id`,
+				b.Key.AgentID, b.Key.BootID, b.Key.RunID, int64(b.Key.BatchSeq), sum.Host, part, now.UnixNano(),
+				sum.MinTime, sum.MaxTime, int64(sum.TypeMask), int64(sum.MinSeq), int64(sum.MaxSeq), len(b.Events), sum.Bloom)
+		}
+		br := tx.SendBatch(ctx, &qb)
+		ids := make([]int64, len(batches))
+		type agentSum struct {
+			host            string
+			events, batches int
+		}
+		agents := map[string]*agentSum{}
+		rows := 0
+		for _, i := range order {
+			err := br.QueryRow().Scan(&ids[i])
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				results[i] = store.Duplicate
+				continue
+			case err != nil:
+				_ = br.Close()
+				return fmt.Errorf("inserting summary of batch %d: %w", batches[i].Key.BatchSeq, err)
+			}
+			results[i] = store.Stored
+			b := &batches[i]
+			a := agents[b.Key.AgentID]
+			if a == nil {
+				a = &agentSum{}
+				agents[b.Key.AgentID] = a
+			}
+			if h := b.Events[0].Header.Host; h != "" {
+				a.host = h
+			}
+			a.events += len(b.Events)
+			a.batches++
+			rows += len(b.Events)
+		}
+		if err := br.Close(); err != nil {
+			return fmt.Errorf("inserting batch summaries: %w", err)
+		}
+		if rows == 0 {
+			return nil
+		}
+		src := &eventSource{batches: batches, order: order, results: results, ids: ids, received: now.UnixNano(), bi: -1}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{part}, copyColumns, src); err != nil {
+			return fmt.Errorf("copying events into %s: %w", part, err)
+		}
+		names := make([]string, 0, len(agents))
+		for id := range agents {
+			names = append(names, id)
+		}
+		sort.Strings(names)
+		var ab pgx.Batch
+		for _, id := range names {
+			a := agents[id]
+			ab.Queue(`INSERT INTO agents (agent_id, host, last_seen_ns, events_stored, batches_stored) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (agent_id) DO UPDATE SET
+				host = CASE WHEN excluded.host = '' THEN agents.host ELSE excluded.host END,
+				last_seen_ns = GREATEST(agents.last_seen_ns, excluded.last_seen_ns),
+				events_stored = agents.events_stored + excluded.events_stored,
+				batches_stored = agents.batches_stored + excluded.batches_stored`,
+				id, a.host, now.UnixNano(), a.events, a.batches)
+		}
+		if err := tx.SendBatch(ctx, &ab).Close(); err != nil {
+			return fmt.Errorf("updating agents: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+func keyLess(a, b store.BatchKey) bool {
+	if a.AgentID != b.AgentID {
+		return a.AgentID < b.AgentID
+	}
+	if a.BootID != b.BootID {
+		return a.BootID < b.BootID
+	}
+	if a.RunID != b.RunID {
+		return a.RunID < b.RunID
+	}
+	return a.BatchSeq < b.BatchSeq
+}
+
+// eventSource streams the new batches' events to COPY without building
+// them all in memory first.
+type eventSource struct {
+	batches  []store.BatchInput
+	order    []int
+	results  []store.Result
+	ids      []int64
+	received int64
+	bi, ei   int // position in order, event index
+	row      [14]any
+}
+
+func (e *eventSource) Next() bool {
+	for {
+		if e.bi >= 0 && e.bi < len(e.order) {
+			b := &e.batches[e.order[e.bi]]
+			if e.results[e.order[e.bi]] == store.Stored && e.ei+1 < len(b.Events) {
+				e.ei++
+				return true
+			}
+		}
+		e.bi++
+		e.ei = -1
+		if e.bi >= len(e.order) {
+			return false
+		}
+	}
+}
+
+func (e *eventSource) Values() ([]any, error) {
+	i := e.order[e.bi]
+	b := &e.batches[i]
+	ev := b.Events[e.ei]
+	c := store.EventColumns(ev)
+	h, p := ev.Header, ev.Process
+	e.row = [14]any{e.received, e.ids[i], h.TimeUnixNano, int32(h.Type), int64(p.Pid), int32(c.SrcPort), int32(c.DstPort),
+		h.Host, p.Comm, p.Exe, c.Path, c.Path2, c.Protocol, b.Raw[e.ei]}
+	return e.row[:], nil
+}
+
+func (e *eventSource) Err() error { return nil }
+
+// RecordHeartbeat implements store.Store. Heartbeats of one agent may be
+// written by several writers: the agent's last heartbeat is the one
+// received last.
+func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb *watchpostv1.Heartbeat, received time.Time) error {
+	data, err := proto.Marshal(hb)
+	if err != nil {
+		return fmt.Errorf("encoding heartbeat: %w", err)
+	}
+	var qb pgx.Batch
+	qb.Queue("INSERT INTO heartbeats (agent_id, received_ns, seq, data) VALUES ($1, $2, $3, $4)", agentID, received.UnixNano(), int64(hb.Seq), data)
+	qb.Queue(`INSERT INTO agents (agent_id, host, last_seen_ns, heartbeat, heartbeat_ns) VALUES ($1, $2, $3, $4, $3)
+		ON CONFLICT (agent_id) DO UPDATE SET
+		host = CASE WHEN excluded.host = '' OR excluded.heartbeat_ns < agents.heartbeat_ns THEN agents.host ELSE excluded.host END,
+		last_seen_ns = GREATEST(agents.last_seen_ns, excluded.last_seen_ns),
+		heartbeat = CASE WHEN excluded.heartbeat_ns >= agents.heartbeat_ns THEN excluded.heartbeat ELSE agents.heartbeat END,
+		heartbeat_ns = GREATEST(agents.heartbeat_ns, excluded.heartbeat_ns)`, agentID, hb.Host, received.UnixNano(), data)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &qb).Close() })
+	if err != nil {
+		return fmt.Errorf("storing heartbeat of %s: %w", agentID, err)
+	}
+	return nil
+}
+
+// RecordRejected implements store.Store.
+func (s *Store) RecordRejected(ctx context.Context, agentID string) error {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO agents (agent_id, batches_rejected) VALUES ($1, 1)
+		ON CONFLICT (agent_id) DO UPDATE SET batches_rejected = agents.batches_rejected + 1`, agentID); err != nil {
+		return fmt.Errorf("counting rejected batch of %s: %w", agentID, err)
+	}
+	return nil
+}
+
+// RecordAlerts implements store.Store.
+func (s *Store) RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) error {
+	if len(alerts) == 0 {
+		return nil
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, a := range alerts {
+			a.Id = 0
+			data, err := proto.Marshal(a)
+			if err != nil {
+				return fmt.Errorf("encoding alert: %w", err)
+			}
+			var id int64
+			if err := tx.QueryRow(ctx, "INSERT INTO alerts (agent_id, time_ns, kind, data) VALUES ($1, $2, $3, $4) RETURNING id",
+				a.AgentId, a.TimeUnixNano, int32(a.Kind), data).Scan(&id); err != nil {
+				return fmt.Errorf("storing alert of %s: %w", a.AgentId, err)
+			}
+			a.Id = uint64(id)
+		}
+		return nil
+	})
+}
+
+// Alerts implements store.Store.
+func (s *Store) Alerts(ctx context.Context, f store.AlertFilter, limit int) ([]*watchpostv1.Alert, error) {
+	if limit <= 0 {
+		return nil, errors.New("limit must be positive")
+	}
+	var w where
+	if f.AgentID != "" {
+		w.add("agent_id = ?", f.AgentID)
+	}
+	if !f.Since.IsZero() {
+		w.add("time_ns >= ?", f.Since.UnixNano())
+	}
+	w.args = append(w.args, limit)
+	rows, err := s.pool.Query(ctx, "SELECT id, data FROM alerts WHERE true"+w.sql.String()+fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(w.args)), w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing alerts: %w", err)
+	}
+	defer rows.Close()
+	return store.ScanAlerts(rows)
+}
+
+// LastHeartbeats implements store.Store.
+func (s *Store) LastHeartbeats(ctx context.Context) (map[string]store.HeartbeatAt, error) {
+	rows, err := s.pool.Query(ctx, "SELECT agent_id, heartbeat_ns, heartbeat FROM agents WHERE heartbeat IS NOT NULL")
+	if err != nil {
+		return nil, fmt.Errorf("listing heartbeats: %w", err)
+	}
+	defer rows.Close()
+	return store.ScanHeartbeats(rows)
+}
+
+// Hosts implements store.Store.
+func (s *Store) Hosts(ctx context.Context) ([]*watchpostv1.HostInfo, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+store.HostsColumns+" FROM agents ORDER BY agent_id")
+	if err != nil {
+		return nil, fmt.Errorf("listing agents: %w", err)
+	}
+	defer rows.Close()
+	return store.ScanHosts(rows)
+}
+
+// EnforceRetention implements store.Store. One session at a time retires
+// partitions (an advisory lock; another caller returns at once with
+// nothing dropped). The partitions of this hour and later are never dropped.
+func (s *Store) EnforceRetention(ctx context.Context, r store.Retention, now time.Time) ([]string, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("retention: %w", err)
+	}
+	defer conn.Release()
+	var locked bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockRetention).Scan(&locked); err != nil {
+		return nil, fmt.Errorf("retention lock: %w", err)
+	}
+	if !locked {
+		return nil, nil
+	}
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockRetention) }()
+	if err := s.ensurePartitions(ctx, now); err != nil {
+		return nil, err
+	}
+	type part struct {
+		name  string
+		start int64
+	}
+	_, current := partitionName(now)
+	rows, err := conn.Query(ctx, "SELECT name, start_ns FROM partitions WHERE start_ns < $1 ORDER BY start_ns", current)
+	if err != nil {
+		return nil, fmt.Errorf("listing partitions: %w", err)
+	}
+	var parts []part
+	for rows.Next() {
+		var p part
+		if err := rows.Scan(&p.name, &p.start); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("listing partitions: %w", err)
+		}
+		parts = append(parts, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing partitions: %w", err)
+	}
+	var dropped []string
+	drop := func(p part) error {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{p.name}.Sanitize()); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DELETE FROM batches WHERE part = $1", p.name); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "DELETE FROM partitions WHERE name = $1", p.name)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("dropping partition %s: %w", p.name, err)
+		}
+		s.mu.Lock()
+		delete(s.parts, p.name)
+		s.mu.Unlock()
+		dropped = append(dropped, p.name)
+		return nil
+	}
+	if r.MaxAge > 0 {
+		cutoff := now.Add(-r.MaxAge).UnixNano()
+		for len(parts) > 0 && parts[0].start+int64(time.Hour) <= cutoff {
+			if err := drop(parts[0]); err != nil {
+				return dropped, err
+			}
+			parts = parts[1:]
+		}
+		if _, err := conn.Exec(ctx, "DELETE FROM heartbeats WHERE received_ns < $1", cutoff); err != nil {
+			return dropped, fmt.Errorf("expiring heartbeats: %w", err)
+		}
+	}
+	if r.MaxBytes > 0 {
+		for len(parts) > 0 {
+			var size int64
+			if err := conn.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&size); err != nil {
+				return dropped, fmt.Errorf("database size: %w", err)
+			}
+			if size <= r.MaxBytes {
+				break
+			}
+			if err := drop(parts[0]); err != nil {
+				return dropped, err
+			}
+			parts = parts[1:]
+		}
+	}
+	return dropped, nil
+}
+
+// Query implements store.Store.
+func (s *Store) Query(ctx context.Context, f store.Filter, limit int) ([]*watchpostv1.Event, bool, error) {
+	if limit <= 0 {
+		return nil, false, errors.New("limit must be positive")
+	}
+	cands, err := s.candidates(ctx, f)
+	if err != nil {
+		return nil, false, err
+	}
+	rowWhere := rowFilter(f)
+	top := store.NewNewest(limit)
+	// Candidates are read newest first, a few batches of one partition at a time.
+	const chunk = 32
+	for i := 0; i < len(cands); {
+		if top.Done(cands[i].maxTime) {
+			break
+		}
+		j := i
+		ids := make([]int64, 0, chunk)
+		byID := map[int64]*candidate{}
+		for ; j < len(cands) && len(ids) < chunk && cands[j].part == cands[i].part; j++ {
+			ids = append(ids, cands[j].id)
+			byID[cands[j].id] = &cands[j]
+		}
+		args := append([]any{ids}, rowWhere.args...)
+		q := "SELECT batch_id, time_ns, data FROM " + pgx.Identifier{cands[i].part}.Sanitize() + " WHERE batch_id = ANY($1)" + rowWhere.sql.String()
+		rows, err := s.pool.Query(ctx, q, args...)
+		if err != nil {
+			return nil, false, fmt.Errorf("scanning %s: %w", cands[i].part, err)
+		}
+		for rows.Next() {
+			var id, tm int64
+			var data []byte
+			if err := rows.Scan(&id, &tm, &data); err != nil {
+				rows.Close()
+				return nil, false, fmt.Errorf("reading %s: %w", cands[i].part, err)
+			}
+			c := byID[id]
+			top.Offer(tm, data, c.agentID, c.bootID)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "42P01" {
+				i = j
+				continue // the partition was retired meanwhile
+			}
+			return nil, false, fmt.Errorf("reading %s: %w", cands[i].part, err)
+		}
+		i = j
+	}
+	return top.Events()
+}
+
+type candidate struct {
+	id              int64
+	agentID, bootID string
+	part            string
+	maxTime         int64
+}
+
+// candidates returns the batches whose summary may match, newest first.
+func (s *Store) candidates(ctx context.Context, f store.Filter) ([]candidate, error) {
+	var w where
+	if !f.Since.IsZero() {
+		w.add("max_time >= ?", f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		w.add("min_time <= ?", f.Until.UnixNano())
+	}
+	if f.AgentID != "" {
+		w.add("agent_id = ?", f.AgentID)
+	}
+	if f.Host != "" {
+		w.add("(host = ? OR host = '')", f.Host)
+	}
+	prune := store.NewPrune(f)
+	rows, err := s.pool.Query(ctx, "SELECT id, agent_id, boot_id, part, max_time, type_mask, bloom FROM batches WHERE true"+
+		w.sql.String()+" ORDER BY max_time DESC", w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("selecting batches: %w", err)
+	}
+	defer rows.Close()
+	var out []candidate
+	for rows.Next() {
+		var c candidate
+		var typeMask int64
+		var bl []byte
+		if err := rows.Scan(&c.id, &c.agentID, &c.bootID, &c.part, &c.maxTime, &typeMask, &bl); err != nil {
+			return nil, fmt.Errorf("reading batch summary: %w", err)
+		}
+		if prune.Skip(uint64(typeMask), bl) {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// where builds " AND ..." conditions with numbered parameters.
+type where struct {
+	sql  strings.Builder
+	args []any
+	base int // parameters before the first of these
+}
+
+// p adds a parameter and returns its placeholder.
+func (w *where) p(v any) string {
+	w.args = append(w.args, v)
+	return fmt.Sprintf("$%d", w.base+len(w.args))
+}
+
+// and appends a condition.
+func (w *where) and(cond string) { w.sql.WriteString(" AND " + cond) }
+
+// add appends a condition of one parameter: each ? in cond is that parameter.
+func (w *where) add(cond string, v any) { w.and(strings.ReplaceAll(cond, "?", w.p(v))) }
+
+// rowFilter is the per-row condition inside a batch's events; its
+// parameters start at $2 ($1 is the batch ids).
+func rowFilter(f store.Filter) *where {
+	w := &where{base: 1}
+	if !f.Since.IsZero() {
+		w.add("time_ns >= ?", f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		w.add("time_ns <= ?", f.Until.UnixNano())
+	}
+	if f.Host != "" {
+		w.add("host = ?", f.Host)
+	}
+	if len(f.Types) > 0 {
+		types := make([]int32, len(f.Types))
+		for i, t := range f.Types {
+			types[i] = int32(t)
+		}
+		w.add("type = ANY(?)", types)
+	}
+	if f.PID != 0 {
+		w.add("pid = ?", int64(f.PID))
+	}
+	if f.Exe != "" {
+		exe, base := w.p(f.Exe), w.p("/"+path.Base(f.Exe))
+		w.and(fmt.Sprintf("(exe = %[1]s::text OR comm = %[1]s::text OR (length(exe) > length(%[2]s::text) AND right(exe, length(%[2]s::text)) = %[2]s::text))", exe, base))
+	}
+	if f.PathPrefix != "" {
+		w.add("(starts_with(path, ?::text) OR starts_with(path2, ?::text))", f.PathPrefix)
+	}
+	if f.Port != 0 {
+		w.add("(sport = ? OR dport = ?)", int32(f.Port))
+	}
+	if f.Protocol != "" {
+		w.add("protocol = ?", f.Protocol)
+	}
+	if f.Text != "" {
+		w.add("position(?::bytea in data) > 0", []byte(f.Text))
+	}
+	return w
+}
+
+var _ store.Store = (*Store)(nil)
