@@ -25,7 +25,9 @@ import (
 
 	"github.com/watchpost/watchpost/collector/alerts"
 	"github.com/watchpost/watchpost/collector/ingest"
+	natsq "github.com/watchpost/watchpost/collector/queue/nats"
 	"github.com/watchpost/watchpost/collector/store"
+	"github.com/watchpost/watchpost/collector/store/postgres"
 	"github.com/watchpost/watchpost/collector/web"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
@@ -33,9 +35,17 @@ import (
 // Deps are the collector's collaborators.
 type Deps struct {
 	Logger zerolog.Logger
-	// Store replaces the SQLite store opened in DataDir; the caller then
-	// owns it and closes it.
+	// Store replaces the store the configuration names (SQLite in DataDir,
+	// or PostgreSQL); the caller then owns it and closes it.
 	Store store.Store
+}
+
+// ingestSink is where validated batches, heartbeats and refusals go: the
+// store itself, or the queue in front of the store writers (queue: nats).
+type ingestSink interface {
+	StoreBatches(ctx context.Context, batches []store.BatchInput) ([]store.Result, error)
+	RecordHeartbeat(ctx context.Context, agentID string, hb *watchpostv1.Heartbeat, received time.Time) error
+	RecordRejected(ctx context.Context, agentID string) error
 }
 
 // Stats are the collector's ingest counters.
@@ -56,6 +66,8 @@ type Collector struct {
 	log      zerolog.Logger
 	store    store.Store
 	ownStore bool
+	sink     ingestSink
+	queue    *natsq.Conn // queue: nats
 	dec      *ingest.Decoder
 	hub      *hub
 	alerts   *alerts.Engine // set by Start
@@ -143,18 +155,53 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 	if deps.Store != nil {
 		c.store = deps.Store
 	} else {
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			dec.Close()
-			return nil, fmt.Errorf("creating data_dir: %w", err)
-		}
-		st, err := store.OpenSQLite(cfg.DBPath())
+		st, err := OpenStore(context.Background(), cfg)
 		if err != nil {
 			dec.Close()
 			return nil, err
 		}
 		c.store, c.ownStore = st, true
 	}
+	c.sink = c.store
 	return c, nil
+}
+
+// OpenStore opens the store the configuration names.
+func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
+	if cfg.Store == StorePostgres {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return postgres.Open(ctx, cfg.Postgres.URL, postgres.Options{MaxConns: cfg.Postgres.MaxConns})
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data_dir: %w", err)
+	}
+	return store.OpenSQLite(cfg.DBPath())
+}
+
+// NATSOptions are the queue connection's options from the configuration.
+func (cfg Config) NATSOptions(name string) natsq.Options {
+	n := cfg.NATS
+	return natsq.Options{URLs: n.URLs, Name: name, Stream: n.Stream, Subject: n.Subject, Site: n.Site, Replicas: n.Replicas,
+		MaxBytes: n.MaxBytes, CredsFile: n.CredsFile, CAFile: n.CAFile, CertFile: n.CertFile, KeyFile: n.KeyFile}
+}
+
+// startQueue connects to JetStream and routes ingest through it.
+func (c *Collector) startQueue(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	q, err := natsq.Connect(ctx, c.cfg.NATSOptions("watchpost-collector"), c.log)
+	if err != nil {
+		return err
+	}
+	// An events message holds a batch's decompressed events.
+	if need := int64(c.cfg.Ingest.MaxUncompressedBytes) + 64<<10; q.MaxPayload() < need {
+		q.Close()
+		return fmt.Errorf("ingest.max_uncompressed_bytes: %d does not fit the NATS server's max_payload of %d bytes (set max_payload to at least %d, or lower the limit)",
+			c.cfg.Ingest.MaxUncompressedBytes, q.MaxPayload(), need)
+	}
+	c.queue, c.sink = q, natsq.NewPublisher(q, c.cfg.NATS.PublishTimeout)
+	return nil
 }
 
 func serverTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
@@ -182,6 +229,11 @@ func serverTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 func (c *Collector) Start(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("collector already started")
+	}
+	if c.cfg.Queue == QueueNATS {
+		if err := c.startQueue(ctx); err != nil {
+			return err
+		}
 	}
 	var err error
 	if c.ingestLn, err = net.Listen("tcp", c.cfg.Ingest.Listen); err != nil {
@@ -213,7 +265,7 @@ func (c *Collector) Start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
-	c.wg.Add(3)
+	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
 		if err := c.ingestSrv.Serve(c.ingestLn); err != nil {
@@ -226,10 +278,14 @@ func (c *Collector) Start(ctx context.Context) error {
 			c.log.Error().Err(err).Msg("query server stopped")
 		}
 	}()
-	go func() {
-		defer c.wg.Done()
-		c.retentionLoop(runCtx)
-	}()
+	// With the queue, the store writers retire partitions.
+	if c.cfg.Queue != QueueNATS {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.retentionLoop(runCtx)
+		}()
+	}
 	c.startDashboard(runCtx)
 	c.startAlerts(runCtx)
 	c.log.Info().Str("ingest", c.Addr()).Str("query", c.QueryAddr()).Bool("query_auth", c.authNeeded).Str("dashboard", c.DashboardURL()).Msg("collector started")
@@ -285,6 +341,9 @@ func (c *Collector) Shutdown(ctx context.Context) error {
 			c.wg.Wait()
 		}
 		c.dec.Close()
+		if c.queue != nil {
+			c.queue.Close()
+		}
 		if c.ownStore {
 			c.stopErr = c.store.Close()
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -24,6 +25,69 @@ type Config struct {
 	Query           QueryConfig     `yaml:"query"`
 	Retention       RetentionConfig `yaml:"retention"`
 	Dashboard       DashboardConfig `yaml:"dashboard"`
+	// Store is the engine: "embedded" (SQLite in DataDir, the default) or
+	// "postgres" (a database shared by any number of collectors and writers).
+	Store    string         `yaml:"store"`
+	Postgres PostgresConfig `yaml:"postgres"`
+	// Queue is where validated batches go before the store: "none" (the
+	// collector stores them itself) or "nats" (a JetStream stream; store
+	// writers consume it and write PostgreSQL).
+	Queue  string       `yaml:"queue"`
+	NATS   NATSConfig   `yaml:"nats"`
+	Writer WriterConfig `yaml:"writer"`
+}
+
+// WriterConfig is the store writer's own endpoint (`watchpost-collector writer`).
+type WriterConfig struct {
+	// Listen serves /metrics and /healthz ("" for none).
+	Listen string `yaml:"listen"`
+}
+
+// Store engines and queues.
+const (
+	StoreEmbedded = "embedded"
+	StorePostgres = "postgres"
+	QueueNone     = "none"
+	QueueNATS     = "nats"
+)
+
+// PostgresConfig is the shared PostgreSQL database (store: postgres).
+type PostgresConfig struct {
+	// URL is a libpq connection string (postgres://user@host:5432/db?sslmode=verify-full).
+	URL string `yaml:"url"`
+	// MaxConns bounds the connection pool of this process.
+	MaxConns int32 `yaml:"max_conns"`
+}
+
+// NATSConfig is the JetStream queue (queue: nats).
+type NATSConfig struct {
+	// URLs of the NATS servers (nats://host:4222); any member of a cluster will do, list several.
+	URLs []string `yaml:"urls"`
+	// Stream is the JetStream stream; its subjects are <stream prefix>.<site>.<agent>.<kind>.
+	Stream string `yaml:"stream"`
+	// Subject is the first token of every subject (watchpost).
+	Subject string `yaml:"subject"`
+	// Site names this collector's site in the subjects.
+	Site string `yaml:"site"`
+	// Replicas of the stream: 3 in a cluster, 1 on a single node.
+	Replicas int `yaml:"replicas"`
+	// MaxBytes bounds the stream; when it is full, publishes fail and the
+	// agents are asked to retry (they keep the batches in their spools).
+	MaxBytes int64 `yaml:"max_bytes"`
+	// PublishTimeout bounds the wait for JetStream's acknowledgement of a batch.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// CredsFile, CAFile, CertFile and KeyFile authenticate to NATS (all optional).
+	CredsFile string `yaml:"creds_file"`
+	CAFile    string `yaml:"ca_file"`
+	CertFile  string `yaml:"cert_file"`
+	KeyFile   string `yaml:"key_file"`
+	// Consumer is the durable consumer the store writers share.
+	Consumer string `yaml:"consumer"`
+	// AckWait is how long a writer may hold a batch before it is delivered
+	// to another writer.
+	AckWait time.Duration `yaml:"ack_wait"`
+	// FetchBatches is how many messages a writer takes (and commits) at once.
+	FetchBatches int `yaml:"fetch_batches"`
 }
 
 // IngestConfig is the agents' endpoint (gRPC, mutual TLS required).
@@ -134,6 +198,14 @@ func DefaultConfig() Config {
 			Interval: time.Minute,
 		},
 		Dashboard: DashboardConfig{Enabled: true, SessionTTL: 8 * time.Hour, MaxSessions: 1024},
+		Writer:    WriterConfig{Listen: "127.0.0.1:7445"},
+		Store:     StoreEmbedded,
+		Postgres:  PostgresConfig{MaxConns: 8},
+		Queue:     QueueNone,
+		NATS: NATSConfig{
+			Stream: "WATCHPOST", Subject: "watchpost", Site: "default", Replicas: 1, MaxBytes: 10 << 30,
+			PublishTimeout: 10 * time.Second, Consumer: "writers", AckWait: 30 * time.Second, FetchBatches: 64,
+		},
 	}
 }
 
@@ -154,8 +226,11 @@ func (c *Config) LoadFile(name string) error {
 // Validate names the first bad key.
 func (c *Config) Validate() error {
 	i, q, r := &c.Ingest, &c.Query, &c.Retention
+	if err := c.validateStorage(); err != nil {
+		return err
+	}
 	switch {
-	case c.DataDir == "":
+	case c.Store == StoreEmbedded && c.DataDir == "":
 		return errors.New("data_dir: required")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("shutdown_timeout: must be positive")
@@ -219,6 +294,51 @@ func (c *Config) Validate() error {
 		if q.CertFile == "" || q.KeyFile == "" {
 			return errors.New("query.cert_file, query.key_file: required when query.listen is not a loopback address")
 		}
+	}
+	return nil
+}
+
+func (c *Config) validateStorage() error {
+	n := &c.NATS
+	switch {
+	case c.Store != StoreEmbedded && c.Store != StorePostgres:
+		return fmt.Errorf("store: %q is not embedded or postgres", c.Store)
+	case c.Store == StorePostgres && c.Postgres.URL == "":
+		return errors.New("postgres.url: required with store: postgres")
+	case c.Store == StorePostgres && c.Postgres.MaxConns < 1:
+		return errors.New("postgres.max_conns: must be at least 1")
+	case c.Queue != QueueNone && c.Queue != QueueNATS:
+		return fmt.Errorf("queue: %q is not none or nats", c.Queue)
+	case c.Queue == QueueNone:
+		return nil
+	case c.Store != StorePostgres:
+		return errors.New("queue: nats needs store: postgres (the writers store into PostgreSQL; queries read it)")
+	case len(n.URLs) == 0:
+		return errors.New("nats.urls: required with queue: nats")
+	}
+	return n.Validate()
+}
+
+// Validate names the first bad key of the nats section.
+func (n *NATSConfig) Validate() error {
+	for _, tok := range []struct{ key, v string }{{"nats.stream", n.Stream}, {"nats.subject", n.Subject}, {"nats.site", n.Site}, {"nats.consumer", n.Consumer}} {
+		if tok.v == "" || strings.ContainsAny(tok.v, ". *>\t\r\n") {
+			return fmt.Errorf("%s: %q must be one non-empty token without '.', '*', '>' or spaces", tok.key, tok.v)
+		}
+	}
+	switch {
+	case n.Replicas < 1 || n.Replicas > 5:
+		return errors.New("nats.replicas: must be 1 to 5 (3 in a cluster)")
+	case n.MaxBytes < 1<<20:
+		return errors.New("nats.max_bytes: must be at least 1 MiB")
+	case n.PublishTimeout <= 0:
+		return errors.New("nats.publish_timeout: must be positive")
+	case n.AckWait < time.Second:
+		return errors.New("nats.ack_wait: must be at least 1s")
+	case n.FetchBatches < 1:
+		return errors.New("nats.fetch_batches: must be at least 1")
+	case (n.CertFile == "") != (n.KeyFile == ""):
+		return errors.New("nats.cert_file, nats.key_file: set both or neither")
 	}
 	return nil
 }

@@ -210,7 +210,7 @@ func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStream
 	var results []store.Result
 	var storeErr error
 	if len(inputs) > 0 {
-		results, storeErr = c.store.StoreBatches(ctx, inputs)
+		results, storeErr = c.sink.StoreBatches(ctx, inputs)
 		if storeErr != nil {
 			c.log.Error().Err(storeErr).Str("agent", agent).Int("batches", len(inputs)).Msg("storing batches failed, asking the agent to retry")
 		}
@@ -218,7 +218,7 @@ func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStream
 	ri := 0
 	for _, j := range group {
 		if j.heartbeat != nil {
-			if err := c.store.RecordHeartbeat(ctx, agent, j.heartbeat, j.received); err != nil {
+			if err := c.sink.RecordHeartbeat(ctx, agent, j.heartbeat, j.received); err != nil {
 				c.log.Error().Err(err).Str("agent", agent).Msg("storing heartbeat failed")
 			} else {
 				c.heartbeats.Add(1)
@@ -232,7 +232,7 @@ func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStream
 			s := status.Convert(j.reject)
 			ack.Status, ack.Code, ack.Message = watchpostv1.AckStatus_ACK_STATUS_REJECTED, int32(s.Code()), s.Message()
 			c.countRejected(s.Code())
-			if err := c.store.RecordRejected(ctx, agent); err != nil {
+			if err := c.sink.RecordRejected(ctx, agent); err != nil {
 				c.log.Error().Err(err).Str("agent", agent).Msg("counting rejected batch failed")
 			}
 		case storeErr != nil:

@@ -36,7 +36,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newCerts())
+	root.AddCommand(newServe(), newWriter(), newCerts())
 	return root
 }
 
@@ -46,11 +46,9 @@ func newServe() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the collector",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := collector.DefaultConfig()
-			if configFile != "" {
-				if err := cfg.LoadFile(configFile); err != nil {
-					return err
-				}
+			cfg, err := loadConfig(configFile)
+			if err != nil {
+				return err
 			}
 			flags := cmd.Flags()
 			if flags.Changed("data-dir") {
@@ -68,11 +66,10 @@ func newServe() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("config: %w", err)
 			}
-			level, err := zerolog.ParseLevel(cfg.LogLevel)
+			log, err := newLogger(cfg)
 			if err != nil {
-				return fmt.Errorf("config: log_level: %w", err)
+				return err
 			}
-			log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			c, err := collector.New(cfg, collector.Deps{Logger: log})
@@ -94,6 +91,62 @@ func newServe() *cobra.Command {
 	f.StringVar(&ingestListen, "ingest-listen", "", "agents' mutual-TLS endpoint (ingest.listen)")
 	f.StringVar(&queryListen, "query-listen", "", "query API endpoint (query.listen)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (log_level)")
+	return cmd
+}
+
+// loadConfig overlays the file, if any, on the defaults.
+func loadConfig(file string) (collector.Config, error) {
+	cfg := collector.DefaultConfig()
+	if file != "" {
+		if err := cfg.LoadFile(file); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg collector.Config) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("config: log_level: %w", err)
+	}
+	return zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger(), nil
+}
+
+func newWriter() *cobra.Command {
+	var configFile, logLevel string
+	cmd := &cobra.Command{
+		Use:   "writer",
+		Short: "Run a store writer: batches from the JetStream queue into PostgreSQL (queue: nats, store: postgres)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(configFile)
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("log-level") {
+				cfg.LogLevel = logLevel
+			}
+			log, err := newLogger(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			w, err := collector.NewWriter(cfg, collector.Deps{Logger: log})
+			if err != nil {
+				return fmt.Errorf("config: %w", err)
+			}
+			if err := w.Start(ctx); err != nil {
+				_ = w.Shutdown(context.Background())
+				return err
+			}
+			<-ctx.Done()
+			log.Info().Msg("signal received, stopping")
+			return w.Shutdown(context.Background())
+		},
+	}
+	cmd.Flags().StringVar(&configFile, "config", "", "YAML configuration file (the collector's: store, postgres, queue, nats, retention, writer)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "", "debug, info, warn or error (log_level)")
 	return cmd
 }
 
