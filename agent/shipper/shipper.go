@@ -40,7 +40,11 @@ import (
 
 // Config holds the shipper's settings. Zero values take the defaults below.
 type Config struct {
-	// Address of the collector's ingest endpoint, host:port.
+	// Address of the collector's ingest endpoint, host:port; several
+	// collectors as a comma-separated list (c1:7443,c2:7443), or one name
+	// that resolves to several addresses. The shipper holds one stream to
+	// one of them (picked at random at start) and moves to another when
+	// that one fails.
 	Address string
 	// AgentID must equal the identity in the client certificate.
 	AgentID string
@@ -314,13 +318,14 @@ func (s *Shipper) Start(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("shipper already started")
 	}
-	conn, err := grpc.NewClient(s.cfg.Address,
+	target, opts := dialTarget(s.cfg.Address)
+	conn, err := grpc.NewClient(target, append(opts,
 		grpc.WithTransportCredentials(credentials.NewTLS(s.tls)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time: s.cfg.KeepaliveTime, Timeout: s.cfg.KeepaliveTimeout, PermitWithoutStream: true,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(s.cfg.MaxMessageBytes)),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("creating client for %s: %w", s.cfg.Address, err)
 	}
