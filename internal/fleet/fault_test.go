@@ -1,0 +1,233 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/watchpost/watchpost/collector/store"
+	"github.com/watchpost/watchpost/collector/store/postgres"
+	"github.com/watchpost/watchpost/internal/fleetsim"
+	"github.com/watchpost/watchpost/internal/services"
+)
+
+var (
+	pgOnce sync.Once
+	pg     *services.Postgres
+	pgErr  error
+	dbN    atomic.Int64
+)
+
+func TestMain(m *testing.M) {
+	HelperMain()
+	code := m.Run()
+	if pg != nil {
+		pg.Close()
+	}
+	os.Exit(code)
+}
+
+// sharedPostgres is one server for the package's tests (each gets its own database).
+func sharedPostgres(t *testing.T) *services.Postgres {
+	t.Helper()
+	pgOnce.Do(func() { pg, pgErr = services.StartPostgres(context.Background(), "") })
+	if pgErr != nil {
+		if services.Required() {
+			t.Fatal(pgErr)
+		}
+		t.Skipf("postgresql: %v", pgErr)
+	}
+	return pg
+}
+
+// startFleet starts PostgreSQL, a 3-node JetStream cluster, the collectors
+// and writers, and the simulated agents (not yet generating).
+func startFleet(t *testing.T, collectors, writers, agents int) (*Fleet, *fleetsim.Sim) {
+	t.Helper()
+	server := sharedPostgres(t)
+	ctx := context.Background()
+	t0 := time.Now()
+	defer func() { t.Logf("fleet up in %v", time.Since(t0).Round(time.Millisecond)) }()
+	f, err := Start(ctx, Options{NATSNodes: 3, Collectors: collectors, Writers: writers, Agents: agents, AckWait: 2 * time.Second,
+		Postgres: server, Database: fmt.Sprintf("fleet%d", dbN.Add(1))})
+	if err != nil {
+		if services.Required() {
+			t.Fatal(err)
+		}
+		t.Skipf("fleet services: %v", err)
+	}
+	t.Cleanup(f.Close)
+	sim, err := fleetsim.New(fleetsim.Config{Agents: agents, Address: f.IngestAddrs(), PKIDir: f.PKI,
+		BatchMaxEvents: 200, BatchMaxAge: 100 * time.Millisecond, HeartbeatInterval: time.Second, BackoffMax: time.Second,
+		Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Shutdown(context.Background()) })
+	return f, sim
+}
+
+// verifyExactlyOnce drains the agents and checks that every event each
+// agent shipped was acknowledged and is stored exactly once.
+func verifyExactlyOnce(t *testing.T, f *Fleet, sim *fleetsim.Sim) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := sim.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drained in %v", time.Since(t0).Round(time.Millisecond))
+	tot := sim.Totals()
+	if tot.Dropped != 0 || tot.Acked != tot.Shipped {
+		t.Fatalf("agents: shipped %d, acknowledged %d, dropped %d", tot.Shipped, tot.Acked, tot.Dropped)
+	}
+	st, err := postgres.Open(ctx, f.PGURL, postgres.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// The writers commit shortly after the collectors' acknowledgement.
+	var stored int
+	for {
+		stored = 0
+		hosts, err := st.Hosts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hosts {
+			stored += int(h.EventsStored)
+		}
+		if uint64(stored) >= tot.Acked || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("stored in %v", time.Since(t0).Round(time.Millisecond))
+	total := 0
+	for _, a := range sim.Agents() {
+		evs, more, err := st.Query(ctx, store.Filter{AgentID: a.ID}, 10_000_000)
+		if err != nil || more {
+			t.Fatalf("query %s: %v (more %v)", a.ID, err, more)
+		}
+		seen := make(map[uint64]int, len(evs))
+		for _, ev := range evs {
+			seen[ev.Header.Seq]++
+		}
+		for seq := uint64(1); seq <= a.Shipped(); seq++ {
+			if n := seen[seq]; n != 1 {
+				t.Errorf("%s: event %d stored %d times", a.ID, seq, n)
+				break
+			}
+		}
+		if uint64(len(evs)) != a.Shipped() {
+			t.Errorf("%s: %d events stored, %d shipped and acknowledged", a.ID, len(evs), a.Shipped())
+		}
+		total += len(evs)
+	}
+	if uint64(total) != tot.Acked || stored != total {
+		t.Fatalf("stored %d events (registry %d), acknowledged %d", total, stored, tot.Acked)
+	}
+	t.Logf("%d events from %d agents acknowledged and stored exactly once (%d batches sent, %d resent, %d duplicates, %d reconnects)",
+		total, len(sim.Agents()), tot.BatchesSent, tot.Resent, tot.Duplicates, tot.Reconnects)
+}
+
+// during generates events at rate for d, runs fault after half of it,
+// then lets the fleet settle.
+func during(t *testing.T, sim *fleetsim.Sim, rate float64, d time.Duration, fault func()) {
+	t.Helper()
+	sim.SetRate(rate)
+	time.Sleep(d / 2)
+	fault()
+	time.Sleep(d / 2)
+	sim.SetRate(0)
+}
+
+func TestFaultNATSNodeKilled(t *testing.T) {
+	f, sim := startFleet(t, 2, 1, 20)
+	during(t, sim, 200, 4*time.Second, func() {
+		f.NATS.Kill(0)
+		t.Log("killed nats node n1")
+	})
+	verifyExactlyOnce(t, f, sim)
+}
+
+func TestFaultWriterKilled(t *testing.T) {
+	f, sim := startFleet(t, 2, 2, 20)
+	during(t, sim, 200, 4*time.Second, func() {
+		f.Writers[0].Kill()
+		t.Log("killed writer 1 mid-batch")
+	})
+	// The other writer takes over; the killed one's unacknowledged
+	// batches come back after ack_wait. Restarted, it resumes from the
+	// durable consumer.
+	if err := f.Writers[0].Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	verifyExactlyOnce(t, f, sim)
+	// The killed writer held batches it had taken and not acknowledged:
+	// JetStream delivered them again.
+	nc, err := natsgo.Connect(strings.Join(f.NATS.URLs(), ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(context.Background(), "WATCHPOST", "writers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every delivery takes a consumer sequence number, every message one
+	// stream sequence number: the difference is the deliveries repeated.
+	again := info.Delivered.Consumer - info.Delivered.Stream
+	if again == 0 {
+		t.Errorf("no batch was delivered again after the writer was killed: delivered %+v", info.Delivered)
+	}
+	t.Logf("consumer: %d of %d messages delivered again", again, info.Delivered.Stream)
+}
+
+func TestFaultPostgresRestarted(t *testing.T) {
+	f, sim := startFleet(t, 2, 1, 20)
+	during(t, sim, 200, 4*time.Second, func() {
+		f.PG.Kill()
+		t.Log("postgres stopped (immediate shutdown)")
+		time.Sleep(time.Second)
+		if err := f.PG.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Log("postgres started again")
+	})
+	verifyExactlyOnce(t, f, sim)
+}
+
+func TestFaultCollectorKilled(t *testing.T) {
+	f, sim := startFleet(t, 2, 1, 20)
+	during(t, sim, 200, 4*time.Second, func() {
+		f.Collectors[0].Kill()
+		t.Log("killed collector 1 with agents connected")
+	})
+	tot := sim.Totals()
+	if tot.Reconnects == 0 {
+		t.Errorf("no agent reconnected")
+	}
+	verifyExactlyOnce(t, f, sim)
+}
