@@ -206,21 +206,24 @@ func ScanHeartbeats(rows Rows) (map[string]HeartbeatAt, error) {
 	return out, rows.Err()
 }
 
-// ScanAlerts reads (id, data) rows of the alerts table.
-func ScanAlerts(rows Rows) ([]*watchpostv1.Alert, error) {
-	var out []*watchpostv1.Alert
-	for rows.Next() {
-		var id int64
-		var data []byte
-		if err := rows.Scan(&id, &data); err != nil {
-			return nil, fmt.Errorf("reading alert: %w", err)
-		}
-		a := &watchpostv1.Alert{}
-		if err := proto.Unmarshal(data, a); err != nil {
-			return nil, fmt.Errorf("decoding alert %d: %w", id, err)
-		}
-		a.Id = uint64(id)
-		out = append(out, a)
+// Scanner is one row (*sql.Row, *sql.Rows, pgx.Row, pgx.Rows).
+type Scanner interface{ Scan(...any) error }
+
+// AlertColumns is the select list ScanAlert reads: the columns are what
+// the store changes, the message holds the rest.
+const AlertColumns = "id, data, state"
+
+// ScanAlert reads one alert row (AlertColumns).
+func ScanAlert(r Scanner) (*watchpostv1.Alert, error) {
+	var id, state int64
+	var data []byte
+	if err := r.Scan(&id, &data, &state); err != nil {
+		return nil, fmt.Errorf("reading alert: %w", err)
 	}
-	return out, rows.Err()
+	a := &watchpostv1.Alert{}
+	if err := proto.Unmarshal(data, a); err != nil {
+		return nil, fmt.Errorf("decoding alert %d: %w", id, err)
+	}
+	a.Id, a.State = uint64(id), watchpostv1.AlertState(state)
+	return a, nil
 }

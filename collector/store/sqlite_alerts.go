@@ -132,7 +132,7 @@ func (s *SQLite) Alerts(ctx context.Context, f AlertFilter, limit int) ([]*watch
 	defer rows.Close()
 	var out []*watchpostv1.Alert
 	for rows.Next() {
-		a, err := scanAlert(rows)
+		a, err := ScanAlert(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -150,24 +150,6 @@ func inList[E ~int32](col string, vs []E) (string, []any) {
 	return col + " IN (" + strings.TrimSuffix(strings.Repeat("?,", len(vs)), ",") + ")", args
 }
 
-type scanner interface{ Scan(...any) error }
-
-// scanAlert reads (id, data, state): the columns are what the store
-// changes, the message holds the rest.
-func scanAlert(r scanner) (*watchpostv1.Alert, error) {
-	var id, state int64
-	var data []byte
-	if err := r.Scan(&id, &data, &state); err != nil {
-		return nil, fmt.Errorf("reading alert: %w", err)
-	}
-	a := &watchpostv1.Alert{}
-	if err := proto.Unmarshal(data, a); err != nil {
-		return nil, fmt.Errorf("decoding alert %d: %w", id, err)
-	}
-	a.Id, a.State = uint64(id), watchpostv1.AlertState(state)
-	return a, nil
-}
-
 // UpdateAlerts implements Store.
 func (s *SQLite) UpdateAlerts(ctx context.Context, u AlertUpdate) ([]*watchpostv1.Alert, error) {
 	if err := u.Validate(); err != nil {
@@ -182,7 +164,7 @@ func (s *SQLite) UpdateAlerts(ctx context.Context, u AlertUpdate) ([]*watchpostv
 	defer func() { _ = tx.Rollback() }()
 	out := make([]*watchpostv1.Alert, 0, len(u.IDs))
 	for _, id := range u.IDs {
-		a, err := scanAlert(tx.QueryRowContext(ctx, "SELECT id, data, state FROM alerts WHERE id = ?", int64(id)))
+		a, err := ScanAlert(tx.QueryRowContext(ctx, "SELECT id, data, state FROM alerts WHERE id = ?", int64(id)))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("alert %d: %w", id, ErrUnknownAlert)
 		}

@@ -91,7 +91,10 @@ CREATE TABLE IF NOT EXISTS alerts (
 	agent_id TEXT    NOT NULL,
 	time_ns  BIGINT  NOT NULL,
 	kind     INTEGER NOT NULL,
-	data     BYTEA   NOT NULL
+	data     BYTEA   NOT NULL,
+	host     TEXT    NOT NULL DEFAULT '',
+	severity INTEGER NOT NULL DEFAULT 0,
+	state    INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time_ns);
 CREATE TABLE IF NOT EXISTS heartbeats (
@@ -397,19 +400,31 @@ func (s *Store) RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) e
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		for _, a := range alerts {
 			a.Id = 0
+			if a.State == watchpostv1.AlertState_ALERT_STATE_UNSPECIFIED {
+				a.State = watchpostv1.AlertState_ALERT_STATE_OPEN
+			}
 			data, err := proto.Marshal(a)
 			if err != nil {
 				return fmt.Errorf("encoding alert: %w", err)
 			}
 			var id int64
-			if err := tx.QueryRow(ctx, "INSERT INTO alerts (agent_id, time_ns, kind, data) VALUES ($1, $2, $3, $4) RETURNING id",
-				a.AgentId, a.TimeUnixNano, int32(a.Kind), data).Scan(&id); err != nil {
+			if err := tx.QueryRow(ctx, `INSERT INTO alerts (agent_id, time_ns, kind, data, host, severity, state)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+				a.AgentId, a.TimeUnixNano, int32(a.Kind), data, a.Host, int32(a.Severity), int32(a.State)).Scan(&id); err != nil {
 				return fmt.Errorf("storing alert of %s: %w", a.AgentId, err)
 			}
 			a.Id = uint64(id)
 		}
 		return nil
 	})
+}
+
+func int32s[E ~int32](vs []E) []int32 {
+	out := make([]int32, len(vs))
+	for i, v := range vs {
+		out[i] = int32(v)
+	}
+	return out
 }
 
 // Alerts implements store.Store.
@@ -421,16 +436,88 @@ func (s *Store) Alerts(ctx context.Context, f store.AlertFilter, limit int) ([]*
 	if f.AgentID != "" {
 		w.add("agent_id = ?", f.AgentID)
 	}
+	if f.Host != "" {
+		w.add("host = ?", f.Host)
+	}
 	if !f.Since.IsZero() {
 		w.add("time_ns >= ?", f.Since.UnixNano())
 	}
-	w.args = append(w.args, limit)
-	rows, err := s.pool.Query(ctx, "SELECT id, data FROM alerts WHERE true"+w.sql.String()+fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(w.args)), w.args...)
+	if !f.Until.IsZero() {
+		w.add("time_ns <= ?", f.Until.UnixNano())
+	}
+	if f.MinSeverity > 0 {
+		w.add("severity >= ?", int32(f.MinSeverity))
+	}
+	if f.BeforeID > 0 {
+		w.add("id < ?", int64(f.BeforeID))
+	}
+	if len(f.States) > 0 {
+		w.add("state = ANY(?)", int32s(f.States))
+	}
+	if len(f.Kinds) > 0 {
+		w.add("kind = ANY(?)", int32s(f.Kinds))
+	}
+	lim := w.p(limit)
+	rows, err := s.pool.Query(ctx, "SELECT "+store.AlertColumns+" FROM alerts WHERE true"+w.sql.String()+" ORDER BY id DESC LIMIT "+lim, w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing alerts: %w", err)
 	}
 	defer rows.Close()
-	return store.ScanAlerts(rows)
+	var out []*watchpostv1.Alert
+	for rows.Next() {
+		a, err := store.ScanAlert(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// UpdateAlerts implements store.Store: one transaction, each alert locked
+// (in id order, so concurrent updates from several collectors cannot
+// deadlock), changed as AlertUpdate.Apply says and written back.
+func (s *Store) UpdateAlerts(ctx context.Context, u store.AlertUpdate) ([]*watchpostv1.Alert, error) {
+	if err := u.Validate(); err != nil {
+		return nil, err
+	}
+	ids := append([]uint64(nil), u.IDs...)
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	byID := map[uint64]*watchpostv1.Alert{}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, id := range ids {
+			if byID[id] != nil {
+				continue
+			}
+			a, err := store.ScanAlert(tx.QueryRow(ctx, "SELECT "+store.AlertColumns+" FROM alerts WHERE id = $1 FOR UPDATE", int64(id)))
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("alert %d: %w", id, store.ErrUnknownAlert)
+			}
+			if err != nil {
+				return err
+			}
+			u.Apply(a)
+			stored := proto.Clone(a).(*watchpostv1.Alert)
+			stored.Id = 0
+			data, err := proto.Marshal(stored)
+			if err != nil {
+				return fmt.Errorf("encoding alert %d: %w", id, err)
+			}
+			if _, err := tx.Exec(ctx, "UPDATE alerts SET data = $1, state = $2 WHERE id = $3", data, int32(a.State), int64(id)); err != nil {
+				return fmt.Errorf("updating alert %d: %w", id, err)
+			}
+			byID[id] = a
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*watchpostv1.Alert, len(u.IDs))
+	for i, id := range u.IDs {
+		out[i] = byID[id]
+	}
+	return out, nil
 }
 
 // LastHeartbeats implements store.Store.

@@ -6,13 +6,16 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/watchpost/watchpost/collector/store"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
@@ -33,6 +36,8 @@ func Run(t *testing.T, open Opener) {
 		{"QueryLimit", testQueryLimit},
 		{"HostsAndHeartbeats", testHosts},
 		{"Alerts", testAlerts},
+		{"AlertTriage", testAlertTriage},
+		{"AlertFilter", testAlertFilter},
 		{"RetentionMaxAge", testRetention},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -368,5 +373,141 @@ func testRetention(t *testing.T, s store.Store) {
 	}
 	if got := mustStore(t, s, Batch("a", "boot-1", 2, 100, 110)); got[0] != store.Stored {
 		t.Fatalf("store after retention: %v", got)
+	}
+}
+
+var alertT0 = time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+
+func triageAlerts() []*watchpostv1.Alert {
+	mk := func(agent string, kind watchpostv1.AlertKind, sev watchpostv1.Severity, min int) *watchpostv1.Alert {
+		return &watchpostv1.Alert{AgentId: agent, Host: agent + ".plant", Kind: kind, Severity: sev,
+			State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: alertT0.Add(time.Duration(min) * time.Minute).UnixNano(), Message: "m"}
+	}
+	return []*watchpostv1.Alert{
+		mk("gw1", watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT, watchpostv1.Severity_SEVERITY_HIGH, 0),
+		mk("gw2", watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, watchpostv1.Severity_SEVERITY_MEDIUM, 1),
+		mk("gw1", watchpostv1.AlertKind_ALERT_KIND_PROGRAMS_DETACHED, watchpostv1.Severity_SEVERITY_CRITICAL, 2),
+		mk("gw2", watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, watchpostv1.Severity_SEVERITY_MEDIUM, 3),
+	}
+}
+
+// testAlertTriage walks alerts through acknowledge, resolve and reopen and checks what is stored, who and when, and that an
+// update naming an unknown alert changes nothing.
+func testAlertTriage(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	as := triageAlerts()
+	if err := s.RecordAlerts(ctx, as); err != nil {
+		t.Fatal(err)
+	}
+	at := alertT0.Add(time.Hour)
+	got, err := s.UpdateAlerts(ctx, store.AlertUpdate{IDs: []uint64{as[0].Id, as[2].Id}, State: watchpostv1.AlertState_ALERT_STATE_ACKNOWLEDGED,
+		By: "ops", Note: "looking", At: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wanalertT0 := proto.Clone(as[0]).(*watchpostv1.Alert)
+	wanalertT0.State, wanalertT0.AcknowledgedBy, wanalertT0.AcknowledgedUnixNano, wanalertT0.Note = watchpostv1.AlertState_ALERT_STATE_ACKNOWLEDGED, "ops", at.UnixNano(), "looking"
+	if d := cmp.Diff(wanalertT0, got[0], protocmp.Transform()); d != "" {
+		t.Fatalf("acknowledged alert (-want +got):\n%s", d)
+	}
+	// A second acknowledgement keeps the first; resolving records who resolved.
+	later := at.Add(time.Minute)
+	if _, err := s.UpdateAlerts(ctx, store.AlertUpdate{IDs: []uint64{as[0].Id}, State: watchpostv1.AlertState_ALERT_STATE_ACKNOWLEDGED, By: "soc", At: later}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.UpdateAlerts(ctx, store.AlertUpdate{IDs: []uint64{as[0].Id}, State: watchpostv1.AlertState_ALERT_STATE_RESOLVED, By: "soc", Note: "agent restarted by maintenance", At: later})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wanalertT0.State, wanalertT0.ResolvedBy, wanalertT0.ResolvedUnixNano, wanalertT0.Note = watchpostv1.AlertState_ALERT_STATE_RESOLVED, "soc", later.UnixNano(), "agent restarted by maintenance"
+	if d := cmp.Diff(wanalertT0, got[0], protocmp.Transform()); d != "" {
+		t.Fatalf("resolved alert (-want +got):\n%s", d)
+	}
+	// Stored as returned.
+	stored, err := s.Alerts(ctx, store.AlertFilter{States: []watchpostv1.AlertState{watchpostv1.AlertState_ALERT_STATE_RESOLVED}}, 10)
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("resolved alerts: %v %v", stored, err)
+	}
+	if d := cmp.Diff(wanalertT0, stored[0], protocmp.Transform()); d != "" {
+		t.Fatalf("stored resolved alert (-want +got):\n%s", d)
+	}
+	// Reopen clears the resolution, keeps the acknowledgement.
+	got, err = s.UpdateAlerts(ctx, store.AlertUpdate{IDs: []uint64{as[0].Id}, State: watchpostv1.AlertState_ALERT_STATE_OPEN, By: "soc", At: later})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := got[0]; a.State != watchpostv1.AlertState_ALERT_STATE_OPEN || a.ResolvedBy != "" || a.ResolvedUnixNano != 0 || a.AcknowledgedBy != "ops" {
+		t.Fatalf("reopened alert: %v", a)
+	}
+	// All or none: an unknown id fails the update and changes nothing.
+	_, err = s.UpdateAlerts(ctx, store.AlertUpdate{IDs: []uint64{as[1].Id, 999}, State: watchpostv1.AlertState_ALERT_STATE_RESOLVED, By: "soc", At: later})
+	if !errors.Is(err, store.ErrUnknownAlert) {
+		t.Fatalf("update with an unknown id: %v", err)
+	}
+	open, err := s.Alerts(ctx, store.AlertFilter{AgentID: "gw2", States: []watchpostv1.AlertState{watchpostv1.AlertState_ALERT_STATE_OPEN}}, 10)
+	if err != nil || len(open) != 2 {
+		t.Fatalf("gw2's open alerts after the refused update: %v %v", open, err)
+	}
+	for _, bad := range []store.AlertUpdate{
+		{State: watchpostv1.AlertState_ALERT_STATE_RESOLVED, By: "x", At: at},
+		{IDs: []uint64{1}, State: watchpostv1.AlertState_ALERT_STATE_UNSPECIFIED, By: "x", At: at},
+		{IDs: []uint64{1}, State: watchpostv1.AlertState_ALERT_STATE_RESOLVED, At: at},
+		{IDs: []uint64{1}, State: watchpostv1.AlertState_ALERT_STATE_RESOLVED, By: "x", At: at, Note: string(make([]byte, store.MaxAlertNote+1))},
+	} {
+		if _, err := s.UpdateAlerts(ctx, bad); err == nil {
+			t.Fatalf("update %+v accepted", bad)
+		}
+	}
+}
+
+// testAlertFilter checks every filter field of the engine's query against
+// store.AlertFilter.Match, the reference meaning.
+func testAlertFilter(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	as := triageAlerts()
+	if err := s.RecordAlerts(ctx, as); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateAlerts(ctx, store.AlertUpdate{IDs: []uint64{as[1].Id}, State: watchpostv1.AlertState_ALERT_STATE_ACKNOWLEDGED, By: "ops", At: alertT0}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Alerts(ctx, store.AlertFilter{}, 100)
+	if err != nil || len(all) != 4 {
+		t.Fatalf("all alerts: %v %v", all, err)
+	}
+	for name, f := range map[string]store.AlertFilter{
+		"agent":     {AgentID: "gw1"},
+		"host":      {Host: "gw2.plant"},
+		"since":     {Since: alertT0.Add(time.Minute)},
+		"until":     {Until: alertT0.Add(2 * time.Minute)},
+		"open":      {States: []watchpostv1.AlertState{watchpostv1.AlertState_ALERT_STATE_OPEN}},
+		"ack":       {States: []watchpostv1.AlertState{watchpostv1.AlertState_ALERT_STATE_ACKNOWLEDGED, watchpostv1.AlertState_ALERT_STATE_RESOLVED}},
+		"high+":     {MinSeverity: watchpostv1.Severity_SEVERITY_HIGH},
+		"kinds":     {Kinds: []watchpostv1.AlertKind{watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP}},
+		"before":    {BeforeID: as[2].Id},
+		"combined":  {AgentID: "gw2", States: []watchpostv1.AlertState{watchpostv1.AlertState_ALERT_STATE_OPEN}, MinSeverity: watchpostv1.Severity_SEVERITY_MEDIUM},
+		"nothing":   {AgentID: "gw3"},
+		"every one": {},
+	} {
+		got, err := s.Alerts(ctx, f, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []uint64
+		for _, a := range all {
+			if f.Match(a) {
+				want = append(want, a.Id)
+			}
+		}
+		var ids []uint64
+		for _, a := range got {
+			ids = append(ids, a.Id)
+		}
+		if d := cmp.Diff(want, ids); d != "" {
+			t.Errorf("%s: ids (-match +store):\n%s", name, d)
+		}
+	}
+	if got, _ := s.Alerts(ctx, store.AlertFilter{States: []watchpostv1.AlertState{watchpostv1.AlertState_ALERT_STATE_OPEN}}, 100); len(got) != 3 {
+		t.Fatalf("open alerts: %d, want 3", len(got))
 	}
 }
