@@ -18,6 +18,7 @@ import (
 
 	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/agent/container"
+	"github.com/watchpost/watchpost/agent/detect"
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/metrics"
@@ -35,6 +36,9 @@ type Options struct {
 	Stdout io.Writer
 	// Ready, when set, is called once everything is attached and running.
 	Ready func(*Agent)
+	// Reload, when set, reloads the detection rules on every receive
+	// (main sends SIGHUP here).
+	Reload <-chan os.Signal
 }
 
 // Agent is a running agent, as handed to Options.Ready.
@@ -46,6 +50,7 @@ type Agent struct {
 	Metrics  *metrics.Server  // nil when metrics_addr is empty
 	// Containers is nil when container attribution is off.
 	Containers *container.Resolver
+	Detect     *detect.Engine // nil when detection is off
 }
 
 // Run starts the agent and blocks until ctx ends; then it detaches the
@@ -102,6 +107,28 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		defer func() { _ = containers.Shutdown(context.Background()) }()
 		a.Containers = containers
 		pcfg.Containers = containers
+	}
+	if cfg.Detection.Enabled {
+		if a.Detect, err = detect.New(cfg.DetectConfig(), detect.Deps{Logger: log, Processes: table}); err != nil {
+			return fmt.Errorf("detection: %w", err)
+		}
+		if err := a.Detect.Start(ctx); err != nil {
+			return err
+		}
+		defer func() { _ = a.Detect.Shutdown(context.Background()) }()
+		pcfg.Detector = a.Detect
+		if opt.Reload != nil {
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-opt.Reload:
+						a.Detect.Reload()
+					}
+				}
+			}()
+		}
 	}
 	var p *pipeline.Pipeline
 	if cfg.Output == config.OutputCollector || cfg.Output == config.OutputBoth {

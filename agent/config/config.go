@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/watchpost/watchpost/agent/container"
+	"github.com/watchpost/watchpost/agent/detect"
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/industrial"
 	"github.com/watchpost/watchpost/agent/kernel"
@@ -53,6 +54,7 @@ type Config struct {
 	// container attribution).
 	CgroupRoot string    `yaml:"cgroup_root"`
 	Container  Container `yaml:"container"`
+	Detection  Detection `yaml:"detection"`
 }
 
 // Container configures container attribution (agent/container).
@@ -63,6 +65,24 @@ type Container struct {
 	Runtimes      []container.Runtime `yaml:"runtimes"`
 	CacheSize     int                 `yaml:"cache_size"`
 	LookupTimeout time.Duration       `yaml:"lookup_timeout"`
+}
+
+// DefaultRulesDir is the rules directory when the agent runs without a
+// configuration file; with one, it is rules.d beside that file.
+const DefaultRulesDir = "/etc/watchpost/rules.d"
+
+// Detection configures the rule engine (docs/detection.md).
+type Detection struct {
+	Enabled bool `yaml:"enabled"`
+	// RulesDir holds the user's rules; relative to the configuration
+	// file's directory; default rules.d there.
+	RulesDir string `yaml:"rules_dir"`
+	// Packs are the built-in rule packs loaded (host, ot).
+	Packs []string `yaml:"packs"`
+	// DisabledRules are rule ids or names not loaded.
+	DisabledRules []string `yaml:"disabled_rules"`
+	// MaxGroups bounds the groups each correlation rule tracks.
+	MaxGroups int `yaml:"max_groups"`
 }
 
 // Spool keeps unacknowledged batches on disk (output collector or both);
@@ -176,6 +196,7 @@ func Default() Config {
 		Container: Container{
 			Enabled: ct.Enabled, Runtimes: ct.Runtimes, CacheSize: ct.CacheSize, LookupTimeout: ct.LookupTimeout,
 		},
+		Detection: Detection{Enabled: true, RulesDir: DefaultRulesDir, Packs: detect.Packs(), MaxGroups: 10000},
 	}
 }
 
@@ -190,8 +211,15 @@ func Load(path string) (Config, error) {
 		return c, fmt.Errorf("reading config: %w", err)
 	}
 	defer f.Close()
+	c.Detection.RulesDir = ""
 	if err := decode(f, &c); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	switch {
+	case c.Detection.RulesDir == "":
+		c.Detection.RulesDir = filepath.Join(filepath.Dir(path), "rules.d")
+	case !filepath.IsAbs(c.Detection.RulesDir):
+		c.Detection.RulesDir = filepath.Join(filepath.Dir(path), c.Detection.RulesDir)
 	}
 	return c, nil
 }
@@ -296,7 +324,22 @@ func (c Config) Validate() error {
 	if err := c.ContainerConfig().Validate(); err != nil {
 		return err
 	}
+	if c.Detection.Enabled {
+		dc := c.DetectConfig()
+		dc.Defaults()
+		if err := dc.Validate(); err != nil {
+			return err
+		}
+	}
 	return c.PipelineConfig().Validate()
+}
+
+// DetectConfig translates to the rule engine's settings.
+func (c Config) DetectConfig() detect.Config {
+	return detect.Config{
+		RulesDir: c.Detection.RulesDir, Packs: c.Detection.Packs, Disabled: c.Detection.DisabledRules,
+		Host: c.Host, MaxGroups: c.Detection.MaxGroups, CgroupRoot: c.CgroupRoot,
+	}
 }
 
 // KernelConfig translates to the kernel package's settings.

@@ -50,7 +50,8 @@ const (
 	KindGap           Kind = 101 // events were shed; how many and of what
 	KindAgentStart    Kind = 102
 	KindAgentStop     Kind = 103
-	kindAgentMax      Kind = 104
+	KindAlert         Kind = 104 // a detection rule fired (agent/detect)
+	kindAgentMax      Kind = 105
 	kindAgentKindBase Kind = 100
 )
 
@@ -67,6 +68,7 @@ var kindNames = map[Kind]string{
 	KindBPF: "bpf", KindMount: "mount", KindUmount: "umount", KindClockChange: "clock_change",
 	KindSignal: "signal", KindMemfdExec: "memfd_exec",
 	KindHealth: "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
+	KindAlert: "alert",
 }
 
 var kindByName = func() map[string]Kind {
@@ -127,7 +129,7 @@ func (k *Kind) UnmarshalText(b []byte) error {
 func (k Kind) SecurityCritical() bool {
 	switch k {
 	case KindExec, KindModuleLoad, KindPtrace, KindCredChange, KindBPF, KindMount,
-		KindUmount, KindClockChange, KindMemfdExec, KindGap, KindHealth, KindAgentStart, KindAgentStop:
+		KindUmount, KindClockChange, KindMemfdExec, KindGap, KindHealth, KindAgentStart, KindAgentStop, KindAlert:
 		return true
 	}
 	return false
@@ -274,6 +276,54 @@ type Health struct {
 	Dropped     uint64    `json:"dropped"`
 	SpoolBytes  uint64    `json:"spool_bytes,omitempty"`
 	Counters    []Counter `json:"counters,omitempty"`
+	// Detection is the rule engine's state (nil when detection is off).
+	Detection *Detection `json:"detection,omitempty"`
+}
+
+// Alert is raised by a detection rule (agent/detect): which rule, why it
+// fired and the events behind it. The event's process and ancestry are
+// those of the event that completed the match.
+type Alert struct {
+	RuleID      string   `json:"rule_id"`
+	Title       string   `json:"title"`
+	Level       string   `json:"level"`                // informational, low, medium, high, critical
+	Techniques  []string `json:"techniques,omitempty"` // ATT&CK ids: T0807, T1059.004
+	Tags        []string `json:"tags,omitempty"`
+	Source      string   `json:"source"`                // pack:host, pack:ot, or the rules file
+	Correlation string   `json:"correlation,omitempty"` // event_count, value_count, temporal, temporal_ordered
+	Count       uint64   `json:"count,omitempty"`       // events or distinct values counted by a correlation
+	// Matches are the fields and values that made the rule fire.
+	Matches []Match `json:"matches"`
+	// Events are the events behind the alert, oldest first; the last one
+	// completed the match.
+	Events []EventRef `json:"events"`
+}
+
+// Match is one field of an event and the value a rule matched in it.
+type Match struct {
+	Field string `json:"field"`
+	Value string `json:"value"`
+}
+
+// EventRef names an event of this agent run by its sequence number.
+type EventRef struct {
+	Seq    uint64    `json:"seq"`
+	Kind   Kind      `json:"type"`
+	Time   time.Time `json:"time"`
+	BootNS uint64    `json:"boot_ns"`
+	PID    uint32    `json:"pid"`
+}
+
+// Detection is the detection engine's state as health events report it.
+type Detection struct {
+	Rules      int               `json:"rules"`                // rules loaded and enabled
+	Generation uint64            `json:"generation"`           // rule sets loaded since start
+	LoadedAt   time.Time         `json:"loaded_at"`            // when the current set was loaded
+	Errors     []string          `json:"errors,omitempty"`     // the last reload's errors (file:line: message)
+	Alerts     uint64            `json:"alerts"`               // alerts raised since start
+	Suppressed map[string]uint64 `json:"suppressed,omitempty"` // matches suppressed by an exception, by rule
+	Dropped    uint64            `json:"dropped,omitempty"`    // correlation state evicted at its bound
+	Exceptions int               `json:"exceptions"`           // exceptions in force
 }
 
 // Gap records events that were shed rather than delivered.
@@ -303,6 +353,7 @@ type Event struct {
 	Industrial *Industrial `json:"industrial,omitempty"`
 	Health     *Health     `json:"health,omitempty"`
 	Gap        *Gap        `json:"gap,omitempty"`
+	Alert      *Alert      `json:"alert,omitempty"`
 }
 
 // DevString formats a kernel dev_t (new encoding, as in struct

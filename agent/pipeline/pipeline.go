@@ -40,6 +40,17 @@ type Enricher interface {
 	Enrich(ev *event.Event)
 }
 
+// Detector judges enriched events (agent/detect).
+type Detector interface {
+	// Detect returns the alerts an event raises (nil for most); the slice
+	// is valid until the next call.
+	Detect(ev *event.Event) []*event.Event
+	// Status is the detection state that health events carry.
+	Status() *event.Detection
+	// Changed is signalled when the rules were reloaded.
+	Changed() <-chan struct{}
+}
+
 // Config tunes the pipeline.
 type Config struct {
 	Host           string
@@ -51,6 +62,9 @@ type Config struct {
 	Containers Enricher
 	// Tagger, when set, tags every event after enrichment.
 	Tagger Tagger
+	// Detector, when set, sees every event after tagging; its alerts are
+	// emitted right after the event and flushed at once.
+	Detector Detector
 }
 
 // Validate names the bad setting.
@@ -108,6 +122,10 @@ func (p *Pipeline) consume(ctx context.Context) error {
 
 	p.emit(p.agentEvent(event.KindAgentStart))
 	events := p.src.Events()
+	var reloaded <-chan struct{}
+	if p.cfg.Detector != nil {
+		reloaded = p.cfg.Detector.Changed()
+	}
 	for {
 		select {
 		case ev, ok := <-events:
@@ -125,10 +143,27 @@ func (p *Pipeline) consume(ctx context.Context) error {
 			if p.cfg.Tagger != nil {
 				p.cfg.Tagger.Apply(ev)
 			}
-			p.emit(ev)
+			if p.cfg.Detector == nil {
+				p.emit(ev)
+			} else {
+				p.number(ev) // alerts name the event by its sequence number
+				alerts := p.cfg.Detector.Detect(ev)
+				p.write(ev)
+				for _, a := range alerts {
+					p.emit(a)
+				}
+				if len(alerts) > 0 {
+					p.flush() // alerts never wait for the queue to idle
+					continue
+				}
+			}
 			if len(events) == 0 {
 				p.flush()
 			}
+		case <-reloaded:
+			// A reload's outcome (rules, errors) is reported at once.
+			p.emit(p.healthEvent())
+			p.flush()
 		case <-health.C:
 			p.emit(p.healthEvent())
 			p.flush()
@@ -139,9 +174,18 @@ func (p *Pipeline) consume(ctx context.Context) error {
 }
 
 func (p *Pipeline) emit(ev *event.Event) {
+	p.number(ev)
+	p.write(ev)
+}
+
+// number gives ev the next sequence number and the host.
+func (p *Pipeline) number(ev *event.Event) {
 	p.seq++
 	ev.Seq = p.seq
 	ev.Host = p.cfg.Host
+}
+
+func (p *Pipeline) write(ev *event.Event) {
 	for _, s := range p.sinks {
 		s.Write(ev)
 	}
@@ -187,6 +231,9 @@ func (p *Pipeline) health() *event.Health {
 		CapturePath: f.CapturePath,
 		Programs:    p.src.Programs(),
 		Delivered:   p.delivered.Load(),
+	}
+	if p.cfg.Detector != nil {
+		h.Detection = p.cfg.Detector.Status()
 	}
 	st, err := p.src.Stats()
 	if err != nil {

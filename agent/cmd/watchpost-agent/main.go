@@ -104,7 +104,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer stopProfiles()
 		log.Info().Str("addr", *pprofAddr).Msg("serving Go profiles on /debug/pprof/")
 	}
-	if err := app.Run(ctx, cfg, log, app.Options{Stdout: stdout}); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := app.Run(ctx, cfg, log, app.Options{Stdout: stdout, Reload: hup}); err != nil {
 		if errors.Is(err, kernel.ErrUnsupported) {
 			fmt.Fprintf(stderr, "watchpost-agent: %v\n", err)
 			return exitUnsupported

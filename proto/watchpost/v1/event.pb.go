@@ -63,6 +63,8 @@ const (
 	EventType_EVENT_TYPE_GAP           EventType = 101
 	EventType_EVENT_TYPE_AGENT_START   EventType = 102
 	EventType_EVENT_TYPE_AGENT_STOP    EventType = 103
+	// A detection rule fired on the agent (detail: alert).
+	EventType_EVENT_TYPE_ALERT EventType = 104
 )
 
 // Enum value maps for EventType.
@@ -102,6 +104,7 @@ var (
 		101: "EVENT_TYPE_GAP",
 		102: "EVENT_TYPE_AGENT_START",
 		103: "EVENT_TYPE_AGENT_STOP",
+		104: "EVENT_TYPE_ALERT",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":   0,
@@ -138,6 +141,7 @@ var (
 		"EVENT_TYPE_GAP":           101,
 		"EVENT_TYPE_AGENT_START":   102,
 		"EVENT_TYPE_AGENT_STOP":    103,
+		"EVENT_TYPE_ALERT":         104,
 	}
 )
 
@@ -1339,17 +1343,19 @@ func (x *Counter) GetCount() uint64 {
 }
 
 type Health struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	Kernel        string                 `protobuf:"bytes,2,opt,name=kernel,proto3" json:"kernel,omitempty"`
-	CapturePath   string                 `protobuf:"bytes,3,opt,name=capture_path,json=capturePath,proto3" json:"capture_path,omitempty"`
-	Programs      []string               `protobuf:"bytes,4,rep,name=programs,proto3" json:"programs,omitempty"`
-	Produced      uint64                 `protobuf:"varint,5,opt,name=produced,proto3" json:"produced,omitempty"`
-	Delivered     uint64                 `protobuf:"varint,6,opt,name=delivered,proto3" json:"delivered,omitempty"`
-	Filtered      uint64                 `protobuf:"varint,7,opt,name=filtered,proto3" json:"filtered,omitempty"`
-	Dropped       uint64                 `protobuf:"varint,8,opt,name=dropped,proto3" json:"dropped,omitempty"`
-	SpoolBytes    uint64                 `protobuf:"varint,9,opt,name=spool_bytes,json=spoolBytes,proto3" json:"spool_bytes,omitempty"`
-	Counters      []*Counter             `protobuf:"bytes,10,rep,name=counters,proto3" json:"counters,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Version     string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Kernel      string                 `protobuf:"bytes,2,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	CapturePath string                 `protobuf:"bytes,3,opt,name=capture_path,json=capturePath,proto3" json:"capture_path,omitempty"`
+	Programs    []string               `protobuf:"bytes,4,rep,name=programs,proto3" json:"programs,omitempty"`
+	Produced    uint64                 `protobuf:"varint,5,opt,name=produced,proto3" json:"produced,omitempty"`
+	Delivered   uint64                 `protobuf:"varint,6,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Filtered    uint64                 `protobuf:"varint,7,opt,name=filtered,proto3" json:"filtered,omitempty"`
+	Dropped     uint64                 `protobuf:"varint,8,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	SpoolBytes  uint64                 `protobuf:"varint,9,opt,name=spool_bytes,json=spoolBytes,proto3" json:"spool_bytes,omitempty"`
+	Counters    []*Counter             `protobuf:"bytes,10,rep,name=counters,proto3" json:"counters,omitempty"`
+	// The rule engine's state (absent when detection is off).
+	Detection     *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1454,6 +1460,381 @@ func (x *Health) GetCounters() []*Counter {
 	return nil
 }
 
+func (x *Health) GetDetection() *DetectionStatus {
+	if x != nil {
+		return x.Detection
+	}
+	return nil
+}
+
+// DetectionStatus is the agent's rule engine as health events and
+// heartbeats report it.
+type DetectionStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rules loaded and enabled (detection and correlation rules).
+	Rules uint32 `protobuf:"varint,1,opt,name=rules,proto3" json:"rules,omitempty"`
+	// Rule sets loaded since the agent started (1 at start, +1 per reload).
+	Generation       uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	LoadedAtUnixNano int64  `protobuf:"varint,3,opt,name=loaded_at_unix_nano,json=loadedAtUnixNano,proto3" json:"loaded_at_unix_nano,omitempty"`
+	// The last load's problems, each "file:line: message"; the rules of a
+	// broken file stay as they were before it broke.
+	Errors []string `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`
+	// Alerts raised since the agent started.
+	Alerts uint64 `protobuf:"varint,5,opt,name=alerts,proto3" json:"alerts,omitempty"`
+	// Matches suppressed by an exception, by rule (kind: rule id, reason:
+	// "suppressed").
+	Suppressed []*Counter `protobuf:"bytes,6,rep,name=suppressed,proto3" json:"suppressed,omitempty"`
+	// Correlation groups evicted while still inside their window.
+	Dropped uint64 `protobuf:"varint,7,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Exceptions in force (rule files and the collector's).
+	Exceptions    uint32 `protobuf:"varint,8,opt,name=exceptions,proto3" json:"exceptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetectionStatus) Reset() {
+	*x = DetectionStatus{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetectionStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetectionStatus) ProtoMessage() {}
+
+func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetectionStatus.ProtoReflect.Descriptor instead.
+func (*DetectionStatus) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DetectionStatus) GetRules() uint32 {
+	if x != nil {
+		return x.Rules
+	}
+	return 0
+}
+
+func (x *DetectionStatus) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *DetectionStatus) GetLoadedAtUnixNano() int64 {
+	if x != nil {
+		return x.LoadedAtUnixNano
+	}
+	return 0
+}
+
+func (x *DetectionStatus) GetErrors() []string {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *DetectionStatus) GetAlerts() uint64 {
+	if x != nil {
+		return x.Alerts
+	}
+	return 0
+}
+
+func (x *DetectionStatus) GetSuppressed() []*Counter {
+	if x != nil {
+		return x.Suppressed
+	}
+	return nil
+}
+
+func (x *DetectionStatus) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *DetectionStatus) GetExceptions() uint32 {
+	if x != nil {
+		return x.Exceptions
+	}
+	return 0
+}
+
+// DetectionAlert is what a rule that fired says: which rule, why, and the
+// events behind it. The event's process and ancestry are those of the
+// event that completed the match.
+type DetectionAlert struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	RuleId string                 `protobuf:"bytes,1,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	Title  string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	// Sigma level: informational, low, medium, high, critical.
+	Level string `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
+	// ATT&CK technique ids (T0855, T1059.004).
+	Techniques []string `protobuf:"bytes,4,rep,name=techniques,proto3" json:"techniques,omitempty"`
+	Tags       []string `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
+	// pack:host, pack:ot, or the rules file.
+	Source string `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	// event_count, value_count, temporal, temporal_ordered; empty for a
+	// single-event rule.
+	Correlation string `protobuf:"bytes,7,opt,name=correlation,proto3" json:"correlation,omitempty"`
+	// Events or distinct values a correlation counted.
+	Count uint64 `protobuf:"varint,8,opt,name=count,proto3" json:"count,omitempty"`
+	// The fields and values that made the rule fire.
+	Matches []*MatchedField `protobuf:"bytes,9,rep,name=matches,proto3" json:"matches,omitempty"`
+	// The events behind the alert, oldest first; the last completed it.
+	Events        []*EventRef `protobuf:"bytes,10,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetectionAlert) Reset() {
+	*x = DetectionAlert{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetectionAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetectionAlert) ProtoMessage() {}
+
+func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetectionAlert.ProtoReflect.Descriptor instead.
+func (*DetectionAlert) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DetectionAlert) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *DetectionAlert) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *DetectionAlert) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *DetectionAlert) GetTechniques() []string {
+	if x != nil {
+		return x.Techniques
+	}
+	return nil
+}
+
+func (x *DetectionAlert) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *DetectionAlert) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *DetectionAlert) GetCorrelation() string {
+	if x != nil {
+		return x.Correlation
+	}
+	return ""
+}
+
+func (x *DetectionAlert) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *DetectionAlert) GetMatches() []*MatchedField {
+	if x != nil {
+		return x.Matches
+	}
+	return nil
+}
+
+func (x *DetectionAlert) GetEvents() []*EventRef {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type MatchedField struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Field         string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchedField) Reset() {
+	*x = MatchedField{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchedField) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchedField) ProtoMessage() {}
+
+func (x *MatchedField) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchedField.ProtoReflect.Descriptor instead.
+func (*MatchedField) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MatchedField) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *MatchedField) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// EventRef names an event of the same agent, boot and run by its sequence
+// number (header.seq), with enough to find it in a time range.
+type EventRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Type          EventType              `protobuf:"varint,2,opt,name=type,proto3,enum=watchpost.v1.EventType" json:"type,omitempty"`
+	TimeUnixNano  int64                  `protobuf:"varint,3,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	BootNs        uint64                 `protobuf:"varint,4,opt,name=boot_ns,json=bootNs,proto3" json:"boot_ns,omitempty"`
+	Pid           uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventRef) Reset() {
+	*x = EventRef{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventRef) ProtoMessage() {}
+
+func (x *EventRef) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventRef.ProtoReflect.Descriptor instead.
+func (*EventRef) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EventRef) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *EventRef) GetType() EventType {
+	if x != nil {
+		return x.Type
+	}
+	return EventType_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *EventRef) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *EventRef) GetBootNs() uint64 {
+	if x != nil {
+		return x.BootNs
+	}
+	return 0
+}
+
+func (x *EventRef) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
 type Gap struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -1464,7 +1845,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1857,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1870,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Gap) GetReason() string {
@@ -1525,6 +1906,7 @@ type Event struct {
 	//	*Event_Security
 	//	*Event_Health
 	//	*Event_Gap
+	//	*Event_Alert
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1532,7 +1914,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1926,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1939,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Event) GetHeader() *Header {
@@ -1667,6 +2049,15 @@ func (x *Event) GetGap() *Gap {
 	return nil
 }
 
+func (x *Event) GetAlert() *DetectionAlert {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Alert); ok {
+			return x.Alert
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -1703,6 +2094,10 @@ type Event_Gap struct {
 	Gap *Gap `protobuf:"bytes,17,opt,name=gap,proto3,oneof"`
 }
 
+type Event_Alert struct {
+	Alert *DetectionAlert `protobuf:"bytes,23,opt,name=alert,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Clone) isEvent_Detail() {}
@@ -1719,6 +2114,8 @@ func (*Event_Health) isEvent_Detail() {}
 
 func (*Event_Gap) isEvent_Detail() {}
 
+func (*Event_Alert) isEvent_Detail() {}
+
 // EventList is the uncompressed payload of a batch.
 type EventList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1729,7 +2126,7 @@ type EventList struct {
 
 func (x *EventList) Reset() {
 	*x = EventList{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +2138,7 @@ func (x *EventList) String() string {
 func (*EventList) ProtoMessage() {}
 
 func (x *EventList) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +2151,7 @@ func (x *EventList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventList.ProtoReflect.Descriptor instead.
 func (*EventList) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EventList) GetEvents() []*Event {
@@ -1886,7 +2283,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\aCounter\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x04R\x05count\"\xbd\x02\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xfa\x02\n" +
 	"\x06Health\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12!\n" +
@@ -1899,10 +2296,49 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\vspool_bytes\x18\t \x01(\x04R\n" +
 	"spoolBytes\x121\n" +
 	"\bcounters\x18\n" +
-	" \x03(\v2\x15.watchpost.v1.CounterR\bcounters\"P\n" +
+	" \x03(\v2\x15.watchpost.v1.CounterR\bcounters\x12;\n" +
+	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\"\x97\x02\n" +
+	"\x0fDetectionStatus\x12\x14\n" +
+	"\x05rules\x18\x01 \x01(\rR\x05rules\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12-\n" +
+	"\x13loaded_at_unix_nano\x18\x03 \x01(\x03R\x10loadedAtUnixNano\x12\x16\n" +
+	"\x06errors\x18\x04 \x03(\tR\x06errors\x12\x16\n" +
+	"\x06alerts\x18\x05 \x01(\x04R\x06alerts\x125\n" +
+	"\n" +
+	"suppressed\x18\x06 \x03(\v2\x15.watchpost.v1.CounterR\n" +
+	"suppressed\x12\x18\n" +
+	"\adropped\x18\a \x01(\x04R\adropped\x12\x1e\n" +
+	"\n" +
+	"exceptions\x18\b \x01(\rR\n" +
+	"exceptions\"\xbf\x02\n" +
+	"\x0eDetectionAlert\x12\x17\n" +
+	"\arule_id\x18\x01 \x01(\tR\x06ruleId\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12\x14\n" +
+	"\x05level\x18\x03 \x01(\tR\x05level\x12\x1e\n" +
+	"\n" +
+	"techniques\x18\x04 \x03(\tR\n" +
+	"techniques\x12\x12\n" +
+	"\x04tags\x18\x05 \x03(\tR\x04tags\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12 \n" +
+	"\vcorrelation\x18\a \x01(\tR\vcorrelation\x12\x14\n" +
+	"\x05count\x18\b \x01(\x04R\x05count\x124\n" +
+	"\amatches\x18\t \x03(\v2\x1a.watchpost.v1.MatchedFieldR\amatches\x12.\n" +
+	"\x06events\x18\n" +
+	" \x03(\v2\x16.watchpost.v1.EventRefR\x06events\":\n" +
+	"\fMatchedField\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x9a\x01\n" +
+	"\bEventRef\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x17.watchpost.v1.EventTypeR\x04type\x12$\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\x12\x17\n" +
+	"\aboot_ns\x18\x04 \x01(\x04R\x06bootNs\x12\x10\n" +
+	"\x03pid\x18\x05 \x01(\rR\x03pid\"P\n" +
 	"\x03Gap\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x121\n" +
-	"\bcounters\x18\x02 \x03(\v2\x15.watchpost.v1.CounterR\bcounters\"\xbd\x04\n" +
+	"\bcounters\x18\x02 \x03(\v2\x15.watchpost.v1.CounterR\bcounters\"\xf3\x04\n" +
 	"\x05Event\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.watchpost.v1.HeaderR\x06header\x12/\n" +
 	"\aprocess\x18\x02 \x01(\v2\x15.watchpost.v1.ProcessR\aprocess\x122\n" +
@@ -1918,10 +2354,11 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x03net\x18\x0e \x01(\v2\x11.watchpost.v1.NetH\x00R\x03net\x124\n" +
 	"\bsecurity\x18\x0f \x01(\v2\x16.watchpost.v1.SecurityH\x00R\bsecurity\x12.\n" +
 	"\x06health\x18\x10 \x01(\v2\x14.watchpost.v1.HealthH\x00R\x06health\x12%\n" +
-	"\x03gap\x18\x11 \x01(\v2\x11.watchpost.v1.GapH\x00R\x03gapB\b\n" +
+	"\x03gap\x18\x11 \x01(\v2\x11.watchpost.v1.GapH\x00R\x03gap\x124\n" +
+	"\x05alert\x18\x17 \x01(\v2\x1c.watchpost.v1.DetectionAlertH\x00R\x05alertB\b\n" +
 	"\x06detail\"8\n" +
 	"\tEventList\x12+\n" +
-	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xf8\x06\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\x8e\a\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_TYPE_EXEC\x10\x01\x12\x14\n" +
@@ -1957,7 +2394,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x11EVENT_TYPE_HEALTH\x10d\x12\x12\n" +
 	"\x0eEVENT_TYPE_GAP\x10e\x12\x1a\n" +
 	"\x16EVENT_TYPE_AGENT_START\x10f\x12\x19\n" +
-	"\x15EVENT_TYPE_AGENT_STOP\x10gB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
+	"\x15EVENT_TYPE_AGENT_STOP\x10g\x12\x14\n" +
+	"\x10EVENT_TYPE_ALERT\x10hB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
 
 var (
 	file_watchpost_v1_event_proto_rawDescOnce sync.Once
@@ -1972,47 +2410,57 @@ func file_watchpost_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_watchpost_v1_event_proto_goTypes = []any{
-	(EventType)(0),     // 0: watchpost.v1.EventType
-	(*Header)(nil),     // 1: watchpost.v1.Header
-	(*Process)(nil),    // 2: watchpost.v1.Process
-	(*Ancestor)(nil),   // 3: watchpost.v1.Ancestor
-	(*Exec)(nil),       // 4: watchpost.v1.Exec
-	(*Clone)(nil),      // 5: watchpost.v1.Clone
-	(*Exit)(nil),       // 6: watchpost.v1.Exit
-	(*File)(nil),       // 7: watchpost.v1.File
-	(*Net)(nil),        // 8: watchpost.v1.Net
-	(*Security)(nil),   // 9: watchpost.v1.Security
-	(*Industrial)(nil), // 10: watchpost.v1.Industrial
-	(*Counter)(nil),    // 11: watchpost.v1.Counter
-	(*Health)(nil),     // 12: watchpost.v1.Health
-	(*Gap)(nil),        // 13: watchpost.v1.Gap
-	(*Event)(nil),      // 14: watchpost.v1.Event
-	(*EventList)(nil),  // 15: watchpost.v1.EventList
+	(EventType)(0),          // 0: watchpost.v1.EventType
+	(*Header)(nil),          // 1: watchpost.v1.Header
+	(*Process)(nil),         // 2: watchpost.v1.Process
+	(*Ancestor)(nil),        // 3: watchpost.v1.Ancestor
+	(*Exec)(nil),            // 4: watchpost.v1.Exec
+	(*Clone)(nil),           // 5: watchpost.v1.Clone
+	(*Exit)(nil),            // 6: watchpost.v1.Exit
+	(*File)(nil),            // 7: watchpost.v1.File
+	(*Net)(nil),             // 8: watchpost.v1.Net
+	(*Security)(nil),        // 9: watchpost.v1.Security
+	(*Industrial)(nil),      // 10: watchpost.v1.Industrial
+	(*Counter)(nil),         // 11: watchpost.v1.Counter
+	(*Health)(nil),          // 12: watchpost.v1.Health
+	(*DetectionStatus)(nil), // 13: watchpost.v1.DetectionStatus
+	(*DetectionAlert)(nil),  // 14: watchpost.v1.DetectionAlert
+	(*MatchedField)(nil),    // 15: watchpost.v1.MatchedField
+	(*EventRef)(nil),        // 16: watchpost.v1.EventRef
+	(*Gap)(nil),             // 17: watchpost.v1.Gap
+	(*Event)(nil),           // 18: watchpost.v1.Event
+	(*EventList)(nil),       // 19: watchpost.v1.EventList
 }
 var file_watchpost_v1_event_proto_depIdxs = []int32{
 	0,  // 0: watchpost.v1.Header.type:type_name -> watchpost.v1.EventType
 	11, // 1: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
-	11, // 2: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
-	1,  // 3: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
-	2,  // 4: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
-	3,  // 5: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
-	10, // 6: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
-	4,  // 7: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
-	5,  // 8: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
-	6,  // 9: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
-	7,  // 10: watchpost.v1.Event.file:type_name -> watchpost.v1.File
-	8,  // 11: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
-	9,  // 12: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
-	12, // 13: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
-	13, // 14: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
-	14, // 15: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	13, // 2: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
+	11, // 3: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
+	15, // 4: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
+	16, // 5: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
+	0,  // 6: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
+	11, // 7: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
+	1,  // 8: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
+	2,  // 9: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
+	3,  // 10: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
+	10, // 11: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
+	4,  // 12: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
+	5,  // 13: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
+	6,  // 14: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
+	7,  // 15: watchpost.v1.Event.file:type_name -> watchpost.v1.File
+	8,  // 16: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
+	9,  // 17: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
+	12, // 18: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
+	17, // 19: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
+	14, // 20: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
+	18, // 21: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_event_proto_init() }
@@ -2020,7 +2468,7 @@ func file_watchpost_v1_event_proto_init() {
 	if File_watchpost_v1_event_proto != nil {
 		return
 	}
-	file_watchpost_v1_event_proto_msgTypes[13].OneofWrappers = []any{
+	file_watchpost_v1_event_proto_msgTypes[17].OneofWrappers = []any{
 		(*Event_Exec)(nil),
 		(*Event_Clone)(nil),
 		(*Event_Exit)(nil),
@@ -2029,6 +2477,7 @@ func file_watchpost_v1_event_proto_init() {
 		(*Event_Security)(nil),
 		(*Event_Health)(nil),
 		(*Event_Gap)(nil),
+		(*Event_Alert)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2036,7 +2485,7 @@ func file_watchpost_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_event_proto_rawDesc), len(file_watchpost_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -24,6 +24,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CommandStatus int32
+
+const (
+	CommandStatus_COMMAND_STATUS_UNSPECIFIED CommandStatus = 0
+	// Sent, not yet acknowledged.
+	CommandStatus_COMMAND_STATUS_PENDING CommandStatus = 1
+	// Applied and persisted by the agent.
+	CommandStatus_COMMAND_STATUS_APPLIED CommandStatus = 2
+	// The agent could not apply it (message says why); it will not retry.
+	CommandStatus_COMMAND_STATUS_FAILED CommandStatus = 3
+)
+
+// Enum value maps for CommandStatus.
+var (
+	CommandStatus_name = map[int32]string{
+		0: "COMMAND_STATUS_UNSPECIFIED",
+		1: "COMMAND_STATUS_PENDING",
+		2: "COMMAND_STATUS_APPLIED",
+		3: "COMMAND_STATUS_FAILED",
+	}
+	CommandStatus_value = map[string]int32{
+		"COMMAND_STATUS_UNSPECIFIED": 0,
+		"COMMAND_STATUS_PENDING":     1,
+		"COMMAND_STATUS_APPLIED":     2,
+		"COMMAND_STATUS_FAILED":      3,
+	}
+)
+
+func (x CommandStatus) Enum() *CommandStatus {
+	p := new(CommandStatus)
+	*p = x
+	return p
+}
+
+func (x CommandStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CommandStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_watchpost_v1_ingest_proto_enumTypes[0].Descriptor()
+}
+
+func (CommandStatus) Type() protoreflect.EnumType {
+	return &file_watchpost_v1_ingest_proto_enumTypes[0]
+}
+
+func (x CommandStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CommandStatus.Descriptor instead.
+func (CommandStatus) EnumDescriptor() ([]byte, []int) {
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{0}
+}
+
 type Compression int32
 
 const (
@@ -57,11 +112,11 @@ func (x Compression) String() string {
 }
 
 func (Compression) Descriptor() protoreflect.EnumDescriptor {
-	return file_watchpost_v1_ingest_proto_enumTypes[0].Descriptor()
+	return file_watchpost_v1_ingest_proto_enumTypes[1].Descriptor()
 }
 
 func (Compression) Type() protoreflect.EnumType {
-	return &file_watchpost_v1_ingest_proto_enumTypes[0]
+	return &file_watchpost_v1_ingest_proto_enumTypes[1]
 }
 
 func (x Compression) Number() protoreflect.EnumNumber {
@@ -70,7 +125,7 @@ func (x Compression) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Compression.Descriptor instead.
 func (Compression) EnumDescriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{0}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{1}
 }
 
 type AckStatus int32
@@ -117,11 +172,11 @@ func (x AckStatus) String() string {
 }
 
 func (AckStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_watchpost_v1_ingest_proto_enumTypes[1].Descriptor()
+	return file_watchpost_v1_ingest_proto_enumTypes[2].Descriptor()
 }
 
 func (AckStatus) Type() protoreflect.EnumType {
-	return &file_watchpost_v1_ingest_proto_enumTypes[1]
+	return &file_watchpost_v1_ingest_proto_enumTypes[2]
 }
 
 func (x AckStatus) Number() protoreflect.EnumNumber {
@@ -130,7 +185,7 @@ func (x AckStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AckStatus.Descriptor instead.
 func (AckStatus) EnumDescriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{1}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{2}
 }
 
 type IngestRequest struct {
@@ -139,6 +194,7 @@ type IngestRequest struct {
 	//
 	//	*IngestRequest_Batch
 	//	*IngestRequest_Heartbeat
+	//	*IngestRequest_CommandAck
 	Msg           isIngestRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -199,6 +255,15 @@ func (x *IngestRequest) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *IngestRequest) GetCommandAck() *CommandAck {
+	if x != nil {
+		if x, ok := x.Msg.(*IngestRequest_CommandAck); ok {
+			return x.CommandAck
+		}
+	}
+	return nil
+}
+
 type isIngestRequest_Msg interface {
 	isIngestRequest_Msg()
 }
@@ -211,15 +276,23 @@ type IngestRequest_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
 }
 
+type IngestRequest_CommandAck struct {
+	// The agent applied (and persisted) a command, or could not.
+	CommandAck *CommandAck `protobuf:"bytes,80,opt,name=command_ack,json=commandAck,proto3,oneof"`
+}
+
 func (*IngestRequest_Batch) isIngestRequest_Msg() {}
 
 func (*IngestRequest_Heartbeat) isIngestRequest_Msg() {}
+
+func (*IngestRequest_CommandAck) isIngestRequest_Msg() {}
 
 type IngestResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*IngestResponse_Ack
+	//	*IngestResponse_Command
 	Msg           isIngestResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -271,6 +344,15 @@ func (x *IngestResponse) GetAck() *Ack {
 	return nil
 }
 
+func (x *IngestResponse) GetCommand() *Command {
+	if x != nil {
+		if x, ok := x.Msg.(*IngestResponse_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
 type isIngestResponse_Msg interface {
 	isIngestResponse_Msg()
 }
@@ -279,7 +361,326 @@ type IngestResponse_Ack struct {
 	Ack *Ack `protobuf:"bytes,1,opt,name=ack,proto3,oneof"`
 }
 
+type IngestResponse_Command struct {
+	// An instruction from the collector (docs/collector.md, "Commands").
+	Command *Command `protobuf:"bytes,2,opt,name=command,proto3,oneof"`
+}
+
 func (*IngestResponse_Ack) isIngestResponse_Msg() {}
+
+func (*IngestResponse_Command) isIngestResponse_Msg() {}
+
+// Command is an instruction to the agent, delivered at least once: the
+// collector keeps every command, sends those above the agent's
+// heartbeat.commands_applied on each stream (so an agent that was offline
+// gets them when it reconnects), and the agent acknowledges each after
+// applying and persisting it. seq increases over all commands of a
+// collector; an agent applies them in order and only once.
+type Command struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Seq             uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,2,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	// The query token's name that issued it.
+	IssuedBy string `protobuf:"bytes,3,opt,name=issued_by,json=issuedBy,proto3" json:"issued_by,omitempty"`
+	Comment  string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Types that are valid to be assigned to Action:
+	//
+	//	*Command_AddException
+	//	*Command_RemoveException
+	Action        isCommand_Action `protobuf_oneof:"action"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Command) Reset() {
+	*x = Command{}
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Command) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Command) ProtoMessage() {}
+
+func (x *Command) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Command.ProtoReflect.Descriptor instead.
+func (*Command) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Command) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Command) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Command) GetIssuedBy() string {
+	if x != nil {
+		return x.IssuedBy
+	}
+	return ""
+}
+
+func (x *Command) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *Command) GetAction() isCommand_Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+func (x *Command) GetAddException() *DetectionException {
+	if x != nil {
+		if x, ok := x.Action.(*Command_AddException); ok {
+			return x.AddException
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRemoveException() string {
+	if x != nil {
+		if x, ok := x.Action.(*Command_RemoveException); ok {
+			return x.RemoveException
+		}
+	}
+	return ""
+}
+
+type isCommand_Action interface {
+	isCommand_Action()
+}
+
+type Command_AddException struct {
+	// Add (or replace, by id) a detection exception.
+	AddException *DetectionException `protobuf:"bytes,5,opt,name=add_exception,json=addException,proto3,oneof"`
+}
+
+type Command_RemoveException struct {
+	// Remove the detection exception with this id.
+	RemoveException string `protobuf:"bytes,6,opt,name=remove_exception,json=removeException,proto3,oneof"`
+}
+
+func (*Command_AddException) isCommand_Action() {}
+
+func (*Command_RemoveException) isCommand_Action() {}
+
+// DetectionException suppresses the matches of rules (every rule when
+// rules is empty) that also match all of its attributes; within one
+// attribute any value may match. exe, ancestor, path, host and cgroup
+// values are exact or globs (* and ?); peer is an address or CIDR with an
+// optional :port, or :port.
+type DetectionException struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Rules         []string               `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	Exe           []string               `protobuf:"bytes,3,rep,name=exe,proto3" json:"exe,omitempty"`
+	Ancestor      []string               `protobuf:"bytes,4,rep,name=ancestor,proto3" json:"ancestor,omitempty"`
+	User          []string               `protobuf:"bytes,5,rep,name=user,proto3" json:"user,omitempty"`
+	Path          []string               `protobuf:"bytes,6,rep,name=path,proto3" json:"path,omitempty"`
+	Peer          []string               `protobuf:"bytes,7,rep,name=peer,proto3" json:"peer,omitempty"`
+	Host          []string               `protobuf:"bytes,8,rep,name=host,proto3" json:"host,omitempty"`
+	Cgroup        []string               `protobuf:"bytes,9,rep,name=cgroup,proto3" json:"cgroup,omitempty"`
+	Unit          []string               `protobuf:"bytes,10,rep,name=unit,proto3" json:"unit,omitempty"`
+	Comment       string                 `protobuf:"bytes,11,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetectionException) Reset() {
+	*x = DetectionException{}
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetectionException) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetectionException) ProtoMessage() {}
+
+func (x *DetectionException) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetectionException.ProtoReflect.Descriptor instead.
+func (*DetectionException) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DetectionException) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DetectionException) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *DetectionException) GetExe() []string {
+	if x != nil {
+		return x.Exe
+	}
+	return nil
+}
+
+func (x *DetectionException) GetAncestor() []string {
+	if x != nil {
+		return x.Ancestor
+	}
+	return nil
+}
+
+func (x *DetectionException) GetUser() []string {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *DetectionException) GetPath() []string {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *DetectionException) GetPeer() []string {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
+func (x *DetectionException) GetHost() []string {
+	if x != nil {
+		return x.Host
+	}
+	return nil
+}
+
+func (x *DetectionException) GetCgroup() []string {
+	if x != nil {
+		return x.Cgroup
+	}
+	return nil
+}
+
+func (x *DetectionException) GetUnit() []string {
+	if x != nil {
+		return x.Unit
+	}
+	return nil
+}
+
+func (x *DetectionException) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+type CommandAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Status        CommandStatus          `protobuf:"varint,2,opt,name=status,proto3,enum=watchpost.v1.CommandStatus" json:"status,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandAck) Reset() {
+	*x = CommandAck{}
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandAck) ProtoMessage() {}
+
+func (x *CommandAck) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
+func (*CommandAck) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CommandAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *CommandAck) GetStatus() CommandStatus {
+	if x != nil {
+		return x.Status
+	}
+	return CommandStatus_COMMAND_STATUS_UNSPECIFIED
+}
+
+func (x *CommandAck) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
 
 // Batch is a compressed EventList. (agent_id, boot_id, run_id, batch_seq)
 // identifies it: the collector stores a batch once however often it is sent.
@@ -306,7 +707,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[2]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +719,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[2]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +732,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{2}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Batch) GetAgentId() string {
@@ -404,7 +805,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[3]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +817,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[3]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +830,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{3}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Ack) GetBatchSeq() uint64 {
@@ -495,13 +896,18 @@ type Heartbeat struct {
 	ShipperReceived uint64 `protobuf:"varint,21,opt,name=shipper_received,json=shipperReceived,proto3" json:"shipper_received,omitempty"`
 	// Size bound of the spool (0 without one).
 	SpoolCapacityBytes uint64 `protobuf:"varint,22,opt,name=spool_capacity_bytes,json=spoolCapacityBytes,proto3" json:"spool_capacity_bytes,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The highest command seq the agent has applied (persisted across
+	// restarts): the collector sends the commands after it.
+	CommandsApplied uint64 `protobuf:"varint,80,opt,name=commands_applied,json=commandsApplied,proto3" json:"commands_applied,omitempty"`
+	// The rule engine's state.
+	Detection     *DetectionStatus `protobuf:"bytes,81,opt,name=detection,proto3" json:"detection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[4]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +919,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[4]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +932,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{4}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Heartbeat) GetSeq() uint64 {
@@ -683,18 +1089,61 @@ func (x *Heartbeat) GetSpoolCapacityBytes() uint64 {
 	return 0
 }
 
+func (x *Heartbeat) GetCommandsApplied() uint64 {
+	if x != nil {
+		return x.CommandsApplied
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetDetection() *DetectionStatus {
+	if x != nil {
+		return x.Detection
+	}
+	return nil
+}
+
 var File_watchpost_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	"\x19watchpost/v1/ingest.proto\x12\fwatchpost.v1\x1a\x18watchpost/v1/event.proto\"|\n" +
+	"\x19watchpost/v1/ingest.proto\x12\fwatchpost.v1\x1a\x18watchpost/v1/event.proto\"\xb9\x01\n" +
 	"\rIngestRequest\x12+\n" +
 	"\x05batch\x18\x01 \x01(\v2\x13.watchpost.v1.BatchH\x00R\x05batch\x127\n" +
-	"\theartbeat\x18\x02 \x01(\v2\x17.watchpost.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\">\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x17.watchpost.v1.HeartbeatH\x00R\theartbeat\x12;\n" +
+	"\vcommand_ack\x18P \x01(\v2\x18.watchpost.v1.CommandAckH\x00R\n" +
+	"commandAckB\x05\n" +
+	"\x03msg\"q\n" +
 	"\x0eIngestResponse\x12%\n" +
-	"\x03ack\x18\x01 \x01(\v2\x11.watchpost.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\x94\x02\n" +
+	"\x03ack\x18\x01 \x01(\v2\x11.watchpost.v1.AckH\x00R\x03ack\x121\n" +
+	"\acommand\x18\x02 \x01(\v2\x15.watchpost.v1.CommandH\x00R\acommandB\x05\n" +
+	"\x03msg\"\xfe\x01\n" +
+	"\aCommand\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\x12\x1b\n" +
+	"\tissued_by\x18\x03 \x01(\tR\bissuedBy\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12G\n" +
+	"\radd_exception\x18\x05 \x01(\v2 .watchpost.v1.DetectionExceptionH\x00R\faddException\x12+\n" +
+	"\x10remove_exception\x18\x06 \x01(\tH\x00R\x0fremoveExceptionB\b\n" +
+	"\x06action\"\xfe\x01\n" +
+	"\x12DetectionException\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05rules\x18\x02 \x03(\tR\x05rules\x12\x10\n" +
+	"\x03exe\x18\x03 \x03(\tR\x03exe\x12\x1a\n" +
+	"\bancestor\x18\x04 \x03(\tR\bancestor\x12\x12\n" +
+	"\x04user\x18\x05 \x03(\tR\x04user\x12\x12\n" +
+	"\x04path\x18\x06 \x03(\tR\x04path\x12\x12\n" +
+	"\x04peer\x18\a \x03(\tR\x04peer\x12\x12\n" +
+	"\x04host\x18\b \x03(\tR\x04host\x12\x16\n" +
+	"\x06cgroup\x18\t \x03(\tR\x06cgroup\x12\x12\n" +
+	"\x04unit\x18\n" +
+	" \x03(\tR\x04unit\x12\x18\n" +
+	"\acomment\x18\v \x01(\tR\acomment\"m\n" +
+	"\n" +
+	"CommandAck\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x123\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1b.watchpost.v1.CommandStatusR\x06status\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x94\x02\n" +
 	"\x05Batch\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x15\n" +
@@ -709,7 +1158,7 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\tbatch_seq\x18\x01 \x01(\x04R\bbatchSeq\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.watchpost.v1.AckStatusR\x06status\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xb9\x05\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xa1\x06\n" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x15\n" +
@@ -735,7 +1184,14 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x05final\x18\x13 \x01(\bR\x05final\x12%\n" +
 	"\x0einterval_nanos\x18\x14 \x01(\x03R\rintervalNanos\x12)\n" +
 	"\x10shipper_received\x18\x15 \x01(\x04R\x0fshipperReceived\x120\n" +
-	"\x14spool_capacity_bytes\x18\x16 \x01(\x04R\x12spoolCapacityBytes*V\n" +
+	"\x14spool_capacity_bytes\x18\x16 \x01(\x04R\x12spoolCapacityBytes\x12)\n" +
+	"\x10commands_applied\x18P \x01(\x04R\x0fcommandsApplied\x12;\n" +
+	"\tdetection\x18Q \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection*\x82\x01\n" +
+	"\rCommandStatus\x12\x1e\n" +
+	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16COMMAND_STATUS_PENDING\x10\x01\x12\x1a\n" +
+	"\x16COMMAND_STATUS_APPLIED\x10\x02\x12\x19\n" +
+	"\x15COMMAND_STATUS_FAILED\x10\x03*V\n" +
 	"\vCompression\x12\x1b\n" +
 	"\x17COMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10COMPRESSION_NONE\x10\x01\x12\x14\n" +
@@ -761,32 +1217,42 @@ func file_watchpost_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_watchpost_v1_ingest_proto_rawDescData
 }
 
-var file_watchpost_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_watchpost_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_watchpost_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_watchpost_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_watchpost_v1_ingest_proto_goTypes = []any{
-	(Compression)(0),       // 0: watchpost.v1.Compression
-	(AckStatus)(0),         // 1: watchpost.v1.AckStatus
-	(*IngestRequest)(nil),  // 2: watchpost.v1.IngestRequest
-	(*IngestResponse)(nil), // 3: watchpost.v1.IngestResponse
-	(*Batch)(nil),          // 4: watchpost.v1.Batch
-	(*Ack)(nil),            // 5: watchpost.v1.Ack
-	(*Heartbeat)(nil),      // 6: watchpost.v1.Heartbeat
-	(*Counter)(nil),        // 7: watchpost.v1.Counter
+	(CommandStatus)(0),         // 0: watchpost.v1.CommandStatus
+	(Compression)(0),           // 1: watchpost.v1.Compression
+	(AckStatus)(0),             // 2: watchpost.v1.AckStatus
+	(*IngestRequest)(nil),      // 3: watchpost.v1.IngestRequest
+	(*IngestResponse)(nil),     // 4: watchpost.v1.IngestResponse
+	(*Command)(nil),            // 5: watchpost.v1.Command
+	(*DetectionException)(nil), // 6: watchpost.v1.DetectionException
+	(*CommandAck)(nil),         // 7: watchpost.v1.CommandAck
+	(*Batch)(nil),              // 8: watchpost.v1.Batch
+	(*Ack)(nil),                // 9: watchpost.v1.Ack
+	(*Heartbeat)(nil),          // 10: watchpost.v1.Heartbeat
+	(*Counter)(nil),            // 11: watchpost.v1.Counter
+	(*DetectionStatus)(nil),    // 12: watchpost.v1.DetectionStatus
 }
 var file_watchpost_v1_ingest_proto_depIdxs = []int32{
-	4, // 0: watchpost.v1.IngestRequest.batch:type_name -> watchpost.v1.Batch
-	6, // 1: watchpost.v1.IngestRequest.heartbeat:type_name -> watchpost.v1.Heartbeat
-	5, // 2: watchpost.v1.IngestResponse.ack:type_name -> watchpost.v1.Ack
-	0, // 3: watchpost.v1.Batch.compression:type_name -> watchpost.v1.Compression
-	1, // 4: watchpost.v1.Ack.status:type_name -> watchpost.v1.AckStatus
-	7, // 5: watchpost.v1.Heartbeat.drops:type_name -> watchpost.v1.Counter
-	2, // 6: watchpost.v1.IngestService.Ingest:input_type -> watchpost.v1.IngestRequest
-	3, // 7: watchpost.v1.IngestService.Ingest:output_type -> watchpost.v1.IngestResponse
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	8,  // 0: watchpost.v1.IngestRequest.batch:type_name -> watchpost.v1.Batch
+	10, // 1: watchpost.v1.IngestRequest.heartbeat:type_name -> watchpost.v1.Heartbeat
+	7,  // 2: watchpost.v1.IngestRequest.command_ack:type_name -> watchpost.v1.CommandAck
+	9,  // 3: watchpost.v1.IngestResponse.ack:type_name -> watchpost.v1.Ack
+	5,  // 4: watchpost.v1.IngestResponse.command:type_name -> watchpost.v1.Command
+	6,  // 5: watchpost.v1.Command.add_exception:type_name -> watchpost.v1.DetectionException
+	0,  // 6: watchpost.v1.CommandAck.status:type_name -> watchpost.v1.CommandStatus
+	1,  // 7: watchpost.v1.Batch.compression:type_name -> watchpost.v1.Compression
+	2,  // 8: watchpost.v1.Ack.status:type_name -> watchpost.v1.AckStatus
+	11, // 9: watchpost.v1.Heartbeat.drops:type_name -> watchpost.v1.Counter
+	12, // 10: watchpost.v1.Heartbeat.detection:type_name -> watchpost.v1.DetectionStatus
+	3,  // 11: watchpost.v1.IngestService.Ingest:input_type -> watchpost.v1.IngestRequest
+	4,  // 12: watchpost.v1.IngestService.Ingest:output_type -> watchpost.v1.IngestResponse
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_ingest_proto_init() }
@@ -798,17 +1264,23 @@ func file_watchpost_v1_ingest_proto_init() {
 	file_watchpost_v1_ingest_proto_msgTypes[0].OneofWrappers = []any{
 		(*IngestRequest_Batch)(nil),
 		(*IngestRequest_Heartbeat)(nil),
+		(*IngestRequest_CommandAck)(nil),
 	}
 	file_watchpost_v1_ingest_proto_msgTypes[1].OneofWrappers = []any{
 		(*IngestResponse_Ack)(nil),
+		(*IngestResponse_Command)(nil),
+	}
+	file_watchpost_v1_ingest_proto_msgTypes[2].OneofWrappers = []any{
+		(*Command_AddException)(nil),
+		(*Command_RemoveException)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_ingest_proto_rawDesc), len(file_watchpost_v1_ingest_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   5,
+			NumEnums:      3,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,17 +38,20 @@ const (
 	AlertKind_ALERT_KIND_DROP_JUMP AlertKind = 4
 	// Fewer kernel programs attached than in the previous heartbeat.
 	AlertKind_ALERT_KIND_PROGRAMS_DETACHED AlertKind = 5
+	// A detection rule fired on the agent (detection says which and why).
+	AlertKind_ALERT_KIND_DETECTION AlertKind = 30
 )
 
 // Enum value maps for AlertKind.
 var (
 	AlertKind_name = map[int32]string{
-		0: "ALERT_KIND_UNSPECIFIED",
-		1: "ALERT_KIND_MISSED_HEARTBEAT",
-		2: "ALERT_KIND_SEQUENCE_GAP",
-		3: "ALERT_KIND_UNCLEAN_RESTART",
-		4: "ALERT_KIND_DROP_JUMP",
-		5: "ALERT_KIND_PROGRAMS_DETACHED",
+		0:  "ALERT_KIND_UNSPECIFIED",
+		1:  "ALERT_KIND_MISSED_HEARTBEAT",
+		2:  "ALERT_KIND_SEQUENCE_GAP",
+		3:  "ALERT_KIND_UNCLEAN_RESTART",
+		4:  "ALERT_KIND_DROP_JUMP",
+		5:  "ALERT_KIND_PROGRAMS_DETACHED",
+		30: "ALERT_KIND_DETECTION",
 	}
 	AlertKind_value = map[string]int32{
 		"ALERT_KIND_UNSPECIFIED":       0,
@@ -57,6 +60,7 @@ var (
 		"ALERT_KIND_UNCLEAN_RESTART":   3,
 		"ALERT_KIND_DROP_JUMP":         4,
 		"ALERT_KIND_PROGRAMS_DETACHED": 5,
+		"ALERT_KIND_DETECTION":         30,
 	}
 )
 
@@ -589,8 +593,11 @@ type HostInfo struct {
 	EventsStored     uint64                 `protobuf:"varint,16,opt,name=events_stored,json=eventsStored,proto3" json:"events_stored,omitempty"`
 	BatchesStored    uint64                 `protobuf:"varint,17,opt,name=batches_stored,json=batchesStored,proto3" json:"batches_stored,omitempty"`
 	BatchesRejected  uint64                 `protobuf:"varint,18,opt,name=batches_rejected,json=batchesRejected,proto3" json:"batches_rejected,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The agent's rule engine, from its last heartbeat.
+	Detection       *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
+	CommandsApplied uint64           `protobuf:"varint,81,opt,name=commands_applied,json=commandsApplied,proto3" json:"commands_applied,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *HostInfo) Reset() {
@@ -749,6 +756,20 @@ func (x *HostInfo) GetBatchesRejected() uint64 {
 	return 0
 }
 
+func (x *HostInfo) GetDetection() *DetectionStatus {
+	if x != nil {
+		return x.Detection
+	}
+	return nil
+}
+
+func (x *HostInfo) GetCommandsApplied() uint64 {
+	if x != nil {
+		return x.CommandsApplied
+	}
+	return 0
+}
+
 type ListHostsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Hosts         []*HostInfo            `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
@@ -899,8 +920,16 @@ type Alert struct {
 	ResolvedBy           string `protobuf:"bytes,132,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
 	ResolvedUnixNano     int64  `protobuf:"varint,133,opt,name=resolved_unix_nano,json=resolvedUnixNano,proto3" json:"resolved_unix_nano,omitempty"`
 	Note                 string `protobuf:"bytes,134,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Detection alerts: the rule, why it fired and the events behind it.
+	Detection *DetectionAlert `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
+	// Detection alerts: the process and its ancestry at the match.
+	Process    *Process    `protobuf:"bytes,81,opt,name=process,proto3" json:"process,omitempty"`
+	Ancestry   []*Ancestor `protobuf:"bytes,82,rep,name=ancestry,proto3" json:"ancestry,omitempty"`
+	Industrial *Industrial `protobuf:"bytes,83,opt,name=industrial,proto3" json:"industrial,omitempty"`
+	// Detection alerts: the alert event's sequence number on the agent.
+	EventSeq      uint64 `protobuf:"varint,84,opt,name=event_seq,json=eventSeq,proto3" json:"event_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Alert) Reset() {
@@ -1059,6 +1088,41 @@ func (x *Alert) GetNote() string {
 	return ""
 }
 
+func (x *Alert) GetDetection() *DetectionAlert {
+	if x != nil {
+		return x.Detection
+	}
+	return nil
+}
+
+func (x *Alert) GetProcess() *Process {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *Alert) GetAncestry() []*Ancestor {
+	if x != nil {
+		return x.Ancestry
+	}
+	return nil
+}
+
+func (x *Alert) GetIndustrial() *Industrial {
+	if x != nil {
+		return x.Industrial
+	}
+	return nil
+}
+
+func (x *Alert) GetEventSeq() uint64 {
+	if x != nil {
+		return x.EventSeq
+	}
+	return 0
+}
+
 type ListAlertsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
@@ -1075,6 +1139,11 @@ type ListAlertsRequest struct {
 	// Only alerts with a smaller id (paging towards older alerts).
 	BeforeId      uint64 `protobuf:"varint,134,opt,name=before_id,json=beforeId,proto3" json:"before_id,omitempty"`
 	UntilUnixNano int64  `protobuf:"varint,135,opt,name=until_unix_nano,json=untilUnixNano,proto3" json:"until_unix_nano,omitempty"`
+	// Detection alerts of this rule id only.
+	RuleId string `protobuf:"bytes,80,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	// Detection alerts tagged with this ATT&CK technique (T0855; a
+	// technique also matches its sub-techniques).
+	Technique     string `protobuf:"bytes,81,opt,name=technique,proto3" json:"technique,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1172,6 +1241,617 @@ func (x *ListAlertsRequest) GetUntilUnixNano() int64 {
 	return 0
 }
 
+func (x *ListAlertsRequest) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *ListAlertsRequest) GetTechnique() string {
+	if x != nil {
+		return x.Technique
+	}
+	return ""
+}
+
+type AlertEventsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AlertId       uint64                 `protobuf:"varint,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertEventsRequest) Reset() {
+	*x = AlertEventsRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertEventsRequest) ProtoMessage() {}
+
+func (x *AlertEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertEventsRequest.ProtoReflect.Descriptor instead.
+func (*AlertEventsRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AlertEventsRequest) GetAlertId() uint64 {
+	if x != nil {
+		return x.AlertId
+	}
+	return 0
+}
+
+type AlertEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Alert *Alert                 `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	// The stored events the alert names, oldest first.
+	Events []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Events the alert names that are not (or no longer) stored.
+	Missing       []*EventRef `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertEventsResponse) Reset() {
+	*x = AlertEventsResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertEventsResponse) ProtoMessage() {}
+
+func (x *AlertEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertEventsResponse.ProtoReflect.Descriptor instead.
+func (*AlertEventsResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AlertEventsResponse) GetAlert() *Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
+func (x *AlertEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *AlertEventsResponse) GetMissing() []*EventRef {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+type AddExceptionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// From an alert: the exception covers the alert's rule and the alert's
+	// values of the attributes named in by (exe, ancestor, user, path, peer,
+	// host, cgroup, unit); by empty: the rule alone.
+	AlertId uint64   `protobuf:"varint,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	By      []string `protobuf:"bytes,2,rep,name=by,proto3" json:"by,omitempty"`
+	// Or in full (rules empty: every rule).
+	Exception *DetectionException `protobuf:"bytes,3,opt,name=exception,proto3" json:"exception,omitempty"`
+	// The agent it goes to; empty: the alert's agent (required without an
+	// alert unless all_agents).
+	AgentId string `protobuf:"bytes,4,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Every agent, including those that connect later.
+	AllAgents     bool   `protobuf:"varint,5,opt,name=all_agents,json=allAgents,proto3" json:"all_agents,omitempty"`
+	Comment       string `protobuf:"bytes,6,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddExceptionRequest) Reset() {
+	*x = AddExceptionRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddExceptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddExceptionRequest) ProtoMessage() {}
+
+func (x *AddExceptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddExceptionRequest.ProtoReflect.Descriptor instead.
+func (*AddExceptionRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AddExceptionRequest) GetAlertId() uint64 {
+	if x != nil {
+		return x.AlertId
+	}
+	return 0
+}
+
+func (x *AddExceptionRequest) GetBy() []string {
+	if x != nil {
+		return x.By
+	}
+	return nil
+}
+
+func (x *AddExceptionRequest) GetException() *DetectionException {
+	if x != nil {
+		return x.Exception
+	}
+	return nil
+}
+
+func (x *AddExceptionRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AddExceptionRequest) GetAllAgents() bool {
+	if x != nil {
+		return x.AllAgents
+	}
+	return false
+}
+
+func (x *AddExceptionRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+type AddExceptionResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Exception  *DetectionException    `protobuf:"bytes,1,opt,name=exception,proto3" json:"exception,omitempty"`
+	CommandSeq uint64                 `protobuf:"varint,2,opt,name=command_seq,json=commandSeq,proto3" json:"command_seq,omitempty"`
+	// Empty when sent to every agent.
+	AgentId       string `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddExceptionResponse) Reset() {
+	*x = AddExceptionResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddExceptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddExceptionResponse) ProtoMessage() {}
+
+func (x *AddExceptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddExceptionResponse.ProtoReflect.Descriptor instead.
+func (*AddExceptionResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AddExceptionResponse) GetException() *DetectionException {
+	if x != nil {
+		return x.Exception
+	}
+	return nil
+}
+
+func (x *AddExceptionResponse) GetCommandSeq() uint64 {
+	if x != nil {
+		return x.CommandSeq
+	}
+	return 0
+}
+
+func (x *AddExceptionResponse) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+type RemoveExceptionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveExceptionRequest) Reset() {
+	*x = RemoveExceptionRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveExceptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveExceptionRequest) ProtoMessage() {}
+
+func (x *RemoveExceptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveExceptionRequest.ProtoReflect.Descriptor instead.
+func (*RemoveExceptionRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RemoveExceptionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveExceptionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CommandSeq    uint64                 `protobuf:"varint,1,opt,name=command_seq,json=commandSeq,proto3" json:"command_seq,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveExceptionResponse) Reset() {
+	*x = RemoveExceptionResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveExceptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveExceptionResponse) ProtoMessage() {}
+
+func (x *RemoveExceptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveExceptionResponse.ProtoReflect.Descriptor instead.
+func (*RemoveExceptionResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RemoveExceptionResponse) GetCommandSeq() uint64 {
+	if x != nil {
+		return x.CommandSeq
+	}
+	return 0
+}
+
+func (x *RemoveExceptionResponse) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+type ListExceptionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exceptions that apply to this agent (its own and every agent's).
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExceptionsRequest) Reset() {
+	*x = ListExceptionsRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExceptionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExceptionsRequest) ProtoMessage() {}
+
+func (x *ListExceptionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExceptionsRequest.ProtoReflect.Descriptor instead.
+func (*ListExceptionsRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListExceptionsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+type ListExceptionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Exceptions    []*ExceptionStatus     `protobuf:"bytes,1,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExceptionsResponse) Reset() {
+	*x = ListExceptionsResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExceptionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExceptionsResponse) ProtoMessage() {}
+
+func (x *ListExceptionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExceptionsResponse.ProtoReflect.Descriptor instead.
+func (*ListExceptionsResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListExceptionsResponse) GetExceptions() []*ExceptionStatus {
+	if x != nil {
+		return x.Exceptions
+	}
+	return nil
+}
+
+// ExceptionStatus is one exception in force and how far it got.
+type ExceptionStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Exception *DetectionException    `protobuf:"bytes,1,opt,name=exception,proto3" json:"exception,omitempty"`
+	// Empty: every agent.
+	AgentId         string             `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	CommandSeq      uint64             `protobuf:"varint,3,opt,name=command_seq,json=commandSeq,proto3" json:"command_seq,omitempty"`
+	CreatedUnixNano int64              `protobuf:"varint,4,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	IssuedBy        string             `protobuf:"bytes,5,opt,name=issued_by,json=issuedBy,proto3" json:"issued_by,omitempty"`
+	Deliveries      []*CommandDelivery `protobuf:"bytes,6,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ExceptionStatus) Reset() {
+	*x = ExceptionStatus{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExceptionStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExceptionStatus) ProtoMessage() {}
+
+func (x *ExceptionStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExceptionStatus.ProtoReflect.Descriptor instead.
+func (*ExceptionStatus) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ExceptionStatus) GetException() *DetectionException {
+	if x != nil {
+		return x.Exception
+	}
+	return nil
+}
+
+func (x *ExceptionStatus) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ExceptionStatus) GetCommandSeq() uint64 {
+	if x != nil {
+		return x.CommandSeq
+	}
+	return 0
+}
+
+func (x *ExceptionStatus) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *ExceptionStatus) GetIssuedBy() string {
+	if x != nil {
+		return x.IssuedBy
+	}
+	return ""
+}
+
+func (x *ExceptionStatus) GetDeliveries() []*CommandDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+type CommandDelivery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Status        CommandStatus          `protobuf:"varint,2,opt,name=status,proto3,enum=watchpost.v1.CommandStatus" json:"status,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	TimeUnixNano  int64                  `protobuf:"varint,4,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandDelivery) Reset() {
+	*x = CommandDelivery{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandDelivery) ProtoMessage() {}
+
+func (x *CommandDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandDelivery.ProtoReflect.Descriptor instead.
+func (*CommandDelivery) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CommandDelivery) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *CommandDelivery) GetStatus() CommandStatus {
+	if x != nil {
+		return x.Status
+	}
+	return CommandStatus_COMMAND_STATUS_UNSPECIFIED
+}
+
+func (x *CommandDelivery) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CommandDelivery) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
 type ListAlertsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Alerts []*Alert               `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
@@ -1183,7 +1863,7 @@ type ListAlertsResponse struct {
 
 func (x *ListAlertsResponse) Reset() {
 	*x = ListAlertsResponse{}
-	mi := &file_watchpost_v1_query_proto_msgTypes[12]
+	mi := &file_watchpost_v1_query_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1875,7 @@ func (x *ListAlertsResponse) String() string {
 func (*ListAlertsResponse) ProtoMessage() {}
 
 func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_query_proto_msgTypes[12]
+	mi := &file_watchpost_v1_query_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1888,7 @@ func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{12}
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*Alert {
@@ -1239,7 +1919,7 @@ type UpdateAlertsRequest struct {
 
 func (x *UpdateAlertsRequest) Reset() {
 	*x = UpdateAlertsRequest{}
-	mi := &file_watchpost_v1_query_proto_msgTypes[13]
+	mi := &file_watchpost_v1_query_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1931,7 @@ func (x *UpdateAlertsRequest) String() string {
 func (*UpdateAlertsRequest) ProtoMessage() {}
 
 func (x *UpdateAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_query_proto_msgTypes[13]
+	mi := &file_watchpost_v1_query_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1944,7 @@ func (x *UpdateAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAlertsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{13}
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateAlertsRequest) GetIds() []uint64 {
@@ -1298,7 +1978,7 @@ type UpdateAlertsResponse struct {
 
 func (x *UpdateAlertsResponse) Reset() {
 	*x = UpdateAlertsResponse{}
-	mi := &file_watchpost_v1_query_proto_msgTypes[14]
+	mi := &file_watchpost_v1_query_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1990,7 @@ func (x *UpdateAlertsResponse) String() string {
 func (*UpdateAlertsResponse) ProtoMessage() {}
 
 func (x *UpdateAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_query_proto_msgTypes[14]
+	mi := &file_watchpost_v1_query_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +2003,7 @@ func (x *UpdateAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAlertsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{14}
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateAlertsResponse) GetAlerts() []*Alert {
@@ -1337,7 +2017,7 @@ var File_watchpost_v1_query_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\n" +
-	"\x18watchpost/v1/query.proto\x12\fwatchpost.v1\x1a\x18watchpost/v1/event.proto\"\xc4\x02\n" +
+	"\x18watchpost/v1/query.proto\x12\fwatchpost.v1\x1a\x18watchpost/v1/event.proto\x1a\x19watchpost/v1/ingest.proto\"\xc4\x02\n" +
 	"\vEventFilter\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12-\n" +
 	"\x05types\x18\x02 \x03(\x0e2\x17.watchpost.v1.EventTypeR\x05types\x12\x10\n" +
@@ -1363,7 +2043,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x12TailEventsResponse\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"\x12\n" +
-	"\x10ListHostsRequest\"\xcc\x04\n" +
+	"\x10ListHostsRequest\"\xb4\x05\n" +
 	"\bHostInfo\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x17\n" +
@@ -1384,12 +2064,14 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\rheartbeat_seq\x18\x0f \x01(\x04R\fheartbeatSeq\x12#\n" +
 	"\revents_stored\x18\x10 \x01(\x04R\feventsStored\x12%\n" +
 	"\x0ebatches_stored\x18\x11 \x01(\x04R\rbatchesStored\x12)\n" +
-	"\x10batches_rejected\x18\x12 \x01(\x04R\x0fbatchesRejected\"A\n" +
+	"\x10batches_rejected\x18\x12 \x01(\x04R\x0fbatchesRejected\x12;\n" +
+	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x12)\n" +
+	"\x10commands_applied\x18Q \x01(\x04R\x0fcommandsApplied\"A\n" +
 	"\x11ListHostsResponse\x12,\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x16.watchpost.v1.HostInfoR\x05hosts\"\x19\n" +
 	"\x17EnforceRetentionRequest\"I\n" +
 	"\x18EnforceRetentionResponse\x12-\n" +
-	"\x12dropped_partitions\x18\x01 \x03(\tR\x11droppedPartitions\"\xf7\x04\n" +
+	"\x12dropped_partitions\x18\x01 \x03(\tR\x11droppedPartitions\"\xef\x06\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x12\n" +
@@ -1411,7 +2093,14 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\vresolved_by\x18\x84\x01 \x01(\tR\n" +
 	"resolvedBy\x12-\n" +
 	"\x12resolved_unix_nano\x18\x85\x01 \x01(\x03R\x10resolvedUnixNano\x12\x13\n" +
-	"\x04note\x18\x86\x01 \x01(\tR\x04note\"\xe7\x02\n" +
+	"\x04note\x18\x86\x01 \x01(\tR\x04note\x12:\n" +
+	"\tdetection\x18P \x01(\v2\x1c.watchpost.v1.DetectionAlertR\tdetection\x12/\n" +
+	"\aprocess\x18Q \x01(\v2\x15.watchpost.v1.ProcessR\aprocess\x122\n" +
+	"\bancestry\x18R \x03(\v2\x16.watchpost.v1.AncestorR\bancestry\x128\n" +
+	"\n" +
+	"industrial\x18S \x01(\v2\x18.watchpost.v1.IndustrialR\n" +
+	"industrial\x12\x1b\n" +
+	"\tevent_seq\x18T \x01(\x04R\beventSeq\"\x9e\x03\n" +
 	"\x11ListAlertsRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12&\n" +
 	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
@@ -1421,7 +2110,55 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x04host\x18\x84\x01 \x01(\tR\x04host\x12.\n" +
 	"\x05kinds\x18\x85\x01 \x03(\x0e2\x17.watchpost.v1.AlertKindR\x05kinds\x12\x1c\n" +
 	"\tbefore_id\x18\x86\x01 \x01(\x04R\bbeforeId\x12'\n" +
-	"\x0funtil_unix_nano\x18\x87\x01 \x01(\x03R\runtilUnixNano\"`\n" +
+	"\x0funtil_unix_nano\x18\x87\x01 \x01(\x03R\runtilUnixNano\x12\x17\n" +
+	"\arule_id\x18P \x01(\tR\x06ruleId\x12\x1c\n" +
+	"\ttechnique\x18Q \x01(\tR\ttechnique\"/\n" +
+	"\x12AlertEventsRequest\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\x04R\aalertId\"\x9f\x01\n" +
+	"\x13AlertEventsResponse\x12)\n" +
+	"\x05alert\x18\x01 \x01(\v2\x13.watchpost.v1.AlertR\x05alert\x12+\n" +
+	"\x06events\x18\x02 \x03(\v2\x13.watchpost.v1.EventR\x06events\x120\n" +
+	"\amissing\x18\x03 \x03(\v2\x16.watchpost.v1.EventRefR\amissing\"\xd4\x01\n" +
+	"\x13AddExceptionRequest\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\x04R\aalertId\x12\x0e\n" +
+	"\x02by\x18\x02 \x03(\tR\x02by\x12>\n" +
+	"\texception\x18\x03 \x01(\v2 .watchpost.v1.DetectionExceptionR\texception\x12\x19\n" +
+	"\bagent_id\x18\x04 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"all_agents\x18\x05 \x01(\bR\tallAgents\x12\x18\n" +
+	"\acomment\x18\x06 \x01(\tR\acomment\"\x92\x01\n" +
+	"\x14AddExceptionResponse\x12>\n" +
+	"\texception\x18\x01 \x01(\v2 .watchpost.v1.DetectionExceptionR\texception\x12\x1f\n" +
+	"\vcommand_seq\x18\x02 \x01(\x04R\n" +
+	"commandSeq\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\"(\n" +
+	"\x16RemoveExceptionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"U\n" +
+	"\x17RemoveExceptionResponse\x12\x1f\n" +
+	"\vcommand_seq\x18\x01 \x01(\x04R\n" +
+	"commandSeq\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\"2\n" +
+	"\x15ListExceptionsRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"W\n" +
+	"\x16ListExceptionsResponse\x12=\n" +
+	"\n" +
+	"exceptions\x18\x01 \x03(\v2\x1d.watchpost.v1.ExceptionStatusR\n" +
+	"exceptions\"\x95\x02\n" +
+	"\x0fExceptionStatus\x12>\n" +
+	"\texception\x18\x01 \x01(\v2 .watchpost.v1.DetectionExceptionR\texception\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x1f\n" +
+	"\vcommand_seq\x18\x03 \x01(\x04R\n" +
+	"commandSeq\x12*\n" +
+	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12\x1b\n" +
+	"\tissued_by\x18\x05 \x01(\tR\bissuedBy\x12=\n" +
+	"\n" +
+	"deliveries\x18\x06 \x03(\v2\x1d.watchpost.v1.CommandDeliveryR\n" +
+	"deliveries\"\xa1\x01\n" +
+	"\x0fCommandDelivery\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x123\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1b.watchpost.v1.CommandStatusR\x06status\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12$\n" +
+	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNano\"`\n" +
 	"\x12ListAlertsResponse\x12+\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts\x12\x1d\n" +
 	"\ttruncated\x18\x82\x01 \x01(\bR\ttruncated\"k\n" +
@@ -1430,14 +2167,15 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.watchpost.v1.AlertStateR\x05state\x12\x12\n" +
 	"\x04note\x18\x03 \x01(\tR\x04note\"C\n" +
 	"\x14UpdateAlertsResponse\x12+\n" +
-	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts*\xc1\x01\n" +
+	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts*\xdb\x01\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bALERT_KIND_MISSED_HEARTBEAT\x10\x01\x12\x1b\n" +
 	"\x17ALERT_KIND_SEQUENCE_GAP\x10\x02\x12\x1e\n" +
 	"\x1aALERT_KIND_UNCLEAN_RESTART\x10\x03\x12\x18\n" +
 	"\x14ALERT_KIND_DROP_JUMP\x10\x04\x12 \n" +
-	"\x1cALERT_KIND_PROGRAMS_DETACHED\x10\x05*\x88\x01\n" +
+	"\x1cALERT_KIND_PROGRAMS_DETACHED\x10\x05\x12\x18\n" +
+	"\x14ALERT_KIND_DETECTION\x10\x1e*\x88\x01\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x10\n" +
@@ -1450,7 +2188,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x17ALERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ALERT_STATE_OPEN\x10\x01\x12\x1c\n" +
 	"\x18ALERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n" +
-	"\x14ALERT_STATE_RESOLVED\x10\x032\x8e\x04\n" +
+	"\x14ALERT_STATE_RESOLVED\x10\x032\xf6\x06\n" +
 	"\fQueryService\x12R\n" +
 	"\vQueryEvents\x12 .watchpost.v1.QueryEventsRequest\x1a!.watchpost.v1.QueryEventsResponse\x12Q\n" +
 	"\n" +
@@ -1459,7 +2197,11 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x10EnforceRetention\x12%.watchpost.v1.EnforceRetentionRequest\x1a&.watchpost.v1.EnforceRetentionResponse\x12O\n" +
 	"\n" +
 	"ListAlerts\x12\x1f.watchpost.v1.ListAlertsRequest\x1a .watchpost.v1.ListAlertsResponse\x12U\n" +
-	"\fUpdateAlerts\x12!.watchpost.v1.UpdateAlertsRequest\x1a\".watchpost.v1.UpdateAlertsResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
+	"\fUpdateAlerts\x12!.watchpost.v1.UpdateAlertsRequest\x1a\".watchpost.v1.UpdateAlertsResponse\x12R\n" +
+	"\vAlertEvents\x12 .watchpost.v1.AlertEventsRequest\x1a!.watchpost.v1.AlertEventsResponse\x12U\n" +
+	"\fAddException\x12!.watchpost.v1.AddExceptionRequest\x1a\".watchpost.v1.AddExceptionResponse\x12^\n" +
+	"\x0fRemoveException\x12$.watchpost.v1.RemoveExceptionRequest\x1a%.watchpost.v1.RemoveExceptionResponse\x12[\n" +
+	"\x0eListExceptions\x12#.watchpost.v1.ListExceptionsRequest\x1a$.watchpost.v1.ListExceptionsResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
 
 var (
 	file_watchpost_v1_query_proto_rawDescOnce sync.Once
@@ -1474,7 +2216,7 @@ func file_watchpost_v1_query_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_watchpost_v1_query_proto_goTypes = []any{
 	(AlertKind)(0),                   // 0: watchpost.v1.AlertKind
 	(Severity)(0),                    // 1: watchpost.v1.Severity
@@ -1491,48 +2233,88 @@ var file_watchpost_v1_query_proto_goTypes = []any{
 	(*EnforceRetentionResponse)(nil), // 12: watchpost.v1.EnforceRetentionResponse
 	(*Alert)(nil),                    // 13: watchpost.v1.Alert
 	(*ListAlertsRequest)(nil),        // 14: watchpost.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),       // 15: watchpost.v1.ListAlertsResponse
-	(*UpdateAlertsRequest)(nil),      // 16: watchpost.v1.UpdateAlertsRequest
-	(*UpdateAlertsResponse)(nil),     // 17: watchpost.v1.UpdateAlertsResponse
-	(EventType)(0),                   // 18: watchpost.v1.EventType
-	(*Event)(nil),                    // 19: watchpost.v1.Event
-	(*Counter)(nil),                  // 20: watchpost.v1.Counter
+	(*AlertEventsRequest)(nil),       // 15: watchpost.v1.AlertEventsRequest
+	(*AlertEventsResponse)(nil),      // 16: watchpost.v1.AlertEventsResponse
+	(*AddExceptionRequest)(nil),      // 17: watchpost.v1.AddExceptionRequest
+	(*AddExceptionResponse)(nil),     // 18: watchpost.v1.AddExceptionResponse
+	(*RemoveExceptionRequest)(nil),   // 19: watchpost.v1.RemoveExceptionRequest
+	(*RemoveExceptionResponse)(nil),  // 20: watchpost.v1.RemoveExceptionResponse
+	(*ListExceptionsRequest)(nil),    // 21: watchpost.v1.ListExceptionsRequest
+	(*ListExceptionsResponse)(nil),   // 22: watchpost.v1.ListExceptionsResponse
+	(*ExceptionStatus)(nil),          // 23: watchpost.v1.ExceptionStatus
+	(*CommandDelivery)(nil),          // 24: watchpost.v1.CommandDelivery
+	(*ListAlertsResponse)(nil),       // 25: watchpost.v1.ListAlertsResponse
+	(*UpdateAlertsRequest)(nil),      // 26: watchpost.v1.UpdateAlertsRequest
+	(*UpdateAlertsResponse)(nil),     // 27: watchpost.v1.UpdateAlertsResponse
+	(EventType)(0),                   // 28: watchpost.v1.EventType
+	(*Event)(nil),                    // 29: watchpost.v1.Event
+	(*Counter)(nil),                  // 30: watchpost.v1.Counter
+	(*DetectionStatus)(nil),          // 31: watchpost.v1.DetectionStatus
+	(*DetectionAlert)(nil),           // 32: watchpost.v1.DetectionAlert
+	(*Process)(nil),                  // 33: watchpost.v1.Process
+	(*Ancestor)(nil),                 // 34: watchpost.v1.Ancestor
+	(*Industrial)(nil),               // 35: watchpost.v1.Industrial
+	(*EventRef)(nil),                 // 36: watchpost.v1.EventRef
+	(*DetectionException)(nil),       // 37: watchpost.v1.DetectionException
+	(CommandStatus)(0),               // 38: watchpost.v1.CommandStatus
 }
 var file_watchpost_v1_query_proto_depIdxs = []int32{
-	18, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
+	28, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
 	3,  // 1: watchpost.v1.QueryEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	19, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
+	29, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
 	3,  // 3: watchpost.v1.TailEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	19, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
-	20, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
-	9,  // 6: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
-	0,  // 7: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
-	20, // 8: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
-	1,  // 9: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
-	2,  // 10: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
-	2,  // 11: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
-	1,  // 12: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
-	0,  // 13: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
-	13, // 14: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	2,  // 15: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
-	13, // 16: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	4,  // 17: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
-	6,  // 18: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
-	8,  // 19: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
-	11, // 20: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
-	14, // 21: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
-	16, // 22: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
-	5,  // 23: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
-	7,  // 24: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
-	10, // 25: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
-	12, // 26: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
-	15, // 27: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
-	17, // 28: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	29, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
+	30, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
+	31, // 6: watchpost.v1.HostInfo.detection:type_name -> watchpost.v1.DetectionStatus
+	9,  // 7: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
+	0,  // 8: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
+	30, // 9: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
+	1,  // 10: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
+	2,  // 11: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
+	32, // 12: watchpost.v1.Alert.detection:type_name -> watchpost.v1.DetectionAlert
+	33, // 13: watchpost.v1.Alert.process:type_name -> watchpost.v1.Process
+	34, // 14: watchpost.v1.Alert.ancestry:type_name -> watchpost.v1.Ancestor
+	35, // 15: watchpost.v1.Alert.industrial:type_name -> watchpost.v1.Industrial
+	2,  // 16: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
+	1,  // 17: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
+	0,  // 18: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
+	13, // 19: watchpost.v1.AlertEventsResponse.alert:type_name -> watchpost.v1.Alert
+	29, // 20: watchpost.v1.AlertEventsResponse.events:type_name -> watchpost.v1.Event
+	36, // 21: watchpost.v1.AlertEventsResponse.missing:type_name -> watchpost.v1.EventRef
+	37, // 22: watchpost.v1.AddExceptionRequest.exception:type_name -> watchpost.v1.DetectionException
+	37, // 23: watchpost.v1.AddExceptionResponse.exception:type_name -> watchpost.v1.DetectionException
+	23, // 24: watchpost.v1.ListExceptionsResponse.exceptions:type_name -> watchpost.v1.ExceptionStatus
+	37, // 25: watchpost.v1.ExceptionStatus.exception:type_name -> watchpost.v1.DetectionException
+	24, // 26: watchpost.v1.ExceptionStatus.deliveries:type_name -> watchpost.v1.CommandDelivery
+	38, // 27: watchpost.v1.CommandDelivery.status:type_name -> watchpost.v1.CommandStatus
+	13, // 28: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	2,  // 29: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
+	13, // 30: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	4,  // 31: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
+	6,  // 32: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
+	8,  // 33: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
+	11, // 34: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
+	14, // 35: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
+	26, // 36: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
+	15, // 37: watchpost.v1.QueryService.AlertEvents:input_type -> watchpost.v1.AlertEventsRequest
+	17, // 38: watchpost.v1.QueryService.AddException:input_type -> watchpost.v1.AddExceptionRequest
+	19, // 39: watchpost.v1.QueryService.RemoveException:input_type -> watchpost.v1.RemoveExceptionRequest
+	21, // 40: watchpost.v1.QueryService.ListExceptions:input_type -> watchpost.v1.ListExceptionsRequest
+	5,  // 41: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
+	7,  // 42: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
+	10, // 43: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
+	12, // 44: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
+	25, // 45: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
+	27, // 46: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
+	16, // 47: watchpost.v1.QueryService.AlertEvents:output_type -> watchpost.v1.AlertEventsResponse
+	18, // 48: watchpost.v1.QueryService.AddException:output_type -> watchpost.v1.AddExceptionResponse
+	20, // 49: watchpost.v1.QueryService.RemoveException:output_type -> watchpost.v1.RemoveExceptionResponse
+	22, // 50: watchpost.v1.QueryService.ListExceptions:output_type -> watchpost.v1.ListExceptionsResponse
+	41, // [41:51] is the sub-list for method output_type
+	31, // [31:41] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_query_proto_init() }
@@ -1541,13 +2323,14 @@ func file_watchpost_v1_query_proto_init() {
 		return
 	}
 	file_watchpost_v1_event_proto_init()
+	file_watchpost_v1_ingest_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_query_proto_rawDesc), len(file_watchpost_v1_query_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,10 @@ const (
 	QueryService_EnforceRetention_FullMethodName = "/watchpost.v1.QueryService/EnforceRetention"
 	QueryService_ListAlerts_FullMethodName       = "/watchpost.v1.QueryService/ListAlerts"
 	QueryService_UpdateAlerts_FullMethodName     = "/watchpost.v1.QueryService/UpdateAlerts"
+	QueryService_AlertEvents_FullMethodName      = "/watchpost.v1.QueryService/AlertEvents"
+	QueryService_AddException_FullMethodName     = "/watchpost.v1.QueryService/AddException"
+	QueryService_RemoveException_FullMethodName  = "/watchpost.v1.QueryService/RemoveException"
+	QueryService_ListExceptions_FullMethodName   = "/watchpost.v1.QueryService/ListExceptions"
 )
 
 // QueryServiceClient is the client API for QueryService service.
@@ -41,12 +45,20 @@ type QueryServiceClient interface {
 	ListHosts(ctx context.Context, in *ListHostsRequest, opts ...grpc.CallOption) (*ListHostsResponse, error)
 	// EnforceRetention drops expired partitions now (admin role).
 	EnforceRetention(ctx context.Context, in *EnforceRetentionRequest, opts ...grpc.CallOption) (*EnforceRetentionResponse, error)
-	// ListAlerts returns tamper-evidence alerts raised from heartbeats,
-	// newest first.
+	// ListAlerts returns alerts (tamper evidence raised from heartbeats,
+	// detections raised by agents), newest first.
 	ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error)
 	// UpdateAlerts moves alerts through triage (acknowledge, resolve,
 	// reopen) and records who did it and when (admin role).
 	UpdateAlerts(ctx context.Context, in *UpdateAlertsRequest, opts ...grpc.CallOption) (*UpdateAlertsResponse, error)
+	// AlertEvents returns the stored events behind a detection alert.
+	AlertEvents(ctx context.Context, in *AlertEventsRequest, opts ...grpc.CallOption) (*AlertEventsResponse, error)
+	// AddException sends a detection exception to agents (admin role).
+	AddException(ctx context.Context, in *AddExceptionRequest, opts ...grpc.CallOption) (*AddExceptionResponse, error)
+	// RemoveException withdraws an exception from agents (admin role).
+	RemoveException(ctx context.Context, in *RemoveExceptionRequest, opts ...grpc.CallOption) (*RemoveExceptionResponse, error)
+	// ListExceptions returns the exceptions sent and their delivery.
+	ListExceptions(ctx context.Context, in *ListExceptionsRequest, opts ...grpc.CallOption) (*ListExceptionsResponse, error)
 }
 
 type queryServiceClient struct {
@@ -126,6 +138,46 @@ func (c *queryServiceClient) UpdateAlerts(ctx context.Context, in *UpdateAlertsR
 	return out, nil
 }
 
+func (c *queryServiceClient) AlertEvents(ctx context.Context, in *AlertEventsRequest, opts ...grpc.CallOption) (*AlertEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlertEventsResponse)
+	err := c.cc.Invoke(ctx, QueryService_AlertEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) AddException(ctx context.Context, in *AddExceptionRequest, opts ...grpc.CallOption) (*AddExceptionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddExceptionResponse)
+	err := c.cc.Invoke(ctx, QueryService_AddException_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) RemoveException(ctx context.Context, in *RemoveExceptionRequest, opts ...grpc.CallOption) (*RemoveExceptionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveExceptionResponse)
+	err := c.cc.Invoke(ctx, QueryService_RemoveException_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) ListExceptions(ctx context.Context, in *ListExceptionsRequest, opts ...grpc.CallOption) (*ListExceptionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListExceptionsResponse)
+	err := c.cc.Invoke(ctx, QueryService_ListExceptions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueryServiceServer is the server API for QueryService service.
 // All implementations must embed UnimplementedQueryServiceServer
 // for forward compatibility.
@@ -138,12 +190,20 @@ type QueryServiceServer interface {
 	ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error)
 	// EnforceRetention drops expired partitions now (admin role).
 	EnforceRetention(context.Context, *EnforceRetentionRequest) (*EnforceRetentionResponse, error)
-	// ListAlerts returns tamper-evidence alerts raised from heartbeats,
-	// newest first.
+	// ListAlerts returns alerts (tamper evidence raised from heartbeats,
+	// detections raised by agents), newest first.
 	ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error)
 	// UpdateAlerts moves alerts through triage (acknowledge, resolve,
 	// reopen) and records who did it and when (admin role).
 	UpdateAlerts(context.Context, *UpdateAlertsRequest) (*UpdateAlertsResponse, error)
+	// AlertEvents returns the stored events behind a detection alert.
+	AlertEvents(context.Context, *AlertEventsRequest) (*AlertEventsResponse, error)
+	// AddException sends a detection exception to agents (admin role).
+	AddException(context.Context, *AddExceptionRequest) (*AddExceptionResponse, error)
+	// RemoveException withdraws an exception from agents (admin role).
+	RemoveException(context.Context, *RemoveExceptionRequest) (*RemoveExceptionResponse, error)
+	// ListExceptions returns the exceptions sent and their delivery.
+	ListExceptions(context.Context, *ListExceptionsRequest) (*ListExceptionsResponse, error)
 	mustEmbedUnimplementedQueryServiceServer()
 }
 
@@ -171,6 +231,18 @@ func (UnimplementedQueryServiceServer) ListAlerts(context.Context, *ListAlertsRe
 }
 func (UnimplementedQueryServiceServer) UpdateAlerts(context.Context, *UpdateAlertsRequest) (*UpdateAlertsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateAlerts not implemented")
+}
+func (UnimplementedQueryServiceServer) AlertEvents(context.Context, *AlertEventsRequest) (*AlertEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AlertEvents not implemented")
+}
+func (UnimplementedQueryServiceServer) AddException(context.Context, *AddExceptionRequest) (*AddExceptionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddException not implemented")
+}
+func (UnimplementedQueryServiceServer) RemoveException(context.Context, *RemoveExceptionRequest) (*RemoveExceptionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveException not implemented")
+}
+func (UnimplementedQueryServiceServer) ListExceptions(context.Context, *ListExceptionsRequest) (*ListExceptionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListExceptions not implemented")
 }
 func (UnimplementedQueryServiceServer) mustEmbedUnimplementedQueryServiceServer() {}
 func (UnimplementedQueryServiceServer) testEmbeddedByValue()                      {}
@@ -294,6 +366,78 @@ func _QueryService_UpdateAlerts_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueryService_AlertEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AlertEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).AlertEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_AlertEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).AlertEvents(ctx, req.(*AlertEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_AddException_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddExceptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).AddException(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_AddException_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).AddException(ctx, req.(*AddExceptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_RemoveException_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveExceptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).RemoveException(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_RemoveException_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).RemoveException(ctx, req.(*RemoveExceptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_ListExceptions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListExceptionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).ListExceptions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_ListExceptions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).ListExceptions(ctx, req.(*ListExceptionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueryService_ServiceDesc is the grpc.ServiceDesc for QueryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -320,6 +464,22 @@ var QueryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateAlerts",
 			Handler:    _QueryService_UpdateAlerts_Handler,
+		},
+		{
+			MethodName: "AlertEvents",
+			Handler:    _QueryService_AlertEvents_Handler,
+		},
+		{
+			MethodName: "AddException",
+			Handler:    _QueryService_AddException_Handler,
+		},
+		{
+			MethodName: "RemoveException",
+			Handler:    _QueryService_RemoveException_Handler,
+		},
+		{
+			MethodName: "ListExceptions",
+			Handler:    _QueryService_ListExceptions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,74 @@
+package detect
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/watchpost/watchpost/agent/event"
+)
+
+// newTestEngine loads the given rules files (name -> content) from a
+// temporary rules directory, without the packs.
+func newTestEngine(t testing.TB, files map[string]string) (*Engine, string) {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := New(Config{RulesDir: dir, Host: "gw-test"}, Deps{Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, dir
+}
+
+var seq uint64
+
+func execEvent(exe string, args ...string) *event.Event {
+	seq++
+	return &event.Event{Kind: event.KindExec, Seq: seq, Time: time.Unix(1700000000, 0), BootNS: seq * 1e6,
+		Process:  event.Process{PID: 100, PPID: 1, Exe: exe, Args: append([]string{exe}, args...), Cwd: "/root"},
+		Ancestry: []event.Ancestor{{PID: 1, Exe: "/usr/sbin/nginx", Args: []string{"nginx: worker"}}},
+		Exec:     &event.Exec{}}
+}
+
+func TestBasicMatch(t *testing.T) {
+	e, _ := newTestEngine(t, map[string]string{"a.yml": `
+title: Shell from nginx
+id: t-shell
+logsource: {product: linux, category: process_creation}
+detection:
+  sel:
+    Image|endswith: [/bash, /sh]
+    ParentImage|endswith: /nginx
+  filter:
+    CommandLine|contains: healthcheck
+  condition: sel and not filter
+level: high
+tags: [attack.t1059.004]
+`})
+	if st := e.Status(); len(st.Errors) != 0 || st.Rules != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	out := e.Detect(execEvent("/usr/bin/bash", "-c", "id"))
+	if len(out) != 1 {
+		t.Fatalf("alerts %v", out)
+	}
+	a := out[0].Alert
+	if a.RuleID != "t-shell" || a.Level != "high" || len(a.Techniques) != 1 || a.Techniques[0] != "T1059.004" {
+		t.Fatalf("alert %+v", a)
+	}
+	t.Logf("matches %+v events %+v", a.Matches, a.Events)
+	if out := e.Detect(execEvent("/usr/bin/bash", "healthcheck")); len(out) != 0 {
+		t.Fatalf("filtered: %v", out)
+	}
+	if out := e.Detect(execEvent("/usr/bin/zsh")); len(out) != 0 {
+		t.Fatalf("other shell: %v", out)
+	}
+}
