@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/watchpost/watchpost/collector/alerts"
 	"github.com/watchpost/watchpost/collector/filter"
@@ -97,7 +98,8 @@ func (q *queryService) ListAlerts(ctx context.Context, req *watchpostv1.ListAler
 	}
 	limit = min(limit, q.c.cfg.Query.MaxLimit)
 	f := store.AlertFilter{AgentID: req.GetAgentId(), Host: req.GetHost(), States: req.GetStates(),
-		MinSeverity: req.GetMinSeverity(), Kinds: req.GetKinds(), BeforeID: req.GetBeforeId()}
+		MinSeverity: req.GetMinSeverity(), Kinds: req.GetKinds(), BeforeID: req.GetBeforeId(),
+		RuleID: req.GetRuleId(), Technique: req.GetTechnique()}
 	if req.GetSinceUnixNano() != 0 {
 		f.Since = time.Unix(0, req.GetSinceUnixNano())
 	}
@@ -155,22 +157,31 @@ func (c *Collector) httpAlerts(w http.ResponseWriter, r *http.Request) {
 // httpUpdateAlerts serves POST /api/v1/alerts with an UpdateAlertsRequest
 // as JSON ({"ids": ["12"], "state": "ALERT_STATE_ACKNOWLEDGED", "note": "..."}).
 func (c *Collector) httpUpdateAlerts(w http.ResponseWriter, r *http.Request) {
-	// JSON only: a cross-site form cannot send it without a preflight.
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-		httpError(w, status.Error(codes.InvalidArgument, "Content-Type: application/json required"))
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		httpError(w, status.Error(codes.InvalidArgument, "reading the request body failed"))
-		return
-	}
 	req := &watchpostv1.UpdateAlertsRequest{}
-	if err := protojson.Unmarshal(body, req); err != nil {
-		httpError(w, status.Errorf(codes.InvalidArgument, "request body: %v", err))
+	if !readJSON(w, r, req) {
 		return
 	}
 	q := &queryService{c: c}
 	resp, err := q.UpdateAlerts(r.Context(), req)
 	writeProto(w, resp, err)
+}
+
+// readJSON reads a request message from a JSON body (JSON only: a
+// cross-site form cannot send it without a preflight), or answers the
+// error and returns false.
+func readJSON(w http.ResponseWriter, r *http.Request, m proto.Message) bool {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		httpError(w, status.Error(codes.InvalidArgument, "Content-Type: application/json required"))
+		return false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		httpError(w, status.Error(codes.InvalidArgument, "reading the request body failed"))
+		return false
+	}
+	if err := protojson.Unmarshal(body, m); err != nil {
+		httpError(w, status.Errorf(codes.InvalidArgument, "request body: %v", err))
+		return false
+	}
+	return true
 }

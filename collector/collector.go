@@ -96,6 +96,8 @@ type Collector struct {
 	rejected                                                                          map[string]uint64
 	alertsRaised                                                                      map[string]uint64 // under countMu
 	alertStoreErr                                                                     atomic.Uint64
+	cmds                                                                              cmdStreams
+	commandsSent, detectionAlerts                                                     atomic.Uint64
 
 	watchpostv1.UnimplementedIngestServiceServer
 }

@@ -53,6 +53,30 @@ func (c *Collector) queryHandler() http.Handler {
 	mux.HandleFunc("GET /api/v1/alerts", c.httpAuth(watchpostv1.QueryService_ListAlerts_FullMethodName, c.httpAlerts))
 	mux.HandleFunc("POST /api/v1/alerts", c.httpAuth(watchpostv1.QueryService_UpdateAlerts_FullMethodName, c.httpUpdateAlerts))
 	mux.HandleFunc("GET /api/v1/tail", c.httpAuth(watchpostv1.QueryService_TailEvents_FullMethodName, c.httpTail))
+	mux.HandleFunc("GET /api/v1/alerts/{id}/events", c.httpAuth(watchpostv1.QueryService_AlertEvents_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+		if err != nil {
+			httpError(w, status.Errorf(codes.InvalidArgument, "alert id: %q is not a number", r.PathValue("id")))
+			return
+		}
+		resp, err := q.AlertEvents(r.Context(), &watchpostv1.AlertEventsRequest{AlertId: id})
+		writeProto(w, resp, err)
+	}))
+	mux.HandleFunc("GET /api/v1/exceptions", c.httpAuth(watchpostv1.QueryService_ListExceptions_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		resp, err := q.ListExceptions(r.Context(), &watchpostv1.ListExceptionsRequest{AgentId: r.URL.Query().Get("agent")})
+		writeProto(w, resp, err)
+	}))
+	mux.HandleFunc("POST /api/v1/exceptions", c.httpAuth(watchpostv1.QueryService_AddException_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		req := &watchpostv1.AddExceptionRequest{}
+		if readJSON(w, r, req) {
+			resp, err := q.AddException(r.Context(), req)
+			writeProto(w, resp, err)
+		}
+	}))
+	mux.HandleFunc("DELETE /api/v1/exceptions/{id}", c.httpAuth(watchpostv1.QueryService_RemoveException_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		resp, err := q.RemoveException(r.Context(), &watchpostv1.RemoveExceptionRequest{Id: r.PathValue("id")})
+		writeProto(w, resp, err)
+	}))
 	c.mountDashboard(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {

@@ -44,6 +44,7 @@ type job struct {
 	decoded   *ingest.Decoded
 	reject    error // refused: ack REJECTED with this status
 	heartbeat *watchpostv1.Heartbeat
+	cmdAck    *watchpostv1.CommandAck
 	received  time.Time
 }
 
@@ -71,7 +72,9 @@ func (c *Collector) Ingest(st grpc.BidiStreamingServer[watchpostv1.IngestRequest
 	pending := make(chan job, c.cfg.Ingest.MaxPendingBatches)
 	quit := make(chan struct{})
 	commitDone := make(chan error, 1)
-	go func() { commitDone <- c.commitLoop(ctx, agent, st, pending, quit) }()
+	cs := c.cmds.add(agent)
+	defer c.cmds.remove(agent, cs)
+	go func() { commitDone <- c.commitLoop(ctx, agent, st, pending, quit, cs) }()
 	recvDone := make(chan error, 1)
 	go func() {
 		err := c.receive(ctx, agent, st, lim, pending)
@@ -118,6 +121,11 @@ func (c *Collector) receive(ctx context.Context, agent string, st grpc.BidiStrea
 				return status.Errorf(codes.InvalidArgument, "heartbeat.instance_id: longer than %d bytes", maxInstanceID)
 			}
 			j.heartbeat = m.Heartbeat
+		case *watchpostv1.IngestRequest_CommandAck:
+			if len(m.CommandAck.Message) > maxInstanceID*8 {
+				m.CommandAck.Message = m.CommandAck.Message[:maxInstanceID*8]
+			}
+			j.cmdAck = m.CommandAck
 		case *watchpostv1.IngestRequest_Batch:
 			b := m.Batch
 			if b.AgentId != agent {
@@ -148,13 +156,21 @@ func (c *Collector) receive(ctx context.Context, agent string, st grpc.BidiStrea
 }
 
 // commitLoop stores waiting jobs in groups and acknowledges them in order.
-func (c *Collector) commitLoop(ctx context.Context, agent string, st grpc.BidiStreamingServer[watchpostv1.IngestRequest, watchpostv1.IngestResponse], pending <-chan job, quit <-chan struct{}) error {
+func (c *Collector) commitLoop(ctx context.Context, agent string, st grpc.BidiStreamingServer[watchpostv1.IngestRequest, watchpostv1.IngestResponse], pending <-chan job, quit <-chan struct{}, cs *cmdStream) error {
 	var failed error
 	for {
 		var j job
 		var ok bool
 		select {
 		case j, ok = <-pending:
+		case <-cs.notify:
+			// New commands: this goroutine is the stream's only sender.
+			if failed == nil {
+				if err := c.sendCommands(ctx, agent, st, cs); err != nil {
+					failed = err
+				}
+			}
+			continue
 		case <-quit:
 			select {
 			case j, ok = <-pending:
@@ -183,7 +199,7 @@ func (c *Collector) commitLoop(ctx context.Context, agent string, st grpc.BidiSt
 		if failed != nil {
 			continue // drain: the stream is ending
 		}
-		if err := c.commit(ctx, agent, st, group); err != nil {
+		if err := c.commit(ctx, agent, st, group, cs); err != nil {
 			failed = err
 		}
 	}
@@ -196,14 +212,14 @@ func (j *job) decodedEvents() []*watchpostv1.Event {
 	return j.decoded.Events
 }
 
-func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStreamingServer[watchpostv1.IngestRequest, watchpostv1.IngestResponse], group []job) error {
+func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStreamingServer[watchpostv1.IngestRequest, watchpostv1.IngestResponse], group []job, cs *cmdStream) error {
 	var inputs []store.BatchInput
 	for _, j := range group {
 		if j.decoded != nil {
 			b := j.batch
 			inputs = append(inputs, store.BatchInput{
 				Key:    store.BatchKey{AgentID: agent, BootID: b.BootId, RunID: b.RunId, BatchSeq: b.BatchSeq},
-				Events: j.decoded.Events, Raw: j.decoded.Raw,
+				Events: j.decoded.Events, Raw: j.decoded.Raw, Alerts: detectionAlerts(agent, b.BootId, j.decoded.Events),
 			})
 		}
 	}
@@ -217,12 +233,23 @@ func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStream
 	}
 	ri := 0
 	for _, j := range group {
+		if j.cmdAck != nil {
+			c.commandAck(ctx, agent, j.cmdAck, j.received)
+			continue
+		}
 		if j.heartbeat != nil {
 			if err := c.sink.RecordHeartbeat(ctx, agent, j.heartbeat, j.received); err != nil {
 				c.log.Error().Err(err).Str("agent", agent).Msg("storing heartbeat failed")
 			} else {
 				c.heartbeats.Add(1)
 				c.heartbeatAlerts(ctx, agent, j.heartbeat, j.received)
+			}
+			first := !cs.known
+			cs.heartbeat(j.heartbeat)
+			if first {
+				if err := c.sendCommands(ctx, agent, st, cs); err != nil {
+					return err
+				}
 			}
 			continue
 		}
@@ -246,6 +273,7 @@ func (c *Collector) commit(ctx context.Context, agent string, st grpc.BidiStream
 				c.eventsStored.Add(uint64(len(j.decoded.Events)))
 				c.hub.publish(j.decoded)
 				c.noteAgentStop(agent, j.decoded.Events)
+				c.countDetections(inputs[ri].Alerts)
 			case store.Duplicate:
 				ack.Status = watchpostv1.AckStatus_ACK_STATUS_DUPLICATE
 				c.batchesDup.Add(1)

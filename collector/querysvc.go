@@ -95,6 +95,8 @@ func (q *queryService) EnforceRetention(ctx context.Context, _ *watchpostv1.Enfo
 var adminMethods = map[string]bool{
 	watchpostv1.QueryService_EnforceRetention_FullMethodName: true,
 	watchpostv1.QueryService_UpdateAlerts_FullMethodName:     true,
+	watchpostv1.QueryService_AddException_FullMethodName:     true,
+	watchpostv1.QueryService_RemoveException_FullMethodName:  true,
 }
 
 // localCaller is who calls when no token is needed (loopback without tokens).

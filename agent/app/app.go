@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/watchpost/watchpost/agent/commands"
 	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/agent/container"
 	"github.com/watchpost/watchpost/agent/detect"
@@ -51,6 +52,7 @@ type Agent struct {
 	// Containers is nil when container attribution is off.
 	Containers *container.Resolver
 	Detect     *detect.Engine // nil when detection is off
+	Commands   *commands.Log  // nil without commands.dir
 }
 
 // Run starts the agent and blocks until ctx ends; then it detaches the
@@ -130,6 +132,20 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 			}()
 		}
 	}
+	// The collector's commands (detection exceptions) are replayed from the
+	// log whatever the output, so they hold while the collector is away.
+	var cmdLog *commands.Log
+	if cfg.Commands.Dir != "" {
+		var handlers []commands.Handler
+		if a.Detect != nil {
+			handlers = append(handlers, a.Detect.CommandHandler())
+		}
+		if cmdLog, err = commands.Open(cfg.Commands.Dir, log, handlers...); err != nil {
+			return err
+		}
+		defer func() { _ = cmdLog.Close() }()
+		a.Commands = cmdLog
+	}
 	var p *pipeline.Pipeline
 	if cfg.Output == config.OutputCollector || cfg.Output == config.OutputBoth {
 		health := func() event.Health {
@@ -155,7 +171,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 			}()
 			queue = sp
 		}
-		a.Shipper, err = newShipper(cfg, health, queue, log)
+		a.Shipper, err = newShipper(cfg, health, queue, cmdLog, log)
 		if err != nil {
 			return err
 		}
@@ -211,7 +227,7 @@ func (w shipperSink) Write(ev *event.Event) { w.s.Ship(ev) }
 func (w shipperSink) Flush() error          { return nil }
 func (w shipperSink) Close() error          { return nil }
 
-func newShipper(cfg config.Config, health func() event.Health, queue shipper.Queue, log zerolog.Logger) (*shipper.Shipper, error) {
+func newShipper(cfg config.Config, health func() event.Health, queue shipper.Queue, cmds *commands.Log, log zerolog.Logger) (*shipper.Shipper, error) {
 	tlsCfg, err := shipper.ClientTLS(cfg.Collector.CA, cfg.Collector.Cert, cfg.Collector.Key, cfg.Collector.ServerName)
 	if err != nil {
 		return nil, fmt.Errorf("collector: %w", err)
@@ -220,10 +236,15 @@ func newShipper(cfg config.Config, health func() event.Health, queue shipper.Que
 	if agentID == "" {
 		agentID = cfg.Host
 	}
-	return shipper.New(shipper.Config{
+	scfg := shipper.Config{
 		Address: cfg.Collector.Address, AgentID: agentID, Host: cfg.Host, BootID: bootID(),
 		ServerName: cfg.Collector.ServerName, DrainBytesPerSecond: cfg.Spool.DrainRate,
-	}, shipper.Deps{Logger: log, Health: health, TLS: tlsCfg, Queue: queue})
+	}
+	deps := shipper.Deps{Logger: log, Health: health, TLS: tlsCfg, Queue: queue}
+	if cmds != nil {
+		deps.Commands = cmds
+	}
+	return shipper.New(scfg, deps)
 }
 
 // selfPID is the agent's process id as the kernel reports it: read from

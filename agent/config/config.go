@@ -55,6 +55,7 @@ type Config struct {
 	CgroupRoot string    `yaml:"cgroup_root"`
 	Container  Container `yaml:"container"`
 	Detection  Detection `yaml:"detection"`
+	Commands   Commands  `yaml:"commands"`
 }
 
 // Container configures container attribution (agent/container).
@@ -65,6 +66,12 @@ type Container struct {
 	Runtimes      []container.Runtime `yaml:"runtimes"`
 	CacheSize     int                 `yaml:"cache_size"`
 	LookupTimeout time.Duration       `yaml:"lookup_timeout"`
+}
+
+// Commands keeps what the collector ordered (docs/configuration.md).
+type Commands struct {
+	// Dir holds the command log; empty: commands are not accepted.
+	Dir string `yaml:"dir"`
 }
 
 // DefaultRulesDir is the rules directory when the agent runs without a
@@ -197,6 +204,7 @@ func Default() Config {
 			Enabled: ct.Enabled, Runtimes: ct.Runtimes, CacheSize: ct.CacheSize, LookupTimeout: ct.LookupTimeout,
 		},
 		Detection: Detection{Enabled: true, RulesDir: DefaultRulesDir, Packs: detect.Packs(), MaxGroups: 10000},
+		Commands:  Commands{Dir: "/var/lib/watchpost/commands"},
 	}
 }
 

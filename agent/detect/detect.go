@@ -330,9 +330,14 @@ func (e *Engine) watch(w *fsnotify.Watcher, watched string) string {
 	if dir == "" {
 		return ""
 	}
+	// The directory, or while it does not exist the nearest ancestor that
+	// does (its creation is then seen, and the watch moves down).
 	target := dir
-	if _, err := os.Stat(dir); err != nil {
-		target = filepath.Dir(dir)
+	for {
+		if _, err := os.Stat(target); err == nil || filepath.Dir(target) == target {
+			break
+		}
+		target = filepath.Dir(target)
 	}
 	if target == watched {
 		return watched
@@ -360,8 +365,15 @@ func (e *Engine) run(ctx context.Context, w *fsnotify.Watcher) {
 			if !ok {
 				return
 			}
-			if watched != e.cfg.RulesDir && filepath.Clean(ev.Name) != filepath.Clean(e.cfg.RulesDir) {
-				continue // the parent: only the directory's own creation matters
+			if watched != e.cfg.RulesDir {
+				// An ancestor: move the watch down as the path appears.
+				if strings.HasPrefix(e.cfg.RulesDir, filepath.Clean(ev.Name)) {
+					watched = e.watch(w, watched)
+					if watched == e.cfg.RulesDir {
+						timer.Reset(e.cfg.Debounce)
+					}
+				}
+				continue
 			}
 			timer.Reset(e.cfg.Debounce)
 		case err, ok := <-w.Errors:
@@ -511,6 +523,7 @@ func (e *Engine) raise(p *parsedRule, corr string, count uint64, matches []event
 		Alert: &event.Alert{
 			RuleID: p.id, Title: p.title, Level: p.level, Techniques: p.techniques, Tags: p.tags,
 			Source: p.source, Correlation: corr, Count: count, Matches: matches, Events: refs,
+			Cgroup: e.ctx.cgroups.path(ev.Process.CgroupID),
 		},
 	}
 	if ev.Industrial != nil {

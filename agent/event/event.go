@@ -297,6 +297,8 @@ type Alert struct {
 	// Events are the events behind the alert, oldest first; the last one
 	// completed the match.
 	Events []EventRef `json:"events"`
+	// Cgroup is the process's cgroup v2 path (exceptions by cgroup or unit).
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // Match is one field of an event and the value a rule matched in it.

@@ -1,6 +1,7 @@
 package shipper
 
 import (
+	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -112,7 +113,54 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		dst.Detail = &watchpostv1.Event_Health{Health: HealthToProto(ev.Health)}
 	case ev.Gap != nil:
 		dst.Detail = &watchpostv1.Event_Gap{Gap: &watchpostv1.Gap{Reason: utf8Safe(ev.Gap.Reason), Counters: countersToProto(ev.Gap.Counters)}}
+	case ev.Alert != nil:
+		dst.Detail = &watchpostv1.Event_Alert{Alert: AlertToProto(ev.Alert)}
 	}
+}
+
+// AlertToProto converts a detection alert.
+func AlertToProto(a *event.Alert) *watchpostv1.DetectionAlert {
+	out := &watchpostv1.DetectionAlert{
+		RuleId: utf8Safe(a.RuleID), Title: utf8Safe(a.Title), Level: a.Level, Techniques: utf8SafeAll(a.Techniques),
+		Tags: utf8SafeAll(a.Tags), Source: utf8Safe(a.Source), Correlation: a.Correlation, Count: a.Count,
+		Cgroup: utf8Safe(a.Cgroup),
+	}
+	for _, m := range a.Matches {
+		out.Matches = append(out.Matches, &watchpostv1.MatchedField{Field: utf8Safe(m.Field), Value: utf8Safe(m.Value)})
+	}
+	for _, r := range a.Events {
+		var ts int64
+		if !r.Time.IsZero() {
+			ts = r.Time.UnixNano()
+		}
+		out.Events = append(out.Events, &watchpostv1.EventRef{
+			Seq: r.Seq, Type: watchpostv1.EventType(r.Kind), TimeUnixNano: ts, BootNs: r.BootNS, Pid: r.PID,
+		})
+	}
+	return out
+}
+
+// DetectionToProto converts the rule engine's state.
+func DetectionToProto(d *event.Detection) *watchpostv1.DetectionStatus {
+	if d == nil {
+		return nil
+	}
+	out := &watchpostv1.DetectionStatus{
+		Rules: uint32(d.Rules), Generation: d.Generation, Errors: utf8SafeAll(d.Errors), Alerts: d.Alerts,
+		Dropped: d.Dropped, Exceptions: uint32(d.Exceptions),
+	}
+	if !d.LoadedAt.IsZero() {
+		out.LoadedAtUnixNano = d.LoadedAt.UnixNano()
+	}
+	ids := make([]string, 0, len(d.Suppressed))
+	for id := range d.Suppressed {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		out.Suppressed = append(out.Suppressed, &watchpostv1.Counter{Kind: utf8Safe(id), Reason: "suppressed", Count: d.Suppressed[id]})
+	}
+	return out
 }
 
 // HealthToProto converts the agent's self-report.
@@ -120,7 +168,7 @@ func HealthToProto(h *event.Health) *watchpostv1.Health {
 	return &watchpostv1.Health{
 		Version: h.Version, Kernel: h.Kernel, CapturePath: h.CapturePath, Programs: utf8SafeAll(h.Programs),
 		Produced: h.Produced, Delivered: h.Delivered, Filtered: h.Filtered, Dropped: h.Dropped,
-		SpoolBytes: h.SpoolBytes, Counters: countersToProto(h.Counters),
+		SpoolBytes: h.SpoolBytes, Counters: countersToProto(h.Counters), Detection: DetectionToProto(h.Detection),
 	}
 }
 

@@ -158,6 +158,19 @@ type Deps struct {
 	Queue Queue
 	// TLS replaces the configuration loaded from the certificate files.
 	TLS *tls.Config
+	// Commands, when set, carries out the collector's commands (agent/
+	// commands); without it commands are ignored and none is acknowledged.
+	Commands Commands
+}
+
+// Commands applies the collector's commands and tells the heartbeat where
+// it stands.
+type Commands interface {
+	// Apply carries out and persists one command and returns the
+	// acknowledgement to send (nil: none).
+	Apply(cmd *watchpostv1.Command) *watchpostv1.CommandAck
+	// State is the epoch and the highest seq applied.
+	State() (epoch string, applied uint64)
 }
 
 // Stats are the shipper's counters.
@@ -190,6 +203,7 @@ type Shipper struct {
 	tls   *tls.Config
 
 	in      chan *event.Event
+	urgent  chan *event.Event // alerts: their own lane, so a flood cannot crowd them out
 	closed  atomic.Bool
 	started atomic.Bool
 
@@ -256,6 +270,7 @@ func New(cfg Config, deps Deps) (*Shipper, error) {
 		cfg: cfg, deps: deps, queue: q, tls: tlsCfg,
 		log:        deps.Logger.With().Str("component", "shipper").Logger(),
 		in:         make(chan *event.Event, cfg.QueueEvents),
+		urgent:     make(chan *event.Event, urgentQueue),
 		batcherOut: make(chan struct{}),
 		flush:      make(chan chan struct{}),
 		instanceID: hex.EncodeToString(inst[:]),
@@ -304,13 +319,20 @@ func (s *Shipper) Ship(ev *event.Event) {
 		s.cnt.drop(DropShutdown, ev.Kind, 1)
 		return
 	}
+	in := s.in
+	if ev.Kind == event.KindAlert {
+		in = s.urgent
+	}
 	select {
-	case s.in <- ev:
+	case in <- ev:
 		s.accepted.Add(1)
 	default:
 		s.cnt.drop(DropQueueFull, ev.Kind, 1)
 	}
 }
+
+// urgentQueue bounds the alerts waiting for the batcher.
+const urgentQueue = 1024
 
 // Start connects (lazily: gRPC dials in the background) and starts the
 // batcher and the sender.
@@ -559,7 +581,8 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 		if !encode(ev) {
 			return
 		}
-		if b.Count() >= s.cfg.BatchMaxEvents || b.Size() >= s.cfg.BatchMaxBytes {
+		if ev.Kind == event.KindAlert || b.Count() >= s.cfg.BatchMaxEvents || b.Size() >= s.cfg.BatchMaxBytes {
+			// An alert leaves now, with the events before it.
 			seal()
 		} else {
 			arm()
@@ -568,6 +591,8 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 	drain := func() {
 		for {
 			select {
+			case ev := <-s.urgent:
+				add(ev)
 			case ev := <-s.in:
 				add(ev)
 			default:
@@ -580,6 +605,14 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 	}
 	for {
 		select {
+		case ev := <-s.urgent:
+			add(ev)
+			continue
+		default:
+		}
+		select {
+		case ev := <-s.urgent:
+			add(ev)
 		case ev := <-s.in:
 			add(ev)
 		case <-age.C:
@@ -649,6 +682,7 @@ func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceCl
 		return false, fmt.Errorf("opening stream: %w", err)
 	}
 	acks := make(chan *watchpostv1.Ack, s.cfg.Window)
+	cmds := make(chan *watchpostv1.Command, 64)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -660,6 +694,13 @@ func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceCl
 			if a := resp.GetAck(); a != nil {
 				select {
 				case acks <- a:
+				case <-sctx.Done():
+					return
+				}
+			}
+			if c := resp.GetCommand(); c != nil && s.deps.Commands != nil {
+				select {
+				case cmds <- c:
 				case <-sctx.Done():
 					return
 				}
@@ -755,6 +796,12 @@ func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceCl
 			}
 		case <-drainWait.C:
 			waiting = false
+		case c := <-cmds:
+			if ack := s.deps.Commands.Apply(c); ack != nil {
+				if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_CommandAck{CommandAck: ack}}); err != nil {
+					return progressed, fmt.Errorf("sending command ack: %w", err)
+				}
+			}
 		case <-s.queue.Ready():
 		case a := <-acks:
 			events, ok := inflight[a.BatchSeq]
@@ -818,6 +865,10 @@ func (s *Shipper) heartbeat(final bool) *watchpostv1.Heartbeat {
 	}
 	ph := HealthToProto(&h)
 	hb.Produced, hb.Delivered, hb.Filtered, hb.Dropped = ph.Produced, ph.Delivered, ph.Filtered, ph.Dropped
+	hb.Detection = ph.Detection
+	if s.deps.Commands != nil {
+		hb.CommandsEpoch, hb.CommandsApplied = s.deps.Commands.State()
+	}
 	hb.SpoolBytes, hb.Programs, hb.Kernel, hb.CapturePath = ph.SpoolBytes, ph.Programs, ph.Kernel, ph.CapturePath
 	if s.durable != nil {
 		hb.SpoolBytes = uint64(s.queue.Bytes())

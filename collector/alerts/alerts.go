@@ -234,3 +234,42 @@ func rises(before, after []*watchpostv1.Counter) []*watchpostv1.Counter {
 func KindName(k watchpostv1.AlertKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "ALERT_KIND_"))
 }
+
+// LevelSeverity maps a Sigma rule level onto a severity.
+func LevelSeverity(level string) watchpostv1.Severity {
+	switch level {
+	case "informational":
+		return watchpostv1.Severity_SEVERITY_INFO
+	case "low":
+		return watchpostv1.Severity_SEVERITY_LOW
+	case "high":
+		return watchpostv1.Severity_SEVERITY_HIGH
+	case "critical":
+		return watchpostv1.Severity_SEVERITY_CRITICAL
+	}
+	return watchpostv1.Severity_SEVERITY_MEDIUM
+}
+
+// maxMessage bounds a detection alert's message.
+const maxMessage = 512
+
+// DetectionMessage is a detection alert's one line: the title and why it
+// fired ("Shell spawned by a service: Image=/usr/bin/sh ParentImage=...").
+func DetectionMessage(d *watchpostv1.DetectionAlert) string {
+	var b strings.Builder
+	b.WriteString(d.Title)
+	for i, m := range d.Matches {
+		if i == 0 {
+			b.WriteString(":")
+		}
+		fmt.Fprintf(&b, " %s=%s", m.Field, m.Value)
+		if b.Len() > maxMessage {
+			break
+		}
+	}
+	s := b.String()
+	if len(s) > maxMessage {
+		s = strings.ToValidUTF8(s[:maxMessage], "") + "…"
+	}
+	return s
+}

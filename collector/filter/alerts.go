@@ -3,6 +3,7 @@ package filter
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -20,12 +21,18 @@ type AlertParams struct {
 	State    string // state: comma-separated (open,acknowledged,resolved)
 	Severity string // severity: the lowest shown (info, low, medium, high, critical)
 	Kind     string // kind: comma-separated short names (missed_heartbeat,drop_jump)
+	Rule     string // rule: a detection rule id
+	// Technique: an ATT&CK technique (T0855); sub-techniques match too.
+	Technique string
 }
 
 // ParseAlerts builds a ListAlertsRequest (without limit and paging);
 // errors name the parameter.
 func ParseAlerts(p AlertParams, now time.Time) (*watchpostv1.ListAlertsRequest, error) {
-	req := &watchpostv1.ListAlertsRequest{AgentId: p.Agent, Host: p.Host}
+	req := &watchpostv1.ListAlertsRequest{AgentId: p.Agent, Host: p.Host, RuleId: p.Rule, Technique: strings.ToUpper(p.Technique)}
+	if req.Technique != "" && !techniqueID.MatchString(req.Technique) {
+		return nil, fmt.Errorf("technique: %q is not an ATT&CK technique id (T0855, T1059.004)", p.Technique)
+	}
 	var err error
 	if req.SinceUnixNano, err = ParseTime(p.Since, now); err != nil {
 		return nil, fmt.Errorf("since: %w", err)
@@ -74,6 +81,8 @@ func AlertStateName(s watchpostv1.AlertState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "ALERT_STATE_"))
 }
 
+var techniqueID = regexp.MustCompile(`^T\d{4}(\.\d{3})?$`)
+
 func splitList(s string) []string {
 	var out []string
 	for _, x := range strings.Split(s, ",") {
@@ -88,7 +97,8 @@ func splitList(s string) []string {
 // an HTTP query (the API's and the dashboard's).
 func AlertsQuery(v url.Values, now time.Time) (*watchpostv1.ListAlertsRequest, error) {
 	req, err := ParseAlerts(AlertParams{Agent: v.Get("agent"), Host: v.Get("host"), Since: v.Get("since"),
-		Until: v.Get("until"), State: v.Get("state"), Severity: v.Get("severity"), Kind: v.Get("kind")}, now)
+		Until: v.Get("until"), State: v.Get("state"), Severity: v.Get("severity"), Kind: v.Get("kind"),
+		Rule: v.Get("rule"), Technique: v.Get("technique")}, now)
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ const (
 	famHealth
 	famGap
 	famAgent
+	famAlert
 )
 
 func familyOf(t watchpostv1.EventType) (family, bool) {
@@ -46,6 +47,8 @@ func familyOf(t watchpostv1.EventType) (family, bool) {
 		return famGap, true
 	case t == watchpostv1.EventType_EVENT_TYPE_AGENT_START || t == watchpostv1.EventType_EVENT_TYPE_AGENT_STOP:
 		return famAgent, true
+	case t == watchpostv1.EventType_EVENT_TYPE_ALERT:
+		return famAlert, true
 	}
 	return famNone, false
 }
@@ -185,7 +188,10 @@ func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.
 	case *watchpostv1.Event_Health:
 		h := d.Health
 		got, err = famHealth, all(v.str("health.version", h.Version), v.str("health.kernel", h.Kernel),
-			v.str("health.capture_path", h.CapturePath), v.strs("health.programs", h.Programs), v.counters("health.counters", h.Counters))
+			v.str("health.capture_path", h.CapturePath), v.strs("health.programs", h.Programs), v.counters("health.counters", h.Counters),
+			v.detection("health.detection.", h.Detection))
+	case *watchpostv1.Event_Alert:
+		got, err = famAlert, v.alert(d.Alert)
 	case *watchpostv1.Event_Gap:
 		got, err = famGap, all(v.str("gap.reason", d.Gap.Reason), v.counters("gap.counters", d.Gap.Counters))
 	}
@@ -197,6 +203,36 @@ func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.
 		return fieldErr(v.path("detail"), "%s detail does not match type %s", detailName(ev), t)
 	}
 	return nil
+}
+
+func (v *validator) detection(prefix string, d *watchpostv1.DetectionStatus) error {
+	if d == nil {
+		return nil
+	}
+	return all(v.strs(prefix+"errors", d.Errors), v.counters(prefix+"suppressed", d.Suppressed))
+}
+
+func (v *validator) alert(a *watchpostv1.DetectionAlert) error {
+	if a.RuleId == "" {
+		return fieldErr(v.path("alert.rule_id"), "empty")
+	}
+	if len(a.Matches) > v.limits.MaxListLen {
+		return tooLarge(v.path("alert.matches"), "%d entries exceed the limit of %d", len(a.Matches), v.limits.MaxListLen)
+	}
+	if len(a.Events) > v.limits.MaxListLen {
+		return tooLarge(v.path("alert.events"), "%d entries exceed the limit of %d", len(a.Events), v.limits.MaxListLen)
+	}
+	errs := []error{v.str("alert.rule_id", a.RuleId), v.str("alert.title", a.Title), v.str("alert.level", a.Level),
+		v.strs("alert.techniques", a.Techniques), v.strs("alert.tags", a.Tags), v.str("alert.source", a.Source),
+		v.str("alert.correlation", a.Correlation)}
+	for i, m := range a.Matches {
+		f := "alert.matches[" + strconv.Itoa(i) + "]."
+		errs = append(errs, v.str(f+"field", m.Field), v.str(f+"value", m.Value))
+	}
+	for i, r := range a.Events {
+		errs = append(errs, v.pid("alert.events["+strconv.Itoa(i)+"].pid", r.Pid))
+	}
+	return all(errs...)
 }
 
 func (v *validator) counters(field string, cs []*watchpostv1.Counter) error {
@@ -221,5 +257,5 @@ func (d *Decoder) ValidateHeartbeat(hb *watchpostv1.Heartbeat) error {
 	v := validator{limits: &d.limits, prefix: "heartbeat."}
 	return all(v.str("boot_id", hb.BootId), v.str("run_id", hb.RunId), v.str("host", hb.Host),
 		v.str("version", hb.Version), v.str("kernel", hb.Kernel), v.str("capture_path", hb.CapturePath),
-		v.strs("programs", hb.Programs), v.counters("drops", hb.Drops))
+		v.strs("programs", hb.Programs), v.counters("drops", hb.Drops), v.detection("detection.", hb.Detection))
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -24,6 +25,11 @@ type AlertFilter struct {
 	Kinds []watchpostv1.AlertKind
 	// BeforeID: only alerts with a smaller id (paging towards older ones).
 	BeforeID uint64
+	// RuleID: detection alerts of this rule.
+	RuleID string
+	// Technique: detection alerts tagged with this ATT&CK technique or one
+	// of its sub-techniques (T1059 matches T1059.004).
+	Technique string
 }
 
 // Match tells whether an alert passes the filter: the reference meaning
@@ -36,7 +42,21 @@ func (f AlertFilter) Match(a *watchpostv1.Alert) bool {
 		(len(f.States) == 0 || slices.Contains(f.States, a.GetState())) &&
 		a.GetSeverity() >= f.MinSeverity &&
 		(len(f.Kinds) == 0 || slices.Contains(f.Kinds, a.GetKind())) &&
-		(f.BeforeID == 0 || a.GetId() < f.BeforeID)
+		(f.BeforeID == 0 || a.GetId() < f.BeforeID) &&
+		(f.RuleID == "" || a.GetDetection().GetRuleId() == f.RuleID) &&
+		(f.Technique == "" || HasTechnique(a.GetDetection().GetTechniques(), f.Technique))
+}
+
+// HasTechnique: t is one of ts, or the parent technique of one.
+func HasTechnique(ts []string, t string) bool {
+	t = strings.ToUpper(t)
+	for _, x := range ts {
+		x = strings.ToUpper(x)
+		if x == t || strings.HasPrefix(x, t+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // MaxAlertNote bounds the note of a triage step.
@@ -109,4 +129,22 @@ func (u AlertUpdate) Apply(a *watchpostv1.Alert) {
 	if u.Note != "" {
 		a.Note = u.Note
 	}
+}
+
+// AlertTechniques is the value engines keep in an alert's techniques
+// column: " T0855 T1059.004 " (upper case, spaces around each), so that a
+// technique is found with the LIKE patterns of TechniquePatterns.
+func AlertTechniques(a *watchpostv1.Alert) string {
+	ts := a.GetDetection().GetTechniques()
+	if len(ts) == 0 {
+		return ""
+	}
+	return " " + strings.ToUpper(strings.Join(ts, " ")) + " "
+}
+
+// TechniquePatterns are the two LIKE patterns (backslash escapes) that
+// find a technique and its sub-techniques in AlertTechniques.
+func TechniquePatterns(t string) [2]string {
+	e := strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(strings.ToUpper(t))
+	return [2]string{"% " + e + " %", "% " + e + ".%"}
 }

@@ -133,6 +133,8 @@ func typeBit(t watchpostv1.EventType) uint64 {
 		return 1 << (60 + uint(t-100))
 	case t > 0 && t < 60:
 		return 1 << uint(t)
+	case t >= 104:
+		return 1 // agent kinds from 104 on (alerts ...) share bit 0
 	}
 	return 0
 }

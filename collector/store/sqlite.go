@@ -87,6 +87,24 @@ CREATE TABLE IF NOT EXISTS alerts (
 	state    INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time_ns);
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+	agent_id   TEXT    NOT NULL, -- '' for every agent
+	created_ns INTEGER NOT NULL,
+	data       BLOB    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS command_acks (
+	agent_id TEXT    NOT NULL,
+	seq      INTEGER NOT NULL,
+	time_ns  INTEGER NOT NULL,
+	status   INTEGER NOT NULL,
+	message  TEXT    NOT NULL,
+	PRIMARY KEY (agent_id, seq)
+);
 CREATE TABLE IF NOT EXISTS heartbeats (
 	agent_id    TEXT    NOT NULL,
 	received_ns INTEGER NOT NULL,
@@ -113,6 +131,10 @@ func OpenSQLite(file string) (*SQLite, error) {
 		return nil, fmt.Errorf("creating schema in %s: %w", file, err)
 	}
 	if err := migrateAlerts(w); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("upgrading the alerts table of %s: %w", file, err)
+	}
+	if err := migrateDetectionAlerts(w); err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("upgrading the alerts table of %s: %w", file, err)
 	}
@@ -291,9 +313,19 @@ func (s *SQLite) StoreBatches(ctx context.Context, batches []BatchInput) ([]Resu
 			b.Key.AgentID, sum.host, now.UnixNano(), len(b.Events)); err != nil {
 			return nil, fmt.Errorf("updating agent %s: %w", b.Key.AgentID, err)
 		}
+		for _, a := range b.Alerts {
+			if err := insertAlert(ctx, tx, a); err != nil {
+				return nil, err
+			}
+		}
 		results[bi] = Stored
 	}
 	if err := tx.Commit(); err != nil {
+		for _, b := range batches {
+			for _, a := range b.Alerts {
+				a.Id = 0
+			}
+		}
 		return nil, fmt.Errorf("committing: %w", err)
 	}
 	return results, nil
@@ -379,24 +411,9 @@ func (s *SQLite) RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) 
 	}
 	defer func() { _ = tx.Rollback() }()
 	for _, a := range alerts {
-		a.Id = 0
-		if a.State == watchpostv1.AlertState_ALERT_STATE_UNSPECIFIED {
-			a.State = watchpostv1.AlertState_ALERT_STATE_OPEN
+		if err := insertAlert(ctx, tx, a); err != nil {
+			return err
 		}
-		data, err := proto.Marshal(a)
-		if err != nil {
-			return fmt.Errorf("encoding alert: %w", err)
-		}
-		res, err := tx.ExecContext(ctx, "INSERT INTO alerts (agent_id, time_ns, kind, data, host, severity, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
-			a.AgentId, a.TimeUnixNano, int64(a.Kind), data, a.Host, int64(a.Severity), int64(a.State))
-		if err != nil {
-			return fmt.Errorf("storing alert of %s: %w", a.AgentId, err)
-		}
-		id, err := res.LastInsertId()
-		if err != nil {
-			return fmt.Errorf("reading alert id: %w", err)
-		}
-		a.Id = uint64(id)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("committing alerts: %w", err)

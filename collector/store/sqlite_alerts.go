@@ -119,6 +119,13 @@ func (s *SQLite) Alerts(ctx context.Context, f AlertFilter, limit int) ([]*watch
 		c, v := inList("kind", f.Kinds)
 		cond(c, v...)
 	}
+	if f.RuleID != "" {
+		cond("rule_id = ?", f.RuleID)
+	}
+	if f.Technique != "" {
+		pats := TechniquePatterns(f.Technique)
+		cond(`(techniques LIKE ? ESCAPE '\' OR techniques LIKE ? ESCAPE '\')`, pats[0], pats[1])
+	}
 	q := "SELECT id, data, state FROM alerts"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
@@ -187,4 +194,65 @@ func (s *SQLite) UpdateAlerts(ctx context.Context, u AlertUpdate) ([]*watchpostv
 		return nil, fmt.Errorf("committing alert update: %w", err)
 	}
 	return out, nil
+}
+
+// migrateDetectionAlerts adds the rule and technique columns that detection
+// alerts are filtered by (alerts stored before them have none).
+func migrateDetectionAlerts(db *sql.DB) error {
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM pragma_table_info('alerts') WHERE name = 'rule_id'").Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, c := range []string{"rule_id TEXT NOT NULL DEFAULT ''", "techniques TEXT NOT NULL DEFAULT ''"} {
+		if _, err := tx.Exec("ALTER TABLE alerts ADD COLUMN " + c); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec("CREATE INDEX IF NOT EXISTS alerts_rule ON alerts (rule_id)"); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// insertAlert stores one alert inside tx and sets its id.
+func insertAlert(ctx context.Context, tx *sql.Tx, a *watchpostv1.Alert) error {
+	a.Id = 0
+	if a.State == watchpostv1.AlertState_ALERT_STATE_UNSPECIFIED {
+		a.State = watchpostv1.AlertState_ALERT_STATE_OPEN
+	}
+	data, err := proto.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encoding alert: %w", err)
+	}
+	techniques := AlertTechniques(a)
+	res, err := tx.ExecContext(ctx, `INSERT INTO alerts (agent_id, time_ns, kind, data, host, severity, state, rule_id, techniques)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.AgentId, a.TimeUnixNano, int64(a.Kind), data, a.Host, int64(a.Severity), int64(a.State), a.GetDetection().GetRuleId(), techniques)
+	if err != nil {
+		return fmt.Errorf("storing alert of %s: %w", a.AgentId, err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("reading alert id: %w", err)
+	}
+	a.Id = uint64(id)
+	return nil
+}
+
+
+// AlertByID implements Store.
+func (s *SQLite) AlertByID(ctx context.Context, id uint64) (*watchpostv1.Alert, error) {
+	a, err := ScanAlert(s.r.QueryRowContext(ctx, "SELECT id, data, state FROM alerts WHERE id = ?", int64(id)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("alert %d: %w", id, ErrUnknownAlert)
+	}
+	return a, err
 }

@@ -23,6 +23,10 @@ type BatchInput struct {
 	Key    BatchKey
 	Events []*watchpostv1.Event
 	Raw    [][]byte
+	// Alerts are the detection alerts the batch's alert events raise: they
+	// are stored with the batch, in the same transaction, and only when the
+	// batch is new (a resent batch adds none). Their ids are set.
+	Alerts []*watchpostv1.Alert
 }
 
 // Result tells what happened to one batch of a StoreBatches call.
@@ -79,9 +83,39 @@ type Store interface {
 	// all or none, and returns them as stored. An id that is not stored
 	// fails the whole call with ErrUnknownAlert.
 	UpdateAlerts(ctx context.Context, u AlertUpdate) ([]*watchpostv1.Alert, error)
+	// AlertByID returns one alert, or ErrUnknownAlert.
+	AlertByID(ctx context.Context, id uint64) (*watchpostv1.Alert, error)
 	// LastHeartbeats returns each agent's last heartbeat and its receipt time.
 	LastHeartbeats(ctx context.Context) (map[string]HeartbeatAt, error)
+
+	// Commands to agents (docs/collector.md, "Commands"). Sequence numbers
+	// increase over every command of the store, from 1.
+
+	// CommandEpoch returns the store's command epoch: random, made once
+	// when first asked for, kept for the life of the store.
+	CommandEpoch(ctx context.Context) (string, error)
+	// AddCommand stores a command for one agent, or for every agent when
+	// agentID is empty, and returns it with its seq and creation time set.
+	AddCommand(ctx context.Context, agentID string, cmd *watchpostv1.Command) (*watchpostv1.Command, error)
+	// PendingCommands returns, in seq order, up to limit commands after
+	// seq after that apply to the agent (its own and every agent's).
+	PendingCommands(ctx context.Context, agentID string, after uint64, limit int) ([]*watchpostv1.Command, error)
+	// RecordCommandAck stores an agent's acknowledgement of a command (the
+	// latest per agent and command counts).
+	RecordCommandAck(ctx context.Context, agentID string, ack *watchpostv1.CommandAck, at time.Time) error
+	// Commands returns every command that applies to the agent (every
+	// command when agentID is empty), in seq order, with the deliveries
+	// acknowledged so far.
+	Commands(ctx context.Context, agentID string) ([]StoredCommand, error)
 	Close() error
+}
+
+// StoredCommand is a command, whom it is for and how far it got.
+type StoredCommand struct {
+	Command *watchpostv1.Command
+	// AgentID is empty for a command to every agent.
+	AgentID    string
+	Deliveries []*watchpostv1.CommandDelivery
 }
 
 // HeartbeatAt is a heartbeat and when it was received.

@@ -97,6 +97,27 @@ CREATE TABLE IF NOT EXISTS alerts (
 	state    INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time_ns);
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS rule_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS techniques TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS alerts_rule ON alerts (rule_id);
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+	seq        BIGSERIAL PRIMARY KEY,
+	agent_id   TEXT   NOT NULL, -- '' for every agent
+	created_ns BIGINT NOT NULL,
+	data       BYTEA  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS command_acks (
+	agent_id TEXT    NOT NULL,
+	seq      BIGINT  NOT NULL,
+	time_ns  BIGINT  NOT NULL,
+	status   INTEGER NOT NULL,
+	message  TEXT    NOT NULL,
+	PRIMARY KEY (agent_id, seq)
+);
 CREATE TABLE IF NOT EXISTS heartbeats (
 	agent_id    TEXT   NOT NULL,
 	received_ns BIGINT NOT NULL,
@@ -297,9 +318,24 @@ func (s *Store) StoreBatches(ctx context.Context, batches []store.BatchInput) ([
 		if err := tx.SendBatch(ctx, &ab).Close(); err != nil {
 			return fmt.Errorf("updating agents: %w", err)
 		}
+		for _, i := range order {
+			if results[i] != store.Stored {
+				continue
+			}
+			for _, a := range batches[i].Alerts {
+				if err := insertAlert(ctx, tx, a); err != nil {
+					return err
+				}
+			}
+		}
 		return nil
 	})
 	if err != nil {
+		for _, b := range batches {
+			for _, a := range b.Alerts {
+				a.Id = 0
+			}
+		}
 		return nil, err
 	}
 	return results, nil
@@ -399,24 +435,33 @@ func (s *Store) RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) e
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		for _, a := range alerts {
-			a.Id = 0
-			if a.State == watchpostv1.AlertState_ALERT_STATE_UNSPECIFIED {
-				a.State = watchpostv1.AlertState_ALERT_STATE_OPEN
+			if err := insertAlert(ctx, tx, a); err != nil {
+				return err
 			}
-			data, err := proto.Marshal(a)
-			if err != nil {
-				return fmt.Errorf("encoding alert: %w", err)
-			}
-			var id int64
-			if err := tx.QueryRow(ctx, `INSERT INTO alerts (agent_id, time_ns, kind, data, host, severity, state)
-				VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-				a.AgentId, a.TimeUnixNano, int32(a.Kind), data, a.Host, int32(a.Severity), int32(a.State)).Scan(&id); err != nil {
-				return fmt.Errorf("storing alert of %s: %w", a.AgentId, err)
-			}
-			a.Id = uint64(id)
 		}
 		return nil
 	})
+}
+
+// insertAlert stores one alert inside tx and sets its id.
+func insertAlert(ctx context.Context, tx pgx.Tx, a *watchpostv1.Alert) error {
+	a.Id = 0
+	if a.State == watchpostv1.AlertState_ALERT_STATE_UNSPECIFIED {
+		a.State = watchpostv1.AlertState_ALERT_STATE_OPEN
+	}
+	data, err := proto.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encoding alert: %w", err)
+	}
+	var id int64
+	if err := tx.QueryRow(ctx, `INSERT INTO alerts (agent_id, time_ns, kind, data, host, severity, state, rule_id, techniques)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+		a.AgentId, a.TimeUnixNano, int32(a.Kind), data, a.Host, int32(a.Severity), int32(a.State),
+		a.GetDetection().GetRuleId(), store.AlertTechniques(a)).Scan(&id); err != nil {
+		return fmt.Errorf("storing alert of %s: %w", a.AgentId, err)
+	}
+	a.Id = uint64(id)
+	return nil
 }
 
 func int32s[E ~int32](vs []E) []int32 {
@@ -456,6 +501,13 @@ func (s *Store) Alerts(ctx context.Context, f store.AlertFilter, limit int) ([]*
 	}
 	if len(f.Kinds) > 0 {
 		w.add("kind = ANY(?)", int32s(f.Kinds))
+	}
+	if f.RuleID != "" {
+		w.add("rule_id = ?", f.RuleID)
+	}
+	if f.Technique != "" {
+		pats := store.TechniquePatterns(f.Technique)
+		w.and("(techniques LIKE " + w.p(pats[0]) + " OR techniques LIKE " + w.p(pats[1]) + ")")
 	}
 	lim := w.p(limit)
 	rows, err := s.pool.Query(ctx, "SELECT "+store.AlertColumns+" FROM alerts WHERE true"+w.sql.String()+" ORDER BY id DESC LIMIT "+lim, w.args...)

@@ -39,6 +39,8 @@ func Run(t *testing.T, open Opener) {
 		{"AlertTriage", testAlertTriage},
 		{"AlertFilter", testAlertFilter},
 		{"RetentionMaxAge", testRetention},
+		{"DetectionAlerts", testDetectionAlerts},
+		{"Commands", testCommands},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := open(t)
@@ -509,5 +511,143 @@ func testAlertFilter(t *testing.T, s store.Store) {
 	}
 	if got, _ := s.Alerts(ctx, store.AlertFilter{States: []watchpostv1.AlertState{watchpostv1.AlertState_ALERT_STATE_OPEN}}, 100); len(got) != 3 {
 		t.Fatalf("open alerts: %d, want 3", len(got))
+	}
+}
+
+func detection(rule string, techniques ...string) *watchpostv1.Alert {
+	return &watchpostv1.Alert{AgentId: "a1", Host: "gw-a1", Kind: watchpostv1.AlertKind_ALERT_KIND_DETECTION, TimeUnixNano: base,
+		Severity: watchpostv1.Severity_SEVERITY_HIGH, Message: rule,
+		Detection: &watchpostv1.DetectionAlert{RuleId: rule, Techniques: techniques}}
+}
+
+// testDetectionAlerts: alerts carried by a batch are stored with it, once
+// (a resent batch adds none), and found by rule and by technique (a
+// technique also finds its sub-techniques, never a longer id).
+func testDetectionAlerts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	b := Batch("a1", "boot", 1, 0, 4)
+	b.Alerts = []*watchpostv1.Alert{detection("r-shell", "T1059.004", "T0807"), detection("r-modbus", "T0855")}
+	if res := mustStore(t, s, b); res[0] != store.Stored {
+		t.Fatalf("first store: %v", res)
+	}
+	ids := []uint64{b.Alerts[0].Id, b.Alerts[1].Id}
+	if ids[0] == 0 || ids[1] == 0 || ids[0] == ids[1] {
+		t.Fatalf("alert ids %v", ids)
+	}
+	again := Batch("a1", "boot", 1, 0, 4)
+	again.Alerts = []*watchpostv1.Alert{detection("r-shell", "T1059.004")}
+	if res := mustStore(t, s, again); res[0] != store.Duplicate || again.Alerts[0].Id != 0 {
+		t.Fatalf("resent batch: %v, alert id %d", res, again.Alerts[0].Id)
+	}
+	for _, c := range []struct {
+		f    store.AlertFilter
+		want []uint64
+	}{
+		{store.AlertFilter{}, []uint64{ids[1], ids[0]}},
+		{store.AlertFilter{RuleID: "r-shell"}, []uint64{ids[0]}},
+		{store.AlertFilter{Technique: "T1059"}, []uint64{ids[0]}},
+		{store.AlertFilter{Technique: "t1059.004"}, []uint64{ids[0]}},
+		{store.AlertFilter{Technique: "T0855"}, []uint64{ids[1]}},
+		{store.AlertFilter{Technique: "T085"}, nil},
+		{store.AlertFilter{Technique: "T0855", RuleID: "r-shell"}, nil},
+	} {
+		as, err := s.Alerts(ctx, c.f, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint64
+		for _, a := range as {
+			got = append(got, a.Id)
+			if !c.f.Match(a) {
+				t.Errorf("filter %+v: alert %d returned but Match says no", c.f, a.Id)
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("filter %+v: alerts %v, want %v", c.f, got, c.want)
+		}
+	}
+	a, err := s.AlertByID(ctx, ids[0])
+	if err != nil || a.GetDetection().GetRuleId() != "r-shell" || a.State != watchpostv1.AlertState_ALERT_STATE_OPEN {
+		t.Fatalf("AlertByID: %v %v", a, err)
+	}
+	if _, err := s.AlertByID(ctx, 999999); !errors.Is(err, store.ErrUnknownAlert) {
+		t.Fatalf("AlertByID of an unknown id: %v", err)
+	}
+}
+
+// testCommands: sequence numbers over every agent, pending commands per
+// agent (its own and every agent's) in order, acknowledgements kept (the
+// latest per agent), and a stable epoch.
+func testCommands(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	add := func(agent, id string) *watchpostv1.Command {
+		c, err := s.AddCommand(ctx, agent, &watchpostv1.Command{IssuedBy: "ops",
+			Action: &watchpostv1.Command_AddException{AddException: &watchpostv1.DetectionException{Id: id, Rules: []string{"r"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c1, c2, c3 := add("a1", "x1"), add("", "x2"), add("a2", "x3")
+	if c1.Seq == 0 || c2.Seq <= c1.Seq || c3.Seq <= c2.Seq || c1.CreatedUnixNano == 0 {
+		t.Fatalf("seqs %d %d %d", c1.Seq, c2.Seq, c3.Seq)
+	}
+	pend := func(agent string, after uint64) []uint64 {
+		cs, err := s.PendingCommands(ctx, agent, after, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, c := range cs {
+			out = append(out, c.Seq)
+		}
+		return out
+	}
+	if got := pend("a1", 0); !slices.Equal(got, []uint64{c1.Seq, c2.Seq}) {
+		t.Errorf("pending for a1: %v", got)
+	}
+	if got := pend("a1", c1.Seq); !slices.Equal(got, []uint64{c2.Seq}) {
+		t.Errorf("pending for a1 after %d: %v", c1.Seq, got)
+	}
+	if got := pend("a3", 0); !slices.Equal(got, []uint64{c2.Seq}) {
+		t.Errorf("pending for a new agent: %v", got)
+	}
+	at := time.Unix(1800000000, 0)
+	for _, a := range []struct {
+		agent string
+		ack   *watchpostv1.CommandAck
+	}{
+		{"a1", &watchpostv1.CommandAck{Seq: c2.Seq, Status: watchpostv1.CommandStatus_COMMAND_STATUS_FAILED, Message: "first"}},
+		{"a1", &watchpostv1.CommandAck{Seq: c2.Seq, Status: watchpostv1.CommandStatus_COMMAND_STATUS_APPLIED}},
+		{"a2", &watchpostv1.CommandAck{Seq: c2.Seq, Status: watchpostv1.CommandStatus_COMMAND_STATUS_APPLIED}},
+	} {
+		if err := s.RecordCommandAck(ctx, a.agent, a.ack, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := s.Commands(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || all[1].AgentID != "" || all[0].AgentID != "a1" || len(all[1].Deliveries) != 2 {
+		t.Fatalf("commands: %+v", all)
+	}
+	d := all[1].Deliveries[0]
+	if d.AgentId != "a1" || d.Status != watchpostv1.CommandStatus_COMMAND_STATUS_APPLIED || d.Message != "" || d.TimeUnixNano != at.UnixNano() {
+		t.Errorf("delivery %v", d)
+	}
+	mine, err := s.Commands(ctx, "a2")
+	if err != nil || len(mine) != 2 || mine[0].Command.Seq != c2.Seq || len(mine[0].Deliveries) != 1 {
+		t.Fatalf("commands of a2: %+v %v", mine, err)
+	}
+	if mine[1].Command.GetAddException().GetId() != "x3" || mine[1].Command.IssuedBy != "ops" {
+		t.Errorf("command body %v", mine[1].Command)
+	}
+	e1, err := s.CommandEpoch(ctx)
+	if err != nil || len(e1) < 8 {
+		t.Fatalf("epoch %q %v", e1, err)
+	}
+	if e2, _ := s.CommandEpoch(ctx); e2 != e1 {
+		t.Errorf("epoch changed: %q then %q", e1, e2)
 	}
 }

@@ -1600,7 +1600,9 @@ type DetectionAlert struct {
 	// The fields and values that made the rule fire.
 	Matches []*MatchedField `protobuf:"bytes,9,rep,name=matches,proto3" json:"matches,omitempty"`
 	// The events behind the alert, oldest first; the last completed it.
-	Events        []*EventRef `protobuf:"bytes,10,rep,name=events,proto3" json:"events,omitempty"`
+	Events []*EventRef `protobuf:"bytes,10,rep,name=events,proto3" json:"events,omitempty"`
+	// The process's cgroup v2 path (/system.slice/nginx.service).
+	Cgroup        string `protobuf:"bytes,11,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1703,6 +1705,13 @@ func (x *DetectionAlert) GetEvents() []*EventRef {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *DetectionAlert) GetCgroup() string {
+	if x != nil {
+		return x.Cgroup
+	}
+	return ""
 }
 
 type MatchedField struct {
@@ -2312,7 +2321,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\adropped\x18\a \x01(\x04R\adropped\x12\x1e\n" +
 	"\n" +
 	"exceptions\x18\b \x01(\rR\n" +
-	"exceptions\"\xbf\x02\n" +
+	"exceptions\"\xd7\x02\n" +
 	"\x0eDetectionAlert\x12\x17\n" +
 	"\arule_id\x18\x01 \x01(\tR\x06ruleId\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x14\n" +
@@ -2326,7 +2335,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x05count\x18\b \x01(\x04R\x05count\x124\n" +
 	"\amatches\x18\t \x03(\v2\x1a.watchpost.v1.MatchedFieldR\amatches\x12.\n" +
 	"\x06events\x18\n" +
-	" \x03(\v2\x16.watchpost.v1.EventRefR\x06events\":\n" +
+	" \x03(\v2\x16.watchpost.v1.EventRefR\x06events\x12\x16\n" +
+	"\x06cgroup\x18\v \x01(\tR\x06cgroup\":\n" +
 	"\fMatchedField\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\x9a\x01\n" +

@@ -387,7 +387,12 @@ type Command struct {
 	//
 	//	*Command_AddException
 	//	*Command_RemoveException
-	Action        isCommand_Action `protobuf_oneof:"action"`
+	Action isCommand_Action `protobuf_oneof:"action"`
+	// The collector's command epoch (random per store). A command with seq
+	// 0 and no action announces it at the start of every stream: an agent
+	// holding commands of another epoch (another collector, a new store)
+	// drops them and starts again from seq 0.
+	Epoch         string `protobuf:"bytes,7,opt,name=epoch,proto3" json:"epoch,omitempty"` // Fields 10-19: baseline approvals; 20-29: policies and the kill switch.
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -471,6 +476,13 @@ func (x *Command) GetRemoveException() string {
 		if x, ok := x.Action.(*Command_RemoveException); ok {
 			return x.RemoveException
 		}
+	}
+	return ""
+}
+
+func (x *Command) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
 	}
 	return ""
 }
@@ -899,6 +911,8 @@ type Heartbeat struct {
 	// The highest command seq the agent has applied (persisted across
 	// restarts): the collector sends the commands after it.
 	CommandsApplied uint64 `protobuf:"varint,80,opt,name=commands_applied,json=commandsApplied,proto3" json:"commands_applied,omitempty"`
+	// The epoch of those commands (Command.epoch).
+	CommandsEpoch string `protobuf:"bytes,82,opt,name=commands_epoch,json=commandsEpoch,proto3" json:"commands_epoch,omitempty"`
 	// The rule engine's state.
 	Detection     *DetectionStatus `protobuf:"bytes,81,opt,name=detection,proto3" json:"detection,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1096,6 +1110,13 @@ func (x *Heartbeat) GetCommandsApplied() uint64 {
 	return 0
 }
 
+func (x *Heartbeat) GetCommandsEpoch() string {
+	if x != nil {
+		return x.CommandsEpoch
+	}
+	return ""
+}
+
 func (x *Heartbeat) GetDetection() *DetectionStatus {
 	if x != nil {
 		return x.Detection
@@ -1117,14 +1138,15 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x0eIngestResponse\x12%\n" +
 	"\x03ack\x18\x01 \x01(\v2\x11.watchpost.v1.AckH\x00R\x03ack\x121\n" +
 	"\acommand\x18\x02 \x01(\v2\x15.watchpost.v1.CommandH\x00R\acommandB\x05\n" +
-	"\x03msg\"\xfe\x01\n" +
+	"\x03msg\"\x94\x02\n" +
 	"\aCommand\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\x12\x1b\n" +
 	"\tissued_by\x18\x03 \x01(\tR\bissuedBy\x12\x18\n" +
 	"\acomment\x18\x04 \x01(\tR\acomment\x12G\n" +
 	"\radd_exception\x18\x05 \x01(\v2 .watchpost.v1.DetectionExceptionH\x00R\faddException\x12+\n" +
-	"\x10remove_exception\x18\x06 \x01(\tH\x00R\x0fremoveExceptionB\b\n" +
+	"\x10remove_exception\x18\x06 \x01(\tH\x00R\x0fremoveException\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\tR\x05epochB\b\n" +
 	"\x06action\"\xfe\x01\n" +
 	"\x12DetectionException\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -1158,7 +1180,7 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\tbatch_seq\x18\x01 \x01(\x04R\bbatchSeq\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.watchpost.v1.AckStatusR\x06status\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xa1\x06\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xc8\x06\n" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x15\n" +
@@ -1185,7 +1207,8 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x0einterval_nanos\x18\x14 \x01(\x03R\rintervalNanos\x12)\n" +
 	"\x10shipper_received\x18\x15 \x01(\x04R\x0fshipperReceived\x120\n" +
 	"\x14spool_capacity_bytes\x18\x16 \x01(\x04R\x12spoolCapacityBytes\x12)\n" +
-	"\x10commands_applied\x18P \x01(\x04R\x0fcommandsApplied\x12;\n" +
+	"\x10commands_applied\x18P \x01(\x04R\x0fcommandsApplied\x12%\n" +
+	"\x0ecommands_epoch\x18R \x01(\tR\rcommandsEpoch\x12;\n" +
 	"\tdetection\x18Q \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection*\x82\x01\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
