@@ -247,7 +247,6 @@ func insertAlert(ctx context.Context, tx *sql.Tx, a *watchpostv1.Alert) error {
 	return nil
 }
 
-
 // AlertByID implements Store.
 func (s *SQLite) AlertByID(ctx context.Context, id uint64) (*watchpostv1.Alert, error) {
 	a, err := ScanAlert(s.r.QueryRowContext(ctx, "SELECT id, data, state FROM alerts WHERE id = ?", int64(id)))
