@@ -49,6 +49,11 @@ test: ## Run every test: unit, and privileged ones against this kernel (root)
 test-unit: ## Run the unit tests only (no privileges)
 	$(GO) test $(GOTESTFLAGS) ./...
 
+.PHONY: screenshots
+screenshots: ## Rewrite docs/dashboard/*.png from the dashboard's browser test (root, Chromium)
+	@scripts/install-browser.sh
+	WATCHPOST_SCREENSHOTS=docs $(GO) test -count=1 -run TestDashboardInBrowser ./collector/web/
+
 .PHONY: vmtest
 vmtest: ## Run the privileged tests on a matrix of kernels under qemu (KERNEL=6.1 for one)
 	@vmtests/run.sh $(KERNEL)

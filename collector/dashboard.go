@@ -49,6 +49,7 @@ func (c *Collector) newDashboard() (*web.Dashboard, error) {
 			return hubTail{h: c.hub, s: c.hub.subscribe(toStoreFilter(f))}
 		},
 		Authenticate: c.tokenIdentity,
+		UpdateAlerts: c.updateAlerts,
 	})
 }
 

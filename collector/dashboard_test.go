@@ -147,7 +147,7 @@ func TestDashboardLoginRequiredOffLoopback(t *testing.T) {
 	if s := decodeJSON[map[string]any](t, body); code != http.StatusOK || s["name"] != "reader" || s["role"] != "read" || s["login_required"] != true || s["csrf"] != b.csrf {
 		t.Fatalf("session: %d %s", code, body)
 	}
-	if code, body := b.get("/ui/api/hosts"); code != http.StatusOK || !strings.HasPrefix(string(body), `{"hosts":[],"now_ns":"`) {
+	if code, body := b.get("/ui/api/hosts"); code != http.StatusOK || !strings.HasPrefix(string(body), `{"hosts":[],"health":[],"now_ns":"`) {
 		t.Fatalf("hosts with a session: %d %s", code, body)
 	}
 }

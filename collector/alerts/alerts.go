@@ -136,7 +136,8 @@ func (e *Engine) Heartbeat(agentID string, hb *watchpostv1.Heartbeat, received t
 				"heartbeat sequence went back from %d to %d within one agent process (replayed or forged)", prev.Seq, hb.Seq)
 			out = append(out, al)
 		}
-		if gone := missing(prev.Programs, hb.Programs); len(gone) > 0 {
+		// A clean stop detaches every program before its final heartbeat.
+		if gone := missing(prev.Programs, hb.Programs); len(gone) > 0 && !hb.Final {
 			al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_PROGRAMS_DETACHED, received,
 				"%d kernel programs detached while the agent runs: %s", len(gone), strings.Join(gone, ", "))
 			al.Programs, al.Count = gone, uint64(len(gone))

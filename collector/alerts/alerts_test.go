@@ -60,7 +60,7 @@ func TestAlerts(t *testing.T) {
 		{"restart without a clean stop", hb(1, "i2", nil), 8, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			TimeUnixNano: at(8).UnixNano(), BootId: "boot-1", InstanceId: "i2",
 			Message: "a new agent process (boot boot-1, instance i2) without a clean stop of the previous one (boot boot-1, instance i1, last heartbeat 8 at 2026-11-03T10:00:07Z)"}}},
-		{"final heartbeat", hb(2, "i2", func(h *watchpostv1.Heartbeat) { h.Final = true }), 9, nil},
+		{"final heartbeat, programs detached by the stop", hb(2, "i2", func(h *watchpostv1.Heartbeat) { h.Final, h.Programs = true, nil }), 9, nil},
 		{"restart after a clean stop", hb(1, "i3", nil), 10, nil},
 		{"replayed sequence", hb(1, "i3", nil), 11, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			TimeUnixNano: at(11).UnixNano(), BootId: "boot-1", InstanceId: "i3",

@@ -153,6 +153,7 @@ func FillHostHeartbeat(h *watchpostv1.HostInfo, hb *watchpostv1.Heartbeat) {
 	h.Produced, h.Delivered, h.Filtered, h.Dropped = hb.Produced, hb.Delivered, hb.Filtered, hb.Dropped
 	h.Drops, h.SpoolBytes, h.HeartbeatSeq = hb.Drops, hb.SpoolBytes, hb.Seq
 	h.Detection, h.CommandsApplied = hb.Detection, hb.CommandsApplied
+	h.Stopped, h.HeartbeatIntervalNanos = hb.Final, hb.IntervalNanos
 }
 
 // Rows is what both engines' result sets offer (*sql.Rows, pgx.Rows).

@@ -32,10 +32,11 @@ type alertsAnswer struct {
 	Limit   int    `json:"limit"`
 }
 
-// sendHeartbeats sends heartbeats as agentID over a real mTLS ingest stream.
-func sendHeartbeats(t *testing.T, addr, pki string, hbs ...*watchpostv1.Heartbeat) {
+// ingestAs opens a real mTLS ingest stream as agent, sends reqs and waits
+// for one acknowledgement per batch among them.
+func ingestAs(t *testing.T, addr, pki, agent string, reqs ...*watchpostv1.IngestRequest) {
 	t.Helper()
-	cert, key := certs.AgentFiles(agentID)
+	cert, key := certs.AgentFiles(agent)
 	tlsCfg, err := shipper.ClientTLS(filepath.Join(pki, certs.CAFile), filepath.Join(pki, cert), filepath.Join(pki, key), "")
 	if err != nil {
 		t.Fatal(err)
@@ -51,11 +52,34 @@ func sendHeartbeats(t *testing.T, addr, pki string, hbs ...*watchpostv1.Heartbea
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, hb := range hbs {
-		if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: hb}}); err != nil {
-			t.Fatalf("sending heartbeat %d: %v", hb.Seq, err)
+	batches := 0
+	for _, r := range reqs {
+		if r.GetBatch() != nil {
+			batches++
+		}
+		if err := st.Send(r); err != nil {
+			t.Fatalf("sending to ingest: %v", err)
 		}
 	}
+	for ; batches > 0; batches-- {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("waiting for an ack: %v", err)
+		}
+		if a := resp.GetAck(); a.GetStatus() != watchpostv1.AckStatus_ACK_STATUS_STORED {
+			t.Fatalf("batch not stored: %v", a)
+		}
+	}
+}
+
+// sendHeartbeats sends heartbeats as agentID over a real mTLS ingest stream.
+func sendHeartbeats(t *testing.T, addr, pki string, hbs ...*watchpostv1.Heartbeat) {
+	t.Helper()
+	reqs := make([]*watchpostv1.IngestRequest, len(hbs))
+	for i, hb := range hbs {
+		reqs[i] = &watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: hb}}
+	}
+	ingestAs(t, addr, pki, agentID, reqs...)
 }
 
 // TestDashboardAlerts raises alerts the real way (heartbeats over ingest,

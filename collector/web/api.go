@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -61,8 +63,13 @@ func uintParam(v url.Values, name string, bits int) (uint64, error) {
 func (d *Dashboard) queryError(w http.ResponseWriter, err error) {
 	st := status.Convert(err)
 	code := http.StatusInternalServerError
-	if st.Code() == 3 { // InvalidArgument
+	switch st.Code() {
+	case codes.InvalidArgument:
 		code = http.StatusBadRequest
+	case codes.NotFound:
+		code = http.StatusNotFound
+	case codes.PermissionDenied:
+		code = http.StatusForbidden
 	}
 	writeError(w, code, st.Message())
 }
@@ -110,20 +117,37 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, page)
 }
 
+// hosts serves the agent registry with each agent's health (as on the
+// overview), in the registry's order.
 func (d *Dashboard) hosts(w http.ResponseWriter, r *http.Request) {
-	resp, err := d.deps.Query.ListHosts(r.Context(), &watchpostv1.ListHostsRequest{})
+	now := time.Now()
+	fl, err := d.fleet(r.Context(), now)
 	if err != nil {
 		d.queryError(w, err)
 		return
 	}
-	hosts := make([]json.RawMessage, len(resp.GetHosts()))
-	for i, h := range resp.GetHosts() {
-		hosts[i] = raw(h)
+	out := struct {
+		Hosts  []json.RawMessage `json:"hosts"`
+		Health []hostHealth      `json:"health"` // hosts[i]'s health
+		NowNS  string            `json:"now_ns"` // the collector's clock, for heartbeat ages
+	}{make([]json.RawMessage, len(fl.hosts)), make([]hostHealth, len(fl.hosts)), strconv.FormatInt(now.UnixNano(), 10)}
+	for i, h := range fl.hosts {
+		out.Hosts[i], out.Health[i] = raw(h), fl.health[h.GetAgentId()]
+	}
+	writeJSON(w, out)
+}
+
+// names serves the names the page shows for numbers: errno values.
+func (d *Dashboard) names(w http.ResponseWriter, _ *http.Request) {
+	errnos := map[string]string{}
+	for n := 1; n < 134; n++ {
+		if name := unix.ErrnoName(unix.Errno(n)); name != "" {
+			errnos[strconv.Itoa(n)] = name
+		}
 	}
 	writeJSON(w, struct {
-		Hosts []json.RawMessage `json:"hosts"`
-		NowNS string            `json:"now_ns"` // the collector's clock, for heartbeat ages
-	}{hosts, strconv.FormatInt(time.Now().UnixNano(), 10)})
+		Errnos map[string]string `json:"errnos"`
+	}{errnos})
 }
 
 func (d *Dashboard) retention(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"cmp"
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -31,6 +32,7 @@ type flow struct {
 	Events    uint64 `json:"events"`     // matching net events
 	BytesSent uint64 `json:"bytes_sent"` // summed over closed connections and UDP flows
 	BytesRecv uint64 `json:"bytes_recv"`
+	FirstNS   string `json:"first_ns"`
 	LastNS    string `json:"last_ns"`
 }
 
@@ -42,6 +44,7 @@ type deviceUse struct {
 	Opens    uint64 `json:"opens"`
 	Writes   uint64 `json:"writes"` // opened for writing
 	Failed   uint64 `json:"failed"` // the open failed
+	FirstNS  string `json:"first_ns"`
 	LastNS   string `json:"last_ns"`
 }
 
@@ -74,22 +77,31 @@ func (d *Dashboard) industrial(w http.ResponseWriter, r *http.Request) {
 	if base.SinceUnixNano == 0 {
 		base.SinceUnixNano, _ = filter.ParseTime("24h", time.Now())
 	}
+	view, err := d.readIndustrial(r.Context(), base)
+	if err != nil {
+		d.queryError(w, err)
+		return
+	}
+	writeJSON(w, view)
+}
+
+// readIndustrial reads the window's (host, protocol, since, until) most
+// recent network events and /dev/ opens and aggregates them.
+func (d *Dashboard) readIndustrial(ctx context.Context, base *watchpostv1.EventFilter) (industrialView, error) {
 	limit := uint32(min(industrialRead, d.cfg.MaxLimit))
 	netTypes, _ := filter.ParseTypes("net_*")
 	nf := &watchpostv1.EventFilter{Host: base.Host, Protocol: base.Protocol, Types: netTypes, SinceUnixNano: base.SinceUnixNano, UntilUnixNano: base.UntilUnixNano}
-	nr, err := d.deps.Query.QueryEvents(r.Context(), &watchpostv1.QueryEventsRequest{Filter: nf, Limit: limit})
+	nr, err := d.deps.Query.QueryEvents(ctx, &watchpostv1.QueryEventsRequest{Filter: nf, Limit: limit})
 	if err != nil {
-		d.queryError(w, err)
-		return
+		return industrialView{}, err
 	}
 	ff := &watchpostv1.EventFilter{Host: base.Host, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_FILE_OPEN},
 		PathPrefix: "/dev/", SinceUnixNano: base.SinceUnixNano, UntilUnixNano: base.UntilUnixNano}
-	fr, err := d.deps.Query.QueryEvents(r.Context(), &watchpostv1.QueryEventsRequest{Filter: ff, Limit: limit})
+	fr, err := d.deps.Query.QueryEvents(ctx, &watchpostv1.QueryEventsRequest{Filter: ff, Limit: limit})
 	if err != nil {
-		d.queryError(w, err)
-		return
+		return industrialView{}, err
 	}
-	writeJSON(w, aggregateIndustrial(nr.GetEvents(), fr.GetEvents(), nr.GetTruncated(), fr.GetTruncated()))
+	return aggregateIndustrial(nr.GetEvents(), fr.GetEvents(), nr.GetTruncated(), fr.GetTruncated()), nil
 }
 
 func aggregateIndustrial(netEvs, fileEvs []*watchpostv1.Event, netTrunc, fileTrunc bool) industrialView {
@@ -118,7 +130,7 @@ func aggregateIndustrial(netEvs, fileEvs []*watchpostv1.Event, netTrunc, fileTru
 		}
 		f := flows[k]
 		if f == nil {
-			f = &flow{Protocol: k.proto, Peer: k.peer, Port: k.port, Direction: k.dir}
+			f = &flow{Protocol: k.proto, Peer: k.peer, Port: k.port, Direction: k.dir, FirstNS: strconv.FormatInt(ev.GetHeader().GetTimeUnixNano(), 10)}
 			flows[k] = f
 			if k.sniff {
 				view.Sniffers = append(view.Sniffers, f)
@@ -141,7 +153,7 @@ func aggregateIndustrial(netEvs, fileEvs []*watchpostv1.Event, netTrunc, fileTru
 		k := devKey{a.Host, a.Exe + "\x00" + a.Comm, ind.GetDevice(), ind.GetFieldbus()}
 		u := devs[k]
 		if u == nil {
-			u = &deviceUse{Fieldbus: k.bus, Device: k.device}
+			u = &deviceUse{Fieldbus: k.bus, Device: k.device, FirstNS: strconv.FormatInt(ev.GetHeader().GetTimeUnixNano(), 10)}
 			devs[k] = u
 			view.Devices = append(view.Devices, u)
 		}

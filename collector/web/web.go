@@ -59,6 +59,8 @@ type Deps struct {
 	Subscribe func(*watchpostv1.EventFilter) Tail
 	// Authenticate maps a token to its identity.
 	Authenticate func(token string) (Identity, bool)
+	// UpdateAlerts is a triage step made by who (the session's name).
+	UpdateAlerts func(ctx context.Context, who string, req *watchpostv1.UpdateAlertsRequest) (*watchpostv1.UpdateAlertsResponse, error)
 }
 
 // Config configures the dashboard.
@@ -87,13 +89,14 @@ type Dashboard struct {
 	rates    *rates
 	failures *rate.Limiter
 	static   fs.FS
+	memo     industrialMemo
 }
 
 // New builds the dashboard.
 func New(cfg Config, deps Deps) (*Dashboard, error) {
 	switch {
-	case deps.Query == nil || deps.Subscribe == nil || deps.Authenticate == nil:
-		return nil, errors.New("dashboard: query, subscribe and authenticate are required")
+	case deps.Query == nil || deps.Subscribe == nil || deps.Authenticate == nil || deps.UpdateAlerts == nil:
+		return nil, errors.New("dashboard: query, subscribe, authenticate and update alerts are required")
 	case cfg.SessionTTL <= 0 || cfg.MaxSessions < 1 || cfg.MaxLimit < 1 || cfg.RateStep <= 0 || cfg.RateBuckets < 2:
 		return nil, errors.New("dashboard: session ttl, max sessions, max limit and rate history must be positive")
 	}
@@ -138,6 +141,11 @@ func (d *Dashboard) Handler() http.Handler {
 	mux.HandleFunc("GET "+Prefix+"api/events", d.authed(RoleRead, d.events))
 	mux.HandleFunc("GET "+Prefix+"api/hosts", d.authed(RoleRead, d.hosts))
 	mux.HandleFunc("GET "+Prefix+"api/alerts", d.authed(RoleRead, d.alerts))
+	mux.HandleFunc("GET "+Prefix+"api/alert-list", d.authed(RoleRead, d.alertList))
+	mux.HandleFunc("GET "+Prefix+"api/alert-events", d.authed(RoleRead, d.alertEventsHandler))
+	mux.HandleFunc("POST "+Prefix+"api/alert-update", d.authed(RoleAdmin, d.alertUpdate))
+	mux.HandleFunc("GET "+Prefix+"api/overview", d.authed(RoleRead, d.overview))
+	mux.HandleFunc("GET "+Prefix+"api/names", d.authed(RoleRead, d.names))
 	mux.HandleFunc("GET "+Prefix+"api/process", d.authed(RoleRead, d.process))
 	mux.HandleFunc("GET "+Prefix+"api/industrial", d.authed(RoleRead, d.industrial))
 	mux.HandleFunc("GET "+Prefix+"api/rates", d.authed(RoleRead, d.ratesHandler))

@@ -7,7 +7,13 @@ const MAX_ROWS = 500;     // rows kept in the live table; the oldest go first
 const MAX_PENDING = 500;  // events held while the feed is paused
 const STALE_NS = 30e9;    // a heartbeat older than this marks a host stale (agents beat every 10 s)
 
-const state = { csrf: '', loginRequired: false, role: '', cleanup: [] };
+const BACKFILL = '5m';    // the live feed starts with the stored events of this window
+const AUID_UNSET = 4294967295; // login uid of processes outside any login session
+
+const state = { csrf: '', loginRequired: false, role: '', cleanup: [], errnos: {} };
+
+// canTriage: the session may acknowledge and resolve alerts.
+const canTriage = () => !state.loginRequired || state.role === 'admin';
 
 class AuthError extends Error {}
 
@@ -72,10 +78,38 @@ function fmtBytes(n) {
   return (i ? n.toFixed(1) : n) + ' ' + u[i];
 }
 
+function fmtDuration(s) {
+  s = Math.round(Number(s));
+  if (s < 60) return s + ' s';
+  if (s < 3600) return Math.floor(s / 60) + ' min';
+  if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+  return Math.floor(s / 86400) + ' d';
+}
+
+// errnoName turns a negative syscall result into its name (ENOENT).
+function errnoName(result) {
+  const n = -Number(result || 0);
+  return state.errnos[String(n)] || ('errno ' + n);
+}
+
+const sevName = s => (s || '').replace(/^SEVERITY_/, '').toLowerCase() || 'unspecified';
+const stateName = s => (s || 'ALERT_STATE_OPEN').replace(/^ALERT_STATE_/, '').toLowerCase();
+const SEVERITIES = ['critical', 'high', 'medium', 'low', 'info'];
+
+function sevBadge(sev) {
+  const n = sevName(sev);
+  return el('span', { class: 'badge sev sev-' + n }, n);
+}
+
+// timeCell is a table cell with a time that never wraps.
+function timeCell(ns) {
+  return el('td', { class: 'time' }, fmtTime(ns));
+}
+
 function hashParams() {
   const h = location.hash.replace(/^#\/?/, '');
   const i = h.indexOf('?');
-  return { view: (i < 0 ? h : h.slice(0, i)) || 'live', params: new URLSearchParams(i < 0 ? '' : h.slice(i + 1)) };
+  return { view: (i < 0 ? h : h.slice(0, i)) || 'overview', params: new URLSearchParams(i < 0 ? '' : h.slice(i + 1)) };
 }
 
 function processHref(host, pid, start, boot) {
@@ -108,7 +142,7 @@ function summary(ev) {
     let s = f.path || '';
     if (f.new_path) s += ' → ' + f.new_path;
     if (f.write) s += ' (write)';
-    if (f.result < 0) s += ' = ' + f.result;
+    if (f.result < 0) s += ' failed: ' + errnoName(f.result);
     return s;
   }
   if (ev.net) {
@@ -116,7 +150,7 @@ function summary(ev) {
     let s = [n.family, n.protocol].filter(Boolean).join('/') + ' ' + addr(n.src_addr, n.src_port);
     if (n.dst_addr || n.dst_port) s += (n.direction === 'inbound' ? ' ← ' : ' → ') + addr(n.dst_addr, n.dst_port);
     if (n.bytes_sent || n.bytes_recv) s += ' sent ' + fmtBytes(n.bytes_sent) + ' recv ' + fmtBytes(n.bytes_recv);
-    if (n.result < 0) s += ' = ' + n.result;
+    if (n.result < 0) s += errnoName(n.result) === 'EINPROGRESS' ? ' (in progress)' : ' failed: ' + errnoName(n.result);
     return s;
   }
   if (ev.security) {
@@ -139,20 +173,39 @@ function industrialBadge(ev) {
   return t ? el('span', { class: 'badge ind' }, t) : '';
 }
 
+// userCell shows who acted: the uid, and the login uid (the human behind
+// it) when the process is in a login session under another uid.
+function userCell(p) {
+  const uid = Number(p.uid || 0), euid = Number(p.euid || 0);
+  const auid = p.auid === undefined ? 0 : Number(p.auid);
+  const login = auid === AUID_UNSET ? 'none' : String(auid);
+  let text = String(uid);
+  if (euid !== uid) text += ' (euid ' + euid + ')';
+  if (auid !== AUID_UNSET && auid !== uid) text += ' login ' + auid;
+  return el('td', { class: 'user', title: 'uid ' + uid + ', euid ' + euid + ', login uid ' + login }, text);
+}
+
+// summaryCell shows at most three lines of a long detail (argv, paths);
+// the whole text is in the title.
+function summaryCell(text) {
+  return el('td', { class: 'mono summary', title: text.length > 200 ? text : undefined }, el('div', { class: 'clamp' }, text));
+}
+
 function eventRow(ev) {
   const h = ev.header || {};
   return el('tr', { 'data-type': typeName(h.type), 'data-host': h.host || '', 'data-pid': String((ev.process || {}).pid || 0) },
-    el('td', { class: 'mono' }, fmtTime(h.time_unix_nano)),
-    el('td', {}, h.host || ''),
+    timeCell(h.time_unix_nano),
+    el('td', { class: 'host' }, h.host || ''),
     el('td', {}, el('span', { class: 'badge' }, typeName(h.type))),
-    el('td', {}, procLink(ev)),
-    el('td', { class: 'mono summary' }, summary(ev)),
+    el('td', { class: 'proc' }, procLink(ev)),
+    userCell(ev.process || {}),
+    summaryCell(summary(ev)),
     el('td', {}, industrialBadge(ev)));
 }
 
 function eventTable(id) {
-  return el('table', { id },
-    el('thead', {}, el('tr', {}, ['time (UTC)', 'host', 'type', 'process', 'detail', 'industrial'].map(t => el('th', {}, t)))),
+  return el('table', { id, class: 'events' },
+    el('thead', {}, el('tr', {}, ['time (UTC)', 'host', 'type', 'process', 'user', 'detail', 'industrial'].map(t => el('th', {}, t)))),
     el('tbody'));
 }
 
@@ -183,7 +236,7 @@ function showLogin() {
   document.getElementById('token').focus();
 }
 
-function signedIn(s) {
+async function signedIn(s) {
   state.csrf = s.csrf || '';
   state.loginRequired = s.login_required;
   state.role = s.role;
@@ -191,6 +244,7 @@ function signedIn(s) {
   document.getElementById('nav').hidden = false;
   document.getElementById('logout').hidden = !s.login_required;
   document.getElementById('who').textContent = s.login_required ? s.name + ' (' + s.role + ')' : 'local access, no login';
+  state.errnos = (await getJSON('api/names')).errnos;
   route();
 }
 
@@ -205,7 +259,7 @@ async function login(e) {
   const body = await r.json();
   if (!r.ok) { err.textContent = body.error || r.statusText; return; }
   document.getElementById('token').value = '';
-  signedIn(body);
+  await signedIn(body);
 }
 
 async function logout() {
@@ -225,6 +279,7 @@ function stopView() {
 function liveView(params) {
   const tbody = () => document.querySelector('#live-table tbody');
   const status = el('span', { class: 'status', id: 'live-status' }, 'connecting…');
+  const backfillNote = el('span', { class: 'muted', id: 'live-backfill' });
   let paused = false, pending = [], discarded = 0, dropped = 0, es = null;
   const pauseBtn = el('button', { type: 'button', id: 'pause' }, 'Pause');
   const show = evs => {
@@ -235,8 +290,17 @@ function liveView(params) {
   const setStatus = s => { status.textContent = s + (dropped ? ' · ' + dropped + ' events lost (slow reader)' : ''); };
   const connect = p => {
     if (es) es.close();
-    es = new EventSource('api/stream?' + p);
+    const q = new URLSearchParams(p);
+    if (!q.has('backfill')) q.set('backfill', BACKFILL);
+    es = new EventSource('api/stream?' + q);
     es.addEventListener('ready', () => setStatus(paused ? 'paused' : 'live'));
+    es.addEventListener('backfill', m => {
+      const d = JSON.parse(m.data);
+      tbody().replaceChildren();
+      show(d.events);
+      backfillNote.textContent = d.events.length ? d.events.length + (d.more ? ' most recent' : '') + ' stored events of the last ' + q.get('backfill') + ', then live' :
+        'nothing stored in the last ' + q.get('backfill') + '; waiting for events';
+    });
     es.addEventListener('events', m => {
       const d = JSON.parse(m.data);
       dropped += Number(d.dropped || 0);
@@ -272,71 +336,262 @@ function liveView(params) {
     el('h1', {}, 'Live feed'), form,
     el('div', { class: 'toolbar' }, pauseBtn,
       el('button', { type: 'button', id: 'clear', onclick: () => tbody().replaceChildren() }, 'Clear'), status,
-      el('span', { class: 'muted' }, 'newest first, last ' + MAX_ROWS + ' kept')),
+      el('span', { class: 'muted' }, 'newest first, last ' + MAX_ROWS + ' kept'), backfillNote),
     eventTable('live-table'));
   connect(params);
   state.cleanup.push(() => { if (es) es.close(); });
 }
 
-const ALERTS_SHOWN = 3;   // latest alert messages in a host's row
+const alertKind = k => (k || '').replace(/^ALERT_KIND_/, '').toLowerCase();
 
-const alertKind = k => (k || '').replace(/^ALERT_KIND_/, '').toLowerCase().replace(/_/g, ' ');
+const STATUS_TEXT = { silent: 'silent', dropping: 'dropping', degraded: 'degraded', stopped: 'stopped', ok: 'ok' };
 
-// alertsCell shows an agent's alerts (newest first, as the server bounds
-// them): how many, how many of each kind, and the latest messages.
-function alertsCell(a) {
-  if (!a) return el('td', { class: 'alerts muted', 'data-count': '0' }, 'none');
-  const kinds = new Map();
-  for (const x of a.alerts) kinds.set(alertKind(x.kind), (kinds.get(alertKind(x.kind)) || 0) + 1);
-  const n = a.alerts.length + (a.more ? '+' : '');
-  const shown = a.alerts.slice(0, ALERTS_SHOWN);
-  const older = a.alerts.length - shown.length;
-  return el('td', { class: 'alerts', 'data-count': String(a.alerts.length), title: a.more ? 'the ' + a.alerts.length + ' newest are counted' : undefined },
-    el('span', { class: 'badge bad' }, n + (a.alerts.length === 1 && !a.more ? ' alert' : ' alerts')), ' ',
-    [...kinds].map(([k, c]) => el('span', { class: 'badge kind' }, k + ' ×' + c)),
-    el('ul', { class: 'alert-list' }, shown.map(x => el('li', {},
-      el('span', { class: 'mono muted', title: alertKind(x.kind) }, fmtTime(x.time_unix_nano)), ' ', x.message || ''))),
-    older > 0 || a.more ? el('div', { class: 'muted' }, (a.more ? 'more than ' + older : older) + ' older') : null);
+function statusBadge(hh) {
+  const st = (hh && hh.status) || 'ok';
+  return el('span', { class: 'badge status-' + st, title: ((hh && hh.reasons) || []).join('; ') }, STATUS_TEXT[st] || st);
+}
+
+function countersTable(h) {
+  const rows = (h.drops || []).map(c => el('tr', {}, el('td', {}, c.kind), el('td', {}, c.reason), el('td', { class: 'num' }, c.count)));
+  return rows.length ? el('table', { class: 'counters' }, el('thead', {}, el('tr', {}, ['kind', 'reason', 'count'].map(t => el('th', {}, t)))), el('tbody', {}, rows))
+    : el('p', { class: 'muted' }, 'no counter above zero');
+}
+
+// hostDetails is the counters on demand: everything the heartbeat said.
+function hostDetails(h, hh) {
+  return el('div', { class: 'host-details' },
+    kv([['why', (hh.reasons || []).join('; ') || 'healthy'], ['produced / delivered', (h.produced || 0) + ' / ' + (h.delivered || 0)],
+      ['filtered / dropped', (h.filtered || 0) + ' / ' + (h.dropped || 0)],
+      ['dropped in the last 10 min', hh.dropped_recent || 0],
+      ['batches stored / rejected', (h.batches_stored || 0) + ' / ' + (h.batches_rejected || 0)],
+      ['spool', fmtBytes(h.spool_bytes)], ['kernel', h.kernel], ['boot id', h.boot_id], ['heartbeat', (h.heartbeat_seq || 0) + ' at ' + fmtTime(h.last_seen_unix_nano)],
+      ['programs (' + (h.programs || []).length + ')', (h.programs || []).join(', ')]]),
+    el('h3', {}, 'Counters by kind and reason'), countersTable(h));
 }
 
 async function hostsView() {
   const view = document.getElementById('view');
+  const open = new Set();
   const table = el('table', { id: 'hosts-table' },
-    el('thead', {}, el('tr', {}, ['agent', 'host', 'last heartbeat', 'alerts (24 h)', 'version', 'kernel', 'capture path', 'programs',
-      'produced', 'delivered', 'filtered', 'dropped', 'counters (kind/reason)', 'spool', 'stored events', 'batches stored / rejected', 'boot id', '']
+    el('thead', {}, el('tr', {}, ['status', 'host', 'agent', 'last heartbeat', 'open alerts', 'version', 'kernel', 'capture', 'events stored', 'dropped', 'spool', '']
       .map(t => el('th', {}, t)))), el('tbody'));
   view.replaceChildren(el('h1', {}, 'Hosts'),
-    el('p', { class: 'muted' }, 'Agent health from the latest heartbeat and the alerts the collector raised in the last 24 h; refreshed every 5 s.'), table);
+    el('p', { class: 'muted' }, 'Agent health from the latest heartbeat, the open alerts and the drop counters; details shows every counter. Refreshed every 5 s.'), table);
   const load = async () => {
-    const [d, al] = await Promise.all([getJSON('api/hosts'), getJSON('api/alerts')]);
-    const byAgent = new Map(al.agents.map(a => [a.agent_id, a]));
-    const rows = d.hosts.map(h => {
-      const stale = !h.last_seen_unix_nano || BigInt(d.now_ns) - BigInt(h.last_seen_unix_nano) > BigInt(STALE_NS);
-      const drops = (h.drops || []).filter(c => Number(c.count) > 0);
-      const alerts = byAgent.get(h.agent_id);
-      return el('tr', { class: [stale ? 'stale' : '', alerts ? 'alerting' : ''].join(' ').trim(), 'data-agent': h.agent_id },
-        el('td', {}, h.agent_id), el('td', {}, h.host),
-        el('td', { class: 'hb', title: fmtTime(h.last_seen_unix_nano) },
-          fmtAge(d.now_ns, h.last_seen_unix_nano), ' ', el('span', { class: 'badge ' + (stale ? 'bad' : 'ok') }, stale ? 'stale' : 'ok')),
-        alertsCell(alerts),
-        el('td', {}, h.version || ''), el('td', { class: 'mono' }, h.kernel || ''), el('td', {}, h.capture_path || ''),
-        el('td', { class: 'num', title: (h.programs || []).join(', ') }, (h.programs || []).length),
-        el('td', { class: 'num' }, h.produced || 0), el('td', { class: 'num' }, h.delivered || 0),
-        el('td', { class: 'num' }, h.filtered || 0), el('td', { class: 'num' }, h.dropped || 0),
-        el('td', {}, drops.length ? el('ul', {}, drops.map(c => el('li', {}, c.kind + '/' + c.reason + ': ' + c.count))) : 'none'),
+    const d = await getJSON('api/hosts');
+    const rows = [];
+    d.hosts.forEach((h, i) => {
+      const hh = d.health[i] || {};
+      const toggle = el('button', { type: 'button', class: 'details', 'aria-expanded': String(open.has(h.agent_id)) }, open.has(h.agent_id) ? 'hide' : 'details');
+      const row = el('tr', { class: 'host status-' + (hh.status || 'ok'), 'data-agent': h.agent_id, 'data-status': hh.status || 'ok' },
+        el('td', {}, statusBadge(hh)), el('td', { class: 'host' }, h.host), el('td', { class: 'agent' }, h.agent_id),
+        el('td', { class: 'time', title: fmtTime(h.last_seen_unix_nano) }, fmtAge(d.now_ns, h.last_seen_unix_nano)),
+        el('td', { class: 'num alerts' }, hh.open_alerts ? el('a', { href: '#/alerts?' + new URLSearchParams({ agent: h.agent_id, state: 'open' }) }, String(hh.open_alerts)) : '0'),
+        el('td', {}, h.version || ''), el('td', { class: 'kernel', title: h.kernel || '' }, h.kernel || ''), el('td', {}, h.capture_path || ''),
+        el('td', { class: 'num' }, h.events_stored || 0), el('td', { class: 'num' + (hh.dropped_recent ? ' bad' : '') }, h.dropped || 0),
         el('td', { class: 'num' }, fmtBytes(h.spool_bytes)),
-        el('td', { class: 'num' }, h.events_stored || 0),
-        el('td', { class: 'num' }, (h.batches_stored || 0) + ' / ' + (h.batches_rejected || 0)),
-        el('td', { class: 'mono', title: h.boot_id || '' }, (h.boot_id || '').slice(0, 8)),
-        el('td', {}, el('a', { href: '#/search?' + new URLSearchParams({ host: h.host }) }, 'events'), ' ',
+        el('td', { class: 'links' }, toggle, ' ', el('a', { href: '#/search?' + new URLSearchParams({ host: h.host }) }, 'events'), ' ',
           el('a', { href: '#/live?' + new URLSearchParams({ host: h.host }) }, 'live')));
+      const details = el('tr', { class: 'details', hidden: !open.has(h.agent_id), 'data-agent': h.agent_id }, el('td', { colspan: 12 }, hostDetails(h, hh)));
+      toggle.addEventListener('click', () => {
+        if (open.has(h.agent_id)) open.delete(h.agent_id); else open.add(h.agent_id);
+        details.hidden = !open.has(h.agent_id);
+        toggle.textContent = open.has(h.agent_id) ? 'hide' : 'details';
+        toggle.setAttribute('aria-expanded', String(open.has(h.agent_id)));
+      });
+      rows.push(row, details);
     });
     table.tBodies[0].replaceChildren(...rows);
-    if (!rows.length) table.tBodies[0].append(el('tr', {}, el('td', { colspan: 18, class: 'muted' }, 'No agent has connected yet.')));
+    if (!rows.length) table.tBodies[0].append(el('tr', {}, el('td', { colspan: 12, class: 'muted' }, 'No agent has connected yet.')));
   };
   await load();
   const t = setInterval(() => load().catch(() => {}), 5000);
   state.cleanup.push(() => clearInterval(t));
+}
+
+// ---------- overview ----------
+
+function industrialWhat(x) {
+  if (x.device) return x.device + ' (' + x.fieldbus + ')' + (x.writes ? ', opened for writing' : '');
+  if (!x.peer && !x.direction) return x.protocol + ' socket';
+  return x.protocol + ' ' + (x.direction === 'inbound' ? '← ' + x.peer + ' on our :' + x.port : '→ ' + addr(x.peer, x.port));
+}
+
+async function overviewView() {
+  const view = document.getElementById('view');
+  const tiles = el('div', { class: 'tiles', id: 'ov-severity' });
+  const byHost = el('table', { id: 'ov-alerts' },
+    el('thead', {}, el('tr', {}, ['host', ...SEVERITIES, 'latest', ''].map(t => el('th', { class: SEVERITIES.includes(t) ? 'num' : undefined }, t)))), el('tbody'));
+  const hostsLine = el('p', { id: 'ov-hosts-line' });
+  const hosts = el('table', { id: 'ov-hosts' },
+    el('thead', {}, el('tr', {}, ['status', 'host', 'why', 'last heartbeat', ''].map(t => el('th', {}, t)))), el('tbody'));
+  const ind = el('table', { id: 'ov-industrial' },
+    el('thead', {}, el('tr', {}, ['first seen', 'host', 'process', 'activity', 'events', 'last'].map(t => el('th', {}, t)))), el('tbody'));
+  const indNote = el('p', { class: 'muted', id: 'ov-industrial-note' });
+  const alertsNote = el('p', { class: 'muted', id: 'ov-alerts-note' });
+  const updated = el('span', { class: 'muted', id: 'ov-updated' });
+  view.replaceChildren(el('h1', {}, 'Overview ', updated), tiles,
+    el('h2', {}, 'Open alerts by host'), alertsNote, byHost,
+    el('h2', {}, 'Hosts needing attention'), hostsLine, hosts,
+    el('h2', {}, 'New industrial activity (last 24 h)'), indNote, ind);
+  const load = async () => {
+    const d = await getJSON('api/overview');
+    const o = d.open_alerts;
+    tiles.replaceChildren(...SEVERITIES.map(sv => el('a', { class: 'tile sev-' + sv + (o.by_severity[sv] ? ' lit' : ''), 'data-severity': sv,
+      href: '#/alerts?' + new URLSearchParams({ state: 'open', severity: sv }) },
+    el('span', { class: 'count' }, String(o.by_severity[sv] || 0)), el('span', { class: 'label' }, sv))),
+    el('a', { class: 'tile total', href: '#/alerts?state=open', 'data-severity': 'all' }, el('span', { class: 'count' }, o.total + (o.more ? '+' : '')), el('span', { class: 'label' }, 'open alerts')));
+    alertsNote.textContent = o.total ? '' : 'No open alert.';
+    alertsNote.hidden = !!o.total;
+    byHost.hidden = !o.total;
+    byHost.tBodies[0].replaceChildren(...o.by_host.map(h => {
+      const l = h.latest || {};
+      return el('tr', { 'data-agent': h.agent_id },
+        el('td', {}, el('a', { href: '#/hosts' }, h.host || h.agent_id)),
+        ...SEVERITIES.map(sv => el('td', { class: 'num' + (h.counts[sv] ? ' sev-' + sv : '') }, h.counts[sv] ? String(h.counts[sv]) : '')),
+        el('td', {}, el('span', { class: 'time' }, fmtTime(l.time_unix_nano)), ' ', el('span', { class: 'badge' }, alertKind(l.kind)), ' ', l.message || ''),
+        el('td', {}, el('a', { href: '#/alerts?' + new URLSearchParams({ agent: h.agent_id, state: 'open' }) }, 'triage')));
+    }));
+    const hc = d.hosts.counts;
+    hostsLine.textContent = d.hosts.total + (d.hosts.total === 1 ? ' host: ' : ' hosts: ') +
+      ['ok', 'silent', 'dropping', 'degraded', 'stopped'].filter(k => hc[k] || k === 'ok').map(k => hc[k] + ' ' + k).join(', ') +
+      (d.hosts.drops_truncated ? ' (drop rates from the most recent health events only)' : '');
+    hosts.hidden = !d.hosts.attention.length;
+    hosts.tBodies[0].replaceChildren(...d.hosts.attention.map(h => el('tr', { 'data-agent': h.agent_id, 'data-status': h.status },
+      el('td', {}, statusBadge(h)), el('td', {}, h.host || h.agent_id), el('td', {}, h.reasons.join('; ')),
+      el('td', { class: 'time', title: fmtTime(h.last_seen_ns) }, fmtAge(d.now_ns, h.last_seen_ns)),
+      el('td', {}, el('a', { href: '#/hosts' }, 'host'), ' ', el('a', { href: '#/alerts?' + new URLSearchParams({ agent: h.agent_id }) }, 'alerts')))));
+    const i = d.industrial;
+    const items = [...i.flows, ...i.devices, ...i.sniffers].sort((a, b) => (BigInt(b.first_ns) > BigInt(a.first_ns) ? 1 : -1));
+    ind.hidden = !items.length;
+    indNote.replaceChildren(items.length ? 'Process, protocol and peer pairs, fieldbus devices and sniffing sockets first seen in the last 24 h (not in the 7 days before). '
+      : 'Nothing new in the last 24 h: every industrial connection, fieldbus device and sniffing socket was seen in the 7 days before. ',
+    i.truncated ? 'Judged from the most recent events only (more were stored). ' : '', el('a', { href: '#/industrial' }, 'All industrial activity'));
+    ind.tBodies[0].replaceChildren(...items.map(x => el('tr', {},
+      timeCell(x.first_ns), el('td', {}, x.host),
+      el('td', {}, el('a', { href: processHref(x.host, x.pid, x.start_boot_ns, x.boot_id) }, (x.comm || '?') + ' [' + x.pid + ']'), el('div', { class: 'mono muted' }, x.exe || '')),
+      el('td', { class: 'mono' }, industrialWhat(x)), el('td', { class: 'num' }, x.events !== undefined ? x.events : x.opens), timeCell(x.last_ns))));
+    updated.textContent = 'as of ' + fmtTime(d.now_ns).slice(11, 19) + ' UTC';
+  };
+  await load();
+  const t = setInterval(() => load().catch(() => {}), 10000);
+  state.cleanup.push(() => clearInterval(t));
+}
+
+// ---------- alerts ----------
+
+// ALERT_FILTERS are the alert page's filters, as [name, label, options]:
+// options is a list of [value, text] for a select, or a placeholder.
+const ALERT_FILTERS = [
+  ['state', 'state', [['open,acknowledged', 'open or acknowledged'], ['open', 'open'], ['acknowledged', 'acknowledged'], ['resolved', 'resolved'], ['', 'any']]],
+  ['severity', 'severity at least', [['', 'any'], ...SEVERITIES.map(s => [s, s])]],
+  ['kind', 'kind', 'missed_heartbeat,drop_jump'],
+  ['host', 'host', ''], ['agent', 'agent', ''], ['since', 'since', '24h or RFC 3339'],
+];
+
+// ALERT_ACTIONS are the triage steps offered on selected alerts.
+const ALERT_ACTIONS = [
+  { id: 'ack', label: 'Acknowledge', state: 'ALERT_STATE_ACKNOWLEDGED' },
+  { id: 'resolve', label: 'Resolve', state: 'ALERT_STATE_RESOLVED' },
+  { id: 'reopen', label: 'Reopen', state: 'ALERT_STATE_OPEN' },
+];
+
+function alertFilterForm(params, onSubmit) {
+  const f = el('form', { class: 'filters', id: 'alert-filters' },
+    ALERT_FILTERS.map(([name, label, opt]) => el('label', {}, label, Array.isArray(opt)
+      ? el('select', { name }, opt.map(([v, t]) => el('option', { value: v, selected: (params.get(name) || '') === v }, t)))
+      : el('input', { name, value: params.get(name) || '', placeholder: opt }))),
+    el('button', { type: 'submit', class: 'primary' }, 'Apply'));
+  f.addEventListener('submit', e => {
+    e.preventDefault();
+    const p = new URLSearchParams();
+    for (const [k, v] of new FormData(f)) p.set(k, v.trim());
+    for (const [k, v] of [...p]) if (v === '' && k !== 'state') p.delete(k);
+    onSubmit(p);
+  });
+  return f;
+}
+
+function triageText(a) {
+  const parts = [];
+  if (a.acknowledged_by) parts.push('acknowledged by ' + a.acknowledged_by + ' ' + fmtTime(a.acknowledged_unix_nano));
+  if (a.resolved_by) parts.push('resolved by ' + a.resolved_by + ' ' + fmtTime(a.resolved_unix_nano));
+  return parts.join(' · ');
+}
+
+async function alertDetails(a, cell) {
+  cell.replaceChildren(el('p', { class: 'status' }, 'loading the events behind the alert…'));
+  const d = await getJSON('api/alert-events?id=' + a.id);
+  const t = eventTable('alert-events-' + a.id);
+  t.tBodies[0].append(...d.events.map(eventRow));
+  cell.replaceChildren(
+    kv([['alert', alertKind(a.kind) + ' #' + a.id], ['message', a.message], ['agent / host', a.agent_id + ' / ' + a.host],
+      ['raised', fmtTime(a.time_unix_nano)], ['boot / instance', (a.boot_id || '') + ' / ' + (a.instance_id || '')], ['count', a.count],
+      ['programs', (a.programs || []).join(', ')], ['drops', (a.drops || []).map(c => c.kind + '/' + c.reason + ' +' + c.count).join(', ')],
+      ['triage', triageText(a) || 'not yet'], ['note', a.note]]),
+    el('h3', {}, 'Events behind it (' + d.events.length + (d.more ? '+' : '') + ')'),
+    el('p', { class: 'muted' }, 'The agent\'s ' + (d.search.type ? d.search.type.replace(/,/g, ', ') + ' ' : '') + 'events from ' + fmtTime(Date.parse(d.search.since) * 1e6) +
+      ' to ' + fmtTime(Date.parse(d.search.until) * 1e6) + ' UTC. ', el('a', { href: '#/search?' + new URLSearchParams(d.search) }, 'Open in Search')),
+    d.events.length ? t : el('p', { class: 'muted' }, 'No stored event in this window.'));
+}
+
+async function alertsView(params) {
+  const view = document.getElementById('view');
+  if (!params.has('state')) params.set('state', 'open,acknowledged');
+  const status = el('span', { class: 'status', id: 'alerts-status' });
+  const note = el('input', { id: 'triage-note', placeholder: 'note (optional)', maxlength: 1024 });
+  const all = el('input', { type: 'checkbox', id: 'alerts-all', title: 'select every alert shown' });
+  const actions = ALERT_ACTIONS.map(a => el('button', { type: 'button', 'data-action': a.id, id: 'triage-' + a.id }, a.label));
+  const older = el('button', { type: 'button', id: 'alerts-older', hidden: true }, 'Older →');
+  const table = el('table', { id: 'alerts-table' },
+    el('thead', {}, el('tr', {}, el('th', {}, all), ['severity', 'time (UTC)', 'host', 'alert', 'message', 'count', 'state', ''].map(t => el('th', {}, t)))), el('tbody'));
+  view.replaceChildren(el('h1', {}, 'Alerts'), alertFilterForm(params, p => { location.hash = '#/alerts?' + p; }),
+    el('div', { class: 'toolbar', id: 'triage-bar', hidden: !canTriage() }, 'Selected:', ...actions, note),
+    el('div', { class: 'toolbar' }, status, older), table);
+  status.textContent = 'loading…';
+  let d;
+  try {
+    d = await getJSON('api/alert-list?' + params);
+  } catch (e) {
+    if (!(e instanceof AuthError)) status.textContent = 'error: ' + e.message;
+    return;
+  }
+  const rows = [];
+  for (const a of d.alerts) {
+    const box = el('input', { type: 'checkbox', class: 'pick', value: a.id, hidden: !canTriage() });
+    const detailCell = el('td', { colspan: 9 });
+    const detail = el('tr', { class: 'details', hidden: true, 'data-id': a.id }, detailCell);
+    const more = el('button', { type: 'button', class: 'details' }, 'events');
+    more.addEventListener('click', () => {
+      detail.hidden = !detail.hidden;
+      more.textContent = detail.hidden ? 'events' : 'hide';
+      if (!detail.hidden) alertDetails(a, detailCell).catch(e => { if (!(e instanceof AuthError)) detailCell.textContent = 'error: ' + e.message; });
+    });
+    const st = stateName(a.state);
+    rows.push(el('tr', { class: 'alert state-' + st, 'data-id': a.id, 'data-state': st, 'data-severity': sevName(a.severity) },
+      el('td', {}, box), el('td', {}, sevBadge(a.severity)), timeCell(a.time_unix_nano), el('td', {}, a.host || a.agent_id),
+      el('td', {}, alertKind(a.kind)), el('td', { class: 'message' }, a.message || ''), el('td', { class: 'num' }, a.count || ''),
+      el('td', { class: 'state', title: triageText(a) + (a.note ? ' · ' + a.note : '') }, st, a.acknowledged_by || a.resolved_by ? el('div', { class: 'muted' }, 'by ' + (a.resolved_by || a.acknowledged_by)) : ''),
+      el('td', {}, more)), detail);
+  }
+  table.tBodies[0].replaceChildren(...rows);
+  if (!rows.length) table.tBodies[0].append(el('tr', {}, el('td', { colspan: 9, class: 'muted' }, 'No alert matches.')));
+  status.textContent = d.alerts.length + ' alerts' + (d.more ? ', more older ones match' : '');
+  if (d.more) {
+    older.hidden = false;
+    older.onclick = () => { const p = new URLSearchParams(params); p.set('before_id', d.next_before_id); location.hash = '#/alerts?' + p; };
+  }
+  all.addEventListener('change', () => { for (const b of table.querySelectorAll('input.pick')) b.checked = all.checked; });
+  for (const [i, a] of ALERT_ACTIONS.entries()) {
+    actions[i].addEventListener('click', async () => {
+      const ids = [...table.querySelectorAll('input.pick:checked')].map(b => b.value);
+      if (!ids.length) { status.textContent = 'select alerts first'; return; }
+      const r = await post('api/alert-update', { ids, state: a.state, note: note.value.trim() });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) { status.textContent = 'error: ' + (body.error || r.statusText); return; }
+      route();
+    });
+  }
 }
 
 const SEARCH_FIELDS = [['host', 'host'], ['agent', 'agent'], ['type', 'event type', 'exec,file_*'], ['pid', 'pid'],
@@ -391,7 +646,7 @@ async function processView(params) {
     const ev = c.event;
     const kp = ev ? ev.process || {} : {};
     return el('tr', {}, el('td', {}, ev ? procLink(ev) : String(c.pid)), el('td', { class: 'mono' }, kp.exe || ''),
-      el('td', { class: 'mono' }, (kp.args || []).join(' ')), el('td', { class: 'mono' }, ev ? fmtTime(ev.header.time_unix_nano) : ''));
+      el('td', { class: 'mono' }, (kp.args || []).join(' ')), ev ? timeCell(ev.header.time_unix_nano) : el('td'));
   });
   const section = (title, id, evs) => {
     const t = eventTable(id);
@@ -449,10 +704,10 @@ async function industrialView(params) {
   const devices = el('table', { id: 'fieldbus-table' },
     el('thead', {}, el('tr', {}, ['process', 'device', 'fieldbus', 'opens', 'for writing', 'failed', 'last'].map(t => el('th', {}, t)))),
     el('tbody', {}, d.devices.map(u => el('tr', {}, actorCell(u), el('td', { class: 'mono' }, u.device), el('td', {}, u.fieldbus),
-      el('td', { class: 'num' }, u.opens), el('td', { class: 'num' }, u.writes), el('td', { class: 'num' }, u.failed), el('td', { class: 'mono' }, fmtTime(u.last_ns))))));
+      el('td', { class: 'num' }, u.opens), el('td', { class: 'num' }, u.writes), el('td', { class: 'num' }, u.failed), timeCell(u.last_ns)))));
   const sniff = el('table', { id: 'sniffer-table' },
     el('thead', {}, el('tr', {}, ['process', 'socket', 'events', 'last'].map(t => el('th', {}, t)))),
-    el('tbody', {}, d.sniffers.map(f => el('tr', {}, actorCell(f), el('td', { class: 'mono' }, f.protocol), el('td', { class: 'num' }, f.events), el('td', { class: 'mono' }, fmtTime(f.last_ns))))));
+    el('tbody', {}, d.sniffers.map(f => el('tr', {}, actorCell(f), el('td', { class: 'mono' }, f.protocol), el('td', { class: 'num' }, f.events), timeCell(f.last_ns)))));
   view.lastChild.replaceWith(
     el('h2', {}, 'Industrial protocols by process'),
     protos.length ? matrix : el('p', { class: 'muted' }, 'No network event tagged with an industrial protocol in this window.'),
@@ -466,26 +721,35 @@ async function industrialView(params) {
 
 const PALETTE = ['#0b5cad', '#c2410c', '#15803d', '#7e22ce', '#b91c1c', '#0e7490', '#a16207', '#be185d', '#4d7c0f', '#1e40af', '#9a3412', '#475569'];
 
-async function ratesView() {
+async function ratesView(params) {
   const view = document.getElementById('view');
   const box = el('div', { id: 'chart' });
   const note = el('p', { class: 'muted', id: 'rates-note' });
-  view.replaceChildren(el('h1', {}, 'Event rate by type'),
-    el('p', { class: 'muted' }, 'Events stored per second, by the collector\'s clock, since it started (last hour). Refreshed every 10 s.'), box, note);
+  const pick = el('select', { id: 'rates-class' });
+  const cls = params.get('class') || '';
+  view.replaceChildren(el('h1', {}, 'Event rates'),
+    el('p', { class: 'muted' }, 'Events stored per second, by the collector\'s clock, since it started (up to an hour), by event class; pick a class to see its event types. Refreshed every 10 s.'),
+    el('div', { class: 'toolbar' }, el('label', {}, 'show ', pick)), box, note);
+  pick.addEventListener('change', () => { location.hash = '#/rates' + (pick.value ? '?' + new URLSearchParams({ class: pick.value }) : ''); });
   let plot = null, key = '';
   const draw = async () => {
-    const d = await getJSON('api/rates');
-    const names = Object.keys(d.series).sort();
+    const d = await getJSON('api/rates' + (cls ? '?' + new URLSearchParams({ class: cls }) : ''));
+    const classes = [...new Set([...d.classes, cls].filter(Boolean))];
+    pick.replaceChildren(el('option', { value: '', selected: !cls }, 'every class'),
+      ...classes.map(c => el('option', { value: c, selected: c === cls }, c + ' by type')));
+    const names = d.order;
     note.textContent = (names.length ? '' : 'No events stored in this window. ') + (d.dropped ? d.dropped + ' stored events were not counted.' : '');
     const data = [d.times, ...names.map(n => d.series[n])];
+    box.dataset.series = names.join(',');
     if (plot && key === names.join(',')) { plot.setData(data); return; }
     if (plot) plot.destroy();
     key = names.join(',');
     plot = new uPlot({
       width: Math.max(400, box.clientWidth - 20), height: 360,
-      series: [{}, ...names.map((n, i) => ({ label: n, stroke: PALETTE[i % PALETTE.length], width: 1.5, points: { show: false } }))],
-      axes: [{}, { label: 'events/s' }],
-      scales: { x: { time: true } },
+      legend: { live: false },
+      series: [{}, ...names.map((n, i) => ({ label: n, stroke: PALETTE[i % PALETTE.length], width: 2, points: { show: false } }))],
+      axes: [{}, { label: 'events/s', size: 60 }],
+      scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.1)] } },
     }, data, box);
   };
   await draw();
@@ -493,13 +757,14 @@ async function ratesView() {
   state.cleanup.push(() => { clearInterval(t); if (plot) plot.destroy(); });
 }
 
-const VIEWS = { live: liveView, hosts: hostsView, search: searchView, process: processView, industrial: industrialView, rates: ratesView };
+const VIEWS = { overview: overviewView, alerts: alertsView, live: liveView, hosts: hostsView, search: searchView, process: processView,
+  industrial: industrialView, rates: ratesView };
 
 function route() {
   if (!document.getElementById('login').hidden) return;
   stopView();
   const { view, params } = hashParams();
-  const fn = VIEWS[view] || liveView;
+  const fn = VIEWS[view] || overviewView;
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === view);
   Promise.resolve(fn(params)).catch(e => {
     if (!(e instanceof AuthError)) document.getElementById('view').append(el('p', { class: 'error' }, e.message));
@@ -511,7 +776,7 @@ async function start() {
   document.getElementById('logout').addEventListener('click', () => { logout().catch(() => {}); });
   window.addEventListener('hashchange', route);
   try {
-    signedIn(await getJSON('api/session'));
+    await signedIn(await getJSON('api/session'));
   } catch (e) {
     if (!(e instanceof AuthError)) document.getElementById('view').append(el('p', { class: 'error' }, e.message));
   }

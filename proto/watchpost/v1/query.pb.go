@@ -596,8 +596,12 @@ type HostInfo struct {
 	// The agent's rule engine, from its last heartbeat.
 	Detection       *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
 	CommandsApplied uint64           `protobuf:"varint,81,opt,name=commands_applied,json=commandsApplied,proto3" json:"commands_applied,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The last heartbeat was the final one of a clean stop.
+	Stopped bool `protobuf:"varint,130,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	// The agent's heartbeat interval (silence is judged against it).
+	HeartbeatIntervalNanos int64 `protobuf:"varint,131,opt,name=heartbeat_interval_nanos,json=heartbeatIntervalNanos,proto3" json:"heartbeat_interval_nanos,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *HostInfo) Reset() {
@@ -766,6 +770,20 @@ func (x *HostInfo) GetDetection() *DetectionStatus {
 func (x *HostInfo) GetCommandsApplied() uint64 {
 	if x != nil {
 		return x.CommandsApplied
+	}
+	return 0
+}
+
+func (x *HostInfo) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
+}
+
+func (x *HostInfo) GetHeartbeatIntervalNanos() int64 {
+	if x != nil {
+		return x.HeartbeatIntervalNanos
 	}
 	return 0
 }
@@ -2043,7 +2061,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x12TailEventsResponse\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"\x12\n" +
-	"\x10ListHostsRequest\"\xb4\x05\n" +
+	"\x10ListHostsRequest\"\x8a\x06\n" +
 	"\bHostInfo\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x17\n" +
@@ -2066,7 +2084,9 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x0ebatches_stored\x18\x11 \x01(\x04R\rbatchesStored\x12)\n" +
 	"\x10batches_rejected\x18\x12 \x01(\x04R\x0fbatchesRejected\x12;\n" +
 	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x12)\n" +
-	"\x10commands_applied\x18Q \x01(\x04R\x0fcommandsApplied\"A\n" +
+	"\x10commands_applied\x18Q \x01(\x04R\x0fcommandsApplied\x12\x19\n" +
+	"\astopped\x18\x82\x01 \x01(\bR\astopped\x129\n" +
+	"\x18heartbeat_interval_nanos\x18\x83\x01 \x01(\x03R\x16heartbeatIntervalNanos\"A\n" +
 	"\x11ListHostsResponse\x12,\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x16.watchpost.v1.HostInfoR\x05hosts\"\x19\n" +
 	"\x17EnforceRetentionRequest\"I\n" +
