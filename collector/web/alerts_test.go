@@ -61,14 +61,19 @@ func ingestAs(t *testing.T, addr, pki, agent string, reqs ...*watchpostv1.Ingest
 			t.Fatalf("sending to ingest: %v", err)
 		}
 	}
-	for ; batches > 0; batches-- {
+	for batches > 0 {
 		resp, err := st.Recv()
 		if err != nil {
 			t.Fatalf("waiting for an ack: %v", err)
 		}
-		if a := resp.GetAck(); a.GetStatus() != watchpostv1.AckStatus_ACK_STATUS_STORED {
+		a := resp.GetAck()
+		if a == nil {
+			continue // a command for the agent
+		}
+		if a.GetStatus() != watchpostv1.AckStatus_ACK_STATUS_STORED {
 			t.Fatalf("batch not stored: %v", a)
 		}
+		batches--
 	}
 }
 
