@@ -22,7 +22,9 @@ func TestJudgeHost(t *testing.T) {
 		}
 		return h
 	}
-	open := func(k watchpostv1.AlertKind, n int) map[watchpostv1.AlertKind]int { return map[watchpostv1.AlertKind]int{k: n} }
+	open := func(k watchpostv1.AlertKind, n int) map[watchpostv1.AlertKind]int {
+		return map[watchpostv1.AlertKind]int{k: n}
+	}
 	for _, tc := range []struct {
 		name    string
 		h       *watchpostv1.HostInfo
@@ -34,7 +36,9 @@ func TestJudgeHost(t *testing.T) {
 		{"healthy", base(nil), 0, nil, hostOK, ""},
 		{"silent after 3 intervals", base(func(h *watchpostv1.HostInfo) { h.LastSeenUnixNano = ago(31 * time.Second) }), 0, nil, hostSilent, "no heartbeat for 31s"},
 		{"not yet silent", base(func(h *watchpostv1.HostInfo) { h.LastSeenUnixNano = ago(29 * time.Second) }), 0, nil, hostOK, ""},
-		{"its own interval", base(func(h *watchpostv1.HostInfo) { h.LastSeenUnixNano, h.HeartbeatIntervalNanos = ago(4*time.Second), int64(time.Second) }), 0, nil, hostSilent, "no heartbeat for 4s"},
+		{"its own interval", base(func(h *watchpostv1.HostInfo) {
+			h.LastSeenUnixNano, h.HeartbeatIntervalNanos = ago(4*time.Second), int64(time.Second)
+		}), 0, nil, hostSilent, "no heartbeat for 4s"},
 		{"never", base(func(h *watchpostv1.HostInfo) { h.LastSeenUnixNano = 0 }), 0, nil, hostSilent, "no heartbeat ever received"},
 		{"stopped cleanly", base(func(h *watchpostv1.HostInfo) { h.LastSeenUnixNano, h.Stopped = ago(time.Hour), true }), 0, nil, hostStopped, "stopped cleanly 1h0m0s ago"},
 		{"dropping", base(nil), 42, nil, hostDropping, "42 events dropped in the last 10m0s"},
@@ -81,7 +85,9 @@ func testDashboard(t *testing.T, q watchpostv1.QueryServiceServer) *Dashboard {
 	d, err := New(Config{SessionTTL: time.Hour, MaxSessions: 4, MaxLimit: 10000, RateStep: 10 * time.Second, RateBuckets: 6}, Deps{
 		Logger: zerolog.Nop(), Query: q, Subscribe: func(*watchpostv1.EventFilter) Tail { return nil },
 		Authenticate: func(string) (Identity, bool) { return Identity{}, false },
-		UpdateAlerts: func(context.Context, string, *watchpostv1.UpdateAlertsRequest) (*watchpostv1.UpdateAlertsResponse, error) { return nil, nil },
+		UpdateAlerts: func(context.Context, string, *watchpostv1.UpdateAlertsRequest) (*watchpostv1.UpdateAlertsResponse, error) {
+			return nil, nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +106,7 @@ func TestNewIndustrialAndDrops(t *testing.T) {
 		h := at(d)
 		h.Type = watchpostv1.EventType_EVENT_TYPE_NET_CONNECT
 		return &watchpostv1.Event{Header: h, Process: &watchpostv1.Process{Pid: 10, Exe: exe, Comm: exe[strings.LastIndex(exe, "/")+1:]},
-			Detail: &watchpostv1.Event_Net{Net: &watchpostv1.Net{DstAddr: peer, DstPort: 502, Direction: "outbound", Protocol: "tcp"}},
+			Detail:     &watchpostv1.Event_Net{Net: &watchpostv1.Net{DstAddr: peer, DstPort: 502, Direction: "outbound", Protocol: "tcp"}},
 			Industrial: &watchpostv1.Industrial{Protocol: "modbus"}}
 	}
 	serial := func(d time.Duration, dev string) *watchpostv1.Event {
@@ -120,7 +126,7 @@ func TestNewIndustrialAndDrops(t *testing.T) {
 		serial(48*time.Hour, "/dev/ttyUSB0"),
 		modbus(3*time.Hour, "/opt/scada/poller", "10.0.0.5"),
 		modbus(2*time.Hour, "/usr/bin/python3", "10.0.0.5"), // a new process speaking modbus
-		modbus(time.Hour, "/opt/scada/poller", "10.0.0.9"), // a new peer
+		modbus(time.Hour, "/opt/scada/poller", "10.0.0.9"),  // a new peer
 		serial(30*time.Minute, "/dev/ttyUSB0"),
 		serial(20*time.Minute, "/dev/ttyS1"), // a new device
 		health(9*time.Minute, 100), health(5*time.Minute, 130), health(3*time.Minute, 5), health(time.Minute, 25),
