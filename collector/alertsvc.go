@@ -34,7 +34,13 @@ func (c *Collector) startAlerts(ctx context.Context) {
 		c.log.Error().Err(err).Msg("reading last heartbeats; alerts start without history")
 	}
 	for id, h := range last {
-		c.alerts.Seed(id, h.Heartbeat, h.Received)
+		if c.sharedStore() {
+			// Any collector of the fleet may have received it; the one
+			// the agent streams to next takes over.
+			c.alerts.SeedRemote(id, h.Heartbeat, h.Received)
+		} else {
+			c.alerts.Seed(id, h.Heartbeat, h.Received)
+		}
 	}
 	c.wg.Add(1)
 	go func() {
@@ -46,7 +52,7 @@ func (c *Collector) startAlerts(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
-				c.raise(ctx, c.alerts.Check(now))
+				c.raise(ctx, c.confirmSilence(ctx, c.alerts.Check(now)))
 			}
 		}
 	}()
@@ -54,9 +60,63 @@ func (c *Collector) startAlerts(ctx context.Context) {
 
 // heartbeatAlerts feeds a stored heartbeat to the alert engine.
 func (c *Collector) heartbeatAlerts(ctx context.Context, agent string, hb *watchpostv1.Heartbeat, received time.Time) {
-	if c.alerts != nil {
-		c.raise(ctx, c.alerts.Heartbeat(agent, hb, received))
+	if c.alerts == nil {
+		return
 	}
+	if _, fresh := c.streamOpened.LoadAndDelete(agent); fresh {
+		c.catchUp(ctx, agent)
+	}
+	c.raise(ctx, c.alerts.Heartbeat(agent, hb, received))
+}
+
+// lastHeartbeater is what a shared store offers to follow an agent that
+// moves between collectors.
+type lastHeartbeater interface {
+	LastHeartbeat(ctx context.Context, agentID string) (store.HeartbeatAt, bool, error)
+}
+
+// sharedStore reports that other collectors write the same store.
+func (c *Collector) sharedStore() bool {
+	_, ok := c.store.(lastHeartbeater)
+	return ok && c.cfg.Store == StorePostgres
+}
+
+// catchUp takes, when an agent opens a stream, the last heartbeat another
+// collector of the fleet received from it since this one last saw it, so
+// that a move between collectors is not taken for a sequence gap.
+func (c *Collector) catchUp(ctx context.Context, agent string) {
+	if !c.sharedStore() {
+		return
+	}
+	h, ok, err := c.store.(lastHeartbeater).LastHeartbeat(ctx, agent)
+	if err != nil || !ok {
+		return
+	}
+	if mine, known := c.alerts.LastReceived(agent); !known || h.Received.After(mine) {
+		c.alerts.SeedRemote(agent, h.Heartbeat, h.Received)
+	}
+}
+
+// confirmSilence drops the missed-heartbeat alerts of agents that went on
+// sending to another collector of the fleet (the shared store has a newer
+// heartbeat); that collector reports their silence if it comes.
+func (c *Collector) confirmSilence(ctx context.Context, as []*watchpostv1.Alert) []*watchpostv1.Alert {
+	if !c.sharedStore() || len(as) == 0 {
+		return as
+	}
+	out := as[:0]
+	for _, a := range as {
+		if a.Kind == watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT {
+			h, ok, err := c.store.(lastHeartbeater).LastHeartbeat(ctx, a.AgentId)
+			mine, _ := c.alerts.LastReceived(a.AgentId)
+			if err == nil && ok && h.Received.After(mine) {
+				c.alerts.SeedRemote(a.AgentId, h.Heartbeat, h.Received)
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // noteAgentStop tells the alert engine about a stored agent_stop event.

@@ -73,15 +73,18 @@ type Collector struct {
 	alerts   *alerts.Engine // set by Start
 	web      *web.Dashboard
 
-	ingestSrv  *grpc.Server
-	querySrv   *grpc.Server
-	httpSrv    *http.Server
-	ingestLn   net.Listener
-	queryLn    net.Listener
-	streams    chan struct{}
-	limiters   sync.Map // agent id -> *rate.Limiter
-	tokens     map[string]Token
-	authNeeded bool
+	ingestSrv *grpc.Server
+	querySrv  *grpc.Server
+	httpSrv   *http.Server
+	ingestLn  net.Listener
+	queryLn   net.Listener
+	streams   chan struct{}
+	limiters  sync.Map // agent id -> *rate.Limiter
+	// streamOpened holds the agents whose stream opened since their last
+	// heartbeat (a fleet collector then catches up from the store).
+	streamOpened sync.Map
+	tokens       map[string]Token
+	authNeeded   bool
 
 	started  atomic.Bool
 	stopping chan struct{} // closed when Shutdown begins
@@ -184,8 +187,16 @@ func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
 // NATSOptions are the queue connection's options from the configuration.
 func (cfg Config) NATSOptions(name string) natsq.Options {
 	n := cfg.NATS
-	return natsq.Options{URLs: n.URLs, Name: name, Stream: n.Stream, Subject: n.Subject, Site: n.Site, Replicas: n.Replicas,
+	o := natsq.Options{URLs: n.URLs, Name: name, Stream: n.Stream, Subject: n.Subject, Site: n.Site, Replicas: n.Replicas,
 		MaxBytes: n.MaxBytes, CredsFile: n.CredsFile, CAFile: n.CAFile, CertFile: n.CertFile, KeyFile: n.KeyFile}
+	for _, src := range n.Sources {
+		stream := src.Stream
+		if stream == "" {
+			stream = n.Stream
+		}
+		o.Sources = append(o.Sources, natsq.Source{Domain: src.Domain, Stream: stream})
+	}
+	return o
 }
 
 // startQueue connects to JetStream and routes ingest through it.

@@ -69,6 +69,7 @@ func (c *Collector) Ingest(st grpc.BidiStreamingServer[watchpostv1.IngestRequest
 		<-c.streams
 	}()
 	lim := c.limiter(agent)
+	c.streamOpened.Store(agent, struct{}{})
 	pending := make(chan job, c.cfg.Ingest.MaxPendingBatches)
 	quit := make(chan struct{})
 	commitDone := make(chan error, 1)

@@ -46,6 +46,7 @@ type agent struct {
 	received time.Time
 	stopped  bool // the last heartbeat was final, or an agent_stop event came after it
 	missed   bool // a missed-heartbeat alert is open
+	remote   bool // the last heartbeat went to another collector: it watches the silence
 }
 
 // Engine keeps the last heartbeat of each agent. It is safe for concurrent use.
@@ -69,6 +70,26 @@ func (e *Engine) Seed(agentID string, hb *watchpostv1.Heartbeat, received time.T
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.agents[agentID] = &agent{last: hb, received: received, stopped: hb.GetFinal()}
+}
+
+// SeedRemote records a heartbeat another collector of a fleet received
+// (read from the shared store): it is the base for this collector's next
+// comparison, and this collector does not report the agent's silence
+// until the agent streams to it again.
+func (e *Engine) SeedRemote(agentID string, hb *watchpostv1.Heartbeat, received time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.agents[agentID] = &agent{last: hb, received: received, stopped: hb.GetFinal(), remote: true}
+}
+
+// LastReceived is when the agent's last known heartbeat was received.
+func (e *Engine) LastReceived(agentID string) (time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a, ok := e.agents[agentID]; ok {
+		return a.received, true
+	}
+	return time.Time{}, false
 }
 
 func (e *Engine) newAlert(agentID string, hb *watchpostv1.Heartbeat, kind watchpostv1.AlertKind, now time.Time, format string, args ...any) *watchpostv1.Alert {
@@ -150,7 +171,7 @@ func (e *Engine) Heartbeat(agentID string, hb *watchpostv1.Heartbeat, received t
 			out = append(out, al)
 		}
 	}
-	a.last, a.received, a.stopped, a.missed = hb, received, hb.Final, false
+	a.last, a.received, a.stopped, a.missed, a.remote = hb, received, hb.Final, false, false
 	return out
 }
 
@@ -177,7 +198,7 @@ func (e *Engine) Check(now time.Time) []*watchpostv1.Alert {
 	sort.Strings(ids)
 	for _, id := range ids {
 		a := e.agents[id]
-		if a.stopped || a.missed {
+		if a.stopped || a.missed || a.remote {
 			continue
 		}
 		interval := time.Duration(a.last.IntervalNanos)

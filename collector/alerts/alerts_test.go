@@ -112,3 +112,29 @@ func TestSeedAndCollectorDowntime(t *testing.T) {
 		t.Fatalf("next heartbeat after seed: %v, want none", kinds(got))
 	}
 }
+
+// TestRemoteAgent follows an agent that streams to another collector of a
+// fleet: its heartbeats there are the base for the next comparison here,
+// and its silence is not this collector's to report until it returns.
+func TestRemoteAgent(t *testing.T) {
+	e := New(Config{}, t0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	if got := e.Heartbeat("gw1", hb(1, "i1", nil), at(0)); len(got) != 0 {
+		t.Fatalf("first heartbeat: %v", got)
+	}
+	// The agent moved to another collector, which stored heartbeats 2..9.
+	e.SeedRemote("gw1", hb(9, "i1", nil), at(8))
+	if got := e.Check(at(60)); len(got) != 0 {
+		t.Fatalf("a remote agent's silence reported here: %v", kinds(got))
+	}
+	if r, ok := e.LastReceived("gw1"); !ok || !r.Equal(at(8)) {
+		t.Fatalf("last received %v %v", r, ok)
+	}
+	// Back here: 10 follows 9, no gap; now this collector watches it again.
+	if got := e.Heartbeat("gw1", hb(10, "i1", nil), at(61)); len(got) != 0 {
+		t.Fatalf("returning agent: %v", kinds(got))
+	}
+	if got := kinds(e.Check(at(65))); len(got) != 1 || got[0] != watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT {
+		t.Fatalf("silence after returning: %v", got)
+	}
+}

@@ -582,6 +582,22 @@ func (s *Store) LastHeartbeats(ctx context.Context) (map[string]store.HeartbeatA
 	return store.ScanHeartbeats(rows)
 }
 
+// LastHeartbeat returns one agent's last heartbeat: a collector of the
+// fleet catches up with what other collectors received from the agent.
+func (s *Store) LastHeartbeat(ctx context.Context, agentID string) (store.HeartbeatAt, bool, error) {
+	rows, err := s.pool.Query(ctx, "SELECT agent_id, heartbeat_ns, heartbeat FROM agents WHERE agent_id = $1 AND heartbeat IS NOT NULL", agentID)
+	if err != nil {
+		return store.HeartbeatAt{}, false, fmt.Errorf("reading the last heartbeat of %s: %w", agentID, err)
+	}
+	defer rows.Close()
+	m, err := store.ScanHeartbeats(rows)
+	if err != nil {
+		return store.HeartbeatAt{}, false, err
+	}
+	h, ok := m[agentID]
+	return h, ok, nil
+}
+
 // Hosts implements store.Store.
 func (s *Store) Hosts(ctx context.Context) ([]*watchpostv1.HostInfo, error) {
 	rows, err := s.pool.Query(ctx, "SELECT "+store.HostsColumns+" FROM agents ORDER BY agent_id")
