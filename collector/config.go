@@ -41,6 +41,8 @@ type Config struct {
 type WriterConfig struct {
 	// Listen serves /metrics and /healthz ("" for none).
 	Listen string `yaml:"listen"`
+	// Concurrency is the number of transactions a writer has in flight.
+	Concurrency int `yaml:"concurrency"`
 }
 
 // Store engines and queues.
@@ -88,6 +90,26 @@ type NATSConfig struct {
 	AckWait time.Duration `yaml:"ack_wait"`
 	// FetchBatches is how many messages a writer takes (and commits) at once.
 	FetchBatches int `yaml:"fetch_batches"`
+	// Mode is "central" (the stream the writers consume) or "site" (a
+	// plant's own JetStream node, which the central stream sources).
+	Mode string `yaml:"mode"`
+	// Sources are the site streams the central stream takes batches from,
+	// across leaf node connections (central mode).
+	Sources []NATSSource `yaml:"sources"`
+}
+
+// NATS modes.
+const (
+	NATSCentral = "central"
+	NATSSite    = "site"
+)
+
+// NATSSource is a site's stream as the central stream sources it.
+type NATSSource struct {
+	// Domain is the site node's JetStream domain.
+	Domain string `yaml:"domain"`
+	// Stream is the site's stream name (default: nats.stream).
+	Stream string `yaml:"stream"`
 }
 
 // IngestConfig is the agents' endpoint (gRPC, mutual TLS required).
@@ -198,13 +220,14 @@ func DefaultConfig() Config {
 			Interval: time.Minute,
 		},
 		Dashboard: DashboardConfig{Enabled: true, SessionTTL: 8 * time.Hour, MaxSessions: 1024},
-		Writer:    WriterConfig{Listen: "127.0.0.1:7445"},
+		Writer:    WriterConfig{Listen: "127.0.0.1:7445", Concurrency: 4},
 		Store:     StoreEmbedded,
 		Postgres:  PostgresConfig{MaxConns: 8},
 		Queue:     QueueNone,
 		NATS: NATSConfig{
 			Stream: "WATCHPOST", Subject: "watchpost", Site: "default", Replicas: 1, MaxBytes: 10 << 30,
 			PublishTimeout: 10 * time.Second, Consumer: "writers", AckWait: 30 * time.Second, FetchBatches: 64,
+			Mode: NATSCentral,
 		},
 	}
 }
@@ -339,6 +362,15 @@ func (n *NATSConfig) Validate() error {
 		return errors.New("nats.fetch_batches: must be at least 1")
 	case (n.CertFile == "") != (n.KeyFile == ""):
 		return errors.New("nats.cert_file, nats.key_file: set both or neither")
+	case n.Mode != NATSCentral && n.Mode != NATSSite:
+		return fmt.Errorf("nats.mode: %q is not central or site", n.Mode)
+	case n.Mode == NATSSite && len(n.Sources) > 0:
+		return errors.New("nats.sources: only the central stream sources site streams (nats.mode: central)")
+	}
+	for i, src := range n.Sources {
+		if src.Domain == "" || strings.ContainsAny(src.Domain, ". *>\t\r\n") {
+			return fmt.Errorf("nats.sources[%d].domain: %q must be one non-empty token", i, src.Domain)
+		}
 	}
 	return nil
 }

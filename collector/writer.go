@@ -47,6 +47,12 @@ func NewWriter(cfg Config, deps Deps) (*Writer, error) {
 	if cfg.Queue != QueueNATS {
 		return nil, errors.New("queue: the writer needs queue: nats")
 	}
+	if cfg.Writer.Concurrency < 1 || cfg.Writer.Concurrency > 64 {
+		return nil, errors.New("writer.concurrency: must be 1 to 64")
+	}
+	if cfg.NATS.Mode == NATSSite {
+		return nil, errors.New("nats.mode: writers consume the central stream, not a site's (nats.mode: central)")
+	}
 	w := &Writer{cfg: cfg, log: deps.Logger.With().Str("component", "writer").Logger(), store: deps.Store}
 	if w.store == nil {
 		st, err := OpenStore(context.Background(), cfg)
@@ -70,7 +76,7 @@ func (w *Writer) Start(ctx context.Context) error {
 	w.conn = conn
 	n := w.cfg.NATS
 	w.w, err = natsq.NewWriter(cctx, conn, w.store, natsq.WriterOptions{
-		Consumer: n.Consumer, AckWait: n.AckWait, FetchBatches: n.FetchBatches,
+		Consumer: n.Consumer, AckWait: n.AckWait, FetchBatches: n.FetchBatches, Concurrency: w.cfg.Writer.Concurrency,
 		Retention:         store.Retention{MaxAge: w.cfg.Retention.MaxAge, MaxBytes: w.cfg.Retention.MaxBytes},
 		RetentionInterval: w.cfg.Retention.Interval,
 	}, w.log)

@@ -18,6 +18,7 @@ import (
 	"github.com/watchpost/watchpost/collector/store/postgres"
 	"github.com/watchpost/watchpost/internal/fleetsim"
 	"github.com/watchpost/watchpost/internal/services"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
 var (
@@ -53,12 +54,17 @@ func sharedPostgres(t *testing.T) *services.Postgres {
 // and writers, and the simulated agents (not yet generating).
 func startFleet(t *testing.T, collectors, writers, agents int) (*Fleet, *fleetsim.Sim) {
 	t.Helper()
+	return startFleetOpt(t, Options{NATSNodes: 3, Collectors: collectors, Writers: writers, Agents: agents})
+}
+
+func startFleetOpt(t *testing.T, opt Options) (*Fleet, *fleetsim.Sim) {
+	t.Helper()
 	server := sharedPostgres(t)
 	ctx := context.Background()
 	t0 := time.Now()
 	defer func() { t.Logf("fleet up in %v", time.Since(t0).Round(time.Millisecond)) }()
-	f, err := Start(ctx, Options{NATSNodes: 3, Collectors: collectors, Writers: writers, Agents: agents, AckWait: 2 * time.Second,
-		Postgres: server, Database: fmt.Sprintf("fleet%d", dbN.Add(1))})
+	opt.AckWait, opt.Postgres, opt.Database = 2*time.Second, server, fmt.Sprintf("fleet%d", dbN.Add(1))
+	f, err := Start(ctx, opt)
 	if err != nil {
 		if services.Required() {
 			t.Fatal(err)
@@ -66,7 +72,7 @@ func startFleet(t *testing.T, collectors, writers, agents int) (*Fleet, *fleetsi
 		t.Skipf("fleet services: %v", err)
 	}
 	t.Cleanup(f.Close)
-	sim, err := fleetsim.New(fleetsim.Config{Agents: agents, Address: f.IngestAddrs(), PKIDir: f.PKI,
+	sim, err := fleetsim.New(fleetsim.Config{Agents: opt.Agents, Address: f.IngestAddrs(), PKIDir: f.PKI,
 		BatchMaxEvents: 200, BatchMaxAge: 100 * time.Millisecond, HeartbeatInterval: time.Second, BackoffMax: time.Second,
 		Logger: zerolog.Nop()})
 	if err != nil {
@@ -157,7 +163,7 @@ func during(t *testing.T, sim *fleetsim.Sim, rate float64, d time.Duration, faul
 
 func TestFaultNATSNodeKilled(t *testing.T) {
 	f, sim := startFleet(t, 2, 1, 20)
-	during(t, sim, 200, 4*time.Second, func() {
+	during(t, sim, 200, 3*time.Second, func() {
 		f.NATS.Kill(0)
 		t.Log("killed nats node n1")
 	})
@@ -166,7 +172,7 @@ func TestFaultNATSNodeKilled(t *testing.T) {
 
 func TestFaultWriterKilled(t *testing.T) {
 	f, sim := startFleet(t, 2, 2, 20)
-	during(t, sim, 200, 4*time.Second, func() {
+	during(t, sim, 200, 3*time.Second, func() {
 		f.Writers[0].Kill()
 		t.Log("killed writer 1 mid-batch")
 	})
@@ -207,7 +213,7 @@ func TestFaultWriterKilled(t *testing.T) {
 
 func TestFaultPostgresRestarted(t *testing.T) {
 	f, sim := startFleet(t, 2, 1, 20)
-	during(t, sim, 200, 4*time.Second, func() {
+	during(t, sim, 200, 3*time.Second, func() {
 		f.PG.Kill()
 		t.Log("postgres stopped (immediate shutdown)")
 		time.Sleep(time.Second)
@@ -221,7 +227,7 @@ func TestFaultPostgresRestarted(t *testing.T) {
 
 func TestFaultCollectorKilled(t *testing.T) {
 	f, sim := startFleet(t, 2, 1, 20)
-	during(t, sim, 200, 4*time.Second, func() {
+	during(t, sim, 200, 3*time.Second, func() {
 		f.Collectors[0].Kill()
 		t.Log("killed collector 1 with agents connected")
 	})
@@ -229,5 +235,39 @@ func TestFaultCollectorKilled(t *testing.T) {
 	if tot.Reconnects == 0 {
 		t.Errorf("no agent reconnected")
 	}
+	verifyExactlyOnce(t, f, sim)
+	// The agents went on heartbeating to the other collector: none is
+	// reported silent.
+	st, err := postgres.Open(context.Background(), f.PGURL, postgres.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	missed, err := st.Alerts(context.Background(), store.AlertFilter{Kinds: []watchpostv1.AlertKind{watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT}}, 100)
+	if err != nil || len(missed) != 0 {
+		t.Fatalf("missed-heartbeat alerts for agents that moved to the other collector: %v %v", missed, err)
+	}
+}
+
+// TestFaultSiteLinkDown runs a plant's own JetStream node whose stream the
+// central cluster sources over a leaf node connection. The central cluster
+// goes away (the link is down, as far as the plant can tell) while the
+// plant's collectors go on acknowledging; when it returns, sourcing
+// resumes and every event is stored once.
+func TestFaultSiteLinkDown(t *testing.T) {
+	f, sim := startFleetOpt(t, Options{NATSNodes: 3, Collectors: 1, Writers: 1, Agents: 10, Site: "plant-a"})
+	during(t, sim, 200, 3*time.Second, func() {
+		for i := range f.NATS.Nodes {
+			f.NATS.Kill(i)
+		}
+		t.Log("central JetStream cluster down")
+		time.Sleep(2 * time.Second)
+		for i := range f.NATS.Nodes {
+			if err := f.NATS.Start(context.Background(), i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Log("central JetStream cluster back")
+	})
 	verifyExactlyOnce(t, f, sim)
 }

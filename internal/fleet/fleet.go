@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -92,6 +93,14 @@ type Options struct {
 	LogLevel string // of the processes (warn)
 	// Stdout and Stderr of the processes; nil keeps their output in memory.
 	Output *os.File
+	// Site, when set, starts a plant's own JetStream node in that domain,
+	// a leaf node of the central cluster: the collectors publish to it
+	// (nats.mode: site), the central stream sources it, the writers
+	// consume the central stream.
+	Site string
+	// DeferWriters writes the writers' configurations without starting
+	// them (Process.Start starts one later).
+	DeferWriters bool
 	// Postgres, when set, is a running server to use (the fleet creates
 	// database Database in it and leaves the server running at Close).
 	Postgres *services.Postgres
@@ -117,6 +126,7 @@ type Process struct {
 type Fleet struct {
 	PG         *services.Postgres
 	NATS       *services.NATSCluster
+	SiteNATS   *services.NATSCluster // with Options.Site
 	PKI        string
 	Collectors []*Process
 	Writers    []*Process
@@ -172,6 +182,11 @@ func Start(ctx context.Context, opt Options) (f *Fleet, err error) {
 	if f.NATS, err = services.StartNATSCluster(ctx, f.dir, opt.NATSNodes); err != nil {
 		return f, err
 	}
+	if opt.Site != "" {
+		if f.SiteNATS, err = services.StartNATSSite(ctx, f.dir, opt.Site, f.NATS); err != nil {
+			return f, err
+		}
+	}
 	replicas := 1
 	if opt.NATSNodes >= 3 {
 		replicas = 3
@@ -205,7 +220,11 @@ func Start(ctx context.Context, opt Options) (f *Fleet, err error) {
 			return f, err
 		}
 	}
-	for _, p := range append(append([]*Process(nil), f.Collectors...), f.Writers...) {
+	start := append([]*Process(nil), f.Collectors...)
+	if !opt.DeferWriters {
+		start = append(start, f.Writers...)
+	}
+	for _, p := range start {
 		if err = p.Start(ctx); err != nil {
 			return f, err
 		}
@@ -216,8 +235,17 @@ func Start(ctx context.Context, opt Options) (f *Fleet, err error) {
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
 func (f *Fleet) config(name, role string, ports []int, replicas int, opt Options) string {
+	nodes, site, mode, sources := f.NATS, "plant1", "central", ""
+	if opt.Site != "" {
+		site = opt.Site
+		if role == "collector" {
+			nodes, mode, replicas = f.SiteNATS, "site", 1
+		} else {
+			sources = fmt.Sprintf("  sources: [{domain: %s}]\n", opt.Site)
+		}
+	}
 	var urls []string
-	for _, u := range f.NATS.URLs() {
+	for _, u := range nodes.URLs() {
 		urls = append(urls, strconv.Quote(u))
 	}
 	conf := fmt.Sprintf(`# %s of a loopback fleet
@@ -230,16 +258,17 @@ postgres:
 queue: nats
 nats:
   urls: [%s]
-  site: plant1
+  site: %s
+  mode: %s
   replicas: %d
   max_bytes: 1073741824
   ack_wait: %s
   publish_timeout: 5s
-retention:
+%sretention:
   max_age: 720h
   max_bytes: 0
   interval: 1m
-`, name, filepath.Join(f.dir, name), opt.LogLevel, f.PGURL, strings.Join(urls, ", "), replicas, opt.AckWait)
+`, name, filepath.Join(f.dir, name), opt.LogLevel, f.PGURL, strings.Join(urls, ", "), site, mode, replicas, opt.AckWait, sources)
 	if role == "writer" {
 		return conf + fmt.Sprintf("writer:\n  listen: %s\n", addr(ports[0]))
 	}
@@ -339,6 +368,19 @@ func (p *Process) Stop() {
 	}
 }
 
+// Pid is the process id (0 when it is not running).
+func (p *Process) Pid() int {
+	if p.cmd == nil {
+		return 0
+	}
+	select {
+	case <-p.exited:
+		return 0
+	default:
+		return p.cmd.Process.Pid
+	}
+}
+
 // Log is what the process printed (when its output is kept in memory).
 func (p *Process) Log() string { return p.log.String() }
 
@@ -353,8 +395,17 @@ func (f *Fleet) IngestAddrs() string {
 
 // Close stops everything it started and removes its directory.
 func (f *Fleet) Close() {
+	var wg sync.WaitGroup
 	for _, p := range append(append([]*Process(nil), f.Collectors...), f.Writers...) {
-		p.Stop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Stop()
+		}()
+	}
+	wg.Wait()
+	if f.SiteNATS != nil {
+		f.SiteNATS.Close()
 	}
 	if f.NATS != nil {
 		f.NATS.Close()

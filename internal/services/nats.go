@@ -51,6 +51,7 @@ type NATSNode struct {
 	Name        string
 	Port        int // clients
 	ClusterPort int
+	LeafPort    int    // leaf node connections from sites
 	Dir         string // JetStream store
 	conf        string
 	bin         string
@@ -65,7 +66,18 @@ type NATSCluster struct {
 
 // StartNATSCluster starts n nodes (1 for a single JetStream server, 3 for
 // an R3 cluster) under a new directory in parent ("" for a temporary one).
+// Each node also accepts leaf node connections (LeafPort).
 func StartNATSCluster(ctx context.Context, parent string, n int) (*NATSCluster, error) {
+	return startNATS(ctx, parent, n, "", nil)
+}
+
+// StartNATSSite starts one JetStream node in its own domain, connected as
+// a leaf node to the hub cluster: a plant's node.
+func StartNATSSite(ctx context.Context, parent, domain string, hub *NATSCluster) (*NATSCluster, error) {
+	return startNATS(ctx, parent, 1, domain, hub)
+}
+
+func startNATS(ctx context.Context, parent string, n int, domain string, hub *NATSCluster) (*NATSCluster, error) {
 	bin, err := NATSServerBinary(ctx)
 	if err != nil {
 		return nil, err
@@ -78,11 +90,16 @@ func StartNATSCluster(ctx context.Context, parent string, n int) (*NATSCluster, 
 	for i := 0; i < n; i++ {
 		node := &NATSNode{Name: fmt.Sprintf("n%d", i+1), bin: bin}
 		if node.Port, err = FreePort(); err == nil {
-			node.ClusterPort, err = FreePort()
+			if node.ClusterPort, err = FreePort(); err == nil {
+				node.LeafPort, err = FreePort()
+			}
 		}
 		if err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, err
+		}
+		if domain != "" {
+			node.Name = domain
 		}
 		node.Dir = filepath.Join(dir, node.Name)
 		node.conf = filepath.Join(dir, node.Name+".conf")
@@ -95,8 +112,21 @@ func StartNATSCluster(ctx context.Context, parent string, n int) (*NATSCluster, 
 				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.ClusterPort))
 			}
 		}
+		js := ""
+		if domain != "" {
+			js = fmt.Sprintf("  domain: %s\n", domain)
+		}
 		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nmax_payload: 8MB\n"+
-			"jetstream {\n  store_dir: %q\n  max_file_store: 4GB\n  max_memory_store: 64MB\n}\n", node.Name, node.Port, node.Dir)
+			"jetstream {\n%s  store_dir: %q\n  max_file_store: 4GB\n  max_memory_store: 64MB\n}\n", node.Name, node.Port, js, node.Dir)
+		if hub != nil {
+			var remotes []string
+			for _, h := range hub.Nodes {
+				remotes = append(remotes, fmt.Sprintf("\"nats-leaf://127.0.0.1:%d\"", h.LeafPort))
+			}
+			conf += fmt.Sprintf("leafnodes {\n  reconnect: 1s\n  remotes: [ { urls: [%s] } ]\n}\n", strings.Join(remotes, ", "))
+		} else {
+			conf += fmt.Sprintf("leafnodes {\n  listen: 127.0.0.1:%d\n}\n", node.LeafPort)
+		}
 		if n > 1 {
 			conf += fmt.Sprintf("cluster {\n  name: watchpost\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n",
 				node.ClusterPort, strings.Join(routes, ", "))
@@ -153,4 +183,13 @@ func (c *NATSCluster) Close() {
 		n.p.stop(syscall.SIGTERM, 10*time.Second)
 	}
 	_ = os.RemoveAll(c.dir)
+}
+
+// Pids are the running nodes' process ids.
+func (c *NATSCluster) Pids() []int {
+	var out []int
+	for _, n := range c.Nodes {
+		out = append(out, n.p.pid())
+	}
+	return out
 }

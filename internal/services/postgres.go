@@ -166,3 +166,7 @@ func (pg *Postgres) CreateDatabase(ctx context.Context, name string) (string, er
 func Required() bool {
 	return os.Getenv("WATCHPOST_REQUIRE_SERVICES") == "1" || os.Getenv("WATCHPOST_REQUIRE_PRIVILEGED") == "1"
 }
+
+// Pid is the postmaster's process id (0 when stopped); CPUSeconds counts
+// its backends with it.
+func (pg *Postgres) Pid() int { return pg.p.pid() }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/user"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -104,4 +105,60 @@ func dropTo(name string) (*syscall.Credential, int, int, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, uid, gid, nil
+}
+
+// pid is the process id of a started daemon (0 when it is not running).
+func (p *proc) pid() int {
+	if p == nil || p.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-p.exited:
+		return 0
+	default:
+		return p.cmd.Process.Pid
+	}
+}
+
+// CPUSeconds is the user and system CPU time of the processes and of all
+// their descendants still running, from /proc (clock ticks of 1/100 s).
+func CPUSeconds(pids ...int) float64 {
+	children := map[int][]int{}
+	stats := map[int]float64{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name may hold spaces: fields follow its closing parenthesis.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		children[ppid] = append(children[ppid], pid)
+		stats[pid] = (ut + st) / 100
+	}
+	total := 0.0
+	var walk func(int)
+	walk = func(pid int) {
+		total += stats[pid]
+		for _, c := range children[pid] {
+			walk(c)
+		}
+	}
+	for _, p := range pids {
+		if p > 0 {
+			walk(p)
+		}
+	}
+	return total
 }

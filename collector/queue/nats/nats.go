@@ -58,6 +58,14 @@ type Options struct {
 	CAFile    string
 	CertFile  string
 	KeyFile   string
+	// Sources are site streams this (central) stream takes batches from.
+	Sources []Source
+}
+
+// Source is a site's stream in another JetStream domain.
+type Source struct {
+	Domain string
+	Stream string
 }
 
 // Conn is a connection to the NATS cluster with the stream ensured.
@@ -120,8 +128,18 @@ func Connect(ctx context.Context, opt Options, log zerolog.Logger) (*Conn, error
 // a work queue (a batch leaves the stream when a writer acknowledged it),
 // on disk, replicated, refusing new batches when full (never dropping old
 // ones), with a duplicate window that absorbs a collector's republish.
+//
+// A site stream (a plant's own node) is the same work queue; the central
+// stream sources it through a durable consumer named for the central
+// stream, so a batch leaves the site only once the centre has it, and
+// sourcing resumes where it stopped after the link returns.
 func (o Options) StreamConfig() jetstream.StreamConfig {
+	var sources []*jetstream.StreamSource
+	for _, s := range o.Sources {
+		sources = append(sources, &jetstream.StreamSource{Name: s.Stream, Domain: s.Domain})
+	}
 	return jetstream.StreamConfig{
+		Sources:     sources,
 		Name:        o.Stream,
 		Description: "Watchpost batches from collectors to store writers",
 		Subjects:    []string{o.Subject + ".>"},

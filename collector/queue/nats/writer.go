@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,10 @@ type WriterOptions struct {
 	// FetchBatches is how many messages are taken, stored in one
 	// transaction and acknowledged together.
 	FetchBatches int
+	// Concurrency is how many fetch-and-commit loops run at once: a commit
+	// waits for the database's fsync, so one loop alone is bound by its
+	// latency, not by the CPU.
+	Concurrency int
 	// Retention is enforced every RetentionInterval (by one writer at a time).
 	Retention         store.Retention
 	RetentionInterval time.Duration
@@ -93,28 +98,46 @@ func (w *Writer) Stats() WriterStats {
 		Poison: w.poison.Load(), StoreErrors: w.storeErrs.Load()}
 }
 
-// Run takes batches until ctx ends. A failed commit is retried with a
-// backoff; nothing is acknowledged before its commit.
+// Run takes batches until ctx ends, in Concurrency loops, and enforces
+// retention. A failed commit is retried with a backoff; nothing is
+// acknowledged before its commit.
 func (w *Writer) Run(ctx context.Context) error {
-	retention := time.NewTicker(max(w.opt.RetentionInterval, time.Second))
-	defer retention.Stop()
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		select {
-		case <-retention.C:
-			if w.opt.RetentionInterval > 0 {
+	var wg sync.WaitGroup
+	for i := 0; i < max(w.opt.Concurrency, 1); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.loop(ctx)
+		}()
+	}
+	if w.opt.RetentionInterval > 0 {
+		t := time.NewTicker(w.opt.RetentionInterval)
+		defer t.Stop()
+	retention:
+		for {
+			select {
+			case <-ctx.Done():
+				break retention
+			case <-t.C:
 				if dropped, err := w.st.EnforceRetention(ctx, w.opt.Retention, time.Now()); err != nil {
 					w.log.Error().Err(err).Msg("retention failed")
 				} else if len(dropped) > 0 {
 					w.log.Info().Strs("partitions", dropped).Msg("retention dropped partitions")
 				}
 			}
-		default:
 		}
+	}
+	wg.Wait()
+	return nil
+}
+
+func (w *Writer) loop(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
 		batch, err := w.cons.Fetch(w.opt.FetchBatches, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if ctx.Err() != nil {
-				break
+				return
 			}
 			w.log.Warn().Err(err).Msg("fetch failed")
 			sleep(ctx, backoff)
@@ -124,9 +147,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		var msgs []jetstream.Msg
 		for m := range batch.Messages() {
 			msgs = append(msgs, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			w.log.Debug().Err(err).Msg("fetch ended early")
 		}
 		if len(msgs) == 0 {
 			continue
@@ -143,7 +163,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		backoff = 100 * time.Millisecond
 	}
-	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {
