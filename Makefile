@@ -41,6 +41,14 @@ build-arm64: ## Cross-build the static binaries for arm64
 run: build ## Build and start Watchpost on this host (root): events stream to the terminal
 	@scripts/run.sh
 
+.PHONY: run-fleet
+run-fleet: build ## Fleet mode on loopback (no root): PostgreSQL, 3-node JetStream, 2 collectors, a writer, simulated agents
+	$(GO) run ./scripts/runfleet
+
+.PHONY: bench-fleet
+bench-fleet: build ## Fleet benchmark, 1000 simulated agents (AGENTS, RATE, PHASE); rewrites docs/benchmarks-fleet.md
+	flock /tmp/wp-heavy.lock $(GO) run ./scripts/fleetbench -agents $(or $(AGENTS),1000) -rate $(or $(RATE),25) -phase $(or $(PHASE),30s) -out docs/benchmarks-fleet.md
+
 .PHONY: test
 test: ## Run every test: unit, and privileged ones against this kernel (root)
 	@scripts/test.sh
