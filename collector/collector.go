@@ -176,7 +176,9 @@ func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if cfg.Store == StorePostgres {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		return postgres.Open(ctx, cfg.Postgres.URL, postgres.Options{MaxConns: cfg.Postgres.MaxConns})
+		// Behind the queue the collector only reads (and records alerts):
+		// it starts while the database is away, and queries wait for it.
+		return postgres.Open(ctx, cfg.Postgres.URL, postgres.Options{MaxConns: cfg.Postgres.MaxConns, ReadOnly: cfg.Queue == QueueNATS})
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data_dir: %w", err)

@@ -16,6 +16,7 @@ import (
 
 	natsq "github.com/watchpost/watchpost/collector/queue/nats"
 	"github.com/watchpost/watchpost/collector/store"
+	"github.com/watchpost/watchpost/collector/store/postgres"
 )
 
 // Writer is a store writer (`watchpost-collector writer`): it takes the
@@ -55,7 +56,10 @@ func NewWriter(cfg Config, deps Deps) (*Writer, error) {
 	}
 	w := &Writer{cfg: cfg, log: deps.Logger.With().Str("component", "writer").Logger(), store: deps.Store}
 	if w.store == nil {
-		st, err := OpenStore(context.Background(), cfg)
+		// The writers create the schema and the partitions.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		st, err := postgres.Open(ctx, cfg.Postgres.URL, postgres.Options{MaxConns: cfg.Postgres.MaxConns})
+		cancel()
 		if err != nil {
 			return nil, err
 		}

@@ -220,10 +220,12 @@ func Start(ctx context.Context, opt Options) (f *Fleet, err error) {
 			return f, err
 		}
 	}
-	start := append([]*Process(nil), f.Collectors...)
+	// Writers first: they create the schema the collectors read.
+	var start []*Process
 	if !opt.DeferWriters {
 		start = append(start, f.Writers...)
 	}
+	start = append(start, f.Collectors...)
 	for _, p := range start {
 		if err = p.Start(ctx); err != nil {
 			return f, err

@@ -135,6 +135,10 @@ type Options struct {
 	MaxConns int32
 	// Now is the clock deciding the partition of received batches (time.Now).
 	Now func() time.Time
+	// ReadOnly opens without creating the schema or partitions and
+	// without connecting first: a fleet collector (which only reads; the
+	// writers create the schema) starts while the database is away.
+	ReadOnly bool
 }
 
 // Store is the PostgreSQL engine. It is safe for concurrent use by any
@@ -165,6 +169,9 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 	s := &Store{pool: pool, now: time.Now, parts: map[string]bool{}}
 	if opt.Now != nil {
 		s.now = opt.Now
+	}
+	if opt.ReadOnly {
+		return s, nil
 	}
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
