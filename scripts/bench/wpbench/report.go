@@ -480,14 +480,20 @@ func (r *report) renderCommands(p func(string, ...any)) {
 		"tracefs/bpffs are unmounted if scripts/bench.sh mounted them; no agent is left running.\n\n")
 }
 
-// renderCollector folds in docs/benchmarks-collector.md, one heading level down.
+// renderCollector folds in docs/benchmarks-collector.md and
+// docs/benchmarks-fleet.md, one heading level down.
 func (r *report) renderCollector(p func(string, ...any)) {
-	b, err := os.ReadFile("docs/benchmarks-collector.md")
+	fold(p, "docs/benchmarks-collector.md", "Collector", "Measured by the collector's Go benchmarks")
+	fold(p, "docs/benchmarks-fleet.md", "Fleet mode", "Measured by scripts/fleetbench (`make bench-fleet`)")
+}
+
+func fold(p func(string, ...any), file, title, by string) {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return
 	}
-	p("## Collector (from docs/benchmarks-collector.md)\n\n")
-	p("Measured by the collector's Go benchmarks; reproduced here unchanged apart from the heading levels.\n\n")
+	p("## %s (from %s)\n\n", title, file)
+	p("%s; reproduced here unchanged apart from the heading levels.\n\n", by)
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		if strings.HasPrefix(line, "# ") {
 			continue
@@ -497,6 +503,7 @@ func (r *report) renderCollector(p func(string, ...any)) {
 		}
 		p("%s\n", line)
 	}
+	p("\n")
 }
 
 func sortedKeys(m map[string]float64) []string {
