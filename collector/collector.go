@@ -303,6 +303,11 @@ func (c *Collector) Start(ctx context.Context) error {
 	}
 	c.startDashboard(runCtx)
 	c.startAlerts(runCtx)
+	if c.queue != nil {
+		if err := c.commandsFromFleet(runCtx); err != nil {
+			c.log.Error().Err(err).Msg("commands issued on other collectors reach this one's agents within the sweep only")
+		}
+	}
 	c.log.Info().Str("ingest", c.Addr()).Str("query", c.QueryAddr()).Bool("query_auth", c.authNeeded).Str("dashboard", c.DashboardURL()).Msg("collector started")
 	return nil
 }

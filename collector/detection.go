@@ -109,6 +109,43 @@ func (r *cmdStreams) wake(agent string) {
 	}
 }
 
+// wakeCommands tells the agent's streams that it has new commands: on
+// this collector, and through the queue on the other collectors of a fleet.
+func (c *Collector) wakeCommands(agent string) {
+	c.cmds.wake(agent)
+	if c.queue != nil {
+		if err := c.queue.NotifyCommands(agent); err != nil {
+			c.log.Warn().Err(err).Str("agent", agentName(agent)).Msg("telling the other collectors about new commands; they find them within commandSweep")
+		}
+	}
+}
+
+// commandSweep is how often a fleet collector looks for commands of the
+// agents streaming to it that another collector's notification missed.
+const commandSweep = 30 * time.Second
+
+// commandsFromFleet delivers what other collectors of the fleet issued.
+func (c *Collector) commandsFromFleet(ctx context.Context) error {
+	if err := c.queue.OnCommands(c.cmds.wake); err != nil {
+		return fmt.Errorf("subscribing to command notifications: %w", err)
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTicker(commandSweep)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.cmds.wake("")
+			}
+		}
+	}()
+	return nil
+}
+
 // commandBatch bounds the commands sent at once.
 const commandBatch = 64
 
@@ -278,7 +315,7 @@ func (c *Collector) addException(ctx context.Context, who string, req *watchpost
 		c.log.Error().Err(err).Msg("storing a command failed")
 		return nil, status.Error(codes.Internal, "storing the exception failed")
 	}
-	c.cmds.wake(agent)
+	c.wakeCommands(agent)
 	c.log.Info().Str("user", who).Str("exception", ex.Id).Strs("rules", ex.Rules).Str("agent", agentName(agent)).Uint64("seq", cmd.Seq).Msg("detection exception added")
 	return &watchpostv1.AddExceptionResponse{Exception: ex, CommandSeq: cmd.Seq, AgentId: agent}, nil
 }
@@ -444,7 +481,7 @@ func (q *queryService) RemoveException(ctx context.Context, req *watchpostv1.Rem
 		q.c.log.Error().Err(err).Msg("storing a command failed")
 		return nil, status.Error(codes.Internal, "storing the removal failed")
 	}
-	q.c.cmds.wake(agent)
+	q.c.wakeCommands(agent)
 	q.c.log.Info().Str("user", who).Str("exception", req.GetId()).Str("agent", agentName(agent)).Msg("detection exception removed")
 	return &watchpostv1.RemoveExceptionResponse{CommandSeq: cmd.Seq, AgentId: agent}, nil
 }

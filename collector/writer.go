@@ -83,6 +83,9 @@ func (w *Writer) Start(ctx context.Context) error {
 		Consumer: n.Consumer, AckWait: n.AckWait, FetchBatches: n.FetchBatches, Concurrency: w.cfg.Writer.Concurrency,
 		Retention:         store.Retention{MaxAge: w.cfg.Retention.MaxAge, MaxBytes: w.cfg.Retention.MaxBytes},
 		RetentionInterval: w.cfg.Retention.Interval,
+		Derive: func(in *store.BatchInput) {
+			in.Alerts = detectionAlerts(in.Key.AgentID, in.Key.BootID, in.Events)
+		},
 	}, w.log)
 	if err != nil {
 		return err

@@ -3,6 +3,8 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -54,17 +56,22 @@ func sharedPostgres(t *testing.T) *services.Postgres {
 // and writers, and the simulated agents (not yet generating).
 func startFleet(t *testing.T, collectors, writers, agents int) (*Fleet, *fleetsim.Sim) {
 	t.Helper()
-	return startFleetOpt(t, Options{NATSNodes: 3, Collectors: collectors, Writers: writers, Agents: agents})
+	return startFleetOpt(t, testOptions{Options: Options{NATSNodes: 3, Collectors: collectors, Writers: writers, Agents: agents}})
 }
 
-func startFleetOpt(t *testing.T, opt Options) (*Fleet, *fleetsim.Sim) {
+type testOptions struct {
+	Options
+	agentsTo func(*Fleet) string // the agents' address list (default: every collector)
+}
+
+func startFleetOpt(t *testing.T, opt testOptions) (*Fleet, *fleetsim.Sim) {
 	t.Helper()
 	server := sharedPostgres(t)
 	ctx := context.Background()
 	t0 := time.Now()
 	defer func() { t.Logf("fleet up in %v", time.Since(t0).Round(time.Millisecond)) }()
 	opt.AckWait, opt.Postgres, opt.Database = 2*time.Second, server, fmt.Sprintf("fleet%d", dbN.Add(1))
-	f, err := Start(ctx, opt)
+	f, err := Start(ctx, opt.Options)
 	if err != nil {
 		if services.Required() {
 			t.Fatal(err)
@@ -72,7 +79,11 @@ func startFleetOpt(t *testing.T, opt Options) (*Fleet, *fleetsim.Sim) {
 		t.Skipf("fleet services: %v", err)
 	}
 	t.Cleanup(f.Close)
-	sim, err := fleetsim.New(fleetsim.Config{Agents: opt.Agents, Address: f.IngestAddrs(), PKIDir: f.PKI,
+	addr := f.IngestAddrs()
+	if opt.agentsTo != nil {
+		addr = opt.agentsTo(f)
+	}
+	sim, err := fleetsim.New(fleetsim.Config{Agents: opt.Agents, Address: addr, PKIDir: f.PKI, Commands: true,
 		BatchMaxEvents: 200, BatchMaxAge: 100 * time.Millisecond, HeartbeatInterval: time.Second, BackoffMax: time.Second,
 		Logger: zerolog.Nop()})
 	if err != nil {
@@ -255,7 +266,7 @@ func TestFaultCollectorKilled(t *testing.T) {
 // plant's collectors go on acknowledging; when it returns, sourcing
 // resumes and every event is stored once.
 func TestFaultSiteLinkDown(t *testing.T) {
-	f, sim := startFleetOpt(t, Options{NATSNodes: 3, Collectors: 1, Writers: 1, Agents: 10, Site: "plant-a"})
+	f, sim := startFleetOpt(t, testOptions{Options: Options{NATSNodes: 3, Collectors: 1, Writers: 1, Agents: 10, Site: "plant-a"}})
 	during(t, sim, 200, 3*time.Second, func() {
 		for i := range f.NATS.Nodes {
 			f.NATS.Kill(i)
@@ -270,4 +281,50 @@ func TestFaultSiteLinkDown(t *testing.T) {
 		t.Log("central JetStream cluster back")
 	})
 	verifyExactlyOnce(t, f, sim)
+}
+
+// TestFleetCommandFromAnyCollector issues a detection exception through
+// one collector's API for an agent streaming to the other collector: the
+// other collector hears of it through NATS and delivers it at once (well
+// before its periodic sweep), and the agent's acknowledgement is stored.
+// The agent's detection alerts, carried in its batches, reach the alert
+// store through the queue and the writer.
+func TestFleetCommandFromAnyCollector(t *testing.T) {
+	f, sim := startFleetOpt(t, testOptions{Options: Options{NATSNodes: 1, Collectors: 2, Writers: 1, Agents: 2},
+		agentsTo: func(f *Fleet) string { return f.Collectors[1].Ingest }})
+	sim.SetRate(50)
+	time.Sleep(time.Second) // connected, first heartbeats in
+	body := `{"agent_id": "` + fleetsim.AgentID(0) + `", "exception": {"rules": ["wp-test-rule"], "exe": ["/usr/bin/python3.11"], "comment": "maintenance window"}}`
+	resp, err := http.Post("http://"+f.Collectors[0].Query+"/api/v1/exceptions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("add exception on collector 1: %d %s", resp.StatusCode, out)
+	}
+	a := sim.Agents()[0]
+	deadline := time.Now().Add(10 * time.Second)
+	for len(a.Commands()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmds := a.Commands()
+	if len(cmds) != 1 || cmds[0].GetAddException().GetComment() != "maintenance window" || cmds[0].GetAddException().GetRules()[0] != "wp-test-rule" {
+		t.Fatalf("agent on collector 2 applied %v, want the exception issued on collector 1", cmds)
+	}
+	if other := sim.Agents()[1].Commands(); len(other) != 0 {
+		t.Fatalf("the other agent got %v", other)
+	}
+	sim.ShipAlert(0)
+	verifyExactlyOnce(t, f, sim)
+	st, err := postgres.Open(context.Background(), f.PGURL, postgres.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	as, err := st.Alerts(context.Background(), store.AlertFilter{Kinds: []watchpostv1.AlertKind{watchpostv1.AlertKind_ALERT_KIND_DETECTION}}, 10)
+	if err != nil || len(as) != 1 || as[0].AgentId != fleetsim.AgentID(0) || as[0].GetDetection().GetRuleId() != "ot-fieldbus-shell" {
+		t.Fatalf("detection alerts stored by the writer: %v %v", as, err)
+	}
 }

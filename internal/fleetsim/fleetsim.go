@@ -22,6 +22,7 @@ import (
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/shipper"
 	"github.com/watchpost/watchpost/collector/certs"
+	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
 // Config describes the fleet.
@@ -41,6 +42,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// BackoffMax caps the reconnect backoff (shipper default 30s).
 	BackoffMax time.Duration
+	// Commands gives every agent an in-memory command log that applies and
+	// acknowledges the collectors' commands (Agent.Commands lists them).
+	Commands bool
 	// Seed makes the event mix reproducible.
 	Seed   uint64
 	Logger zerolog.Logger
@@ -66,6 +70,48 @@ type Agent struct {
 	gen     *generator
 	shipped atomic.Uint64
 	credit  float64 // events owed at the current rate (generator goroutine only)
+	cmds    *commandLog
+}
+
+// commandLog applies commands in memory: each sequence once, a new epoch
+// starts over.
+type commandLog struct {
+	mu      sync.Mutex
+	epoch   string
+	applied uint64
+	got     []*watchpostv1.Command
+}
+
+func (c *commandLog) Apply(cmd *watchpostv1.Command) *watchpostv1.CommandAck {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cmd.Epoch != c.epoch {
+		c.epoch, c.applied, c.got = cmd.Epoch, 0, nil
+	}
+	if cmd.Seq == 0 {
+		return nil // the epoch's announcement
+	}
+	if cmd.Seq > c.applied {
+		c.applied = cmd.Seq
+		c.got = append(c.got, cmd)
+	}
+	return &watchpostv1.CommandAck{Seq: cmd.Seq, Status: watchpostv1.CommandStatus_COMMAND_STATUS_APPLIED}
+}
+
+func (c *commandLog) State() (string, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch, c.applied
+}
+
+// Commands are the commands agent a applied (with Config.Commands).
+func (a *Agent) Commands() []*watchpostv1.Command {
+	if a.cmds == nil {
+		return nil
+	}
+	a.cmds.mu.Lock()
+	defer a.cmds.mu.Unlock()
+	return append([]*watchpostv1.Command(nil), a.cmds.got...)
 }
 
 // Sim is the fleet.
@@ -92,16 +138,22 @@ func New(cfg Config) (*Sim, error) {
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", id, err)
 		}
+		var cmds *commandLog
+		deps := shipper.Deps{Logger: cfg.Logger.With().Str("agent", id).Logger(), TLS: tlsCfg}
+		if cfg.Commands {
+			cmds = &commandLog{}
+			deps.Commands = cmds
+		}
 		sh, err := shipper.New(shipper.Config{
 			Address: cfg.Address, AgentID: id, Host: "gw-" + id, BootID: "boot-" + id,
 			BatchMaxEvents: cfg.BatchMaxEvents, BatchMaxAge: cfg.BatchMaxAge, HeartbeatInterval: cfg.HeartbeatInterval,
 			BackoffInitial: 200 * time.Millisecond, BackoffMax: cfg.BackoffMax,
 			MaxQueuedBatches: 4096, MaxQueuedBytes: 256 << 20,
-		}, shipper.Deps{Logger: cfg.Logger.With().Str("agent", id).Logger(), TLS: tlsCfg})
+		}, deps)
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", id, err)
 		}
-		s.agents = append(s.agents, &Agent{ID: id, sh: sh, gen: newGenerator(cfg.Seed+uint64(i), "gw-"+id)})
+		s.agents = append(s.agents, &Agent{ID: id, sh: sh, gen: newGenerator(cfg.Seed+uint64(i), "gw-"+id), cmds: cmds})
 	}
 	return s, nil
 }
@@ -162,6 +214,19 @@ func (s *Sim) Ship(i, n int) {
 		a.sh.Ship(a.gen.next())
 		a.shipped.Add(1)
 	}
+}
+
+// ShipAlert hands agent i one detection alert event (a shell started by
+// the PLC runtime), as the agent's rule engine would.
+func (s *Sim) ShipAlert(i int) {
+	a := s.agents[i]
+	ev := a.gen.next()
+	ev.Kind, ev.File, ev.Net, ev.Exec, ev.Exit, ev.Clone, ev.Security, ev.Industrial = event.KindAlert, nil, nil, nil, nil, nil, nil, nil
+	ev.Alert = &event.Alert{RuleID: "ot-fieldbus-shell", Title: "Shell started by the PLC runtime", Level: "high",
+		Techniques: []string{"T0807"}, Source: "pack:ot", Matches: []event.Match{{Field: "exe", Value: ev.Process.Exe}},
+		Events: []event.EventRef{{Seq: ev.Seq - 1, Kind: event.KindExec, Time: ev.Time, BootNS: ev.BootNS, PID: ev.Process.PID}}}
+	a.sh.Ship(ev)
+	a.shipped.Add(1)
 }
 
 // Totals are the fleet's counters.

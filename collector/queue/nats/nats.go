@@ -224,3 +224,21 @@ func msgID(agent, boot, run string, seq uint64) string {
 
 // ErrNotAcked marks a publish JetStream did not acknowledge in time.
 var ErrNotAcked = errors.New("not acknowledged by jetstream")
+
+// commandsSubject carries "an agent has new commands" between collectors:
+// core NATS, outside the stream's subjects. The data is the agent id
+// ("" for every agent).
+func (c *Conn) commandsSubject() string { return "_WP." + c.opt.Stream + ".commands" }
+
+// NotifyCommands tells every collector that agent has new commands; it is
+// a hint (at most once): collectors also look for commands periodically.
+func (c *Conn) NotifyCommands(agent string) error {
+	return c.nc.Publish(c.commandsSubject(), []byte(agent))
+}
+
+// OnCommands calls f with the agent id of every notification, until the
+// connection is closed.
+func (c *Conn) OnCommands(f func(agent string)) error {
+	_, err := c.nc.Subscribe(c.commandsSubject(), func(m *natsgo.Msg) { f(string(m.Data)) })
+	return err
+}

@@ -32,6 +32,10 @@ type WriterOptions struct {
 	// waits for the database's fsync, so one loop alone is bound by its
 	// latency, not by the CPU.
 	Concurrency int
+	// Derive fills what the store keeps beside a batch's events and the
+	// collector derived from them (the alerts that alert events carry),
+	// before the batch is stored.
+	Derive func(*store.BatchInput)
 	// Retention is enforced every RetentionInterval (by one writer at a time).
 	Retention         store.Retention
 	RetentionInterval time.Duration
@@ -187,6 +191,9 @@ func (w *Writer) write(ctx context.Context, msgs []jetstream.Msg) error {
 			if err != nil {
 				w.terminate(m, err)
 				continue
+			}
+			if w.opt.Derive != nil {
+				w.opt.Derive(&in)
 			}
 			inputs = append(inputs, in)
 			inputMsgs = append(inputMsgs, m)
