@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -430,19 +431,22 @@ func (r report) sizing(p func(string, ...any)) {
 		"so the NATS figure already pays for three copies; PostgreSQL is one primary with the measured COPY cost per event, and "+
 		"queries are a small share of its work.\n\n", headroom*100)
 	p("| component | per core (measured) | cores at %.0f%% | deployment |\n|---|---|---|---|\n", headroom*100)
-	row := func(name string, perCore float64, unit string, perNode int) {
+	// row sizes nodes of perNode cores, at least `least` of them, in multiples of step.
+	row := func(name string, perCore float64, note string, perNode, least, step int) {
 		c := cores(perCore)
-		nodes := int(c/float64(perNode)) + 1
-		p("| %s | %.0f events/s | %.0f | %d × %d cores%s |\n", name, perCore, c, nodes, perNode, unit)
+		nodes := max(int(math.Ceil(c/float64(perNode))), least)
+		nodes = (nodes + step - 1) / step * step
+		p("| %s | %.0f events/s | %.0f | %d × %d cores%s |\n", name, perCore, c, nodes, perNode, note)
 	}
-	row("collectors (ingest, validation, publish)", coll, "", 8)
-	row("NATS JetStream (3 replicas included)", nats, " (in multiples of 3 nodes; add nodes and spread streams per site when one stream's leader saturates)", 8)
-	row("store writers", wr, "", 8)
-	row("PostgreSQL (COPY, indexes, WAL)", pg, " (beyond one primary: partition sites over several databases)", 16)
+	row("collectors (ingest, validation, publish)", coll, " (at least 2, so one may fail)", 8, 2, 1)
+	row("NATS JetStream (3 replicas included)", nats, " (a cluster of 3; beyond one stream leader's capacity, one stream per region or site group)", 8, 3, 3)
+	row("store writers", wr, " (at least 2)", 8, 2, 1)
+	row("PostgreSQL (COPY, the batch index, WAL)", pg, " primary, plus a standby for failover (writes do not spread over standbys; beyond one primary, sites split over several databases)", 16, 1, 1)
 	jsPerEvent := float64(r.streamBytes) / max(ing.events, 1)
 	p("\nStorage: %.0f bytes per event in PostgreSQL (data, the batch_id index, batch summaries, WAL not counted) → %.1f TB per day at %.0f events/s, "+
 		"%.0f TB for 30 days of retention. JetStream holds only what the writers have not stored yet: %.0f bytes per event in the stream "+
 		"(as the stream reports it, per replica), so an hour of writer or database outage at %.0f events/s is %.0f GB per replica; "+
-		"size nats.max_bytes for the longest outage to ride out (when it is full, collectors answer RETRY and the agents' spools hold the rest).\n",
+		"size nats.max_bytes for the longest outage to ride out (when it is full, collectors answer RETRY and the agents' spools hold the rest). "+
+		"At this rate retention, not CPU, sizes the database: filter at the agents what nobody will query, and keep days rather than months online.\n",
 		bytesPerEvent, bytesPerEvent*day/1e12, r.target, 30*bytesPerEvent*day/1e12, jsPerEvent, r.target, r.target*3600*jsPerEvent/1e9)
 }
