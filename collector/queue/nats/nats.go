@@ -77,9 +77,8 @@ type Conn struct {
 }
 
 // Connect connects (retrying while ctx lasts) and creates or updates the
-// stream. The connection reconnects forever to any server of the list.
+// stream; log is the caller's (its component field names the caller). The connection reconnects forever to any server of the list.
 func Connect(ctx context.Context, opt Options, log zerolog.Logger) (*Conn, error) {
-	log = log.With().Str("component", "nats").Logger()
 	opts := []natsgo.Option{
 		natsgo.Name(opt.Name),
 		natsgo.MaxReconnects(-1),
@@ -87,7 +86,11 @@ func Connect(ctx context.Context, opt Options, log zerolog.Logger) (*Conn, error
 		natsgo.ReconnectJitter(250*time.Millisecond, time.Second),
 		natsgo.RetryOnFailedConnect(true),
 		natsgo.ReconnectBufSize(-1), // no buffering while disconnected: publishes fail and agents retry
-		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) { log.Warn().Err(err).Msg("disconnected from nats") }),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if err != nil { // nil: closed by us
+				log.Warn().Err(err).Msg("disconnected from nats")
+			}
+		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to nats") }),
 	}
 	if opt.CredsFile != "" {

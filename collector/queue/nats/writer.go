@@ -63,12 +63,15 @@ type Writer struct {
 	messages, stored, dup, events, heartbeats, rejected, poison, storeErrs atomic.Uint64
 }
 
+// writeTimeout bounds one fetch's store transaction.
+const writeTimeout = 2 * time.Minute
+
 // maxAckPending bounds the batches delivered and not yet acknowledged, over all writers.
 const maxAckPending = 8192
 
 // NewWriter creates or updates the durable consumer.
 func NewWriter(ctx context.Context, c *Conn, st store.Store, opt WriterOptions, log zerolog.Logger) (*Writer, error) {
-	w := &Writer{c: c, st: st, opt: opt, log: log.With().Str("component", "writer").Logger()}
+	w := &Writer{c: c, st: st, opt: opt, log: log}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       opt.Consumer,
 		Description:   "Watchpost store writers",
@@ -155,7 +158,12 @@ func (w *Writer) loop(ctx context.Context) {
 		if len(msgs) == 0 {
 			continue
 		}
-		if err := w.write(ctx, msgs); err != nil {
+		// A stop lets the batches taken finish: they are committed and
+		// acknowledged, not left for ack_wait.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		err = w.write(wctx, msgs)
+		cancel()
+		if err != nil {
 			w.storeErrs.Add(1)
 			w.log.Error().Err(err).Int("messages", len(msgs)).Dur("retry_in", backoff).Msg("storing failed; the batches will be delivered again")
 			for _, m := range msgs {
