@@ -125,6 +125,8 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 	data        BYTEA  NOT NULL
 );
 CREATE INDEX IF NOT EXISTS heartbeats_received ON heartbeats (received_ns);
+-- A heartbeat delivered twice by the queue (same receipt time) is kept once.
+CREATE UNIQUE INDEX IF NOT EXISTS heartbeats_key ON heartbeats (agent_id, received_ns, seq);
 `
 
 var copyColumns = []string{"received_ns", "batch_id", "time_ns", "type", "pid", "sport", "dport", "host", "comm", "exe", "path", "path2", "protocol", "data"}
@@ -412,7 +414,8 @@ func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb *watchpo
 		return fmt.Errorf("encoding heartbeat: %w", err)
 	}
 	var qb pgx.Batch
-	qb.Queue("INSERT INTO heartbeats (agent_id, received_ns, seq, data) VALUES ($1, $2, $3, $4)", agentID, received.UnixNano(), int64(hb.Seq), data)
+	qb.Queue("INSERT INTO heartbeats (agent_id, received_ns, seq, data) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+		agentID, received.UnixNano(), int64(hb.Seq), data)
 	qb.Queue(`INSERT INTO agents (agent_id, host, last_seen_ns, heartbeat, heartbeat_ns) VALUES ($1, $2, $3, $4, $3)
 		ON CONFLICT (agent_id) DO UPDATE SET
 		host = CASE WHEN excluded.host = '' OR excluded.heartbeat_ns < agents.heartbeat_ns THEN agents.host ELSE excluded.host END,
