@@ -21,6 +21,7 @@ import (
 	"github.com/watchpost/watchpost/agent/container"
 	"github.com/watchpost/watchpost/agent/detect"
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/internal/sdnotify"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/metrics"
 	"github.com/watchpost/watchpost/agent/output"
@@ -199,7 +200,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 	if opt.Ready != nil {
 		opt.Ready(a)
 	}
+	stopNotify := notifySystemd(ctx, p, log)
 	err = p.Run(ctx)
+	stopNotify()
 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -217,6 +220,51 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		_ = a.Metrics.Shutdown(shutdownCtx)
 	}
 	return err
+}
+
+// notifySystemd tells systemd the agent is ready (Type=notify) and, when
+// the unit sets WatchdogSec, pings the watchdog while the pipeline's loop
+// answers. It returns the function that says STOPPING=1 and ends the pings.
+func notifySystemd(ctx context.Context, p *pipeline.Pipeline, log zerolog.Logger) func() {
+	if ok, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		log.Warn().Err(err).Msg("notifying systemd")
+	} else if !ok {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	interval := sdnotify.WatchdogInterval()
+	go func() {
+		defer close(stopped)
+		if interval == 0 {
+			return
+		}
+		log.Info().Dur("interval", interval).Msg("pinging the systemd watchdog")
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				actx, cancel := context.WithTimeout(ctx, interval)
+				err := p.Alive(actx)
+				cancel()
+				if err != nil {
+					log.Warn().Err(err).Msg("not pinging the systemd watchdog")
+					continue
+				}
+				_, _ = sdnotify.Notify(sdnotify.Watchdog)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+		_, _ = sdnotify.Notify(sdnotify.Stopping)
+	}
 }
 
 // shipperSink adapts the shipper to the pipeline's sink interface: Ship

@@ -88,6 +88,7 @@ type Pipeline struct {
 
 	seq       uint64
 	delivered atomic.Uint64
+	alive     chan chan struct{}
 }
 
 // New wires a pipeline; nothing runs until Run.
@@ -95,7 +96,25 @@ func New(cfg Config, log zerolog.Logger, src Source, table *proctable.Table, sin
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Pipeline{cfg: cfg, log: log.With().Str("component", "pipeline").Logger(), src: src, table: table, sinks: sinks}, nil
+	return &Pipeline{cfg: cfg, log: log.With().Str("component", "pipeline").Logger(), src: src, table: table, sinks: sinks,
+		alive: make(chan chan struct{})}, nil
+}
+
+// Alive reports whether the event loop answers within ctx: the service
+// watchdog asks it, so a pipeline stuck on a sink gets the agent restarted.
+func (p *Pipeline) Alive(ctx context.Context) error {
+	answer := make(chan struct{})
+	select {
+	case p.alive <- answer:
+	case <-ctx.Done():
+		return fmt.Errorf("pipeline did not answer: %w", ctx.Err())
+	}
+	select {
+	case <-answer:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("pipeline did not answer: %w", ctx.Err())
+	}
 }
 
 // Delivered counts events handed to the sinks (health events included).
@@ -169,6 +188,8 @@ func (p *Pipeline) consume(ctx context.Context) error {
 			p.flush()
 		case <-sweep.C:
 			p.table.Sweep()
+		case answer := <-p.alive:
+			close(answer)
 		}
 	}
 }

@@ -196,3 +196,31 @@ func TestAncestryReachesProcessesOlderThanTheAgent(t *testing.T) {
 		t.Errorf("grandparent %+v, want pid %d exe %s", gp, os.Getpid(), self)
 	}
 }
+
+// Alive answers while the loop runs and times out once it has stopped:
+// the systemd watchdog is pinged only in the first case.
+func TestAliveAnswersOnlyWhileRunning(t *testing.T) {
+	src := &fakeSource{ch: make(chan *event.Event)}
+	table, _ := proctable.New(proctable.DefaultConfig())
+	p, err := New(Config{Host: "gw-01", HealthInterval: time.Hour, SweepInterval: time.Hour}, zerolog.Nop(), src, table, newCaptureSink())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer acancel()
+	if err := p.Alive(actx); err != nil {
+		t.Fatalf("running pipeline: %v", err)
+	}
+	cancel() // the source closes its channel
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer scancel()
+	if err := p.Alive(sctx); err == nil {
+		t.Fatal("a stopped pipeline answered")
+	}
+}
