@@ -37,6 +37,18 @@ build-arm64: ## Cross-build the static binaries for arm64
 	@mkdir -p $(BIN)/arm64
 	$(STATIC) GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/arm64/ $(CMDS)
 
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
+# Image and package timestamps: the commit's time, so rebuilds are identical.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+
+.PHONY: image
+image: build build-arm64 ## OCI images (agent, collector; amd64 + arm64 index) as layouts and archives in $(BIN)/image/
+	$(GO) run ./deploy/cmd/wpimage -bin $(BIN) -out $(BIN)/image -version $(VERSION) -revision '$(REVISION)' -created $(SOURCE_DATE_EPOCH)
+
+.PHONY: package
+package: build build-arm64 ## Debian packages (watchpost-agent, watchpost-collector; amd64, arm64) in $(BIN)/packages/
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./deploy/cmd/wppackage -bin $(BIN) -out $(BIN)/packages -version $(VERSION) deploy/package/*.nfpm.yaml
+
 .PHONY: run
 run: build ## Build and start Watchpost on this host (root): events stream to the terminal
 	@scripts/run.sh
