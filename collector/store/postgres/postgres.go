@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS batches (
 	bloom       BYTEA   NOT NULL,
 	UNIQUE (agent_id, boot_id, run_id, batch_seq)
 );
-CREATE INDEX IF NOT EXISTS batches_max_time ON batches (max_time);
+CREATE INDEX IF NOT EXISTS batches_newest ON batches (max_time DESC, id DESC);
 CREATE INDEX IF NOT EXISTS batches_part ON batches (part);
 CREATE TABLE IF NOT EXISTS partitions (
 	name     TEXT PRIMARY KEY,
@@ -714,58 +714,82 @@ func (s *Store) EnforceRetention(ctx context.Context, r store.Retention, now tim
 	return dropped, nil
 }
 
-// Query implements store.Store.
+// Query implements store.Store. Batch summaries are read newest first, a
+// page at a time, and their events a few batches of one partition at a
+// time, until the newest limit events are certain: a query for the newest
+// hundred reads the summaries of the last few seconds, not of its whole
+// time range.
 func (s *Store) Query(ctx context.Context, f store.Filter, limit int) ([]*watchpostv1.Event, bool, error) {
 	if limit <= 0 {
 		return nil, false, errors.New("limit must be positive")
 	}
-	cands, err := s.candidates(ctx, f)
-	if err != nil {
-		return nil, false, err
-	}
 	rowWhere := rowFilter(f)
 	top := store.NewNewest(limit)
-	// Candidates are read newest first, a few batches of one partition at a time.
-	const chunk = 32
-	for i := 0; i < len(cands); {
-		if top.Done(cands[i].maxTime) {
-			break
-		}
-		j := i
-		ids := make([]int64, 0, chunk)
-		byID := map[int64]*candidate{}
-		for ; j < len(cands) && len(ids) < chunk && cands[j].part == cands[i].part; j++ {
-			ids = append(ids, cands[j].id)
-			byID[cands[j].id] = &cands[j]
-		}
-		args := append([]any{ids}, rowWhere.args...)
-		q := "SELECT batch_id, time_ns, data FROM " + pgx.Identifier{cands[i].part}.Sanitize() + " WHERE batch_id = ANY($1)" + rowWhere.sql.String()
-		rows, err := s.pool.Query(ctx, q, args...)
+	prune := store.NewPrune(f)
+	var after *candidate // the last summary of the previous page
+	for {
+		page, last, err := s.candidates(ctx, f, prune, after)
 		if err != nil {
-			return nil, false, fmt.Errorf("scanning %s: %w", cands[i].part, err)
+			return nil, false, err
 		}
-		for rows.Next() {
-			var id, tm int64
-			var data []byte
-			if err := rows.Scan(&id, &tm, &data); err != nil {
-				rows.Close()
-				return nil, false, fmt.Errorf("reading %s: %w", cands[i].part, err)
+		for i := 0; i < len(page); {
+			if top.Done(page[i].maxTime) {
+				return top.Events()
 			}
-			c := byID[id]
-			top.Offer(tm, data, c.agentID, c.bootID)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			var pe *pgconn.PgError
-			if errors.As(err, &pe) && pe.Code == "42P01" {
-				i = j
-				continue // the partition was retired meanwhile
+			j := i
+			for ; j < len(page) && j-i < eventChunk && page[j].part == page[i].part; j++ {
 			}
-			return nil, false, fmt.Errorf("reading %s: %w", cands[i].part, err)
+			if err := s.scan(ctx, page[i:j], rowWhere, top); err != nil {
+				return nil, false, err
+			}
+			i = j
 		}
-		i = j
+		if last == nil {
+			return top.Events()
+		}
+		after = last
 	}
-	return top.Events()
+}
+
+// summaryPage and eventChunk: batch summaries read per query, batches
+// whose events are read per query.
+const (
+	summaryPage = 512
+	eventChunk  = 32
+)
+
+// scan offers the matching events of some batches of one partition.
+func (s *Store) scan(ctx context.Context, cands []candidate, rowWhere *where, top *store.Newest) error {
+	part := cands[0].part
+	ids := make([]int64, len(cands))
+	byID := make(map[int64]*candidate, len(cands))
+	for i := range cands {
+		ids[i] = cands[i].id
+		byID[cands[i].id] = &cands[i]
+	}
+	q := "SELECT batch_id, time_ns, data FROM " + pgx.Identifier{part}.Sanitize() + " WHERE batch_id = ANY($1)" + rowWhere.sql.String()
+	rows, err := s.pool.Query(ctx, q, append([]any{ids}, rowWhere.args...)...)
+	if err != nil {
+		return fmt.Errorf("scanning %s: %w", part, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, tm int64
+		var data []byte
+		if err := rows.Scan(&id, &tm, &data); err != nil {
+			return fmt.Errorf("reading %s: %w", part, err)
+		}
+		c := byID[id]
+		top.Offer(tm, data, c.agentID, c.bootID)
+	}
+	if err := rows.Err(); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "42P01" {
+			return nil // the partition was retired meanwhile
+		}
+		return fmt.Errorf("reading %s: %w", part, err)
+	}
+	return nil
 }
 
 type candidate struct {
@@ -775,8 +799,10 @@ type candidate struct {
 	maxTime         int64
 }
 
-// candidates returns the batches whose summary may match, newest first.
-func (s *Store) candidates(ctx context.Context, f store.Filter) ([]candidate, error) {
+// candidates returns the next page of batches whose summary may match,
+// newest first (by max_time, then id), after the given one, and the last
+// summary read when more may follow (nil at the end).
+func (s *Store) candidates(ctx context.Context, f store.Filter, prune store.Prune, after *candidate) ([]candidate, *candidate, error) {
 	var w where
 	if !f.Since.IsZero() {
 		w.add("max_time >= ?", f.Since.UnixNano())
@@ -790,27 +816,39 @@ func (s *Store) candidates(ctx context.Context, f store.Filter) ([]candidate, er
 	if f.Host != "" {
 		w.add("(host = ? OR host = '')", f.Host)
 	}
-	prune := store.NewPrune(f)
+	if after != nil {
+		w.and(fmt.Sprintf("(max_time, id) < (%s, %s)", w.p(after.maxTime), w.p(after.id)))
+	}
 	rows, err := s.pool.Query(ctx, "SELECT id, agent_id, boot_id, part, max_time, type_mask, bloom FROM batches WHERE true"+
-		w.sql.String()+" ORDER BY max_time DESC", w.args...)
+		w.sql.String()+fmt.Sprintf(" ORDER BY max_time DESC, id DESC LIMIT %d", summaryPage), w.args...)
 	if err != nil {
-		return nil, fmt.Errorf("selecting batches: %w", err)
+		return nil, nil, fmt.Errorf("selecting batches: %w", err)
 	}
 	defer rows.Close()
 	var out []candidate
+	n := 0
+	var last candidate
 	for rows.Next() {
 		var c candidate
 		var typeMask int64
 		var bl []byte
 		if err := rows.Scan(&c.id, &c.agentID, &c.bootID, &c.part, &c.maxTime, &typeMask, &bl); err != nil {
-			return nil, fmt.Errorf("reading batch summary: %w", err)
+			return nil, nil, fmt.Errorf("reading batch summary: %w", err)
 		}
+		n++
+		last = c
 		if prune.Skip(uint64(typeMask), bl) {
 			continue
 		}
 		out = append(out, c)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("reading batch summaries: %w", err)
+	}
+	if n < summaryPage {
+		return out, nil, nil
+	}
+	return out, &last, nil
 }
 
 // where builds " AND ..." conditions with numbered parameters.

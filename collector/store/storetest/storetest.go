@@ -34,6 +34,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentDedup", testConcurrentDedup},
 		{"QueryFilters", testQueryFilters},
 		{"QueryLimit", testQueryLimit},
+		{"QueryManyBatches", testManyBatches},
 		{"HostsAndHeartbeats", testHosts},
 		{"Alerts", testAlerts},
 		{"AlertTriage", testAlertTriage},
@@ -264,6 +265,29 @@ func testQueryLimit(t *testing.T, s store.Store) {
 	}
 	if _, _, err := s.Query(context.Background(), store.Filter{}, 0); err == nil {
 		t.Fatal("limit 0 accepted")
+	}
+}
+
+// testManyBatches stores 1500 one-event batches: the newest events come
+// from the newest summaries, and an event of the oldest batch is still found
+// past however many summaries an engine reads at a time.
+func testManyBatches(t *testing.T, s store.Store) {
+	var in []store.BatchInput
+	for i := 0; i < 1500; i++ {
+		in = append(in, Batch("m", "boot-1", uint64(i+1), i, i+1))
+	}
+	mustStore(t, s, in...)
+	ctx := context.Background()
+	evs, more, err := s.Query(ctx, store.Filter{AgentID: "m"}, 3)
+	if err != nil || !more || !slices.Equal(seqs(evs), []uint64{1498, 1499, 1500}) {
+		t.Fatalf("newest 3: %v more=%v %v", seqs(evs), more, err)
+	}
+	evs, more, err = s.Query(ctx, store.Filter{Port: 40002}, 10)
+	if err != nil || more || !slices.Equal(seqs(evs), []uint64{3}) {
+		t.Fatalf("port of the oldest batches: %v more=%v %v", seqs(evs), more, err)
+	}
+	if n := count(t, s, store.Filter{AgentID: "m"}); n != 1500 {
+		t.Fatalf("all: %d events", n)
 	}
 }
 
