@@ -309,7 +309,7 @@ func TestChartDefault(t *testing.T) {
 	}
 	dirOrCreate, dir, sock := corev1.HostPathDirectoryOrCreate, corev1.HostPathDirectory, corev1.HostPathSocket
 	want := []mount{
-		{"/var/lib/watchpost/spool", "/var/lib/watchpost/spool", false, dirOrCreate},
+		{"/var/lib/watchpost", "/var/lib/watchpost", false, dirOrCreate},
 		{"/proc", "/host/proc", true, dir},
 		{"/sys/kernel/btf", "/sys/kernel/btf", true, dir},
 		{"/sys/kernel/tracing", "/sys/kernel/tracing", true, dir},
@@ -320,8 +320,8 @@ func TestChartDefault(t *testing.T) {
 		t.Errorf("agent host mounts (-want +got):\n%s", diff)
 	}
 	for _, m := range c.VolumeMounts {
-		if !m.ReadOnly && m.MountPath != "/var/lib/watchpost/spool" {
-			t.Errorf("agent mount %s is writable; only the spool may be", m.MountPath)
+		if !m.ReadOnly && m.MountPath != "/var/lib/watchpost" {
+			t.Errorf("agent mount %s is writable; only the state directory may be", m.MountPath)
 		}
 	}
 	healthProbe(t, "startup", c.StartupProbe)
@@ -352,7 +352,7 @@ func TestChartDefault(t *testing.T) {
 	if cfg.Output != agentconfig.OutputCollector || cfg.Collector.Address != "watchpost-collector.watchpost.svc:7443" ||
 		cfg.Collector.ServerName != "watchpost-collector.watchpost.svc" || cfg.Host != "gw-test" || cfg.Collector.AgentID != "gw-test" ||
 		cfg.Collector.Cert != "/run/secrets/watchpost/agent-gw-test.pem" || cfg.ProcRoot != "/host/proc" || cfg.CgroupRoot != "/host/sys/fs/cgroup" ||
-		cfg.Spool.Dir != "/var/lib/watchpost/spool" || cfg.MetricsAddr != "0.0.0.0:9464" {
+		cfg.Spool.Dir != "/var/lib/watchpost/spool" || cfg.Commands.Dir != "/var/lib/watchpost/commands" || cfg.MetricsAddr != "0.0.0.0:9464" {
 		t.Errorf("rendered agent.yaml: %+v", cfg)
 	}
 	if len(cfg.Container.Runtimes) != 1 || cfg.Container.Runtimes[0].Path != "/run/watchpost/runtime/containerd.sock" {
