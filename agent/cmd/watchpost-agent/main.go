@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	collector := fs.String("collector", "", "collector address host:port (overrides the file)")
 	probeOnly := fs.Bool("probe", false, "probe the kernel, print what was found as JSON and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	reloadEvery := fs.Duration("reload-interval", 10*time.Second, "how often the configuration file, the certificates it names and the rules directory are checked for changes; 0 disables")
 	pprofAddr := fs.String("pprof", os.Getenv("WATCHPOST_PPROF"), "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (env WATCHPOST_PPROF); off when empty")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -71,30 +72,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
-	cfg, err := config.Load(*configPath)
+	load := func() (config.Config, error) {
+		cfg, err := config.Load(*configPath)
+		if err != nil {
+			return cfg, err
+		}
+		if *out != "" {
+			cfg.Output = *out
+		}
+		if *logLevel != "" {
+			cfg.LogLevel = *logLevel
+		}
+		if *host != "" {
+			cfg.Host = *host
+		}
+		if *collector != "" {
+			cfg.Collector.Address = *collector
+		}
+		if err := cfg.Validate(); err != nil {
+			return cfg, fmt.Errorf("configuration: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintf(stderr, "watchpost-agent: %v\n", err)
 		return exitUsage
 	}
-	if *out != "" {
-		cfg.Output = *out
-	}
-	if *logLevel != "" {
-		cfg.LogLevel = *logLevel
-	}
-	if *host != "" {
-		cfg.Host = *host
-	}
-	if *collector != "" {
-		cfg.Collector.Address = *collector
-	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(stderr, "watchpost-agent: configuration: %v\n", err)
-		return exitUsage
-	}
-
-	lvl, _ := zerolog.ParseLevel(cfg.LogLevel)
-	log := zerolog.New(stderr).Level(lvl).With().Timestamp().Str("agent", cfg.Host).Logger()
 	if *pprofAddr != "" {
 		stopProfiles, err := serveProfiles(*pprofAddr)
 		if err != nil {
@@ -102,20 +106,45 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		defer stopProfiles()
-		log.Info().Str("addr", *pprofAddr).Msg("serving Go profiles on /debug/pprof/")
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	if err := app.Run(ctx, cfg, log, app.Options{Stdout: stdout, Reload: hup}); err != nil {
-		if errors.Is(err, kernel.ErrUnsupported) {
-			fmt.Fprintf(stderr, "watchpost-agent: %v\n", err)
-			return exitUnsupported
+	// SIGHUP and a changed rules directory reload the detection rules.
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	defer signal.Stop(reload)
+	for {
+		lvl, _ := zerolog.ParseLevel(cfg.LogLevel)
+		log := zerolog.New(stderr).Level(lvl).With().Timestamp().Str("agent", cfg.Host).Logger()
+		runCtx, stop := context.WithCancel(ctx)
+		restart := make(chan config.Config, 1)
+		if *reloadEvery > 0 && *configPath != "" {
+			w := newWatcher(*reloadEvery, *configPath, cfg, load, log)
+			go func() {
+				w.run(runCtx, reload, restart)
+				if len(restart) > 0 {
+					stop()
+				}
+			}()
 		}
-		log.Error().Err(err).Msg("agent stopped")
-		return exitRuntime
+		err := app.Run(runCtx, cfg, log, app.Options{Stdout: stdout, Reload: reload})
+		stop()
+		if err != nil {
+			if errors.Is(err, kernel.ErrUnsupported) {
+				fmt.Fprintf(stderr, "watchpost-agent: %v\n", err)
+				return exitUnsupported
+			}
+			log.Error().Err(err).Msg("agent stopped")
+			return exitRuntime
+		}
+		select {
+		case next := <-restart:
+			if ctx.Err() == nil {
+				cfg = next
+				continue
+			}
+		default:
+		}
+		return exitOK
 	}
-	return exitOK
 }
 
 // serveProfiles serves the Go runtime's profiles (net/http/pprof) on addr,
