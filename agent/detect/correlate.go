@@ -110,15 +110,18 @@ func (c *compiler) correlations(rs []*parsedRule) {
 				s.rule.generate = false
 			} else {
 				s.corr.feeds = append(s.corr.feeds, f)
+				s.corr.generate = false
 			}
 		}
 	}
 	for _, cc := range c.set.corrs {
+		if !cc.p.corr.generate {
+			continue
+		}
 		for _, s := range cc.steps {
-			if cc.generate && s.rule != nil {
+			if s.rule != nil {
 				s.rule.generate = true
-			}
-			if cc.generate && s.corr != nil {
+			} else {
 				s.corr.generate = true
 			}
 		}

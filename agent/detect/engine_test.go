@@ -3,6 +3,7 @@ package detect
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,4 +72,34 @@ tags: [attack.t1059.004]
 	if out := e.Detect(execEvent("/usr/bin/zsh")); len(out) != 0 {
 		t.Fatalf("other shell: %v", out)
 	}
+}
+
+// TestPacks: the built-in packs load without an error, and every rule that
+// raises alerts names an ATT&CK technique, a level and a description.
+func TestPacks(t *testing.T) {
+	e, err := New(Config{Packs: Packs()}, Deps{Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Status(); len(st.Errors) > 0 {
+		t.Fatalf("pack errors: %v", st.Errors)
+	}
+	set := e.cur.Load()
+	n := 0
+	check := func(p *parsedRule, generates bool) {
+		if !generates {
+			return
+		}
+		n++
+		if len(p.techniques) == 0 || p.description == "" || p.level == "" || !strings.HasPrefix(p.id, "wp-") {
+			t.Errorf("%s (%s): technique %v, level %q, description %q", p.id, p.file, p.techniques, p.level, p.description)
+		}
+	}
+	for _, r := range set.rules {
+		check(r.p, r.generate)
+	}
+	for _, c := range set.corrs {
+		check(c.p, c.generate)
+	}
+	t.Logf("%d alerting rules in %v", n, Packs())
 }
