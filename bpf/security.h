@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /* Security events from syscall exits: module loads, ptrace attach,
- * credential changes, bpf() program loads, mounts, clock changes and
- * signals to other processes. Noisy read-only variants (adjtimex reads,
+ * credential changes, bpf() program loads, mounts, clock changes,
+ * signals to other processes, memfd_create and userfaultfd. Noisy read-only variants (adjtimex reads,
  * ptrace peeks, bpf map lookups, signal 0) are dropped in the kernel. */
 #ifndef WP_SECURITY_H
 #define WP_SECURITY_H
@@ -9,6 +9,7 @@
 #include "lib/syscall.h"
 
 #define WP_SEC_REGION_MASK ((WP_PATH_MAX * 4) - 1)
+#define WP_CAP_VERSION_1 0x19980330
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -99,14 +100,19 @@ int wp_sys_exit_sec(struct trace_event_raw_sys_exit *ctx)
 	BPF_CORE_READ_INTO(&e->cap_effective, cred, cap_effective);
 
 	if (d->kind == WP_SEC_SIGNAL && d->fd_idx == WP_ARG_NONE) {
-		/* pidfd_send_signal: replace the pidfd by the pid it refers to
-		 * (its first level number). Since 6.9 pidfds live in pidfs and
-		 * keep the struct pid in the inode; before, in the file. */
+		/* pidfd_send_signal: replace the pidfd by the pid it refers to */
 		struct file *pf = wp_fd_file(task, (long)(int)a.args[0]);
-		struct pid *pid = pf ? BPF_CORE_READ(pf, f_inode, i_private) : NULL;
-		if (!pid && pf)
-			pid = BPF_CORE_READ(pf, private_data);
-		e->args[0] = pid ? (__u64)(__u32)BPF_CORE_READ(pid, numbers[0].nr) : 0;
+		e->args[0] = pf ? wp_pidfd_pid(pf) : 0;
+	} else if (d->kind == WP_SEC_CAPSET) {
+		/* capset: replace the data pointer by the effective set asked
+		 * for (the call may have failed: the task keeps its old set).
+		 * Version 1 headers carry one 32-bit set, later ones two. */
+		__u32 version = 0, eff_lo = 0, eff_hi = 0;
+		bpf_probe_read_user(&version, sizeof(version), (const void *)a.args[0]);
+		bpf_probe_read_user(&eff_lo, sizeof(eff_lo), (const void *)a.args[1]);
+		if (version != WP_CAP_VERSION_1)
+			bpf_probe_read_user(&eff_hi, sizeof(eff_hi), (const void *)(a.args[1] + 12));
+		e->args[1] = (__u64)eff_lo | ((__u64)eff_hi << 32);
 	}
 
 	__u32 off = 0;
@@ -125,7 +131,7 @@ int wp_sys_exit_sec(struct trace_event_raw_sys_exit *ctx)
 	__u64 size = offsetof(struct wp_sec_event, buf) + off;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
-	wp_output(cfg, e, size, type, true);
+	wp_output(cfg, e, size, type, d->kind != WP_SEC_QUIET);
 	return 0;
 }
 

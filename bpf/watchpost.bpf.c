@@ -6,5 +6,6 @@
 #include "file.h"
 #include "net.h"
 #include "security.h"
+#include "namespace.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -47,7 +47,11 @@ enum wp_event_type {
 	WP_EV_CLOCK_CHANGE = 27,
 	WP_EV_SIGNAL = 28,
 	WP_EV_MEMFD_EXEC = 29,
-	WP_EV_MAX = 30,
+	WP_EV_NAMESPACE = 30,     /* setns, unshare, clone/clone3 with CLONE_NEW* */
+	WP_EV_USERFAULTFD = 31,
+	WP_EV_MEMFD_CREATE = 32,
+	WP_EV_NET_CONNECT_RESULT = 33, /* the outcome of a non-blocking connect */
+	WP_EV_MAX = 34,
 };
 
 /* Per-type counters kept in the wp_stats per-CPU array, at index
@@ -75,6 +79,7 @@ enum wp_flags {
 	WP_F_NAME2_REL = 1 << 9,  /* file: name2 is relative to path2 */
 	WP_F_ESTABLISHED = 1 << 10, /* net close: the connection was established */
 	WP_F_INBOUND = 1 << 11,   /* net: accepted / received, not initiated */
+	WP_F_ENV_TRUNC = 1 << 12, /* exec: environment cut (size, count or a value) */
 };
 
 /* Run-time configuration, one entry in the wp_config array map. The agent
@@ -87,6 +92,25 @@ struct wp_config {
 	__u64 rate_per_sec;  /* file events per process per second */
 	__u64 rate_burst;    /* bucket size */
 	__u64 flow_timeout_ns; /* a UDP flow is reported again after this idle time */
+	__u32 env_mode;        /* enum wp_env_mode: environment captured at exec */
+	__u32 env_bytes;       /* at most this much environment per exec (<= WP_ENV_MAX) */
+	__u32 env_vars;        /* at most this many variables looked at (<= WP_ENV_VARS) */
+	__u32 env_item_bytes;  /* one NAME=value copied at most this long (<= WP_ENV_ITEM_MAX) */
+};
+
+/* Environment capture at exec. */
+enum wp_env_mode {
+	WP_ENV_OFF = 0,
+	WP_ENV_LISTED = 1, /* only the variables named in wp_env_names */
+	WP_ENV_ALL = 2,
+};
+
+/* Limits of the environment capture (an enum, so the agent sees them). */
+enum wp_env_limit {
+	WP_ENV_MAX = 8192,      /* environment bytes per exec record */
+	WP_ENV_VARS = 256,      /* variables looked at per exec */
+	WP_ENV_ITEM_MAX = 1024, /* one NAME=value */
+	WP_ENV_NAME_MAX = 64,   /* key of wp_env_names: "NAME=" zero padded */
 };
 
 enum wp_config_flags {
@@ -117,6 +141,7 @@ enum wp_sys_class {
 	WP_SYS_FILE = 1,
 	WP_SYS_NET = 2,
 	WP_SYS_SEC = 3,
+	WP_SYS_NS = 4,
 };
 
 enum wp_arg_none { WP_ARG_NONE = 0xff };
@@ -148,6 +173,16 @@ enum wp_sec_op {
 	WP_SEC_SIGNAL = 4,  /* only signals to other processes */
 	WP_SEC_CRED = 5,    /* credential changes: new ids are read from the task */
 	WP_SEC_FINIT = 6,   /* finit_module: path of the fd argument */
+	WP_SEC_CAPSET = 7,  /* capset: the requested effective set replaces args[1] */
+	WP_SEC_QUIET = 8,   /* reported without a forced wakeup (memfd_create) */
+};
+
+/* Namespace operations (class WP_SYS_NS). */
+enum wp_ns_op {
+	WP_NS_CLONE = 1,  /* flags at args[0] */
+	WP_NS_CLONE3 = 2, /* flags in struct clone_args at args[0] */
+	WP_NS_UNSHARE = 3,
+	WP_NS_SETNS = 4,  /* fd at args[0] (nsfs or pidfd), nstype at args[1] */
 };
 
 struct wp_sys_desc {
@@ -233,9 +268,18 @@ struct wp_exec_event {
 	__u16 exe_len;
 	__u16 cwd_len;
 	__u16 args_len;
-	__u16 _pad0;
+	__u16 env_len;   /* NUL-terminated NAME=value strings after argv */
+	__u32 envc;      /* variables in the new environment */
+	__u32 _pad0;
 	char tty[WP_TTY_LEN];
-	char buf[WP_PATH_MAX * 3];
+	/* exe, cwd and argv (at most 3 x 4 KiB), then the environment; sized
+	 * for the masks that bound the writes (env starts below 16 KiB) */
+	char buf[WP_PATH_MAX * 4 + WP_ENV_MAX + WP_ENV_ITEM_MAX];
+};
+
+/* Key of the wp_env_names hash: "NAME=" followed by zeros. */
+struct wp_env_key {
+	char name[WP_ENV_NAME_MAX];
 };
 
 /* WP_EV_CLONE: hdr describes the parent (the caller). */
@@ -251,6 +295,33 @@ struct wp_exit_event {
 	__u32 exit_code; /* raw wait status: (status << 8) or signal number */
 	__u32 _pad0;
 	__u64 start_boot_ns;
+};
+
+/* WP_EV_NAMESPACE. inum holds the caller's namespaces after the call
+ * (children's pid and time namespaces), in enum wp_ns_index order. */
+enum wp_ns_index {
+	WP_NSI_MNT = 0,
+	WP_NSI_UTS = 1,
+	WP_NSI_IPC = 2,
+	WP_NSI_NET = 3,
+	WP_NSI_PID = 4,
+	WP_NSI_USER = 5,
+	WP_NSI_CGROUP = 6,
+	WP_NSI_TIME = 7,
+	WP_NSI_MAX = 8,
+};
+
+struct wp_ns_event {
+	struct wp_event_hdr hdr;
+	__s64 ret;
+	__u64 flags;        /* CLONE_NEW* asked for (setns: nstype) */
+	__u32 inum[WP_NSI_MAX];
+	__u32 target_inum;  /* setns: the namespace the fd names */
+	__u32 target_pid;   /* setns: the process a pidfd names */
+	__u16 op;
+	__u16 _pad0;
+	__u32 _pad1;
+	char target_type[16]; /* setns: the fd's namespace type ("net", "mnt" ...) */
 };
 
 /* WP_EV_MEMFD_EXEC: the exec record is followed by this one when the new

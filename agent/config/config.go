@@ -44,6 +44,7 @@ type Config struct {
 	Kernel         Kernel        `yaml:"kernel"`
 	ProcessTable   ProcessTable  `yaml:"process_table"`
 	Filters        Filters       `yaml:"filters"`
+	ExecEnv        ExecEnv       `yaml:"exec_env"`
 	Industrial     Industrial    `yaml:"industrial"`
 	Collector      Collector     `yaml:"collector"`
 	Spool          Spool         `yaml:"spool"`
@@ -104,6 +105,20 @@ type Spool struct {
 	// DrainRate bounds the backlog sent after an outage, in compressed
 	// bytes per second; new events are not limited.
 	DrainRate int `yaml:"drain_rate"`
+}
+
+// ExecEnv chooses the environment variables captured at exec
+// (docs/configuration.md).
+type ExecEnv struct {
+	// Mode: listed (Names plus ExtraNames), all, or off.
+	Mode string `yaml:"mode"`
+	// Names replaces the built-in list when set.
+	Names []string `yaml:"names"`
+	// ExtraNames are added to Names (per-site additions).
+	ExtraNames    []string `yaml:"extra_names"`
+	MaxBytes      int      `yaml:"max_bytes"`
+	MaxVars       int      `yaml:"max_vars"`
+	MaxValueBytes int      `yaml:"max_value_bytes"`
 }
 
 // Filters are applied in the kernel (docs/configuration.md).
@@ -194,6 +209,10 @@ func Default() Config {
 		Filters: Filters{
 			RateLimit:      RateLimit{PerSecond: k.Filters.RatePerSec, Burst: k.Filters.RateBurst},
 			UDPFlowTimeout: k.Filters.FlowTimeout,
+		},
+		ExecEnv: ExecEnv{
+			Mode: k.Env.Mode, Names: k.Env.Names, MaxBytes: k.Env.MaxBytes, MaxVars: k.Env.MaxVars,
+			MaxValueBytes: k.Env.MaxValueBytes,
 		},
 		Industrial: Industrial{Protocols: industrial.DefaultProtocols(), Serial: industrial.DefaultSerial()},
 		Collector:  Collector{Address: "127.0.0.1:7443"},
@@ -371,6 +390,11 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 		return k, err
 	}
 	k.Filters = f
+	e := c.ExecEnv
+	k.Env = kernel.Env{
+		Mode: e.Mode, Names: append(append([]string(nil), e.Names...), e.ExtraNames...),
+		MaxBytes: e.MaxBytes, MaxVars: e.MaxVars, MaxValueBytes: e.MaxValueBytes,
+	}
 	return k, k.Validate()
 }
 

@@ -15,44 +15,48 @@ type Kind uint16
 
 // Kinds. The kernel-produced ones must keep the values of enum wp_event_type.
 const (
-	KindUnknown       Kind = 0
-	KindExec          Kind = 1
-	KindClone         Kind = 2
-	KindExit          Kind = 3
-	KindFileOpen      Kind = 4
-	KindFileUnlink    Kind = 5
-	KindFileRename    Kind = 6
-	KindFileChmod     Kind = 7
-	KindFileChown     Kind = 8
-	KindFileTruncate  Kind = 9
-	KindFileMkdir     Kind = 10
-	KindFileRmdir     Kind = 11
-	KindFileLink      Kind = 12
-	KindFileSymlink   Kind = 13
-	KindNetConnect    Kind = 14
-	KindNetAccept     Kind = 15
-	KindNetListen     Kind = 16
-	KindNetBind       Kind = 17
-	KindNetClose      Kind = 18
-	KindNetUDPFlow    Kind = 19
-	KindNetSocket     Kind = 20
-	KindModuleLoad    Kind = 21
-	KindPtrace        Kind = 22
-	KindCredChange    Kind = 23
-	KindBPF           Kind = 24
-	KindMount         Kind = 25
-	KindUmount        Kind = 26
-	KindClockChange   Kind = 27
-	KindSignal        Kind = 28
-	KindMemfdExec     Kind = 29
-	kindKernelMax     Kind = 30
-	KindHealth        Kind = 100 // periodic agent health and counters
-	KindGap           Kind = 101 // events were shed; how many and of what
-	KindAgentStart    Kind = 102
-	KindAgentStop     Kind = 103
-	KindAlert         Kind = 104 // a detection rule fired (agent/detect)
-	kindAgentMax      Kind = 105
-	kindAgentKindBase Kind = 100
+	KindUnknown          Kind = 0
+	KindExec             Kind = 1
+	KindClone            Kind = 2
+	KindExit             Kind = 3
+	KindFileOpen         Kind = 4
+	KindFileUnlink       Kind = 5
+	KindFileRename       Kind = 6
+	KindFileChmod        Kind = 7
+	KindFileChown        Kind = 8
+	KindFileTruncate     Kind = 9
+	KindFileMkdir        Kind = 10
+	KindFileRmdir        Kind = 11
+	KindFileLink         Kind = 12
+	KindFileSymlink      Kind = 13
+	KindNetConnect       Kind = 14
+	KindNetAccept        Kind = 15
+	KindNetListen        Kind = 16
+	KindNetBind          Kind = 17
+	KindNetClose         Kind = 18
+	KindNetUDPFlow       Kind = 19
+	KindNetSocket        Kind = 20
+	KindModuleLoad       Kind = 21
+	KindPtrace           Kind = 22
+	KindCredChange       Kind = 23
+	KindBPF              Kind = 24
+	KindMount            Kind = 25
+	KindUmount           Kind = 26
+	KindClockChange      Kind = 27
+	KindSignal           Kind = 28
+	KindMemfdExec        Kind = 29
+	KindNamespace        Kind = 30 // setns, unshare, clone/clone3 with CLONE_NEW*
+	KindUserfaultfd      Kind = 31
+	KindMemfdCreate      Kind = 32
+	KindNetConnectResult Kind = 33 // the outcome of a non-blocking connect
+	kindKernelMax        Kind = 34
+	KindHealth           Kind = 100 // periodic agent health and counters
+	KindGap              Kind = 101 // events were shed; how many and of what
+	KindAgentStart       Kind = 102
+	KindAgentStop        Kind = 103
+	KindAlert            Kind = 104 // a detection rule fired (agent/detect)
+	kindAgentMax         Kind = 105
+	kindAgentKindBase    Kind = 100
 )
 
 var kindNames = map[Kind]string{
@@ -67,7 +71,9 @@ var kindNames = map[Kind]string{
 	KindModuleLoad: "module_load", KindPtrace: "ptrace", KindCredChange: "cred_change",
 	KindBPF: "bpf", KindMount: "mount", KindUmount: "umount", KindClockChange: "clock_change",
 	KindSignal: "signal", KindMemfdExec: "memfd_exec",
-	KindHealth: "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
+	KindNamespace: "namespace", KindUserfaultfd: "userfaultfd", KindMemfdCreate: "memfd_create",
+	KindNetConnectResult: "net_connect_result",
+	KindHealth:           "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
 	KindAlert: "alert",
 }
 
@@ -129,7 +135,7 @@ func (k *Kind) UnmarshalText(b []byte) error {
 func (k Kind) SecurityCritical() bool {
 	switch k {
 	case KindExec, KindModuleLoad, KindPtrace, KindCredChange, KindBPF, KindMount,
-		KindUmount, KindClockChange, KindMemfdExec, KindGap, KindHealth, KindAgentStart, KindAgentStop, KindAlert:
+		KindUmount, KindClockChange, KindMemfdExec, KindNamespace, KindUserfaultfd, KindGap, KindHealth, KindAgentStart, KindAgentStop, KindAlert:
 		return true
 	}
 	return false
@@ -179,6 +185,19 @@ type Exec struct {
 	Argc          uint32 `json:"argc"`
 	ExeInode      uint64 `json:"exe_inode"`
 	ExeDev        string `json:"exe_dev"` // major:minor
+	// Env holds the captured environment variables (exec_env: the listed
+	// ones by default), values clamped. For a name given more than once it
+	// holds the first value (what getenv returns).
+	Env map[string]string `json:"env,omitempty"`
+	// EnvDuplicates are the later NAME=value of names given more than
+	// once: the dynamic loader acts on the last LD_PRELOAD, getenv on the
+	// first, so a repeated name is itself a sign of evasion.
+	EnvDuplicates []string `json:"env_duplicates,omitempty"`
+	// EnvTruncated: the environment had more than was captured (more
+	// variables or bytes than the limits, or a value was clamped).
+	EnvTruncated bool `json:"env_truncated,omitempty"`
+	// Envc is the number of variables in the new environment.
+	Envc uint32 `json:"envc,omitempty"`
 }
 
 // Clone describes a fork or clone made by the event's process.
@@ -247,6 +266,22 @@ type Security struct {
 	Flags      uint64 `json:"flags,omitempty"`
 	Params     string `json:"params,omitempty"` // module parameters
 	Result     int32  `json:"result"`
+}
+
+// Namespace is a change of namespaces: setns, unshare, or a clone that
+// creates new ones.
+type Namespace struct {
+	Operation string `json:"operation"` // setns, unshare, clone, clone3
+	// Namespaces are the types involved (mnt, uts, ipc, net, pid, user,
+	// cgroup, time), from the flags or, for setns, the fd.
+	Namespaces []string `json:"namespaces,omitempty"`
+	Flags      uint64   `json:"flags,omitempty"` // CLONE_NEW* as given; setns: nstype
+	// Inodes are the caller's namespaces of the types involved after the
+	// call (for pid and time: the ones its children get), by type.
+	Inodes      map[string]uint32 `json:"inodes,omitempty"`
+	TargetInode uint32            `json:"target_inode,omitempty"` // setns: the namespace the fd names
+	TargetPID   uint32            `json:"target_pid,omitempty"`   // setns through a pidfd: the process
+	Result      int32             `json:"result"`
 }
 
 // Industrial tags link an event to plant protocols and fieldbus devices.
@@ -352,6 +387,7 @@ type Event struct {
 	File       *File       `json:"file,omitempty"`
 	Net        *Net        `json:"net,omitempty"`
 	Security   *Security   `json:"security,omitempty"`
+	Namespace  *Namespace  `json:"namespace,omitempty"`
 	Industrial *Industrial `json:"industrial,omitempty"`
 	Health     *Health     `json:"health,omitempty"`
 	Gap        *Gap        `json:"gap,omitempty"`

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -20,17 +21,22 @@ var errShort = errors.New("record shorter than its type's fixed part")
 // goroutine; the scratch struct is reused for the large exec record.
 type decoder struct {
 	clock *bootClock
-	exec  wpWpExecEvent
-	file  wpWpFileEvent
-	sec   wpWpSecEvent
+	// envValueMax clamps environment values (exec_env.max_value_bytes).
+	envValueMax int
+	exec        wpWpExecEvent
+	file        wpWpFileEvent
+	sec         wpWpSecEvent
 }
 
-func newDecoder(c *bootClock) *decoder { return &decoder{clock: c} }
+func newDecoder(c *bootClock, envValueMax int) *decoder {
+	return &decoder{clock: c, envValueMax: envValueMax}
+}
 
 var (
 	hdrSize       = int(unsafe.Sizeof(wpWpEventHdr{}))
 	execFixedSize = int(unsafe.Offsetof(wpWpExecEvent{}.Buf))
 	cloneSize     = int(unsafe.Sizeof(wpWpCloneEvent{}))
+	nsSize        = int(unsafe.Sizeof(wpWpNsEvent{}))
 	exitSize      = int(unsafe.Sizeof(wpWpExitEvent{}))
 )
 
@@ -68,6 +74,12 @@ func (d *decoder) decode(raw []byte) (*event.Event, error) {
 			return nil, err
 		}
 		return ev, nil
+	case wpWpEventTypeWP_EV_NAMESPACE:
+		if len(raw) < nsSize {
+			return nil, fmt.Errorf("namespace record of %d bytes: %w", len(raw), errShort)
+		}
+		ev.Namespace = decodeNamespace((*wpWpNsEvent)(unsafe.Pointer(&raw[0])))
+		return ev, nil
 	}
 	var err error
 	switch k := event.Kind(hdr.Type); {
@@ -75,7 +87,7 @@ func (d *decoder) decode(raw []byte) (*event.Event, error) {
 		err = d.decodeFile(ev, raw)
 	case k >= event.KindNetConnect && k <= event.KindNetSocket:
 		err = d.decodeNet(ev, raw)
-	case k >= event.KindModuleLoad && k <= event.KindSignal:
+	case k >= event.KindModuleLoad && k <= event.KindSignal, k == event.KindUserfaultfd, k == event.KindMemfdCreate:
 		err = d.decodeSec(ev, raw)
 	default:
 		err = fmt.Errorf("unknown record type %d", hdr.Type)
@@ -112,9 +124,9 @@ func (d *decoder) decodeExec(ev *event.Event, raw []byte) error {
 	e := &d.exec
 	n := copy(unsafe.Slice((*byte)(unsafe.Pointer(e)), unsafe.Sizeof(*e)), raw)
 	used := n - execFixedSize
-	exeLen, cwdLen, argsLen := int(e.ExeLen), int(e.CwdLen), int(e.ArgsLen)
-	if exeLen+cwdLen+argsLen > used {
-		return fmt.Errorf("exec record: lengths %d+%d+%d exceed the %d bytes sent", exeLen, cwdLen, argsLen, used)
+	exeLen, cwdLen, argsLen, envLen := int(e.ExeLen), int(e.CwdLen), int(e.ArgsLen), int(e.EnvLen)
+	if exeLen+cwdLen+argsLen+envLen > used {
+		return fmt.Errorf("exec record: lengths %d+%d+%d+%d exceed the %d bytes sent", exeLen, cwdLen, argsLen, envLen, used)
 	}
 	buf := unsafe.Slice((*byte)(unsafe.Pointer(&e.Buf[0])), used)
 	p := &ev.Process
@@ -132,8 +144,44 @@ func (d *decoder) decodeExec(ev *event.Event, raw []byte) error {
 		Argc:          e.Argc,
 		ExeInode:      e.ExeIno,
 		ExeDev:        event.DevString(e.ExeDev),
+		Envc:          e.Envc,
+		EnvTruncated:  flags&uint16(wpWpFlagsWP_F_ENV_TRUNC) != 0,
+	}
+	if envLen > 0 {
+		env := exeLen + cwdLen + argsLen
+		var cut bool
+		ev.Exec.Env, ev.Exec.EnvDuplicates, cut = parseEnv(buf[env:env+envLen], d.envValueMax)
+		ev.Exec.EnvTruncated = ev.Exec.EnvTruncated || cut
 	}
 	return nil
+}
+
+// parseEnv reads NUL-terminated NAME=value strings. The first value of a
+// name goes to env (what getenv returns), later ones to dups as NAME=value;
+// values longer than valueMax are clamped, and cut reports it.
+func parseEnv(b []byte, valueMax int) (env map[string]string, dups []string, cut bool) {
+	env = make(map[string]string)
+	for len(b) > 0 {
+		item := b
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			item, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		name, value, ok := bytes.Cut(item, []byte("="))
+		if !ok || len(name) == 0 {
+			continue
+		}
+		if valueMax > 0 && len(value) > valueMax {
+			value, cut = value[:valueMax], true
+		}
+		if _, dup := env[string(name)]; dup {
+			dups = append(dups, string(name)+"="+string(value))
+			continue
+		}
+		env[string(name)] = string(value)
+	}
+	return env, dups, cut
 }
 
 // decodeExit splits a raw wait status as the kernel stores it in

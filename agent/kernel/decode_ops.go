@@ -2,6 +2,8 @@ package kernel
 
 import (
 	"fmt"
+
+	"golang.org/x/sys/unix"
 	"net/netip"
 	"path"
 	"strconv"
@@ -218,6 +220,10 @@ func (d *decoder) decodeSec(ev *event.Event, raw []byte) error {
 	case event.KindPtrace:
 		x.Name = ptraceRequests[e.Args[0]]
 		x.TargetPID = uint32(e.Args[1])
+	case event.KindMemfdCreate:
+		x.Name, x.Flags = s[0], e.Args[1]
+	case event.KindUserfaultfd:
+		x.Flags = e.Args[0]
 	case event.KindCredChange:
 		switch spec.name {
 		case "setgid", "setregid", "setresgid", "setfsgid", "setgroups":
@@ -268,4 +274,37 @@ func (d *decoder) decodeMemfd(ev *event.Event, raw []byte) error {
 	name := cString(e.Name[:])
 	ev.Security = &event.Security{Operation: "exec", Name: name, Path: "/memfd:" + name}
 	return nil
+}
+
+// nsTypes are the namespace names by enum wp_ns_index.
+var nsTypes = [wpWpNsIndexWP_NSI_MAX]string{"mnt", "uts", "ipc", "net", "pid", "user", "cgroup", "time"}
+
+// nsFlags are the CLONE_NEW* flags by enum wp_ns_index.
+var nsFlags = [wpWpNsIndexWP_NSI_MAX]uint64{
+	unix.CLONE_NEWNS, unix.CLONE_NEWUTS, unix.CLONE_NEWIPC, unix.CLONE_NEWNET,
+	unix.CLONE_NEWPID, unix.CLONE_NEWUSER, unix.CLONE_NEWCGROUP, unix.CLONE_NEWTIME,
+}
+
+func decodeNamespace(e *wpWpNsEvent) *event.Namespace {
+	ns := &event.Namespace{Operation: OpName(e.Op), Flags: e.Flags, Result: int32(e.Ret), TargetInode: e.TargetInum, TargetPID: e.TargetPid}
+	want := e.Flags
+	if target := cString(e.TargetType[:]); target != "" && want == 0 {
+		// setns(fd, 0): the type is the fd's
+		for i, t := range nsTypes {
+			if t == target {
+				want = nsFlags[i]
+			}
+		}
+	}
+	for i, f := range nsFlags {
+		if want&f == 0 {
+			continue
+		}
+		ns.Namespaces = append(ns.Namespaces, nsTypes[i])
+		if ns.Inodes == nil {
+			ns.Inodes = make(map[string]uint32, 2)
+		}
+		ns.Inodes[nsTypes[i]] = e.Inum[i]
+	}
+	return ns
 }

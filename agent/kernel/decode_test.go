@@ -1,16 +1,23 @@
 package kernel
 
 import (
+	"bytes"
 	"testing"
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/watchpost/watchpost/agent/event"
 )
 
 // execRecord builds an exec record as the kernel program lays it out.
 func execRecord(exe, cwd string, args []byte, flags uint16) []byte {
+	return execEnvRecord(exe, cwd, args, nil, flags)
+}
+
+// execEnvRecord is execRecord with environment strings after argv.
+func execEnvRecord(exe, cwd string, args, env []byte, flags uint16) []byte {
 	var e wpWpExecEvent
 	e.Hdr.Type = uint16(wpWpEventTypeWP_EV_EXEC)
 	e.Hdr.Flags = flags
@@ -24,14 +31,61 @@ func execRecord(exe, cwd string, args []byte, flags uint16) []byte {
 	buf := unsafe.Slice((*byte)(unsafe.Pointer(&e.Buf[0])), len(e.Buf))
 	n := copy(buf, exe)
 	n += copy(buf[n:], cwd)
-	copy(buf[n:], args)
-	e.ExeLen, e.CwdLen, e.ArgsLen = uint16(len(exe)), uint16(len(cwd)), uint16(len(args))
+	n += copy(buf[n:], args)
+	copy(buf[n:], env)
+	e.ExeLen, e.CwdLen, e.ArgsLen, e.EnvLen = uint16(len(exe)), uint16(len(cwd)), uint16(len(args)), uint16(len(env))
+	e.Envc = uint32(bytes.Count(env, []byte{0}))
 	all := unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))
-	return append([]byte(nil), all[:execFixedSize+len(exe)+len(cwd)+len(args)]...)
+	return append([]byte(nil), all[:execFixedSize+len(exe)+len(cwd)+len(args)+len(env)]...)
+}
+
+func TestDecodeExecEnvironment(t *testing.T) {
+	d := newDecoder(newBootClock(), 8)
+	env := []byte("PATH=/usr/bin\x00LD_PRELOAD=/dev/shm/x.so\x00EMPTY=\x00noequals\x00LD_PRELOAD=/tmp/y.so\x00")
+	ev, err := d.decode(execEnvRecord("/bin/sh", "/", []byte("sh\x00"), env, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &event.Exec{
+		Argc: 3, ExeInode: 99, ExeDev: "254:1", Envc: 5, EnvTruncated: true,
+		Env:           map[string]string{"PATH": "/usr/bin", "LD_PRELOAD": "/dev/shm", "EMPTY": ""},
+		EnvDuplicates: []string{"LD_PRELOAD=/tmp/y.s"},
+	}
+	if diff := cmp.Diff(want, ev.Exec); diff != "" {
+		t.Errorf("exec (-want +got):\n%s", diff)
+	}
+}
+
+func TestDecodeNamespace(t *testing.T) {
+	var e wpWpNsEvent
+	e.Hdr.Type = uint16(wpWpEventTypeWP_EV_NAMESPACE)
+	e.Op = 103 // setns
+	e.TargetInum = 4026532999
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e.TargetType[0])), len(e.TargetType)), "net")
+	e.Inum = [8]uint32{1, 2, 3, 4026532999, 5, 6, 7, 8}
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))
+	ev, err := newDecoder(newBootClock(), 1).decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// nstype 0: the namespace type is the fd's.
+	want := &event.Namespace{Operation: "setns", Namespaces: []string{"net"}, Inodes: map[string]uint32{"net": 4026532999}, TargetInode: 4026532999}
+	if diff := cmp.Diff(want, ev.Namespace); diff != "" {
+		t.Errorf("setns (-want +got):\n%s", diff)
+	}
+	e.Op, e.Flags, e.Ret, e.TargetInum, e.TargetType = 102, unix.CLONE_NEWNS|unix.CLONE_NEWUSER, 0, 0, [16]int8{}
+	ev, _ = newDecoder(newBootClock(), 1).decode(raw)
+	want = &event.Namespace{Operation: "unshare", Namespaces: []string{"mnt", "user"}, Flags: unix.CLONE_NEWNS | unix.CLONE_NEWUSER, Inodes: map[string]uint32{"mnt": 1, "user": 6}}
+	if diff := cmp.Diff(want, ev.Namespace); diff != "" {
+		t.Errorf("unshare (-want +got):\n%s", diff)
+	}
+	if _, err := newDecoder(newBootClock(), 1).decode(raw[:len(raw)-1]); err == nil {
+		t.Error("a short namespace record was accepted")
+	}
 }
 
 func TestDecodeExec(t *testing.T) {
-	d := newDecoder(newBootClock())
+	d := newDecoder(newBootClock(), DefaultEnv().MaxValueBytes)
 	raw := execRecord("/opt/plc/bin/agent", "/var/lib/plc", []byte("agent\x00--port\x00502\x00"), uint16(wpWpFlagsWP_F_ARGS_TRUNC))
 	ev, err := d.decode(raw)
 	if err != nil {
@@ -55,7 +109,7 @@ func TestDecodeExec(t *testing.T) {
 }
 
 func TestDecodeRejectsInconsistentLengths(t *testing.T) {
-	d := newDecoder(newBootClock())
+	d := newDecoder(newBootClock(), DefaultEnv().MaxValueBytes)
 	raw := execRecord("/bin/sh", "/", []byte("sh\x00"), 0)
 	if _, err := d.decode(raw[:len(raw)-1]); err == nil {
 		t.Fatal("a record shorter than its declared lengths was accepted")
@@ -99,13 +153,17 @@ func FuzzDecode(f *testing.F) {
 	cl.Hdr.Type = uint16(wpWpEventTypeWP_EV_CLONE)
 	f.Add(append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&cl)), unsafe.Sizeof(cl))...))
 	f.Add([]byte{})
-	d := newDecoder(newBootClock())
+	f.Add(execEnvRecord("/bin/sh", "/", []byte("sh\x00"), []byte("PATH=/bin\x00A=\x00"), 0))
+	var ns wpWpNsEvent
+	ns.Hdr.Type = uint16(wpWpEventTypeWP_EV_NAMESPACE)
+	f.Add(append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&ns)), unsafe.Sizeof(ns))...))
+	d := newDecoder(newBootClock(), DefaultEnv().MaxValueBytes)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ev, err := d.decode(raw)
 		if err != nil {
 			return
 		}
-		if ev.Kind == event.KindExec && len(ev.Process.Exe)+len(ev.Process.Cwd) > len(raw) {
+		if ev.Kind == event.KindExec && len(ev.Process.Exe)+len(ev.Process.Cwd)+len(ev.Exec.EnvDuplicates) > len(raw) {
 			t.Fatalf("decoded more bytes than the record holds")
 		}
 	})

@@ -41,6 +41,8 @@ type Config struct {
 	AgentPID uint32
 	// Filters are applied in the kernel.
 	Filters Filters
+	// Env chooses the environment variables captured at exec.
+	Env Env
 	// SyscallArgs chooses how the sys_exit programs get a syscall's
 	// arguments: "auto" (the default: "exit_regs" where the kernel has
 	// bpf_task_pt_regs, else "enter_stash"), "exit_regs" (fails to load
@@ -57,6 +59,7 @@ func DefaultConfig() Config {
 		QueueLen:     65536,
 		AgentPID:     uint32(os.Getpid()),
 		Filters:      DefaultFilters(),
+		Env:          DefaultEnv(),
 		SyscallArgs:  "auto",
 	}
 }
@@ -85,6 +88,9 @@ func (c Config) Validate() error {
 		if int(k) <= 0 || int(k) >= event.KernelKinds {
 			return fmt.Errorf("kernel.kinds: %s is not produced by the kernel", k)
 		}
+	}
+	if err := c.Env.Validate(); err != nil {
+		return err
 	}
 	return c.Filters.Validate()
 }
@@ -228,6 +234,9 @@ func (s *Sensor) configure() error {
 		RateBurst:     s.cfg.Filters.RateBurst,
 		FlowTimeoutNs: uint64(s.cfg.Filters.FlowTimeout),
 	}
+	if err := s.applyEnv(s.cfg.Env, &c); err != nil {
+		return err
+	}
 	if err := s.coll.Maps["wp_config_map"].Put(uint32(0), &c); err != nil {
 		return fmt.Errorf("writing the BPF configuration map: %w", err)
 	}
@@ -242,6 +251,7 @@ var syscallPrograms = map[string]uint8{
 	"wp_sys_exit_file": classFile,
 	"wp_sys_exit_net":  classNet,
 	"wp_sys_exit_sec":  classSec,
+	"wp_sys_exit_ns":   classNs,
 }
 
 // attach links every loaded program, in a stable order: the syscall
@@ -281,6 +291,7 @@ func (s *Sensor) attachSyscalls() error {
 		classFile: s.coll.Programs["wp_sys_exit_file"],
 		classNet:  s.coll.Programs["wp_sys_exit_net"],
 		classSec:  s.coll.Programs["wp_sys_exit_sec"],
+		classNs:   s.coll.Programs["wp_sys_exit_ns"],
 	}
 	for _, spec := range syscallSpecs {
 		nr, ok := syscallNumbers[spec.name]
@@ -363,7 +374,7 @@ func (s *Sensor) Events() <-chan *event.Event { return s.queue }
 func (s *Sensor) Run(ctx context.Context) error {
 	defer close(s.queue)
 	var rec ringbuf.Record
-	dec := newDecoder(s.clock)
+	dec := newDecoder(s.clock, s.cfg.Env.MaxValueBytes)
 	lastClock := time.Now()
 	poll := s.cfg.PollInterval
 	// The reader reports an expired deadline only after it has drained what

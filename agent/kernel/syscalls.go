@@ -40,6 +40,7 @@ const (
 	classFile = uint8(wpWpSysClassWP_SYS_FILE)
 	classNet  = uint8(wpWpSysClassWP_SYS_NET)
 	classSec  = uint8(wpWpSysClassWP_SYS_SEC)
+	classNs   = uint8(wpWpSysClassWP_SYS_NS)
 
 	pathRetFD = uint8(wpWpPathKindWP_PATH_RET_FD)
 	pathArgFD = uint8(wpWpPathKindWP_PATH_ARG_FD)
@@ -60,6 +61,13 @@ const (
 	secSignal  = uint8(wpWpSecOpWP_SEC_SIGNAL)
 	secCred    = uint8(wpWpSecOpWP_SEC_CRED)
 	secFinit   = uint8(wpWpSecOpWP_SEC_FINIT)
+	secCapset  = uint8(wpWpSecOpWP_SEC_CAPSET)
+	secQuiet   = uint8(wpWpSecOpWP_SEC_QUIET)
+
+	nsClone   = uint8(wpWpNsOpWP_NS_CLONE)
+	nsClone3  = uint8(wpWpNsOpWP_NS_CLONE3)
+	nsUnshare = uint8(wpWpNsOpWP_NS_UNSHARE)
+	nsSetns   = uint8(wpWpNsOpWP_NS_SETNS)
 )
 
 // file, net and sec build specs with every index absent by default.
@@ -76,6 +84,12 @@ func netSpec(op uint16, name string, k event.Kind, sub uint8) sysSpec {
 func sec(op uint16, name string, k event.Kind, sub uint8) sysSpec {
 	s := file(op, name, k, sub)
 	s.class = classSec
+	return s
+}
+
+func nsSpec(op uint16, name string, sub uint8) sysSpec {
+	s := file(op, name, event.KindNamespace, sub)
+	s.class = classNs
 	return s
 }
 
@@ -137,7 +151,7 @@ var syscallSpecs = []sysSpec{
 	sec(68, "setresgid", event.KindCredChange, secCred),
 	sec(69, "setfsuid", event.KindCredChange, secCred),
 	sec(70, "setfsgid", event.KindCredChange, secCred),
-	sec(71, "capset", event.KindCredChange, secCred),
+	sec(71, "capset", event.KindCredChange, secCapset),
 	sec(72, "setgroups", event.KindCredChange, secCred),
 	sec(73, "bpf", event.KindBPF, secBPF),
 	sec(74, "mount", event.KindMount, secGeneric).with(func(s *sysSpec) { s.str, s.str2, s.str3 = 0, 1, 2 }),
@@ -153,6 +167,15 @@ var syscallSpecs = []sysSpec{
 	sec(84, "rt_sigqueueinfo", event.KindSignal, secSignal).with(func(s *sysSpec) { s.fd, s.mode = 0, 1 }),
 	sec(85, "rt_tgsigqueueinfo", event.KindSignal, secSignal).with(func(s *sysSpec) { s.fd, s.mode = 0, 2 }),
 	sec(86, "pidfd_send_signal", event.KindSignal, secSignal).with(func(s *sysSpec) { s.mode = 1; s.optional = true }),
+	sec(87, "memfd_create", event.KindMemfdCreate, secQuiet).with(func(s *sysSpec) { s.str, s.flags = 0, 1 }),
+	sec(88, "userfaultfd", event.KindUserfaultfd, secGeneric).with(func(s *sysSpec) { s.flags = 0; s.optional = true }),
+
+	// Namespaces: the flag test runs in the kernel, so plain forks and
+	// threads cost one short program run.
+	nsSpec(100, "clone", nsClone),
+	nsSpec(101, "clone3", nsClone3).with(func(s *sysSpec) { s.optional = true }),
+	nsSpec(102, "unshare", nsUnshare),
+	nsSpec(103, "setns", nsSetns),
 }
 
 var opNames = func() map[uint16]string {

@@ -41,6 +41,10 @@ type wpWpConfig struct {
 	RatePerSec    uint64
 	RateBurst     uint64
 	FlowTimeoutNs uint64
+	EnvMode       uint32
+	EnvBytes      uint32
+	EnvVars       uint32
+	EnvItemBytes  uint32
 }
 
 type wpWpConfigFlags uint32
@@ -57,6 +61,28 @@ const (
 	wpWpConfigFlagsWP_CFG_NET_FILTER     wpWpConfigFlags = 256
 	wpWpConfigFlagsWP_CFG_NET_INCLUDE    wpWpConfigFlags = 512
 	wpWpConfigFlagsWP_CFG_RATE_LIMIT     wpWpConfigFlags = 1024
+)
+
+type wpWpEnvKey struct {
+	_    structs.HostLayout
+	Name [64]int8
+}
+
+type wpWpEnvLimit uint32
+
+const (
+	wpWpEnvLimitWP_ENV_MAX      wpWpEnvLimit = 8192
+	wpWpEnvLimitWP_ENV_VARS     wpWpEnvLimit = 256
+	wpWpEnvLimitWP_ENV_ITEM_MAX wpWpEnvLimit = 1024
+	wpWpEnvLimitWP_ENV_NAME_MAX wpWpEnvLimit = 64
+)
+
+type wpWpEnvMode uint32
+
+const (
+	wpWpEnvModeWP_ENV_OFF    wpWpEnvMode = 0
+	wpWpEnvModeWP_ENV_LISTED wpWpEnvMode = 1
+	wpWpEnvModeWP_ENV_ALL    wpWpEnvMode = 2
 )
 
 type wpWpEventHdr struct {
@@ -78,37 +104,41 @@ type wpWpEventHdr struct {
 type wpWpEventType uint32
 
 const (
-	wpWpEventTypeWP_EV_NONE          wpWpEventType = 0
-	wpWpEventTypeWP_EV_EXEC          wpWpEventType = 1
-	wpWpEventTypeWP_EV_CLONE         wpWpEventType = 2
-	wpWpEventTypeWP_EV_EXIT          wpWpEventType = 3
-	wpWpEventTypeWP_EV_FILE_OPEN     wpWpEventType = 4
-	wpWpEventTypeWP_EV_FILE_UNLINK   wpWpEventType = 5
-	wpWpEventTypeWP_EV_FILE_RENAME   wpWpEventType = 6
-	wpWpEventTypeWP_EV_FILE_CHMOD    wpWpEventType = 7
-	wpWpEventTypeWP_EV_FILE_CHOWN    wpWpEventType = 8
-	wpWpEventTypeWP_EV_FILE_TRUNCATE wpWpEventType = 9
-	wpWpEventTypeWP_EV_FILE_MKDIR    wpWpEventType = 10
-	wpWpEventTypeWP_EV_FILE_RMDIR    wpWpEventType = 11
-	wpWpEventTypeWP_EV_FILE_LINK     wpWpEventType = 12
-	wpWpEventTypeWP_EV_FILE_SYMLINK  wpWpEventType = 13
-	wpWpEventTypeWP_EV_NET_CONNECT   wpWpEventType = 14
-	wpWpEventTypeWP_EV_NET_ACCEPT    wpWpEventType = 15
-	wpWpEventTypeWP_EV_NET_LISTEN    wpWpEventType = 16
-	wpWpEventTypeWP_EV_NET_BIND      wpWpEventType = 17
-	wpWpEventTypeWP_EV_NET_CLOSE     wpWpEventType = 18
-	wpWpEventTypeWP_EV_NET_UDP_FLOW  wpWpEventType = 19
-	wpWpEventTypeWP_EV_NET_SOCKET    wpWpEventType = 20
-	wpWpEventTypeWP_EV_MODULE_LOAD   wpWpEventType = 21
-	wpWpEventTypeWP_EV_PTRACE        wpWpEventType = 22
-	wpWpEventTypeWP_EV_CRED_CHANGE   wpWpEventType = 23
-	wpWpEventTypeWP_EV_BPF           wpWpEventType = 24
-	wpWpEventTypeWP_EV_MOUNT         wpWpEventType = 25
-	wpWpEventTypeWP_EV_UMOUNT        wpWpEventType = 26
-	wpWpEventTypeWP_EV_CLOCK_CHANGE  wpWpEventType = 27
-	wpWpEventTypeWP_EV_SIGNAL        wpWpEventType = 28
-	wpWpEventTypeWP_EV_MEMFD_EXEC    wpWpEventType = 29
-	wpWpEventTypeWP_EV_MAX           wpWpEventType = 30
+	wpWpEventTypeWP_EV_NONE               wpWpEventType = 0
+	wpWpEventTypeWP_EV_EXEC               wpWpEventType = 1
+	wpWpEventTypeWP_EV_CLONE              wpWpEventType = 2
+	wpWpEventTypeWP_EV_EXIT               wpWpEventType = 3
+	wpWpEventTypeWP_EV_FILE_OPEN          wpWpEventType = 4
+	wpWpEventTypeWP_EV_FILE_UNLINK        wpWpEventType = 5
+	wpWpEventTypeWP_EV_FILE_RENAME        wpWpEventType = 6
+	wpWpEventTypeWP_EV_FILE_CHMOD         wpWpEventType = 7
+	wpWpEventTypeWP_EV_FILE_CHOWN         wpWpEventType = 8
+	wpWpEventTypeWP_EV_FILE_TRUNCATE      wpWpEventType = 9
+	wpWpEventTypeWP_EV_FILE_MKDIR         wpWpEventType = 10
+	wpWpEventTypeWP_EV_FILE_RMDIR         wpWpEventType = 11
+	wpWpEventTypeWP_EV_FILE_LINK          wpWpEventType = 12
+	wpWpEventTypeWP_EV_FILE_SYMLINK       wpWpEventType = 13
+	wpWpEventTypeWP_EV_NET_CONNECT        wpWpEventType = 14
+	wpWpEventTypeWP_EV_NET_ACCEPT         wpWpEventType = 15
+	wpWpEventTypeWP_EV_NET_LISTEN         wpWpEventType = 16
+	wpWpEventTypeWP_EV_NET_BIND           wpWpEventType = 17
+	wpWpEventTypeWP_EV_NET_CLOSE          wpWpEventType = 18
+	wpWpEventTypeWP_EV_NET_UDP_FLOW       wpWpEventType = 19
+	wpWpEventTypeWP_EV_NET_SOCKET         wpWpEventType = 20
+	wpWpEventTypeWP_EV_MODULE_LOAD        wpWpEventType = 21
+	wpWpEventTypeWP_EV_PTRACE             wpWpEventType = 22
+	wpWpEventTypeWP_EV_CRED_CHANGE        wpWpEventType = 23
+	wpWpEventTypeWP_EV_BPF                wpWpEventType = 24
+	wpWpEventTypeWP_EV_MOUNT              wpWpEventType = 25
+	wpWpEventTypeWP_EV_UMOUNT             wpWpEventType = 26
+	wpWpEventTypeWP_EV_CLOCK_CHANGE       wpWpEventType = 27
+	wpWpEventTypeWP_EV_SIGNAL             wpWpEventType = 28
+	wpWpEventTypeWP_EV_MEMFD_EXEC         wpWpEventType = 29
+	wpWpEventTypeWP_EV_NAMESPACE          wpWpEventType = 30
+	wpWpEventTypeWP_EV_USERFAULTFD        wpWpEventType = 31
+	wpWpEventTypeWP_EV_MEMFD_CREATE       wpWpEventType = 32
+	wpWpEventTypeWP_EV_NET_CONNECT_RESULT wpWpEventType = 33
+	wpWpEventTypeWP_EV_MAX                wpWpEventType = 34
 )
 
 type wpWpExeKey struct {
@@ -132,9 +162,11 @@ type wpWpExecEvent struct {
 	ExeLen      uint16
 	CwdLen      uint16
 	ArgsLen     uint16
-	Pad0        uint16
+	EnvLen      uint16
+	Envc        uint32
+	Pad0        uint32
 	Tty         [32]int8
-	Buf         [12288]int8
+	Buf         [25600]int8
 }
 
 type wpWpExitEvent struct {
@@ -190,6 +222,7 @@ const (
 	wpWpFlagsWP_F_NAME2REL    wpWpFlags = 512
 	wpWpFlagsWP_F_ESTABLISHED wpWpFlags = 1024
 	wpWpFlagsWP_F_INBOUND     wpWpFlags = 2048
+	wpWpFlagsWP_F_ENV_TRUNC   wpWpFlags = 4096
 )
 
 type wpWpFlowKey struct {
@@ -237,6 +270,43 @@ const (
 	wpWpNetOpWP_NET_SOCKET  wpWpNetOp = 5
 	wpWpNetOpWP_NET_SEND    wpWpNetOp = 6
 	wpWpNetOpWP_NET_RECV    wpWpNetOp = 7
+)
+
+type wpWpNsEvent struct {
+	_          structs.HostLayout
+	Hdr        wpWpEventHdr
+	Ret        int64
+	Flags      uint64
+	Inum       [8]uint32
+	TargetInum uint32
+	TargetPid  uint32
+	Op         uint16
+	Pad0       uint16
+	Pad1       uint32
+	TargetType [16]int8
+}
+
+type wpWpNsIndex uint32
+
+const (
+	wpWpNsIndexWP_NSI_MNT    wpWpNsIndex = 0
+	wpWpNsIndexWP_NSI_UTS    wpWpNsIndex = 1
+	wpWpNsIndexWP_NSI_IPC    wpWpNsIndex = 2
+	wpWpNsIndexWP_NSI_NET    wpWpNsIndex = 3
+	wpWpNsIndexWP_NSI_PID    wpWpNsIndex = 4
+	wpWpNsIndexWP_NSI_USER   wpWpNsIndex = 5
+	wpWpNsIndexWP_NSI_CGROUP wpWpNsIndex = 6
+	wpWpNsIndexWP_NSI_TIME   wpWpNsIndex = 7
+	wpWpNsIndexWP_NSI_MAX    wpWpNsIndex = 8
+)
+
+type wpWpNsOp uint32
+
+const (
+	wpWpNsOpWP_NS_CLONE   wpWpNsOp = 1
+	wpWpNsOpWP_NS_CLONE3  wpWpNsOp = 2
+	wpWpNsOpWP_NS_UNSHARE wpWpNsOp = 3
+	wpWpNsOpWP_NS_SETNS   wpWpNsOp = 4
 )
 
 type wpWpPathKey struct {
@@ -291,6 +361,8 @@ const (
 	wpWpSecOpWP_SEC_SIGNAL  wpWpSecOp = 4
 	wpWpSecOpWP_SEC_CRED    wpWpSecOp = 5
 	wpWpSecOpWP_SEC_FINIT   wpWpSecOp = 6
+	wpWpSecOpWP_SEC_CAPSET  wpWpSecOp = 7
+	wpWpSecOpWP_SEC_QUIET   wpWpSecOp = 8
 )
 
 type wpWpSockOwner struct {
@@ -330,6 +402,7 @@ const (
 	wpWpSysClassWP_SYS_FILE wpWpSysClass = 1
 	wpWpSysClassWP_SYS_NET  wpWpSysClass = 2
 	wpWpSysClassWP_SYS_SEC  wpWpSysClass = 3
+	wpWpSysClassWP_SYS_NS   wpWpSysClass = 4
 )
 
 type wpWpSysDesc struct {
@@ -362,6 +435,8 @@ const (
 	wpMapWpCgroupFilter   = "wp_cgroup_filter"
 	wpMapWpCidrFilter     = "wp_cidr_filter"
 	wpMapWpConfigMap      = "wp_config_map"
+	wpMapWpEnvKeyHeap     = "wp_env_key_heap"
+	wpMapWpEnvNames       = "wp_env_names"
 	wpMapWpEvents         = "wp_events"
 	wpMapWpExeFilter      = "wp_exe_filter"
 	wpMapWpExecHeap       = "wp_exec_heap"
@@ -383,6 +458,7 @@ const (
 	wpProgWpSysEnter      = "wp_sys_enter"
 	wpProgWpSysExitFile   = "wp_sys_exit_file"
 	wpProgWpSysExitNet    = "wp_sys_exit_net"
+	wpProgWpSysExitNs     = "wp_sys_exit_ns"
 	wpProgWpSysExitSec    = "wp_sys_exit_sec"
 	wpVarWpArgsFromRegs   = "wp_args_from_regs"
 	wpVarWpUnusedAction   = "wp_unused_action"
@@ -395,6 +471,9 @@ const (
 	wpVarWpUnusedClone    = "wp_unused_clone"
 	wpVarWpUnusedConfig   = "wp_unused_config"
 	wpVarWpUnusedDesc     = "wp_unused_desc"
+	wpVarWpUnusedEnvKey   = "wp_unused_env_key"
+	wpVarWpUnusedEnvLimit = "wp_unused_env_limit"
+	wpVarWpUnusedEnvMode  = "wp_unused_env_mode"
 	wpVarWpUnusedExeKey   = "wp_unused_exe_key"
 	wpVarWpUnusedExec     = "wp_unused_exec"
 	wpVarWpUnusedExit     = "wp_unused_exit"
@@ -404,6 +483,9 @@ const (
 	wpVarWpUnusedMemfd    = "wp_unused_memfd"
 	wpVarWpUnusedNet      = "wp_unused_net"
 	wpVarWpUnusedNetOp    = "wp_unused_net_op"
+	wpVarWpUnusedNs       = "wp_unused_ns"
+	wpVarWpUnusedNsIndex  = "wp_unused_ns_index"
+	wpVarWpUnusedNsOp     = "wp_unused_ns_op"
 	wpVarWpUnusedPathKey  = "wp_unused_path_key"
 	wpVarWpUnusedPathKind = "wp_unused_path_kind"
 	wpVarWpUnusedSec      = "wp_unused_sec"
@@ -461,6 +543,7 @@ type wpProgramSpecs struct {
 	WpSysEnter    *ebpf.ProgramSpec `ebpf:"wp_sys_enter"`
 	WpSysExitFile *ebpf.ProgramSpec `ebpf:"wp_sys_exit_file"`
 	WpSysExitNet  *ebpf.ProgramSpec `ebpf:"wp_sys_exit_net"`
+	WpSysExitNs   *ebpf.ProgramSpec `ebpf:"wp_sys_exit_ns"`
 	WpSysExitSec  *ebpf.ProgramSpec `ebpf:"wp_sys_exit_sec"`
 }
 
@@ -472,6 +555,8 @@ type wpMapSpecs struct {
 	WpCgroupFilter *ebpf.MapSpec `ebpf:"wp_cgroup_filter"`
 	WpCidrFilter   *ebpf.MapSpec `ebpf:"wp_cidr_filter"`
 	WpConfigMap    *ebpf.MapSpec `ebpf:"wp_config_map"`
+	WpEnvKeyHeap   *ebpf.MapSpec `ebpf:"wp_env_key_heap"`
+	WpEnvNames     *ebpf.MapSpec `ebpf:"wp_env_names"`
 	WpEvents       *ebpf.MapSpec `ebpf:"wp_events"`
 	WpExeFilter    *ebpf.MapSpec `ebpf:"wp_exe_filter"`
 	WpExecHeap     *ebpf.MapSpec `ebpf:"wp_exec_heap"`
@@ -503,6 +588,9 @@ type wpVariableSpecs struct {
 	WpUnusedClone    *ebpf.VariableSpec `ebpf:"wp_unused_clone"`
 	WpUnusedConfig   *ebpf.VariableSpec `ebpf:"wp_unused_config"`
 	WpUnusedDesc     *ebpf.VariableSpec `ebpf:"wp_unused_desc"`
+	WpUnusedEnvKey   *ebpf.VariableSpec `ebpf:"wp_unused_env_key"`
+	WpUnusedEnvLimit *ebpf.VariableSpec `ebpf:"wp_unused_env_limit"`
+	WpUnusedEnvMode  *ebpf.VariableSpec `ebpf:"wp_unused_env_mode"`
 	WpUnusedExeKey   *ebpf.VariableSpec `ebpf:"wp_unused_exe_key"`
 	WpUnusedExec     *ebpf.VariableSpec `ebpf:"wp_unused_exec"`
 	WpUnusedExit     *ebpf.VariableSpec `ebpf:"wp_unused_exit"`
@@ -512,6 +600,9 @@ type wpVariableSpecs struct {
 	WpUnusedMemfd    *ebpf.VariableSpec `ebpf:"wp_unused_memfd"`
 	WpUnusedNet      *ebpf.VariableSpec `ebpf:"wp_unused_net"`
 	WpUnusedNetOp    *ebpf.VariableSpec `ebpf:"wp_unused_net_op"`
+	WpUnusedNs       *ebpf.VariableSpec `ebpf:"wp_unused_ns"`
+	WpUnusedNsIndex  *ebpf.VariableSpec `ebpf:"wp_unused_ns_index"`
+	WpUnusedNsOp     *ebpf.VariableSpec `ebpf:"wp_unused_ns_op"`
 	WpUnusedPathKey  *ebpf.VariableSpec `ebpf:"wp_unused_path_key"`
 	WpUnusedPathKind *ebpf.VariableSpec `ebpf:"wp_unused_path_kind"`
 	WpUnusedSec      *ebpf.VariableSpec `ebpf:"wp_unused_sec"`
@@ -544,6 +635,8 @@ type wpMaps struct {
 	WpCgroupFilter *ebpf.Map `ebpf:"wp_cgroup_filter"`
 	WpCidrFilter   *ebpf.Map `ebpf:"wp_cidr_filter"`
 	WpConfigMap    *ebpf.Map `ebpf:"wp_config_map"`
+	WpEnvKeyHeap   *ebpf.Map `ebpf:"wp_env_key_heap"`
+	WpEnvNames     *ebpf.Map `ebpf:"wp_env_names"`
 	WpEvents       *ebpf.Map `ebpf:"wp_events"`
 	WpExeFilter    *ebpf.Map `ebpf:"wp_exe_filter"`
 	WpExecHeap     *ebpf.Map `ebpf:"wp_exec_heap"`
@@ -566,6 +659,8 @@ func (m *wpMaps) Close() error {
 		m.WpCgroupFilter,
 		m.WpCidrFilter,
 		m.WpConfigMap,
+		m.WpEnvKeyHeap,
+		m.WpEnvNames,
 		m.WpEvents,
 		m.WpExeFilter,
 		m.WpExecHeap,
@@ -598,6 +693,9 @@ type wpVariables struct {
 	WpUnusedClone    *ebpf.Variable `ebpf:"wp_unused_clone"`
 	WpUnusedConfig   *ebpf.Variable `ebpf:"wp_unused_config"`
 	WpUnusedDesc     *ebpf.Variable `ebpf:"wp_unused_desc"`
+	WpUnusedEnvKey   *ebpf.Variable `ebpf:"wp_unused_env_key"`
+	WpUnusedEnvLimit *ebpf.Variable `ebpf:"wp_unused_env_limit"`
+	WpUnusedEnvMode  *ebpf.Variable `ebpf:"wp_unused_env_mode"`
 	WpUnusedExeKey   *ebpf.Variable `ebpf:"wp_unused_exe_key"`
 	WpUnusedExec     *ebpf.Variable `ebpf:"wp_unused_exec"`
 	WpUnusedExit     *ebpf.Variable `ebpf:"wp_unused_exit"`
@@ -607,6 +705,9 @@ type wpVariables struct {
 	WpUnusedMemfd    *ebpf.Variable `ebpf:"wp_unused_memfd"`
 	WpUnusedNet      *ebpf.Variable `ebpf:"wp_unused_net"`
 	WpUnusedNetOp    *ebpf.Variable `ebpf:"wp_unused_net_op"`
+	WpUnusedNs       *ebpf.Variable `ebpf:"wp_unused_ns"`
+	WpUnusedNsIndex  *ebpf.Variable `ebpf:"wp_unused_ns_index"`
+	WpUnusedNsOp     *ebpf.Variable `ebpf:"wp_unused_ns_op"`
 	WpUnusedPathKey  *ebpf.Variable `ebpf:"wp_unused_path_key"`
 	WpUnusedPathKind *ebpf.Variable `ebpf:"wp_unused_path_kind"`
 	WpUnusedSec      *ebpf.Variable `ebpf:"wp_unused_sec"`
@@ -626,6 +727,7 @@ type wpPrograms struct {
 	WpSysEnter    *ebpf.Program `ebpf:"wp_sys_enter"`
 	WpSysExitFile *ebpf.Program `ebpf:"wp_sys_exit_file"`
 	WpSysExitNet  *ebpf.Program `ebpf:"wp_sys_exit_net"`
+	WpSysExitNs   *ebpf.Program `ebpf:"wp_sys_exit_ns"`
 	WpSysExitSec  *ebpf.Program `ebpf:"wp_sys_exit_sec"`
 }
 
@@ -638,6 +740,7 @@ func (p *wpPrograms) Close() error {
 		p.WpSysEnter,
 		p.WpSysExitFile,
 		p.WpSysExitNet,
+		p.WpSysExitNs,
 		p.WpSysExitSec,
 	)
 }

@@ -30,6 +30,22 @@ func utf8SafeAll(in []string) []string {
 	return out
 }
 
+// utf8SafeMap makes keys and values valid UTF-8 (environment variables
+// are bytes); a key that collides after the repair keeps its first value.
+func utf8SafeMap(in map[string]string) map[string]string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(in))
+	for k, v := range in {
+		k = utf8Safe(k)
+		if _, dup := out[k]; !dup {
+			out[k] = utf8Safe(v)
+		}
+	}
+	return out
+}
+
 // ToProto fills dst from ev. dst is reset first so that one message can be
 // reused for every event. Agent id and boot id stay empty: the collector
 // fills them from the authenticated batch.
@@ -77,6 +93,7 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		x := ev.Exec
 		dst.Detail = &watchpostv1.Event_Exec{Exec: &watchpostv1.Exec{
 			ArgsTruncated: x.ArgsTruncated, ExeTruncated: x.ExeTruncated, Argc: x.Argc, ExeInode: x.ExeInode, ExeDev: x.ExeDev,
+			Env: utf8SafeMap(x.Env), EnvDuplicates: utf8SafeAll(x.EnvDuplicates), EnvTruncated: x.EnvTruncated, Envc: x.Envc,
 		}}
 	case ev.Clone != nil:
 		c := ev.Clone
@@ -108,6 +125,12 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 			Operation: utf8Safe(s.Operation), TargetPid: s.TargetPID, TargetComm: utf8Safe(s.TargetComm),
 			Signal: int32(s.Signal), Name: utf8Safe(s.Name), Path: utf8Safe(s.Path), FsType: utf8Safe(s.FSType),
 			OldId: s.OldID, NewId: s.NewID, Flags: s.Flags, Result: s.Result, Params: utf8Safe(s.Params),
+		}}
+	case ev.Namespace != nil:
+		n := ev.Namespace
+		dst.Detail = &watchpostv1.Event_Namespace{Namespace: &watchpostv1.Namespace{
+			Operation: n.Operation, Namespaces: n.Namespaces, Flags: n.Flags, Inodes: n.Inodes,
+			TargetInode: n.TargetInode, TargetPid: n.TargetPID, Result: n.Result,
 		}}
 	case ev.Health != nil:
 		dst.Detail = &watchpostv1.Event_Health{Health: HealthToProto(ev.Health)}

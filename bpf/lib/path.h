@@ -37,9 +37,17 @@ static __always_inline struct wp_path_scratch *wp_path_scratch(void)
 	return bpf_map_lookup_elem(&wp_path_heap, &zero);
 }
 
+#define WP_TMPFS_MAGIC 0x01021994
+#define WP_HUGETLBFS_MAGIC 0x958458f6
+#define WP_DELETED " (deleted)"
+#define WP_DELETED_LEN 10
+
 /* wp_resolve_path builds the absolute path of p in s and returns the offset
  * where it starts (the path runs to WP_PATH_MAX - 1; no NUL). *trunc is set
- * when components were lost. */
+ * when components were lost. Names follow the kernel's d_path: an unlinked
+ * file or directory ends in " (deleted)", and a file that was never in a
+ * directory tree (a memfd, shared memory) is "/" + its name + " (deleted)",
+ * e.g. "/memfd:payload (deleted)". */
 static __always_inline int wp_resolve_path(const struct path *p, struct wp_path_scratch *s, bool *trunc)
 {
 	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
@@ -52,17 +60,29 @@ static __always_inline int wp_resolve_path(const struct path *p, struct wp_path_
 
 	*trunc = false;
 	s->off = WP_PATH_MAX - 1;
+	/* d_unlinked(): unhashed and not a root; or a detached file of
+	 * shared memory (memfd_create, shm), which simple_dname() names with
+	 * " (deleted)". Sockets, pipes and anon inodes keep their names. */
+	struct dentry *first_parent = BPF_CORE_READ(dentry, d_parent);
+	bool unhashed = !BPF_CORE_READ(dentry, d_hash.pprev);
+	bool pseudo = false;
+	if (dentry == first_parent && dentry != BPF_CORE_READ(vfsmnt, mnt_root)) {
+		unsigned long magic = BPF_CORE_READ(dentry, d_sb, s_magic);
+		pseudo = magic == WP_TMPFS_MAGIC || magic == WP_HUGETLBFS_MAGIC;
+	}
+	if ((unhashed && dentry != first_parent) || pseudo) {
+		s->off -= WP_DELETED_LEN;
+		__builtin_memcpy(&s->buf[WP_PATH_MAX - 1 - WP_DELETED_LEN], WP_DELETED, WP_DELETED_LEN);
+	}
 	for (i = 0; i < WP_PATH_DEPTH; i++) {
 		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
 		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		/* Not reachable from the mount root: a detached or internal
+		 * (memfd, pipe, socket, anon) file. Its own name is the last
+		 * component written. */
+		bool detached = dentry == parent && dentry != mnt_root;
 
-		if (dentry == mnt_root || dentry == parent) {
-			if (dentry != mnt_root) {
-				/* Not reachable from the mount root: a detached
-				 * or internal (pipe, socket, anon) file. */
-				done = true;
-				break;
-			}
+		if ((dentry == mnt_root || dentry == parent) && !detached) {
 			if (mnt == mnt_parent) {
 				done = true;
 				break;
@@ -84,11 +104,17 @@ static __always_inline int wp_resolve_path(const struct path *p, struct wp_path_
 			done = true;
 			break;
 		}
-		off -= len;
-		bpf_probe_read_kernel(&s->buf[off & WP_PATH_MASK], len, d_name.name);
-		off -= 1;
-		s->buf[off & WP_PATH_MASK] = '/';
-		s->off = off;
+		if (len > 0 || !detached) {
+			off -= len;
+			bpf_probe_read_kernel(&s->buf[off & WP_PATH_MASK], len, d_name.name);
+			off -= 1;
+			s->buf[off & WP_PATH_MASK] = '/';
+			s->off = off;
+		}
+		if (detached) {
+			done = true;
+			break;
+		}
 		dentry = parent;
 	}
 	if (!done)

@@ -224,6 +224,17 @@ static __always_inline struct sock *wp_fd_sock(struct task_struct *task, long fd
 	return BPF_CORE_READ(sock, sk);
 }
 
+/* wp_pidfd_pid returns the pid (its first level number) a pidfd refers
+ * to. Since 6.9 pidfds live in pidfs and keep the struct pid in the inode;
+ * before, in the file. */
+static __always_inline __u32 wp_pidfd_pid(struct file *pf)
+{
+	struct pid *pid = BPF_CORE_READ(pf, f_inode, i_private);
+	if (!pid)
+		pid = BPF_CORE_READ(pf, private_data);
+	return pid ? (__u32)BPF_CORE_READ(pid, numbers[0].nr) : 0;
+}
+
 /* wp_task_filtered applies the cgroup and executable filters. */
 static __always_inline bool wp_task_filtered(struct wp_config *cfg, struct task_struct *task)
 {

@@ -25,6 +25,7 @@ const (
 	famGap
 	famAgent
 	famAlert
+	famNamespace
 )
 
 func familyOf(t watchpostv1.EventType) (family, bool) {
@@ -39,8 +40,13 @@ func familyOf(t watchpostv1.EventType) (family, bool) {
 		return famFile, true
 	case t >= watchpostv1.EventType_EVENT_TYPE_NET_CONNECT && t <= watchpostv1.EventType_EVENT_TYPE_NET_SOCKET:
 		return famNet, true
-	case t >= watchpostv1.EventType_EVENT_TYPE_MODULE_LOAD && t <= watchpostv1.EventType_EVENT_TYPE_MEMFD_EXEC:
+	case t >= watchpostv1.EventType_EVENT_TYPE_MODULE_LOAD && t <= watchpostv1.EventType_EVENT_TYPE_MEMFD_EXEC,
+		t == watchpostv1.EventType_EVENT_TYPE_USERFAULTFD, t == watchpostv1.EventType_EVENT_TYPE_MEMFD_CREATE:
 		return famSecurity, true
+	case t == watchpostv1.EventType_EVENT_TYPE_NET_CONNECT_RESULT:
+		return famNet, true
+	case t == watchpostv1.EventType_EVENT_TYPE_NAMESPACE:
+		return famNamespace, true
 	case t == watchpostv1.EventType_EVENT_TYPE_HEALTH:
 		return famHealth, true
 	case t == watchpostv1.EventType_EVENT_TYPE_GAP:
@@ -78,6 +84,26 @@ func (v *validator) strs(field string, ss []string) error {
 		if err := v.str(field+"["+strconv.Itoa(i)+"]", s); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// strMap checks a map's size and every key and value.
+func (v *validator) strMap(field string, m map[string]string) error {
+	if err := v.mapLen(field, len(m)); err != nil {
+		return err
+	}
+	for k, val := range m {
+		if err := all(v.str(field+" key", k), v.str(field+"["+strconv.Quote(k)+"]", val)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *validator) mapLen(field string, n int) error {
+	if n > v.limits.MaxListLen {
+		return tooLarge(v.path(field), "%d entries exceed the limit of %d", n, v.limits.MaxListLen)
 	}
 	return nil
 }
@@ -166,7 +192,8 @@ func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.
 	var err error
 	switch d := ev.Detail.(type) {
 	case *watchpostv1.Event_Exec:
-		got, err = famExec, v.str("exec.exe_dev", d.Exec.ExeDev)
+		x := d.Exec
+		got, err = famExec, all(v.str("exec.exe_dev", x.ExeDev), v.strMap("exec.env", x.Env), v.strs("exec.env_duplicates", x.EnvDuplicates))
 	case *watchpostv1.Event_Clone:
 		got, err = famClone, all(v.pid("clone.child_pid", d.Clone.ChildPid), v.pid("clone.child_tid", d.Clone.ChildTid))
 	case *watchpostv1.Event_Exit:
@@ -185,6 +212,10 @@ func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.
 		got, err = famSecurity, all(v.pid("security.target_pid", s.TargetPid), v.str("security.operation", s.Operation),
 			v.str("security.target_comm", s.TargetComm), v.str("security.name", s.Name), v.str("security.path", s.Path),
 			v.str("security.fs_type", s.FsType), v.str("security.params", s.Params))
+	case *watchpostv1.Event_Namespace:
+		n := d.Namespace
+		got, err = famNamespace, all(v.str("namespace.operation", n.Operation), v.strs("namespace.namespaces", n.Namespaces),
+			v.pid("namespace.target_pid", n.TargetPid), v.mapLen("namespace.inodes", len(n.Inodes)))
 	case *watchpostv1.Event_Health:
 		h := d.Health
 		got, err = famHealth, all(v.str("health.version", h.Version), v.str("health.kernel", h.Kernel),

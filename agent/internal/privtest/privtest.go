@@ -15,11 +15,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Require marks t as privileged.
@@ -59,6 +62,8 @@ const HelperEnv = "WATCHPOST_TEST_HELPER"
 //	udp      send $WATCHPOST_TEST_N datagrams to $WATCHPOST_TEST_ADDR, reading
 //	         a reply to each
 //	setuid   setuid($WATCHPOST_TEST_N) and exit 0
+//	netns    unshare(CLONE_NEWNET), print "ready", block until killed
+//	setns    setns() into the network namespace file $WATCHPOST_TEST_PATH, exit 0
 func HelperMain() {
 	mode := os.Getenv(HelperEnv)
 	if mode == "" {
@@ -86,6 +91,25 @@ func helper(mode string) int {
 	case mode == "setuid":
 		if err := syscall.Setuid(envInt("WATCHPOST_TEST_N")); err != nil {
 			return 104
+		}
+		return 0
+	case mode == "netns":
+		runtime.LockOSThread() // namespaces belong to the calling thread
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return 130
+		}
+		fmt.Println("ready")
+		for {
+			time.Sleep(time.Hour)
+		}
+	case mode == "setns":
+		runtime.LockOSThread()
+		fd, err := unix.Open(os.Getenv("WATCHPOST_TEST_PATH"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 131
+		}
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			return 132
 		}
 		return 0
 	case mode == "spawn":

@@ -29,40 +29,44 @@ const (
 type EventType int32
 
 const (
-	EventType_EVENT_TYPE_UNSPECIFIED   EventType = 0
-	EventType_EVENT_TYPE_EXEC          EventType = 1
-	EventType_EVENT_TYPE_CLONE         EventType = 2
-	EventType_EVENT_TYPE_EXIT          EventType = 3
-	EventType_EVENT_TYPE_FILE_OPEN     EventType = 4
-	EventType_EVENT_TYPE_FILE_UNLINK   EventType = 5
-	EventType_EVENT_TYPE_FILE_RENAME   EventType = 6
-	EventType_EVENT_TYPE_FILE_CHMOD    EventType = 7
-	EventType_EVENT_TYPE_FILE_CHOWN    EventType = 8
-	EventType_EVENT_TYPE_FILE_TRUNCATE EventType = 9
-	EventType_EVENT_TYPE_FILE_MKDIR    EventType = 10
-	EventType_EVENT_TYPE_FILE_RMDIR    EventType = 11
-	EventType_EVENT_TYPE_FILE_LINK     EventType = 12
-	EventType_EVENT_TYPE_FILE_SYMLINK  EventType = 13
-	EventType_EVENT_TYPE_NET_CONNECT   EventType = 14
-	EventType_EVENT_TYPE_NET_ACCEPT    EventType = 15
-	EventType_EVENT_TYPE_NET_LISTEN    EventType = 16
-	EventType_EVENT_TYPE_NET_BIND      EventType = 17
-	EventType_EVENT_TYPE_NET_CLOSE     EventType = 18
-	EventType_EVENT_TYPE_NET_UDP_FLOW  EventType = 19
-	EventType_EVENT_TYPE_NET_SOCKET    EventType = 20
-	EventType_EVENT_TYPE_MODULE_LOAD   EventType = 21
-	EventType_EVENT_TYPE_PTRACE        EventType = 22
-	EventType_EVENT_TYPE_CRED_CHANGE   EventType = 23
-	EventType_EVENT_TYPE_BPF           EventType = 24
-	EventType_EVENT_TYPE_MOUNT         EventType = 25
-	EventType_EVENT_TYPE_UMOUNT        EventType = 26
-	EventType_EVENT_TYPE_CLOCK_CHANGE  EventType = 27
-	EventType_EVENT_TYPE_SIGNAL        EventType = 28
-	EventType_EVENT_TYPE_MEMFD_EXEC    EventType = 29
-	EventType_EVENT_TYPE_HEALTH        EventType = 100
-	EventType_EVENT_TYPE_GAP           EventType = 101
-	EventType_EVENT_TYPE_AGENT_START   EventType = 102
-	EventType_EVENT_TYPE_AGENT_STOP    EventType = 103
+	EventType_EVENT_TYPE_UNSPECIFIED        EventType = 0
+	EventType_EVENT_TYPE_EXEC               EventType = 1
+	EventType_EVENT_TYPE_CLONE              EventType = 2
+	EventType_EVENT_TYPE_EXIT               EventType = 3
+	EventType_EVENT_TYPE_FILE_OPEN          EventType = 4
+	EventType_EVENT_TYPE_FILE_UNLINK        EventType = 5
+	EventType_EVENT_TYPE_FILE_RENAME        EventType = 6
+	EventType_EVENT_TYPE_FILE_CHMOD         EventType = 7
+	EventType_EVENT_TYPE_FILE_CHOWN         EventType = 8
+	EventType_EVENT_TYPE_FILE_TRUNCATE      EventType = 9
+	EventType_EVENT_TYPE_FILE_MKDIR         EventType = 10
+	EventType_EVENT_TYPE_FILE_RMDIR         EventType = 11
+	EventType_EVENT_TYPE_FILE_LINK          EventType = 12
+	EventType_EVENT_TYPE_FILE_SYMLINK       EventType = 13
+	EventType_EVENT_TYPE_NET_CONNECT        EventType = 14
+	EventType_EVENT_TYPE_NET_ACCEPT         EventType = 15
+	EventType_EVENT_TYPE_NET_LISTEN         EventType = 16
+	EventType_EVENT_TYPE_NET_BIND           EventType = 17
+	EventType_EVENT_TYPE_NET_CLOSE          EventType = 18
+	EventType_EVENT_TYPE_NET_UDP_FLOW       EventType = 19
+	EventType_EVENT_TYPE_NET_SOCKET         EventType = 20
+	EventType_EVENT_TYPE_MODULE_LOAD        EventType = 21
+	EventType_EVENT_TYPE_PTRACE             EventType = 22
+	EventType_EVENT_TYPE_CRED_CHANGE        EventType = 23
+	EventType_EVENT_TYPE_BPF                EventType = 24
+	EventType_EVENT_TYPE_MOUNT              EventType = 25
+	EventType_EVENT_TYPE_UMOUNT             EventType = 26
+	EventType_EVENT_TYPE_CLOCK_CHANGE       EventType = 27
+	EventType_EVENT_TYPE_SIGNAL             EventType = 28
+	EventType_EVENT_TYPE_MEMFD_EXEC         EventType = 29
+	EventType_EVENT_TYPE_NAMESPACE          EventType = 30
+	EventType_EVENT_TYPE_USERFAULTFD        EventType = 31
+	EventType_EVENT_TYPE_MEMFD_CREATE       EventType = 32
+	EventType_EVENT_TYPE_NET_CONNECT_RESULT EventType = 33
+	EventType_EVENT_TYPE_HEALTH             EventType = 100
+	EventType_EVENT_TYPE_GAP                EventType = 101
+	EventType_EVENT_TYPE_AGENT_START        EventType = 102
+	EventType_EVENT_TYPE_AGENT_STOP         EventType = 103
 	// A detection rule fired on the agent (detail: alert).
 	EventType_EVENT_TYPE_ALERT EventType = 104
 )
@@ -100,6 +104,10 @@ var (
 		27:  "EVENT_TYPE_CLOCK_CHANGE",
 		28:  "EVENT_TYPE_SIGNAL",
 		29:  "EVENT_TYPE_MEMFD_EXEC",
+		30:  "EVENT_TYPE_NAMESPACE",
+		31:  "EVENT_TYPE_USERFAULTFD",
+		32:  "EVENT_TYPE_MEMFD_CREATE",
+		33:  "EVENT_TYPE_NET_CONNECT_RESULT",
 		100: "EVENT_TYPE_HEALTH",
 		101: "EVENT_TYPE_GAP",
 		102: "EVENT_TYPE_AGENT_START",
@@ -107,41 +115,45 @@ var (
 		104: "EVENT_TYPE_ALERT",
 	}
 	EventType_value = map[string]int32{
-		"EVENT_TYPE_UNSPECIFIED":   0,
-		"EVENT_TYPE_EXEC":          1,
-		"EVENT_TYPE_CLONE":         2,
-		"EVENT_TYPE_EXIT":          3,
-		"EVENT_TYPE_FILE_OPEN":     4,
-		"EVENT_TYPE_FILE_UNLINK":   5,
-		"EVENT_TYPE_FILE_RENAME":   6,
-		"EVENT_TYPE_FILE_CHMOD":    7,
-		"EVENT_TYPE_FILE_CHOWN":    8,
-		"EVENT_TYPE_FILE_TRUNCATE": 9,
-		"EVENT_TYPE_FILE_MKDIR":    10,
-		"EVENT_TYPE_FILE_RMDIR":    11,
-		"EVENT_TYPE_FILE_LINK":     12,
-		"EVENT_TYPE_FILE_SYMLINK":  13,
-		"EVENT_TYPE_NET_CONNECT":   14,
-		"EVENT_TYPE_NET_ACCEPT":    15,
-		"EVENT_TYPE_NET_LISTEN":    16,
-		"EVENT_TYPE_NET_BIND":      17,
-		"EVENT_TYPE_NET_CLOSE":     18,
-		"EVENT_TYPE_NET_UDP_FLOW":  19,
-		"EVENT_TYPE_NET_SOCKET":    20,
-		"EVENT_TYPE_MODULE_LOAD":   21,
-		"EVENT_TYPE_PTRACE":        22,
-		"EVENT_TYPE_CRED_CHANGE":   23,
-		"EVENT_TYPE_BPF":           24,
-		"EVENT_TYPE_MOUNT":         25,
-		"EVENT_TYPE_UMOUNT":        26,
-		"EVENT_TYPE_CLOCK_CHANGE":  27,
-		"EVENT_TYPE_SIGNAL":        28,
-		"EVENT_TYPE_MEMFD_EXEC":    29,
-		"EVENT_TYPE_HEALTH":        100,
-		"EVENT_TYPE_GAP":           101,
-		"EVENT_TYPE_AGENT_START":   102,
-		"EVENT_TYPE_AGENT_STOP":    103,
-		"EVENT_TYPE_ALERT":         104,
+		"EVENT_TYPE_UNSPECIFIED":        0,
+		"EVENT_TYPE_EXEC":               1,
+		"EVENT_TYPE_CLONE":              2,
+		"EVENT_TYPE_EXIT":               3,
+		"EVENT_TYPE_FILE_OPEN":          4,
+		"EVENT_TYPE_FILE_UNLINK":        5,
+		"EVENT_TYPE_FILE_RENAME":        6,
+		"EVENT_TYPE_FILE_CHMOD":         7,
+		"EVENT_TYPE_FILE_CHOWN":         8,
+		"EVENT_TYPE_FILE_TRUNCATE":      9,
+		"EVENT_TYPE_FILE_MKDIR":         10,
+		"EVENT_TYPE_FILE_RMDIR":         11,
+		"EVENT_TYPE_FILE_LINK":          12,
+		"EVENT_TYPE_FILE_SYMLINK":       13,
+		"EVENT_TYPE_NET_CONNECT":        14,
+		"EVENT_TYPE_NET_ACCEPT":         15,
+		"EVENT_TYPE_NET_LISTEN":         16,
+		"EVENT_TYPE_NET_BIND":           17,
+		"EVENT_TYPE_NET_CLOSE":          18,
+		"EVENT_TYPE_NET_UDP_FLOW":       19,
+		"EVENT_TYPE_NET_SOCKET":         20,
+		"EVENT_TYPE_MODULE_LOAD":        21,
+		"EVENT_TYPE_PTRACE":             22,
+		"EVENT_TYPE_CRED_CHANGE":        23,
+		"EVENT_TYPE_BPF":                24,
+		"EVENT_TYPE_MOUNT":              25,
+		"EVENT_TYPE_UMOUNT":             26,
+		"EVENT_TYPE_CLOCK_CHANGE":       27,
+		"EVENT_TYPE_SIGNAL":             28,
+		"EVENT_TYPE_MEMFD_EXEC":         29,
+		"EVENT_TYPE_NAMESPACE":          30,
+		"EVENT_TYPE_USERFAULTFD":        31,
+		"EVENT_TYPE_MEMFD_CREATE":       32,
+		"EVENT_TYPE_NET_CONNECT_RESULT": 33,
+		"EVENT_TYPE_HEALTH":             100,
+		"EVENT_TYPE_GAP":                101,
+		"EVENT_TYPE_AGENT_START":        102,
+		"EVENT_TYPE_AGENT_STOP":         103,
+		"EVENT_TYPE_ALERT":              104,
 	}
 )
 
@@ -581,7 +593,16 @@ type Exec struct {
 	Argc          uint32                 `protobuf:"varint,3,opt,name=argc,proto3" json:"argc,omitempty"`
 	ExeInode      uint64                 `protobuf:"varint,4,opt,name=exe_inode,json=exeInode,proto3" json:"exe_inode,omitempty"`
 	// major:minor
-	ExeDev        string `protobuf:"bytes,5,opt,name=exe_dev,json=exeDev,proto3" json:"exe_dev,omitempty"`
+	ExeDev string `protobuf:"bytes,5,opt,name=exe_dev,json=exeDev,proto3" json:"exe_dev,omitempty"`
+	// The captured environment variables (the listed ones by default),
+	// values clamped; for a name given twice, its first value.
+	Env map[string]string `protobuf:"bytes,60,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The later NAME=value of names given more than once.
+	EnvDuplicates []string `protobuf:"bytes,61,rep,name=env_duplicates,json=envDuplicates,proto3" json:"env_duplicates,omitempty"`
+	// More environment than was captured (variables, bytes or a value cut).
+	EnvTruncated bool `protobuf:"varint,62,opt,name=env_truncated,json=envTruncated,proto3" json:"env_truncated,omitempty"`
+	// Variables in the new environment.
+	Envc          uint32 `protobuf:"varint,63,opt,name=envc,proto3" json:"envc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -649,6 +670,34 @@ func (x *Exec) GetExeDev() string {
 		return x.ExeDev
 	}
 	return ""
+}
+
+func (x *Exec) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *Exec) GetEnvDuplicates() []string {
+	if x != nil {
+		return x.EnvDuplicates
+	}
+	return nil
+}
+
+func (x *Exec) GetEnvTruncated() bool {
+	if x != nil {
+		return x.EnvTruncated
+	}
+	return false
+}
+
+func (x *Exec) GetEnvc() uint32 {
+	if x != nil {
+		return x.Envc
+	}
+	return 0
 }
 
 type Clone struct {
@@ -1212,6 +1261,106 @@ func (x *Security) GetParams() string {
 	return ""
 }
 
+// Namespace is a change of namespaces: setns, unshare, or a clone that
+// creates new ones.
+type Namespace struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// setns, unshare, clone, clone3
+	Operation string `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
+	// The namespace types involved (mnt, uts, ipc, net, pid, user, cgroup, time).
+	Namespaces []string `protobuf:"bytes,2,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	// CLONE_NEW* as given; setns: nstype.
+	Flags uint64 `protobuf:"varint,3,opt,name=flags,proto3" json:"flags,omitempty"`
+	// The caller's namespaces of those types after the call, by type (pid
+	// and time: the ones its children get).
+	Inodes map[string]uint32 `protobuf:"bytes,4,rep,name=inodes,proto3" json:"inodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// setns: the namespace the fd names, or the process a pidfd names.
+	TargetInode   uint32 `protobuf:"varint,5,opt,name=target_inode,json=targetInode,proto3" json:"target_inode,omitempty"`
+	TargetPid     uint32 `protobuf:"varint,6,opt,name=target_pid,json=targetPid,proto3" json:"target_pid,omitempty"`
+	Result        int32  `protobuf:"varint,7,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Namespace) Reset() {
+	*x = Namespace{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Namespace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Namespace) ProtoMessage() {}
+
+func (x *Namespace) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Namespace.ProtoReflect.Descriptor instead.
+func (*Namespace) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Namespace) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *Namespace) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *Namespace) GetFlags() uint64 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
+}
+
+func (x *Namespace) GetInodes() map[string]uint32 {
+	if x != nil {
+		return x.Inodes
+	}
+	return nil
+}
+
+func (x *Namespace) GetTargetInode() uint32 {
+	if x != nil {
+		return x.TargetInode
+	}
+	return 0
+}
+
+func (x *Namespace) GetTargetPid() uint32 {
+	if x != nil {
+		return x.TargetPid
+	}
+	return 0
+}
+
+func (x *Namespace) GetResult() int32 {
+	if x != nil {
+		return x.Result
+	}
+	return 0
+}
+
 // Industrial links an event to plant protocols and fieldbus devices.
 type Industrial struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1225,7 +1374,7 @@ type Industrial struct {
 
 func (x *Industrial) Reset() {
 	*x = Industrial{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	mi := &file_watchpost_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1386,7 @@ func (x *Industrial) String() string {
 func (*Industrial) ProtoMessage() {}
 
 func (x *Industrial) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	mi := &file_watchpost_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1399,7 @@ func (x *Industrial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Industrial.ProtoReflect.Descriptor instead.
 func (*Industrial) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Industrial) GetProtocol() string {
@@ -1293,7 +1442,7 @@ type Counter struct {
 
 func (x *Counter) Reset() {
 	*x = Counter{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[10]
+	mi := &file_watchpost_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1454,7 @@ func (x *Counter) String() string {
 func (*Counter) ProtoMessage() {}
 
 func (x *Counter) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[10]
+	mi := &file_watchpost_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1467,7 @@ func (x *Counter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counter.ProtoReflect.Descriptor instead.
 func (*Counter) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Counter) GetKind() string {
@@ -1362,7 +1511,7 @@ type Health struct {
 
 func (x *Health) Reset() {
 	*x = Health{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[11]
+	mi := &file_watchpost_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1523,7 @@ func (x *Health) String() string {
 func (*Health) ProtoMessage() {}
 
 func (x *Health) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[11]
+	mi := &file_watchpost_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1536,7 @@ func (x *Health) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Health.ProtoReflect.Descriptor instead.
 func (*Health) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Health) GetVersion() string {
@@ -1494,7 +1643,7 @@ type DetectionStatus struct {
 
 func (x *DetectionStatus) Reset() {
 	*x = DetectionStatus{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	mi := &file_watchpost_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1655,7 @@ func (x *DetectionStatus) String() string {
 func (*DetectionStatus) ProtoMessage() {}
 
 func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	mi := &file_watchpost_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1668,7 @@ func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionStatus.ProtoReflect.Descriptor instead.
 func (*DetectionStatus) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DetectionStatus) GetRules() uint32 {
@@ -1609,7 +1758,7 @@ type DetectionAlert struct {
 
 func (x *DetectionAlert) Reset() {
 	*x = DetectionAlert{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1770,7 @@ func (x *DetectionAlert) String() string {
 func (*DetectionAlert) ProtoMessage() {}
 
 func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1783,7 @@ func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionAlert.ProtoReflect.Descriptor instead.
 func (*DetectionAlert) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DetectionAlert) GetRuleId() string {
@@ -1724,7 +1873,7 @@ type MatchedField struct {
 
 func (x *MatchedField) Reset() {
 	*x = MatchedField{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1885,7 @@ func (x *MatchedField) String() string {
 func (*MatchedField) ProtoMessage() {}
 
 func (x *MatchedField) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1898,7 @@ func (x *MatchedField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchedField.ProtoReflect.Descriptor instead.
 func (*MatchedField) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MatchedField) GetField() string {
@@ -1781,7 +1930,7 @@ type EventRef struct {
 
 func (x *EventRef) Reset() {
 	*x = EventRef{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1942,7 @@ func (x *EventRef) String() string {
 func (*EventRef) ProtoMessage() {}
 
 func (x *EventRef) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1955,7 @@ func (x *EventRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRef.ProtoReflect.Descriptor instead.
 func (*EventRef) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EventRef) GetSeq() uint64 {
@@ -1854,7 +2003,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2015,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2028,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Gap) GetReason() string {
@@ -1915,6 +2064,7 @@ type Event struct {
 	//	*Event_Security
 	//	*Event_Health
 	//	*Event_Gap
+	//	*Event_Namespace
 	//	*Event_Alert
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
@@ -1923,7 +2073,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[17]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2085,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[17]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2098,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Event) GetHeader() *Header {
@@ -2058,6 +2208,15 @@ func (x *Event) GetGap() *Gap {
 	return nil
 }
 
+func (x *Event) GetNamespace() *Namespace {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Namespace); ok {
+			return x.Namespace
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetAlert() *DetectionAlert {
 	if x != nil {
 		if x, ok := x.Detail.(*Event_Alert); ok {
@@ -2103,6 +2262,10 @@ type Event_Gap struct {
 	Gap *Gap `protobuf:"bytes,17,opt,name=gap,proto3,oneof"`
 }
 
+type Event_Namespace struct {
+	Namespace *Namespace `protobuf:"bytes,18,opt,name=namespace,proto3,oneof"`
+}
+
 type Event_Alert struct {
 	Alert *DetectionAlert `protobuf:"bytes,23,opt,name=alert,proto3,oneof"`
 }
@@ -2123,6 +2286,8 @@ func (*Event_Health) isEvent_Detail() {}
 
 func (*Event_Gap) isEvent_Detail() {}
 
+func (*Event_Namespace) isEvent_Detail() {}
+
 func (*Event_Alert) isEvent_Detail() {}
 
 // EventList is the uncompressed payload of a batch.
@@ -2135,7 +2300,7 @@ type EventList struct {
 
 func (x *EventList) Reset() {
 	*x = EventList{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2312,7 @@ func (x *EventList) String() string {
 func (*EventList) ProtoMessage() {}
 
 func (x *EventList) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2325,7 @@ func (x *EventList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventList.ProtoReflect.Descriptor instead.
 func (*EventList) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EventList) GetEvents() []*Event {
@@ -2214,13 +2379,20 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12\x10\n" +
 	"\x03exe\x18\x03 \x01(\tR\x03exe\x12\x12\n" +
 	"\x04args\x18\x04 \x03(\tR\x04args\x12\x10\n" +
-	"\x03uid\x18\x05 \x01(\rR\x03uid\"\x9c\x01\n" +
+	"\x03uid\x18\x05 \x01(\rR\x03uid\"\xe3\x02\n" +
 	"\x04Exec\x12%\n" +
 	"\x0eargs_truncated\x18\x01 \x01(\bR\rargsTruncated\x12#\n" +
 	"\rexe_truncated\x18\x02 \x01(\bR\fexeTruncated\x12\x12\n" +
 	"\x04argc\x18\x03 \x01(\rR\x04argc\x12\x1b\n" +
 	"\texe_inode\x18\x04 \x01(\x04R\bexeInode\x12\x17\n" +
-	"\aexe_dev\x18\x05 \x01(\tR\x06exeDev\"Y\n" +
+	"\aexe_dev\x18\x05 \x01(\tR\x06exeDev\x12-\n" +
+	"\x03env\x18< \x03(\v2\x1b.watchpost.v1.Exec.EnvEntryR\x03env\x12%\n" +
+	"\x0eenv_duplicates\x18= \x03(\tR\renvDuplicates\x12#\n" +
+	"\renv_truncated\x18> \x01(\bR\fenvTruncated\x12\x12\n" +
+	"\x04envc\x18? \x01(\rR\x04envc\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
 	"\x05Clone\x12\x1b\n" +
 	"\tchild_pid\x18\x01 \x01(\rR\bchildPid\x12\x1b\n" +
 	"\tchild_tid\x18\x02 \x01(\rR\bchildTid\x12\x16\n" +
@@ -2282,7 +2454,21 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x05flags\x18\n" +
 	" \x01(\x04R\x05flags\x12\x16\n" +
 	"\x06result\x18\v \x01(\x05R\x06result\x12\x16\n" +
-	"\x06params\x18\f \x01(\tR\x06params\"x\n" +
+	"\x06params\x18\f \x01(\tR\x06params\"\xb1\x02\n" +
+	"\tNamespace\x12\x1c\n" +
+	"\toperation\x18\x01 \x01(\tR\toperation\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x02 \x03(\tR\n" +
+	"namespaces\x12\x14\n" +
+	"\x05flags\x18\x03 \x01(\x04R\x05flags\x12;\n" +
+	"\x06inodes\x18\x04 \x03(\v2#.watchpost.v1.Namespace.InodesEntryR\x06inodes\x12!\n" +
+	"\ftarget_inode\x18\x05 \x01(\rR\vtargetInode\x12\x1d\n" +
+	"\n" +
+	"target_pid\x18\x06 \x01(\rR\ttargetPid\x12\x16\n" +
+	"\x06result\x18\a \x01(\x05R\x06result\x1a9\n" +
+	"\vInodesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"x\n" +
 	"\n" +
 	"Industrial\x12\x1a\n" +
 	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x1a\n" +
@@ -2348,7 +2534,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\"P\n" +
 	"\x03Gap\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x121\n" +
-	"\bcounters\x18\x02 \x03(\v2\x15.watchpost.v1.CounterR\bcounters\"\xf3\x04\n" +
+	"\bcounters\x18\x02 \x03(\v2\x15.watchpost.v1.CounterR\bcounters\"\xac\x05\n" +
 	"\x05Event\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.watchpost.v1.HeaderR\x06header\x12/\n" +
 	"\aprocess\x18\x02 \x01(\v2\x15.watchpost.v1.ProcessR\aprocess\x122\n" +
@@ -2364,11 +2550,12 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x03net\x18\x0e \x01(\v2\x11.watchpost.v1.NetH\x00R\x03net\x124\n" +
 	"\bsecurity\x18\x0f \x01(\v2\x16.watchpost.v1.SecurityH\x00R\bsecurity\x12.\n" +
 	"\x06health\x18\x10 \x01(\v2\x14.watchpost.v1.HealthH\x00R\x06health\x12%\n" +
-	"\x03gap\x18\x11 \x01(\v2\x11.watchpost.v1.GapH\x00R\x03gap\x124\n" +
+	"\x03gap\x18\x11 \x01(\v2\x11.watchpost.v1.GapH\x00R\x03gap\x127\n" +
+	"\tnamespace\x18\x12 \x01(\v2\x17.watchpost.v1.NamespaceH\x00R\tnamespace\x124\n" +
 	"\x05alert\x18\x17 \x01(\v2\x1c.watchpost.v1.DetectionAlertH\x00R\x05alertB\b\n" +
 	"\x06detail\"8\n" +
 	"\tEventList\x12+\n" +
-	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\x8e\a\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\x84\b\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_TYPE_EXEC\x10\x01\x12\x14\n" +
@@ -2400,7 +2587,11 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x11EVENT_TYPE_UMOUNT\x10\x1a\x12\x1b\n" +
 	"\x17EVENT_TYPE_CLOCK_CHANGE\x10\x1b\x12\x15\n" +
 	"\x11EVENT_TYPE_SIGNAL\x10\x1c\x12\x19\n" +
-	"\x15EVENT_TYPE_MEMFD_EXEC\x10\x1d\x12\x15\n" +
+	"\x15EVENT_TYPE_MEMFD_EXEC\x10\x1d\x12\x18\n" +
+	"\x14EVENT_TYPE_NAMESPACE\x10\x1e\x12\x1a\n" +
+	"\x16EVENT_TYPE_USERFAULTFD\x10\x1f\x12\x1b\n" +
+	"\x17EVENT_TYPE_MEMFD_CREATE\x10 \x12!\n" +
+	"\x1dEVENT_TYPE_NET_CONNECT_RESULT\x10!\x12\x15\n" +
 	"\x11EVENT_TYPE_HEALTH\x10d\x12\x12\n" +
 	"\x0eEVENT_TYPE_GAP\x10e\x12\x1a\n" +
 	"\x16EVENT_TYPE_AGENT_START\x10f\x12\x19\n" +
@@ -2420,7 +2611,7 @@ func file_watchpost_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_watchpost_v1_event_proto_goTypes = []any{
 	(EventType)(0),          // 0: watchpost.v1.EventType
 	(*Header)(nil),          // 1: watchpost.v1.Header
@@ -2432,45 +2623,51 @@ var file_watchpost_v1_event_proto_goTypes = []any{
 	(*File)(nil),            // 7: watchpost.v1.File
 	(*Net)(nil),             // 8: watchpost.v1.Net
 	(*Security)(nil),        // 9: watchpost.v1.Security
-	(*Industrial)(nil),      // 10: watchpost.v1.Industrial
-	(*Counter)(nil),         // 11: watchpost.v1.Counter
-	(*Health)(nil),          // 12: watchpost.v1.Health
-	(*DetectionStatus)(nil), // 13: watchpost.v1.DetectionStatus
-	(*DetectionAlert)(nil),  // 14: watchpost.v1.DetectionAlert
-	(*MatchedField)(nil),    // 15: watchpost.v1.MatchedField
-	(*EventRef)(nil),        // 16: watchpost.v1.EventRef
-	(*Gap)(nil),             // 17: watchpost.v1.Gap
-	(*Event)(nil),           // 18: watchpost.v1.Event
-	(*EventList)(nil),       // 19: watchpost.v1.EventList
+	(*Namespace)(nil),       // 10: watchpost.v1.Namespace
+	(*Industrial)(nil),      // 11: watchpost.v1.Industrial
+	(*Counter)(nil),         // 12: watchpost.v1.Counter
+	(*Health)(nil),          // 13: watchpost.v1.Health
+	(*DetectionStatus)(nil), // 14: watchpost.v1.DetectionStatus
+	(*DetectionAlert)(nil),  // 15: watchpost.v1.DetectionAlert
+	(*MatchedField)(nil),    // 16: watchpost.v1.MatchedField
+	(*EventRef)(nil),        // 17: watchpost.v1.EventRef
+	(*Gap)(nil),             // 18: watchpost.v1.Gap
+	(*Event)(nil),           // 19: watchpost.v1.Event
+	(*EventList)(nil),       // 20: watchpost.v1.EventList
+	nil,                     // 21: watchpost.v1.Exec.EnvEntry
+	nil,                     // 22: watchpost.v1.Namespace.InodesEntry
 }
 var file_watchpost_v1_event_proto_depIdxs = []int32{
 	0,  // 0: watchpost.v1.Header.type:type_name -> watchpost.v1.EventType
-	11, // 1: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
-	13, // 2: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
-	11, // 3: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
-	15, // 4: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
-	16, // 5: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
-	0,  // 6: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
-	11, // 7: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
-	1,  // 8: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
-	2,  // 9: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
-	3,  // 10: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
-	10, // 11: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
-	4,  // 12: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
-	5,  // 13: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
-	6,  // 14: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
-	7,  // 15: watchpost.v1.Event.file:type_name -> watchpost.v1.File
-	8,  // 16: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
-	9,  // 17: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
-	12, // 18: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
-	17, // 19: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
-	14, // 20: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
-	18, // 21: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	21, // 1: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
+	22, // 2: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
+	12, // 3: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
+	14, // 4: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
+	12, // 5: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
+	16, // 6: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
+	17, // 7: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
+	0,  // 8: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
+	12, // 9: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
+	1,  // 10: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
+	2,  // 11: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
+	3,  // 12: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
+	11, // 13: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
+	4,  // 14: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
+	5,  // 15: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
+	6,  // 16: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
+	7,  // 17: watchpost.v1.Event.file:type_name -> watchpost.v1.File
+	8,  // 18: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
+	9,  // 19: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
+	13, // 20: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
+	18, // 21: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
+	10, // 22: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
+	15, // 23: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
+	19, // 24: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_event_proto_init() }
@@ -2478,7 +2675,7 @@ func file_watchpost_v1_event_proto_init() {
 	if File_watchpost_v1_event_proto != nil {
 		return
 	}
-	file_watchpost_v1_event_proto_msgTypes[17].OneofWrappers = []any{
+	file_watchpost_v1_event_proto_msgTypes[18].OneofWrappers = []any{
 		(*Event_Exec)(nil),
 		(*Event_Clone)(nil),
 		(*Event_Exit)(nil),
@@ -2487,6 +2684,7 @@ func file_watchpost_v1_event_proto_init() {
 		(*Event_Security)(nil),
 		(*Event_Health)(nil),
 		(*Event_Gap)(nil),
+		(*Event_Namespace)(nil),
 		(*Event_Alert)(nil),
 	}
 	type x struct{}
@@ -2495,7 +2693,7 @@ func file_watchpost_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_event_proto_rawDesc), len(file_watchpost_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
