@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -129,7 +130,18 @@ func (h *harness) waitFor(desc string, pred func(*event.Event) bool) *event.Even
 			}
 		}
 		if h.closed || time.Now().After(deadline) {
-			h.t.Fatalf("no %s event within %s (%d events seen)", desc, waitTimeout(), len(h.events))
+			// On preemptible kernels a program run can be skipped (a
+			// recursion miss): name them, so such a loss is told apart.
+			misses := ""
+			if st, err := h.sensor.Stats(); err == nil {
+				misses = fmt.Sprintf("; skipped program runs: %v", st.ProgramMisses)
+				for k, ks := range st.Kinds {
+					if ks.Missed > 0 {
+						misses += fmt.Sprintf(" %s:%d", k, ks.Missed)
+					}
+				}
+			}
+			h.t.Fatalf("no %s event within %s (%d events seen%s)", desc, waitTimeout(), len(h.events), misses)
 		}
 		h.cond.Wait()
 	}
