@@ -189,6 +189,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 	if cfg.MetricsAddr != "" {
 		a.Metrics, err = metrics.New(cfg.MetricsAddr, metrics.Sources{
 			Kernel: sensor.Stats, Programs: sensor.Programs, Delivered: p.Delivered, Table: table.Stats,
+			Containers: containerStats(a.Containers),
 		}, log)
 		if err != nil {
 			return err
@@ -293,6 +294,14 @@ func newShipper(cfg config.Config, health func() event.Health, queue shipper.Que
 		deps.Commands = cmds
 	}
 	return shipper.New(scfg, deps)
+}
+
+// containerStats is the resolver's Stats, or nil when attribution is off.
+func containerStats(r *container.Resolver) func() container.Stats {
+	if r == nil {
+		return nil
+	}
+	return r.Stats
 }
 
 // selfPID is the agent's process id as the kernel reports it: read from

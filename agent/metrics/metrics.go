@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/watchpost/watchpost/agent/container"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/proctable"
 )
@@ -26,6 +27,8 @@ type Sources struct {
 	Programs  func() []string
 	Delivered func() uint64
 	Table     func() proctable.Stats
+	// Containers is nil when container attribution is off.
+	Containers func() container.Stats
 }
 
 type collector struct {
@@ -37,6 +40,8 @@ type collector struct {
 	programs  *prometheus.Desc
 	procs     *prometheus.Desc
 	up        *prometheus.Desc
+	ctrs      *prometheus.Desc
+	ctrWork   *prometheus.Desc
 }
 
 func newCollector(src Sources) *collector {
@@ -52,11 +57,15 @@ func newCollector(src Sources) *collector {
 		programs:  prometheus.NewDesc("watchpost_programs_attached", "Kernel hooks attached.", nil, nil),
 		procs:     prometheus.NewDesc("watchpost_process_table_entries", "Processes tracked.", []string{"state"}, nil),
 		up:        prometheus.NewDesc("watchpost_kernel_counters_up", "1 when the kernel counters could be read.", nil, nil),
+		ctrs:      prometheus.NewDesc("watchpost_containers", "Containers the agent knows now.", nil, nil),
+		ctrWork: prometheus.NewDesc("watchpost_container_lookups_total",
+			"Container attribution work by result: cgroup_read, cgroup_miss (process gone first), lookup, lookup_error (runtime unreachable or slow), lookup_unknown, prefetched (announced by the runtime), queue_full (retried later), cache_reset.",
+			[]string{"result"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.events, c.missed, c.decodeErr, c.delivered, c.programs, c.procs, c.up} {
+	for _, d := range []*prometheus.Desc{c.events, c.missed, c.decodeErr, c.delivered, c.programs, c.procs, c.up, c.ctrs, c.ctrWork} {
 		ch <- d
 	}
 }
@@ -86,6 +95,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ts := c.src.Table()
 	ch <- prometheus.MustNewConstMetric(c.procs, prometheus.GaugeValue, float64(ts.Live), "live")
 	ch <- prometheus.MustNewConstMetric(c.procs, prometheus.GaugeValue, float64(ts.Exited), "exited")
+	if c.src.Containers != nil {
+		cs := c.src.Containers()
+		ch <- prometheus.MustNewConstMetric(c.ctrs, prometheus.GaugeValue, float64(cs.Containers))
+		for result, v := range map[string]uint64{
+			"cgroup_read": cs.CgroupReads, "cgroup_miss": cs.CgroupMisses, "lookup": cs.Lookups,
+			"lookup_error": cs.LookupErrors, "lookup_unknown": cs.LookupUnknown, "prefetched": cs.Prefetched,
+			"queue_full": cs.QueueFull, "cache_reset": cs.Evictions,
+		} {
+			ch <- prometheus.MustNewConstMetric(c.ctrWork, prometheus.CounterValue, float64(v), result)
+		}
+	}
 }
 
 // Server serves /metrics and /healthz.

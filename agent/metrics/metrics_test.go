@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/watchpost/watchpost/agent/container"
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/proctable"
@@ -48,6 +49,9 @@ func TestMetricsAndHealthz(t *testing.T) {
 		Programs:  func() []string { return *programs.Load() },
 		Delivered: func() uint64 { return 61 },
 		Table:     func() proctable.Stats { return proctable.Stats{Live: 7, Exited: 2} },
+		Containers: func() container.Stats {
+			return container.Stats{Containers: 3, CgroupReads: 5, Lookups: 4, LookupErrors: 1, QueueFull: 2}
+		},
 	}
 	s, err := New("127.0.0.1:0", src, zerolog.Nop())
 	if err != nil {
@@ -66,6 +70,10 @@ func TestMetricsAndHealthz(t *testing.T) {
 		`watchpost_delivered_total 61`,
 		`watchpost_process_table_entries{state="live"} 7`,
 		`watchpost_kernel_counters_up 1`,
+		`watchpost_containers 3`,
+		`watchpost_container_lookups_total{result="cgroup_read"} 5`,
+		`watchpost_container_lookups_total{result="lookup_error"} 1`,
+		`watchpost_container_lookups_total{result="queue_full"} 2`,
 	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
