@@ -497,7 +497,7 @@ func (c Config) TableConfig() proctable.Config {
 func (c Config) ContainerConfig() container.Config {
 	return container.Config{
 		Enabled: c.Container.Enabled, Runtimes: c.Container.Runtimes, CacheSize: c.Container.CacheSize,
-		LookupTimeout: c.Container.LookupTimeout, ProcRoot: c.ProcRoot, CgroupRoot: c.CgroupRoot,
+		LookupTimeout: c.Container.LookupTimeout, ProcRoot: c.ProcRoot,
 	}
 }
 

@@ -49,8 +49,8 @@ type Config struct {
 	CacheSize int
 	// LookupTimeout bounds one call to a runtime.
 	LookupTimeout time.Duration
-	ProcRoot      string
-	CgroupRoot    string
+	// ProcRoot is the host's /proc (the cgroup of each process is read there).
+	ProcRoot string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -64,7 +64,6 @@ func DefaultConfig() Config {
 		CacheSize:     4096,
 		LookupTimeout: 2 * time.Second,
 		ProcRoot:      "/proc",
-		CgroupRoot:    "/sys/fs/cgroup",
 	}
 }
 

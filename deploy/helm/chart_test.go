@@ -95,29 +95,37 @@ type certificate struct {
 // in a stable order (by template file name), as one multi-document YAML.
 func render(t *testing.T, valuesFile string) string {
 	t.Helper()
+	out, err := renderFile(valuesFile)
+	if err != nil {
+		t.Fatalf("%s: %v", valuesFile, err)
+	}
+	return out
+}
+
+func renderFile(valuesFile string) (string, error) {
 	chrt, err := loader.Load(chartDir)
 	if err != nil {
-		t.Fatalf("loading the chart: %v", err)
+		return "", fmt.Errorf("loading the chart: %w", err)
 	}
 	vals, err := chartutil.ReadValuesFile(valuesFile)
 	if err != nil {
-		t.Fatalf("%s: %v", valuesFile, err)
+		return "", err
 	}
 	caps := chartutil.DefaultCapabilities.Copy()
 	kv, err := chartutil.ParseKubeVersion(kubeVersion)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	caps.KubeVersion = *kv
 	rv, err := chartutil.ToRenderValues(chrt, vals, chartutil.ReleaseOptions{
 		Name: releaseName, Namespace: namespace, Revision: 1, IsInstall: true,
 	}, caps)
 	if err != nil {
-		t.Fatalf("%s: values: %v", valuesFile, err)
+		return "", fmt.Errorf("values: %w", err)
 	}
 	out, err := engine.Engine{Strict: true}.Render(chrt, rv)
 	if err != nil {
-		t.Fatalf("%s: rendering: %v", valuesFile, err)
+		return "", fmt.Errorf("rendering: %w", err)
 	}
 	names := make([]string, 0, len(out))
 	for name := range out {
@@ -134,7 +142,7 @@ func render(t *testing.T, valuesFile string) string {
 		}
 		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", name, body)
 	}
-	return b.String()
+	return b.String(), nil
 }
 
 // decode strictly decodes every document into its typed object: an
@@ -457,6 +465,19 @@ func TestChartCertManager(t *testing.T) {
 	}
 	if ports := o.services[0].Spec.Ports; len(ports) != 2 || ports[1].Name != "query" {
 		t.Errorf("service ports %+v, want ingest and query", ports)
+	}
+}
+
+// cert-manager without a node list would leave the agents without
+// certificates: the chart refuses it, naming the key.
+func TestChartCertManagerNeedsNodes(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(p, []byte("certManager:\n  enabled: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := renderFile(p)
+	if err == nil || !strings.Contains(err.Error(), "certManager.nodes: list the nodes") {
+		t.Fatalf("rendering cert-manager without nodes: %v", err)
 	}
 }
 
