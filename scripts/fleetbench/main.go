@@ -40,6 +40,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/watchpost/watchpost/collector/store/postgres"
 	"github.com/watchpost/watchpost/internal/fleet"
 	"github.com/watchpost/watchpost/internal/fleetsim"
 	"github.com/watchpost/watchpost/internal/services"
@@ -86,6 +87,13 @@ func run(nAgents int, rate float64, phase time.Duration, nCollectors int, bin, o
 		return err
 	}
 	defer f.Close()
+	// The writer starts in phase 2; the schema is there from the start, as
+	// in a deployment where writers ran before.
+	schema, err := postgres.Open(ctx, f.PGURL, postgres.Options{MaxConns: 1})
+	if err != nil {
+		return err
+	}
+	_ = schema.Close()
 	sim, err := fleetsim.New(fleetsim.Config{Agents: nAgents, Address: f.IngestAddrs(), PKIDir: f.PKI, Logger: zerolog.Nop(), Seed: 1})
 	if err != nil {
 		return err
