@@ -219,6 +219,37 @@ func (c *Collector) startQueue(ctx context.Context) error {
 	return nil
 }
 
+// schemaEnsurer is a store opened without its schema (behind the queue).
+type schemaEnsurer interface {
+	EnsureSchema(ctx context.Context) error
+}
+
+// ensureSchema creates the shared database's schema in the background,
+// retrying while the database is away, so that queries and alerts work
+// even before any writer ran.
+func (c *Collector) ensureSchema(ctx context.Context) {
+	se, ok := c.store.(schemaEnsurer)
+	if !ok || c.cfg.Queue != QueueNATS {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for wait := time.Second; ; wait = min(wait*2, time.Minute) {
+			err := se.EnsureSchema(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			c.log.Warn().Err(err).Dur("retry_in", wait).Msg("the database is not reachable yet; queries fail until it is")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
+}
+
 func serverTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -301,6 +332,7 @@ func (c *Collector) Start(ctx context.Context) error {
 			c.retentionLoop(runCtx)
 		}()
 	}
+	c.ensureSchema(runCtx)
 	c.startDashboard(runCtx)
 	c.startAlerts(runCtx)
 	if c.queue != nil {

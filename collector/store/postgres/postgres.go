@@ -137,9 +137,9 @@ type Options struct {
 	MaxConns int32
 	// Now is the clock deciding the partition of received batches (time.Now).
 	Now func() time.Time
-	// ReadOnly opens without creating the schema or partitions and
-	// without connecting first: a fleet collector (which only reads; the
-	// writers create the schema) starts while the database is away.
+	// ReadOnly opens without connecting first and without creating the
+	// schema (EnsureSchema does): a fleet collector, which reads and records
+	// alerts but stores no batch, starts while the database is away.
 	ReadOnly bool
 }
 
@@ -175,7 +175,17 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 	if opt.ReadOnly {
 		return s, nil
 	}
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	if err := s.EnsureSchema(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// EnsureSchema creates the tables, indexes and the partitions of this hour
+// and the next when they are missing (any number of processes may at once).
+func (s *Store) EnsureSchema(ctx context.Context) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
 			return err
 		}
@@ -183,14 +193,9 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 		return err
 	})
 	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("creating the schema: %w", err)
+		return fmt.Errorf("creating the schema: %w", err)
 	}
-	if err := s.ensurePartitions(ctx, s.now()); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return s, nil
+	return s.ensurePartitions(ctx, s.now())
 }
 
 // Close closes the pool.
