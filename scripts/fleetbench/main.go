@@ -439,17 +439,23 @@ func (r report) sizing(p func(string, ...any)) {
 		"so the NATS figure already pays for three copies; PostgreSQL is one primary with the measured COPY cost per event, and "+
 		"queries are a small share of its work.\n\n", headroom*100)
 	p("| component | per core (measured) | cores at %.0f%% | deployment |\n|---|---|---|---|\n", headroom*100)
-	// row sizes nodes of perNode cores, at least `least` of them, in multiples of step.
-	row := func(name string, perCore float64, note string, perNode, least, step int) {
+	// row sizes a scaled-out component: nodes of perNode cores, at least two (one may fail).
+	row := func(name string, perCore float64, note string, perNode int) {
 		c := cores(perCore)
-		nodes := max(int(math.Ceil(c/float64(perNode))), least)
-		nodes = (nodes + step - 1) / step * step
-		p("| %s | %.0f events/s | %.0f | %d × %d cores%s |\n", name, perCore, c, nodes, perNode, note)
+		nodes := max(int(math.Ceil(c/float64(perNode))), 2)
+		p("| %s | %.0f events/s | %.0f | %d nodes × %d cores%s |\n", name, perCore, c, nodes, perNode, note)
 	}
-	row("collectors (ingest, validation, publish)", coll, " (at least 2, so one may fail)", 8, 2, 1)
-	row("NATS JetStream (3 replicas included)", nats, " (a cluster of 3; beyond one stream leader's capacity, one stream per region or site group)", 8, 3, 3)
-	row("store writers", wr, " (at least 2)", 8, 2, 1)
-	row("PostgreSQL (COPY, the batch index, WAL)", pg, " primary, plus a standby for failover (writes do not spread over standbys; beyond one primary, sites split over several databases)", 16, 1, 1)
+	// node sizes a component of a fixed number of nodes: cores per node in
+	// multiples of 4.
+	node := func(c float64, nodes int) int { return int(math.Ceil(c/float64(nodes)/4)) * 4 }
+	row("collectors (ingest, validation, publish)", coll, "", 8)
+	c := cores(nats)
+	p("| NATS JetStream (3 replicas included) | %.0f events/s | %.0f | 3 nodes × %d cores (one R3 cluster; beyond what one stream leader takes, one stream per region or site group) |\n",
+		nats, c, node(c, 3))
+	row("store writers", wr, "", 8)
+	c = cores(pg)
+	p("| PostgreSQL (COPY, the batch index, WAL) | %.0f events/s | %.0f | one primary × %d cores, and a standby of the same size for failover (writes do not spread over standbys; beyond one primary, sites split over several databases) |\n",
+		pg, c, node(c, 1))
 	jsPerEvent := float64(r.streamBytes) / max(ing.events, 1)
 	p("\nStorage: %.0f bytes per event in PostgreSQL (data, the batch_id index, batch summaries, WAL not counted) → %.1f TB per day at %.0f events/s, "+
 		"%.0f TB for 30 days of retention. JetStream holds only what the writers have not stored yet: %.0f bytes per event in the stream "+
