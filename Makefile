@@ -18,6 +18,10 @@ CMDS        := ./agent/cmd/... $(if $(wildcard collector/cmd),./collector/cmd/..
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+.PHONY: go
+go: ## Install the Go toolchain go.mod needs into /usr/local/go, from the Go module proxy (root)
+	@scripts/install-go.sh
+
 .PHONY: deps
 deps: ## Install the build and test tools from Debian and the Go proxy (root)
 	@scripts/install-deps.sh
@@ -30,7 +34,8 @@ generate: ## Regenerate bpf2go output and protobuf code with the pinned tools
 .PHONY: build
 build: ## Build the static agent, collector and CLI into bin/
 	@mkdir -p $(BIN)
-	$(STATIC) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
+	@if [ ! -x $(BIN)/watchpost-agent ]; then echo "build: first build: Go downloads the modules it needs and compiles about 500 packages (a few minutes on 2 cores; later builds take seconds); packages are listed as they compile"; fi
+	$(STATIC) $(GO) build $(if $(wildcard $(BIN)/watchpost-agent),,-v) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
 
 .PHONY: build-arm64
 build-arm64: ## Cross-build the static binaries for arm64
@@ -50,8 +55,9 @@ package: build build-arm64 ## Debian packages (watchpost-agent, watchpost-collec
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./deploy/cmd/wppackage -bin $(BIN) -out $(BIN)/packages -version $(VERSION) deploy/package/*.nfpm.yaml
 
 .PHONY: run
-run: build ## Build and start Watchpost on this host (root): events stream to the terminal
-	@scripts/run.sh
+run: build ## Build and start Watchpost on this host (root): events stream to the terminal; Ctrl-C stops it
+	@$(GO) build -o $(BIN)/tools/foreground ./scripts/foreground
+	@$(BIN)/tools/foreground scripts/run.sh
 
 .PHONY: run-fleet
 run-fleet: build ## Fleet mode on loopback (no root): PostgreSQL, 3-node JetStream, 2 collectors, a writer, simulated agents

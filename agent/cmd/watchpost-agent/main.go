@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 
 	"github.com/watchpost/watchpost/agent/app"
 	"github.com/watchpost/watchpost/agent/config"
@@ -42,9 +42,26 @@ func main() {
 	os.Exit(code)
 }
 
+// usage is the head of --help; the flags follow, in the style of the
+// collector's and the CLI's help.
+const usage = `watchpost-agent is Watchpost's host sensor: it loads the kernel programs, enriches
+what they report and writes events to stdout as JSON lines and/or streams them
+to a collector. It needs root (or CAP_BPF and CAP_PERFMON). SIGINT or SIGTERM
+detaches every program, drains the ring buffer, ships the last events and exits.
+
+Usage:
+  watchpost-agent [flags]
+
+Flags:
+`
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("watchpost-agent", flag.ContinueOnError)
+	// The same flag syntax as watchpost and watchpost-collector (pflag,
+	// which cobra uses): --name value or --name=value, -h/--help.
+	fs := pflag.NewFlagSet("watchpost-agent", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.SortFlags = false
+	fs.Usage = func() {}
 	configPath := fs.String("config", "", "YAML configuration file (see docs/configuration.md)")
 	out := fs.String("output", "", "where events go: stdout, collector or both (overrides the file)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (overrides the file)")
@@ -54,7 +71,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	reloadEvery := fs.Duration("reload-interval", 10*time.Second, "how often the configuration file, the certificates it names and the rules directory are checked for changes; 0 disables")
 	pprofAddr := fs.String("pprof", os.Getenv("WATCHPOST_PPROF"), "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (env WATCHPOST_PPROF); off when empty")
+	help := fs.BoolP("help", "h", false, "print this help and exit")
 	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "watchpost-agent: %v\nRun 'watchpost-agent --help' for usage.\n", err)
+		return exitUsage
+	}
+	if *help {
+		fmt.Fprint(stdout, usage+fs.FlagUsages())
+		return exitOK
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "watchpost-agent: unexpected argument %q\nRun 'watchpost-agent --help' for usage.\n", fs.Arg(0))
 		return exitUsage
 	}
 	if *showVersion {

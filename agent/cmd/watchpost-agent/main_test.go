@@ -46,3 +46,30 @@ func TestBadFlagsAndConfigAreUsageErrors(t *testing.T) {
 		t.Errorf("stderr does not name the file: %s", stderr.String())
 	}
 }
+
+// TestHelpAndFlagStyle: --help and -h print the usage to stdout and exit
+// 0, in the flag syntax of the other two binaries; a wrong flag or an
+// argument is a usage error that says how to get help.
+func TestHelpAndFlagStyle(t *testing.T) {
+	for _, arg := range []string{"--help", "-h"} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), []string{arg}, &stdout, &stderr); code != exitOK {
+			t.Fatalf("%s: exit %d, want 0; stderr %s", arg, code, stderr.String())
+		}
+		for _, want := range []string{"Usage:\n  watchpost-agent [flags]", "      --config string", "  -h, --help"} {
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("%s: usage lacks %q:\n%s", arg, want, stdout.String())
+			}
+		}
+	}
+	for _, tc := range []struct{ args, want string }{
+		{"--bogus", "watchpost-agent: unknown flag: --bogus\nRun 'watchpost-agent --help' for usage.\n"},
+		{"-config=x", "watchpost-agent: unknown shorthand flag: 'c' in -config=x\nRun 'watchpost-agent --help' for usage.\n"},
+		{"probe", "watchpost-agent: unexpected argument \"probe\"\nRun 'watchpost-agent --help' for usage.\n"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), strings.Fields(tc.args), &stdout, &stderr); code != exitUsage || stderr.String() != tc.want {
+			t.Errorf("%s: exit %d, stderr %q; want %d, %q", tc.args, code, stderr.String(), exitUsage, tc.want)
+		}
+	}
+}

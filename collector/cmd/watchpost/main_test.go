@@ -109,3 +109,13 @@ func TestAlertsTriageCLI(t *testing.T) {
 		t.Fatalf("next page: %v\n%s", err, out)
 	}
 }
+
+// TestHelp: --help prints the usage and succeeds (exit 0).
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"alerts", "ack", "-h"}} {
+		out, err := cli(t, args...)
+		if err != nil || !strings.Contains(out, "Usage:") || !strings.Contains(out, "-h, --help") {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+}
