@@ -588,11 +588,19 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 			arm()
 		}
 	}
+	// An alert follows the events queued before it (the events it names
+	// travel with it or before it), then leaves at once.
+	urgent := func(ev *event.Event) {
+		for n := len(s.in); n > 0; n-- {
+			add(<-s.in)
+		}
+		add(ev)
+	}
 	drain := func() {
 		for {
 			select {
 			case ev := <-s.urgent:
-				add(ev)
+				urgent(ev)
 			case ev := <-s.in:
 				add(ev)
 			default:
@@ -606,13 +614,13 @@ func (s *Shipper) batch(ctx context.Context, b *BatchBuilder) {
 	for {
 		select {
 		case ev := <-s.urgent:
-			add(ev)
+			urgent(ev)
 			continue
 		default:
 		}
 		select {
 		case ev := <-s.urgent:
-			add(ev)
+			urgent(ev)
 		case ev := <-s.in:
 			add(ev)
 		case <-age.C:

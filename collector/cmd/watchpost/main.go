@@ -61,7 +61,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.token, "token", os.Getenv("WATCHPOST_TOKEN"), "bearer token (env WATCHPOST_TOKEN)")
 	pf.StringVar(&g.caFile, "ca-file", os.Getenv("WATCHPOST_CA_FILE"), "CA of the collector's query certificate; plain HTTP/2 when empty (env WATCHPOST_CA_FILE)")
 	pf.BoolVar(&g.json, "json", false, "print JSON, one object per line")
-	root.AddCommand(newEvents(g), newTail(g), newHosts(g), newAlerts(g))
+	root.AddCommand(newEvents(g), newTail(g), newHosts(g), newAlerts(g), newExceptions(g))
 	return root
 }
 
@@ -219,18 +219,35 @@ func newHosts(g *globals) *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "AGENT\tHOST\tLAST SEEN\tVERSION\tKERNEL\tCAPTURE\tEVENTS\tDROPPED\tDROPS BY REASON")
+			fmt.Fprintln(w, "AGENT\tHOST\tLAST SEEN\tVERSION\tKERNEL\tCAPTURE\tEVENTS\tDROPPED\tDETECTION\tDROPS BY REASON")
 			for _, h := range resp.Hosts {
 				var drops []string
 				for _, c := range h.Drops {
 					drops = append(drops, fmt.Sprintf("%s/%s=%d", c.Kind, c.Reason, c.Count))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", h.AgentId, h.Host, formatTime(h.LastSeenUnixNano),
-					h.Version, h.Kernel, h.CapturePath, h.EventsStored, h.Dropped, strings.Join(drops, " "))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", h.AgentId, h.Host, formatTime(h.LastSeenUnixNano),
+					h.Version, h.Kernel, h.CapturePath, h.EventsStored, h.Dropped, detectionSummary(h.Detection), strings.Join(drops, " "))
 			}
 			return w.Flush()
 		},
 	}
+}
+
+// detectionSummary is the hosts table's detection column: rules loaded,
+// alerts, suppressed matches, and the rule load's errors.
+func detectionSummary(d *watchpostv1.DetectionStatus) string {
+	if d == nil {
+		return "off"
+	}
+	var suppressed uint64
+	for _, c := range d.Suppressed {
+		suppressed += c.Count
+	}
+	s := fmt.Sprintf("%d rules, %d alerts, %d suppressed", d.Rules, d.Alerts, suppressed)
+	if len(d.Errors) > 0 {
+		s += fmt.Sprintf(", %d errors: %s", len(d.Errors), strings.Join(d.Errors, "; "))
+	}
+	return s
 }
 
 // note writes a remark for the reader to stderr, as a line of its own
