@@ -29,3 +29,26 @@ func TestSubjectTokens(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSplitEventList: any message data either splits into records, which
+// serialized again split into the same records, or is refused; never a panic.
+func FuzzSplitEventList(f *testing.F) {
+	f.Add(AppendEventList(nil, [][]byte{[]byte("event"), {}, bytes.Repeat([]byte{1}, 200)}))
+	f.Add([]byte{0x0a, 0x05, 'x'})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		raw, err := SplitEventList(data)
+		if err != nil {
+			return
+		}
+		again, err := SplitEventList(AppendEventList(nil, raw))
+		if err != nil || len(again) != len(raw) {
+			t.Fatalf("records %q joined and split again: %q %v", raw, again, err)
+		}
+		for i := range raw {
+			if !bytes.Equal(again[i], raw[i]) {
+				t.Fatalf("record %d: %x, was %x", i, again[i], raw[i])
+			}
+		}
+	})
+}
