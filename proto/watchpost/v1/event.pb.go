@@ -69,6 +69,9 @@ const (
 	EventType_EVENT_TYPE_AGENT_STOP         EventType = 103
 	// A detection rule fired on the agent (detail: alert).
 	EventType_EVENT_TYPE_ALERT EventType = 104
+	// The agent found its own state damaged (spool state or counters file)
+	// and rebuilt it: evidence of tampering or of a crash in a bad place.
+	EventType_EVENT_TYPE_AGENT_TAMPER EventType = 140
 )
 
 // Enum value maps for EventType.
@@ -113,6 +116,7 @@ var (
 		102: "EVENT_TYPE_AGENT_START",
 		103: "EVENT_TYPE_AGENT_STOP",
 		104: "EVENT_TYPE_ALERT",
+		140: "EVENT_TYPE_AGENT_TAMPER",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":        0,
@@ -154,6 +158,7 @@ var (
 		"EVENT_TYPE_AGENT_START":        102,
 		"EVENT_TYPE_AGENT_STOP":         103,
 		"EVENT_TYPE_ALERT":              104,
+		"EVENT_TYPE_AGENT_TAMPER":       140,
 	}
 )
 
@@ -198,9 +203,19 @@ type Header struct {
 	Host string `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
 	// Agent identity and host boot id. Agents may leave them empty inside a
 	// batch: the collector fills them from the authenticated batch.
-	AgentId       string `protobuf:"bytes,6,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	BootId        string `protobuf:"bytes,7,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
-	Cpu           uint32 `protobuf:"varint,8,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	AgentId string `protobuf:"bytes,6,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	BootId  string `protobuf:"bytes,7,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	Cpu     uint32 `protobuf:"varint,8,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	// Fields shortened to the limits (proto/limits), by the agent or the
+	// collector: which, and how large they were.
+	Truncated []*Truncation `protobuf:"bytes,50,rep,name=truncated,proto3" json:"truncated,omitempty"`
+	// The collector moved time_unix_nano back to its receipt time plus the
+	// allowed skew; agent_time_unix_nano keeps what the agent said.
+	TimeClamped       bool  `protobuf:"varint,51,opt,name=time_clamped,json=timeClamped,proto3" json:"time_clamped,omitempty"`
+	AgentTimeUnixNano int64 `protobuf:"varint,52,opt,name=agent_time_unix_nano,json=agentTimeUnixNano,proto3" json:"agent_time_unix_nano,omitempty"`
+	// Set by the collector when the agent named another host than its
+	// certificate's identity (host always shows the identity).
+	ClaimedHost   string `protobuf:"bytes,53,opt,name=claimed_host,json=claimedHost,proto3" json:"claimed_host,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -291,6 +306,100 @@ func (x *Header) GetCpu() uint32 {
 	return 0
 }
 
+func (x *Header) GetTruncated() []*Truncation {
+	if x != nil {
+		return x.Truncated
+	}
+	return nil
+}
+
+func (x *Header) GetTimeClamped() bool {
+	if x != nil {
+		return x.TimeClamped
+	}
+	return false
+}
+
+func (x *Header) GetAgentTimeUnixNano() int64 {
+	if x != nil {
+		return x.AgentTimeUnixNano
+	}
+	return 0
+}
+
+func (x *Header) GetClaimedHost() string {
+	if x != nil {
+		return x.ClaimedHost
+	}
+	return ""
+}
+
+// Truncation records one field shortened to its limit: the head and the
+// tail are kept (the last path components, the last arguments), the
+// middle is cut.
+type Truncation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in validation messages: "process.args", "file.path", "ancestry[1].args".
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// The original size: entries of a list (0 for a string) and bytes (of a
+	// string, or of every entry of a list).
+	Entries       uint32 `protobuf:"varint,2,opt,name=entries,proto3" json:"entries,omitempty"`
+	Bytes         uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Truncation) Reset() {
+	*x = Truncation{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Truncation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Truncation) ProtoMessage() {}
+
+func (x *Truncation) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Truncation.ProtoReflect.Descriptor instead.
+func (*Truncation) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Truncation) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *Truncation) GetEntries() uint32 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *Truncation) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 // Process is the actor of an event.
 type Process struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -327,7 +436,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[1]
+	mi := &file_watchpost_v1_event_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +448,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[1]
+	mi := &file_watchpost_v1_event_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +461,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{1}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Process) GetPid() uint32 {
@@ -523,7 +632,7 @@ type Ancestor struct {
 
 func (x *Ancestor) Reset() {
 	*x = Ancestor{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[2]
+	mi := &file_watchpost_v1_event_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +644,7 @@ func (x *Ancestor) String() string {
 func (*Ancestor) ProtoMessage() {}
 
 func (x *Ancestor) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[2]
+	mi := &file_watchpost_v1_event_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +657,7 @@ func (x *Ancestor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ancestor.ProtoReflect.Descriptor instead.
 func (*Ancestor) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{2}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Ancestor) GetPid() uint32 {
@@ -609,7 +718,7 @@ type Exec struct {
 
 func (x *Exec) Reset() {
 	*x = Exec{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[3]
+	mi := &file_watchpost_v1_event_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +730,7 @@ func (x *Exec) String() string {
 func (*Exec) ProtoMessage() {}
 
 func (x *Exec) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[3]
+	mi := &file_watchpost_v1_event_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +743,7 @@ func (x *Exec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exec.ProtoReflect.Descriptor instead.
 func (*Exec) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{3}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Exec) GetArgsTruncated() bool {
@@ -711,7 +820,7 @@ type Clone struct {
 
 func (x *Clone) Reset() {
 	*x = Clone{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[4]
+	mi := &file_watchpost_v1_event_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +832,7 @@ func (x *Clone) String() string {
 func (*Clone) ProtoMessage() {}
 
 func (x *Clone) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[4]
+	mi := &file_watchpost_v1_event_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +845,7 @@ func (x *Clone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Clone.ProtoReflect.Descriptor instead.
 func (*Clone) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{4}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Clone) GetChildPid() uint32 {
@@ -772,7 +881,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[5]
+	mi := &file_watchpost_v1_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +893,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[5]
+	mi := &file_watchpost_v1_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +906,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{5}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Exit) GetCode() int32 {
@@ -853,7 +962,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[6]
+	mi := &file_watchpost_v1_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +974,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[6]
+	mi := &file_watchpost_v1_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +987,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *File) GetPath() string {
@@ -1009,7 +1118,7 @@ type Net struct {
 
 func (x *Net) Reset() {
 	*x = Net{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[7]
+	mi := &file_watchpost_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1130,7 @@ func (x *Net) String() string {
 func (*Net) ProtoMessage() {}
 
 func (x *Net) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[7]
+	mi := &file_watchpost_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1143,7 @@ func (x *Net) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Net.ProtoReflect.Descriptor instead.
 func (*Net) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Net) GetFamily() string {
@@ -1149,7 +1258,7 @@ type Security struct {
 
 func (x *Security) Reset() {
 	*x = Security{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[8]
+	mi := &file_watchpost_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1270,7 @@ func (x *Security) String() string {
 func (*Security) ProtoMessage() {}
 
 func (x *Security) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[8]
+	mi := &file_watchpost_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1283,7 @@ func (x *Security) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Security.ProtoReflect.Descriptor instead.
 func (*Security) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Security) GetOperation() string {
@@ -1284,7 +1393,7 @@ type Namespace struct {
 
 func (x *Namespace) Reset() {
 	*x = Namespace{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	mi := &file_watchpost_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1405,7 @@ func (x *Namespace) String() string {
 func (*Namespace) ProtoMessage() {}
 
 func (x *Namespace) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	mi := &file_watchpost_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1418,7 @@ func (x *Namespace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespace.ProtoReflect.Descriptor instead.
 func (*Namespace) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Namespace) GetOperation() string {
@@ -1374,7 +1483,7 @@ type Industrial struct {
 
 func (x *Industrial) Reset() {
 	*x = Industrial{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[10]
+	mi := &file_watchpost_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1495,7 @@ func (x *Industrial) String() string {
 func (*Industrial) ProtoMessage() {}
 
 func (x *Industrial) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[10]
+	mi := &file_watchpost_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1508,7 @@ func (x *Industrial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Industrial.ProtoReflect.Descriptor instead.
 func (*Industrial) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Industrial) GetProtocol() string {
@@ -1442,7 +1551,7 @@ type Counter struct {
 
 func (x *Counter) Reset() {
 	*x = Counter{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[11]
+	mi := &file_watchpost_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1563,7 @@ func (x *Counter) String() string {
 func (*Counter) ProtoMessage() {}
 
 func (x *Counter) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[11]
+	mi := &file_watchpost_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1576,7 @@ func (x *Counter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counter.ProtoReflect.Descriptor instead.
 func (*Counter) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Counter) GetKind() string {
@@ -1511,7 +1620,7 @@ type Health struct {
 
 func (x *Health) Reset() {
 	*x = Health{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	mi := &file_watchpost_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1632,7 @@ func (x *Health) String() string {
 func (*Health) ProtoMessage() {}
 
 func (x *Health) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	mi := &file_watchpost_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1645,7 @@ func (x *Health) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Health.ProtoReflect.Descriptor instead.
 func (*Health) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Health) GetVersion() string {
@@ -1643,7 +1752,7 @@ type DetectionStatus struct {
 
 func (x *DetectionStatus) Reset() {
 	*x = DetectionStatus{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1764,7 @@ func (x *DetectionStatus) String() string {
 func (*DetectionStatus) ProtoMessage() {}
 
 func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1777,7 @@ func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionStatus.ProtoReflect.Descriptor instead.
 func (*DetectionStatus) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DetectionStatus) GetRules() uint32 {
@@ -1758,7 +1867,7 @@ type DetectionAlert struct {
 
 func (x *DetectionAlert) Reset() {
 	*x = DetectionAlert{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1879,7 @@ func (x *DetectionAlert) String() string {
 func (*DetectionAlert) ProtoMessage() {}
 
 func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1892,7 @@ func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionAlert.ProtoReflect.Descriptor instead.
 func (*DetectionAlert) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DetectionAlert) GetRuleId() string {
@@ -1873,7 +1982,7 @@ type MatchedField struct {
 
 func (x *MatchedField) Reset() {
 	*x = MatchedField{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +1994,7 @@ func (x *MatchedField) String() string {
 func (*MatchedField) ProtoMessage() {}
 
 func (x *MatchedField) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2007,7 @@ func (x *MatchedField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchedField.ProtoReflect.Descriptor instead.
 func (*MatchedField) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MatchedField) GetField() string {
@@ -1930,7 +2039,7 @@ type EventRef struct {
 
 func (x *EventRef) Reset() {
 	*x = EventRef{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2051,7 @@ func (x *EventRef) String() string {
 func (*EventRef) ProtoMessage() {}
 
 func (x *EventRef) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2064,7 @@ func (x *EventRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRef.ProtoReflect.Descriptor instead.
 func (*EventRef) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EventRef) GetSeq() uint64 {
@@ -2003,7 +2112,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[17]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2124,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[17]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2137,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Gap) GetReason() string {
@@ -2043,6 +2152,78 @@ func (x *Gap) GetCounters() []*Counter {
 		return x.Counters
 	}
 	return nil
+}
+
+// Tamper: the agent found one of its own files damaged and rebuilt it.
+type Tamper struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What was damaged: "spool_state", "spool_counters".
+	What string `protobuf:"bytes,1,opt,name=what,proto3" json:"what,omitempty"`
+	File string `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	// What the agent did about it ("rebuilt from the segments", ...).
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	// The error that showed the damage.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tamper) Reset() {
+	*x = Tamper{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tamper) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tamper) ProtoMessage() {}
+
+func (x *Tamper) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tamper.ProtoReflect.Descriptor instead.
+func (*Tamper) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Tamper) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *Tamper) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *Tamper) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Tamper) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
 }
 
 // Event is one observation. The detail matches header.type: exec, clone and
@@ -2066,6 +2247,7 @@ type Event struct {
 	//	*Event_Gap
 	//	*Event_Namespace
 	//	*Event_Alert
+	//	*Event_Tamper
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2073,7 +2255,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2267,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2280,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetHeader() *Header {
@@ -2226,6 +2408,15 @@ func (x *Event) GetAlert() *DetectionAlert {
 	return nil
 }
 
+func (x *Event) GetTamper() *Tamper {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Tamper); ok {
+			return x.Tamper
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -2270,6 +2461,10 @@ type Event_Alert struct {
 	Alert *DetectionAlert `protobuf:"bytes,23,opt,name=alert,proto3,oneof"`
 }
 
+type Event_Tamper struct {
+	Tamper *Tamper `protobuf:"bytes,45,opt,name=tamper,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Clone) isEvent_Detail() {}
@@ -2290,6 +2485,8 @@ func (*Event_Namespace) isEvent_Detail() {}
 
 func (*Event_Alert) isEvent_Detail() {}
 
+func (*Event_Tamper) isEvent_Detail() {}
+
 // EventList is the uncompressed payload of a batch.
 type EventList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2300,7 +2497,7 @@ type EventList struct {
 
 func (x *EventList) Reset() {
 	*x = EventList{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	mi := &file_watchpost_v1_event_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2509,7 @@ func (x *EventList) String() string {
 func (*EventList) ProtoMessage() {}
 
 func (x *EventList) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	mi := &file_watchpost_v1_event_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2522,7 @@ func (x *EventList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventList.ProtoReflect.Descriptor instead.
 func (*EventList) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EventList) GetEvents() []*Event {
@@ -2339,7 +2536,7 @@ var File_watchpost_v1_event_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x18watchpost/v1/event.proto\x12\fwatchpost.v1\"\xe0\x01\n" +
+	"\x18watchpost/v1/event.proto\x12\fwatchpost.v1\"\x8f\x03\n" +
 	"\x06Header\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.watchpost.v1.EventTypeR\x04type\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x17\n" +
@@ -2348,7 +2545,16 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x04host\x18\x05 \x01(\tR\x04host\x12\x19\n" +
 	"\bagent_id\x18\x06 \x01(\tR\aagentId\x12\x17\n" +
 	"\aboot_id\x18\a \x01(\tR\x06bootId\x12\x10\n" +
-	"\x03cpu\x18\b \x01(\rR\x03cpu\"\xba\x04\n" +
+	"\x03cpu\x18\b \x01(\rR\x03cpu\x126\n" +
+	"\ttruncated\x182 \x03(\v2\x18.watchpost.v1.TruncationR\ttruncated\x12!\n" +
+	"\ftime_clamped\x183 \x01(\bR\vtimeClamped\x12/\n" +
+	"\x14agent_time_unix_nano\x184 \x01(\x03R\x11agentTimeUnixNano\x12!\n" +
+	"\fclaimed_host\x185 \x01(\tR\vclaimedHost\"R\n" +
+	"\n" +
+	"Truncation\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
+	"\aentries\x18\x02 \x01(\rR\aentries\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xba\x04\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x10\n" +
 	"\x03tid\x18\x02 \x01(\rR\x03tid\x12\x12\n" +
@@ -2534,7 +2740,12 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\"P\n" +
 	"\x03Gap\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x121\n" +
-	"\bcounters\x18\x02 \x03(\v2\x15.watchpost.v1.CounterR\bcounters\"\xac\x05\n" +
+	"\bcounters\x18\x02 \x03(\v2\x15.watchpost.v1.CounterR\bcounters\"^\n" +
+	"\x06Tamper\x12\x12\n" +
+	"\x04what\x18\x01 \x01(\tR\x04what\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xdc\x05\n" +
 	"\x05Event\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.watchpost.v1.HeaderR\x06header\x12/\n" +
 	"\aprocess\x18\x02 \x01(\v2\x15.watchpost.v1.ProcessR\aprocess\x122\n" +
@@ -2552,10 +2763,11 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x06health\x18\x10 \x01(\v2\x14.watchpost.v1.HealthH\x00R\x06health\x12%\n" +
 	"\x03gap\x18\x11 \x01(\v2\x11.watchpost.v1.GapH\x00R\x03gap\x127\n" +
 	"\tnamespace\x18\x12 \x01(\v2\x17.watchpost.v1.NamespaceH\x00R\tnamespace\x124\n" +
-	"\x05alert\x18\x17 \x01(\v2\x1c.watchpost.v1.DetectionAlertH\x00R\x05alertB\b\n" +
+	"\x05alert\x18\x17 \x01(\v2\x1c.watchpost.v1.DetectionAlertH\x00R\x05alert\x12.\n" +
+	"\x06tamper\x18- \x01(\v2\x14.watchpost.v1.TamperH\x00R\x06tamperB\b\n" +
 	"\x06detail\"8\n" +
 	"\tEventList\x12+\n" +
-	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\x84\b\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xa2\b\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_TYPE_EXEC\x10\x01\x12\x14\n" +
@@ -2596,7 +2808,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x0eEVENT_TYPE_GAP\x10e\x12\x1a\n" +
 	"\x16EVENT_TYPE_AGENT_START\x10f\x12\x19\n" +
 	"\x15EVENT_TYPE_AGENT_STOP\x10g\x12\x14\n" +
-	"\x10EVENT_TYPE_ALERT\x10hB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
+	"\x10EVENT_TYPE_ALERT\x10h\x12\x1c\n" +
+	"\x17EVENT_TYPE_AGENT_TAMPER\x10\x8c\x01B?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
 
 var (
 	file_watchpost_v1_event_proto_rawDescOnce sync.Once
@@ -2611,63 +2824,67 @@ func file_watchpost_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_watchpost_v1_event_proto_goTypes = []any{
 	(EventType)(0),          // 0: watchpost.v1.EventType
 	(*Header)(nil),          // 1: watchpost.v1.Header
-	(*Process)(nil),         // 2: watchpost.v1.Process
-	(*Ancestor)(nil),        // 3: watchpost.v1.Ancestor
-	(*Exec)(nil),            // 4: watchpost.v1.Exec
-	(*Clone)(nil),           // 5: watchpost.v1.Clone
-	(*Exit)(nil),            // 6: watchpost.v1.Exit
-	(*File)(nil),            // 7: watchpost.v1.File
-	(*Net)(nil),             // 8: watchpost.v1.Net
-	(*Security)(nil),        // 9: watchpost.v1.Security
-	(*Namespace)(nil),       // 10: watchpost.v1.Namespace
-	(*Industrial)(nil),      // 11: watchpost.v1.Industrial
-	(*Counter)(nil),         // 12: watchpost.v1.Counter
-	(*Health)(nil),          // 13: watchpost.v1.Health
-	(*DetectionStatus)(nil), // 14: watchpost.v1.DetectionStatus
-	(*DetectionAlert)(nil),  // 15: watchpost.v1.DetectionAlert
-	(*MatchedField)(nil),    // 16: watchpost.v1.MatchedField
-	(*EventRef)(nil),        // 17: watchpost.v1.EventRef
-	(*Gap)(nil),             // 18: watchpost.v1.Gap
-	(*Event)(nil),           // 19: watchpost.v1.Event
-	(*EventList)(nil),       // 20: watchpost.v1.EventList
-	nil,                     // 21: watchpost.v1.Exec.EnvEntry
-	nil,                     // 22: watchpost.v1.Namespace.InodesEntry
+	(*Truncation)(nil),      // 2: watchpost.v1.Truncation
+	(*Process)(nil),         // 3: watchpost.v1.Process
+	(*Ancestor)(nil),        // 4: watchpost.v1.Ancestor
+	(*Exec)(nil),            // 5: watchpost.v1.Exec
+	(*Clone)(nil),           // 6: watchpost.v1.Clone
+	(*Exit)(nil),            // 7: watchpost.v1.Exit
+	(*File)(nil),            // 8: watchpost.v1.File
+	(*Net)(nil),             // 9: watchpost.v1.Net
+	(*Security)(nil),        // 10: watchpost.v1.Security
+	(*Namespace)(nil),       // 11: watchpost.v1.Namespace
+	(*Industrial)(nil),      // 12: watchpost.v1.Industrial
+	(*Counter)(nil),         // 13: watchpost.v1.Counter
+	(*Health)(nil),          // 14: watchpost.v1.Health
+	(*DetectionStatus)(nil), // 15: watchpost.v1.DetectionStatus
+	(*DetectionAlert)(nil),  // 16: watchpost.v1.DetectionAlert
+	(*MatchedField)(nil),    // 17: watchpost.v1.MatchedField
+	(*EventRef)(nil),        // 18: watchpost.v1.EventRef
+	(*Gap)(nil),             // 19: watchpost.v1.Gap
+	(*Tamper)(nil),          // 20: watchpost.v1.Tamper
+	(*Event)(nil),           // 21: watchpost.v1.Event
+	(*EventList)(nil),       // 22: watchpost.v1.EventList
+	nil,                     // 23: watchpost.v1.Exec.EnvEntry
+	nil,                     // 24: watchpost.v1.Namespace.InodesEntry
 }
 var file_watchpost_v1_event_proto_depIdxs = []int32{
 	0,  // 0: watchpost.v1.Header.type:type_name -> watchpost.v1.EventType
-	21, // 1: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
-	22, // 2: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
-	12, // 3: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
-	14, // 4: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
-	12, // 5: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
-	16, // 6: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
-	17, // 7: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
-	0,  // 8: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
-	12, // 9: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
-	1,  // 10: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
-	2,  // 11: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
-	3,  // 12: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
-	11, // 13: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
-	4,  // 14: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
-	5,  // 15: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
-	6,  // 16: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
-	7,  // 17: watchpost.v1.Event.file:type_name -> watchpost.v1.File
-	8,  // 18: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
-	9,  // 19: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
-	13, // 20: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
-	18, // 21: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
-	10, // 22: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
-	15, // 23: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
-	19, // 24: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	2,  // 1: watchpost.v1.Header.truncated:type_name -> watchpost.v1.Truncation
+	23, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
+	24, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
+	13, // 4: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
+	15, // 5: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
+	13, // 6: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
+	17, // 7: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
+	18, // 8: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
+	0,  // 9: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
+	13, // 10: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
+	1,  // 11: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
+	3,  // 12: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
+	4,  // 13: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
+	12, // 14: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
+	5,  // 15: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
+	6,  // 16: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
+	7,  // 17: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
+	8,  // 18: watchpost.v1.Event.file:type_name -> watchpost.v1.File
+	9,  // 19: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
+	10, // 20: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
+	14, // 21: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
+	19, // 22: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
+	11, // 23: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
+	16, // 24: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
+	20, // 25: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
+	21, // 26: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_event_proto_init() }
@@ -2675,7 +2892,7 @@ func file_watchpost_v1_event_proto_init() {
 	if File_watchpost_v1_event_proto != nil {
 		return
 	}
-	file_watchpost_v1_event_proto_msgTypes[18].OneofWrappers = []any{
+	file_watchpost_v1_event_proto_msgTypes[20].OneofWrappers = []any{
 		(*Event_Exec)(nil),
 		(*Event_Clone)(nil),
 		(*Event_Exit)(nil),
@@ -2686,6 +2903,7 @@ func file_watchpost_v1_event_proto_init() {
 		(*Event_Gap)(nil),
 		(*Event_Namespace)(nil),
 		(*Event_Alert)(nil),
+		(*Event_Tamper)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2693,7 +2911,7 @@ func file_watchpost_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_event_proto_rawDesc), len(file_watchpost_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -810,9 +810,15 @@ type Ack struct {
 	// google.rpc.Code of the refusal (3 = INVALID_ARGUMENT, 8 = RESOURCE_EXHAUSTED ...).
 	Code int32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
 	// Names the offending field, e.g. "batch.events[3].process.pid: ...".
-	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// STORED: events of the batch the collector refused (malformed) and
+	// stored shortened (over a limit); the others are stored unchanged. The
+	// agent counts the refused ones as dropped ("rejected"). message names
+	// the first problem.
+	EventsRefused   uint32 `protobuf:"varint,50,opt,name=events_refused,json=eventsRefused,proto3" json:"events_refused,omitempty"`
+	EventsTruncated uint32 `protobuf:"varint,51,opt,name=events_truncated,json=eventsTruncated,proto3" json:"events_truncated,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Ack) Reset() {
@@ -871,6 +877,20 @@ func (x *Ack) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *Ack) GetEventsRefused() uint32 {
+	if x != nil {
+		return x.EventsRefused
+	}
+	return 0
+}
+
+func (x *Ack) GetEventsTruncated() uint32 {
+	if x != nil {
+		return x.EventsTruncated
+	}
+	return 0
 }
 
 // Heartbeat is the agent's periodic self-report on the same stream.
@@ -1175,12 +1195,14 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\apayload\x18\x06 \x01(\fR\apayload\x12\x1f\n" +
 	"\vevent_count\x18\a \x01(\rR\n" +
 	"eventCount\x12+\n" +
-	"\x11uncompressed_size\x18\b \x01(\rR\x10uncompressedSize\"\x81\x01\n" +
+	"\x11uncompressed_size\x18\b \x01(\rR\x10uncompressedSize\"\xd3\x01\n" +
 	"\x03Ack\x12\x1b\n" +
 	"\tbatch_seq\x18\x01 \x01(\x04R\bbatchSeq\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.watchpost.v1.AckStatusR\x06status\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xc8\x06\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12%\n" +
+	"\x0eevents_refused\x182 \x01(\rR\reventsRefused\x12)\n" +
+	"\x10events_truncated\x183 \x01(\rR\x0feventsTruncated\"\xc8\x06\n" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x15\n" +

@@ -40,6 +40,25 @@ const (
 	AlertKind_ALERT_KIND_PROGRAMS_DETACHED AlertKind = 5
 	// A detection rule fired on the agent (detection says which and why).
 	AlertKind_ALERT_KIND_DETECTION AlertKind = 30
+	// Events refused by the collector (malformed); count = how many.
+	AlertKind_ALERT_KIND_EVENTS_REFUSED AlertKind = 10
+	// Events over a size limit, stored shortened; count = how many.
+	AlertKind_ALERT_KIND_EVENTS_TRUNCATED AlertKind = 11
+	// The agent exceeded an ingest budget (bytes, events, heartbeats,
+	// streams, memory in flight) and was slowed or refused.
+	AlertKind_ALERT_KIND_AGENT_OVER_BUDGET AlertKind = 12
+	// The agent named another host than its certificate's identity.
+	AlertKind_ALERT_KIND_HOST_MISMATCH AlertKind = 13
+	// Event times in the future beyond the allowed skew, clamped.
+	AlertKind_ALERT_KIND_CLOCK_SKEW AlertKind = 14
+	// Two different certificates (or agent processes) use one identity at once.
+	AlertKind_ALERT_KIND_DUPLICATE_IDENTITY AlertKind = 15
+	// A revoked certificate tried to connect.
+	AlertKind_ALERT_KIND_REVOKED_CERTIFICATE AlertKind = 16
+	// The agent found its own state files damaged and rebuilt them.
+	AlertKind_ALERT_KIND_AGENT_TAMPER AlertKind = 17
+	// The agent's storage quota was reached: its oldest events were deleted.
+	AlertKind_ALERT_KIND_STORAGE_QUOTA AlertKind = 18
 )
 
 // Enum value maps for AlertKind.
@@ -52,15 +71,33 @@ var (
 		4:  "ALERT_KIND_DROP_JUMP",
 		5:  "ALERT_KIND_PROGRAMS_DETACHED",
 		30: "ALERT_KIND_DETECTION",
+		10: "ALERT_KIND_EVENTS_REFUSED",
+		11: "ALERT_KIND_EVENTS_TRUNCATED",
+		12: "ALERT_KIND_AGENT_OVER_BUDGET",
+		13: "ALERT_KIND_HOST_MISMATCH",
+		14: "ALERT_KIND_CLOCK_SKEW",
+		15: "ALERT_KIND_DUPLICATE_IDENTITY",
+		16: "ALERT_KIND_REVOKED_CERTIFICATE",
+		17: "ALERT_KIND_AGENT_TAMPER",
+		18: "ALERT_KIND_STORAGE_QUOTA",
 	}
 	AlertKind_value = map[string]int32{
-		"ALERT_KIND_UNSPECIFIED":       0,
-		"ALERT_KIND_MISSED_HEARTBEAT":  1,
-		"ALERT_KIND_SEQUENCE_GAP":      2,
-		"ALERT_KIND_UNCLEAN_RESTART":   3,
-		"ALERT_KIND_DROP_JUMP":         4,
-		"ALERT_KIND_PROGRAMS_DETACHED": 5,
-		"ALERT_KIND_DETECTION":         30,
+		"ALERT_KIND_UNSPECIFIED":         0,
+		"ALERT_KIND_MISSED_HEARTBEAT":    1,
+		"ALERT_KIND_SEQUENCE_GAP":        2,
+		"ALERT_KIND_UNCLEAN_RESTART":     3,
+		"ALERT_KIND_DROP_JUMP":           4,
+		"ALERT_KIND_PROGRAMS_DETACHED":   5,
+		"ALERT_KIND_DETECTION":           30,
+		"ALERT_KIND_EVENTS_REFUSED":      10,
+		"ALERT_KIND_EVENTS_TRUNCATED":    11,
+		"ALERT_KIND_AGENT_OVER_BUDGET":   12,
+		"ALERT_KIND_HOST_MISMATCH":       13,
+		"ALERT_KIND_CLOCK_SKEW":          14,
+		"ALERT_KIND_DUPLICATE_IDENTITY":  15,
+		"ALERT_KIND_REVOKED_CERTIFICATE": 16,
+		"ALERT_KIND_AGENT_TAMPER":        17,
+		"ALERT_KIND_STORAGE_QUOTA":       18,
 	}
 )
 
@@ -391,7 +428,14 @@ type QueryEventsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// More events matched than were returned.
-	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Truncated bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// The query stopped at the collector's cost bound (query.max_scan_rows)
+	// or deadline (query.timeout) before it looked at every candidate: the
+	// events are the newest found so far; narrow the time range or filter.
+	CostLimited bool `protobuf:"varint,50,opt,name=cost_limited,json=costLimited,proto3" json:"cost_limited,omitempty"`
+	// Work done: stored rows read and block summaries looked at.
+	RowsScanned   uint64 `protobuf:"varint,51,opt,name=rows_scanned,json=rowsScanned,proto3" json:"rows_scanned,omitempty"`
+	SummariesRead uint64 `protobuf:"varint,52,opt,name=summaries_read,json=summariesRead,proto3" json:"summaries_read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +482,27 @@ func (x *QueryEventsResponse) GetTruncated() bool {
 		return x.Truncated
 	}
 	return false
+}
+
+func (x *QueryEventsResponse) GetCostLimited() bool {
+	if x != nil {
+		return x.CostLimited
+	}
+	return false
+}
+
+func (x *QueryEventsResponse) GetRowsScanned() uint64 {
+	if x != nil {
+		return x.RowsScanned
+	}
+	return 0
+}
+
+func (x *QueryEventsResponse) GetSummariesRead() uint64 {
+	if x != nil {
+		return x.SummariesRead
+	}
+	return 0
 }
 
 type TailEventsRequest struct {
@@ -600,8 +665,23 @@ type HostInfo struct {
 	Stopped bool `protobuf:"varint,130,opt,name=stopped,proto3" json:"stopped,omitempty"`
 	// The agent's heartbeat interval (silence is judged against it).
 	HeartbeatIntervalNanos int64 `protobuf:"varint,131,opt,name=heartbeat_interval_nanos,json=heartbeatIntervalNanos,proto3" json:"heartbeat_interval_nanos,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// What the collector refused, shortened, altered or deleted of this
+	// agent's input, by reason (kind: event, batch, heartbeat, stream,
+	// storage): see docs/reliability.md, "hostile gateway".
+	Refusals []*Counter `protobuf:"bytes,50,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	// The host name the agent reports when it differs from its identity.
+	ClaimedHost string `protobuf:"bytes,51,opt,name=claimed_host,json=claimedHost,proto3" json:"claimed_host,omitempty"`
+	// Bytes of this agent's events in the store, and its quota (0: none).
+	StoredBytes uint64 `protobuf:"varint,52,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	QuotaBytes  uint64 `protobuf:"varint,53,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
+	// Serial number (hex) of the certificate of the last stream, and how
+	// many distinct certificates of this identity are connected now.
+	CertSerial       string `protobuf:"bytes,54,opt,name=cert_serial,json=certSerial,proto3" json:"cert_serial,omitempty"`
+	LiveCertificates uint32 `protobuf:"varint,55,opt,name=live_certificates,json=liveCertificates,proto3" json:"live_certificates,omitempty"`
+	// Set when the identity is revoked (watchpost-collector certs revoke).
+	Revoked       bool `protobuf:"varint,56,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HostInfo) Reset() {
@@ -786,6 +866,55 @@ func (x *HostInfo) GetHeartbeatIntervalNanos() int64 {
 		return x.HeartbeatIntervalNanos
 	}
 	return 0
+}
+
+func (x *HostInfo) GetRefusals() []*Counter {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+func (x *HostInfo) GetClaimedHost() string {
+	if x != nil {
+		return x.ClaimedHost
+	}
+	return ""
+}
+
+func (x *HostInfo) GetStoredBytes() uint64 {
+	if x != nil {
+		return x.StoredBytes
+	}
+	return 0
+}
+
+func (x *HostInfo) GetQuotaBytes() uint64 {
+	if x != nil {
+		return x.QuotaBytes
+	}
+	return 0
+}
+
+func (x *HostInfo) GetCertSerial() string {
+	if x != nil {
+		return x.CertSerial
+	}
+	return ""
+}
+
+func (x *HostInfo) GetLiveCertificates() uint32 {
+	if x != nil {
+		return x.LiveCertificates
+	}
+	return 0
+}
+
+func (x *HostInfo) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
 }
 
 type ListHostsResponse struct {
@@ -2052,16 +2181,19 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\bagent_id\x18\v \x01(\tR\aagentId\"]\n" +
 	"\x12QueryEventsRequest\x121\n" +
 	"\x06filter\x18\x01 \x01(\v2\x19.watchpost.v1.EventFilterR\x06filter\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"`\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xcd\x01\n" +
 	"\x13QueryEventsResponse\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events\x12\x1c\n" +
-	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"F\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\x12!\n" +
+	"\fcost_limited\x182 \x01(\bR\vcostLimited\x12!\n" +
+	"\frows_scanned\x183 \x01(\x04R\vrowsScanned\x12%\n" +
+	"\x0esummaries_read\x184 \x01(\x04R\rsummariesRead\"F\n" +
 	"\x11TailEventsRequest\x121\n" +
 	"\x06filter\x18\x01 \x01(\v2\x19.watchpost.v1.EventFilterR\x06filter\"[\n" +
 	"\x12TailEventsResponse\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"\x12\n" +
-	"\x10ListHostsRequest\"\x8a\x06\n" +
+	"\x10ListHostsRequest\"\x8c\b\n" +
 	"\bHostInfo\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x17\n" +
@@ -2086,7 +2218,16 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x12)\n" +
 	"\x10commands_applied\x18Q \x01(\x04R\x0fcommandsApplied\x12\x19\n" +
 	"\astopped\x18\x82\x01 \x01(\bR\astopped\x129\n" +
-	"\x18heartbeat_interval_nanos\x18\x83\x01 \x01(\x03R\x16heartbeatIntervalNanos\"A\n" +
+	"\x18heartbeat_interval_nanos\x18\x83\x01 \x01(\x03R\x16heartbeatIntervalNanos\x121\n" +
+	"\brefusals\x182 \x03(\v2\x15.watchpost.v1.CounterR\brefusals\x12!\n" +
+	"\fclaimed_host\x183 \x01(\tR\vclaimedHost\x12!\n" +
+	"\fstored_bytes\x184 \x01(\x04R\vstoredBytes\x12\x1f\n" +
+	"\vquota_bytes\x185 \x01(\x04R\n" +
+	"quotaBytes\x12\x1f\n" +
+	"\vcert_serial\x186 \x01(\tR\n" +
+	"certSerial\x12+\n" +
+	"\x11live_certificates\x187 \x01(\rR\x10liveCertificates\x12\x18\n" +
+	"\arevoked\x188 \x01(\bR\arevoked\"A\n" +
 	"\x11ListHostsResponse\x12,\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x16.watchpost.v1.HostInfoR\x05hosts\"\x19\n" +
 	"\x17EnforceRetentionRequest\"I\n" +
@@ -2187,7 +2328,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.watchpost.v1.AlertStateR\x05state\x12\x12\n" +
 	"\x04note\x18\x03 \x01(\tR\x04note\"C\n" +
 	"\x14UpdateAlertsResponse\x12+\n" +
-	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts*\xdb\x01\n" +
+	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts*\xf8\x03\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bALERT_KIND_MISSED_HEARTBEAT\x10\x01\x12\x1b\n" +
@@ -2195,7 +2336,17 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x1aALERT_KIND_UNCLEAN_RESTART\x10\x03\x12\x18\n" +
 	"\x14ALERT_KIND_DROP_JUMP\x10\x04\x12 \n" +
 	"\x1cALERT_KIND_PROGRAMS_DETACHED\x10\x05\x12\x18\n" +
-	"\x14ALERT_KIND_DETECTION\x10\x1e*\x88\x01\n" +
+	"\x14ALERT_KIND_DETECTION\x10\x1e\x12\x1d\n" +
+	"\x19ALERT_KIND_EVENTS_REFUSED\x10\n" +
+	"\x12\x1f\n" +
+	"\x1bALERT_KIND_EVENTS_TRUNCATED\x10\v\x12 \n" +
+	"\x1cALERT_KIND_AGENT_OVER_BUDGET\x10\f\x12\x1c\n" +
+	"\x18ALERT_KIND_HOST_MISMATCH\x10\r\x12\x19\n" +
+	"\x15ALERT_KIND_CLOCK_SKEW\x10\x0e\x12!\n" +
+	"\x1dALERT_KIND_DUPLICATE_IDENTITY\x10\x0f\x12\"\n" +
+	"\x1eALERT_KIND_REVOKED_CERTIFICATE\x10\x10\x12\x1b\n" +
+	"\x17ALERT_KIND_AGENT_TAMPER\x10\x11\x12\x1c\n" +
+	"\x18ALERT_KIND_STORAGE_QUOTA\x10\x12*\x88\x01\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x10\n" +
@@ -2286,55 +2437,56 @@ var file_watchpost_v1_query_proto_depIdxs = []int32{
 	29, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
 	30, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
 	31, // 6: watchpost.v1.HostInfo.detection:type_name -> watchpost.v1.DetectionStatus
-	9,  // 7: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
-	0,  // 8: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
-	30, // 9: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
-	1,  // 10: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
-	2,  // 11: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
-	32, // 12: watchpost.v1.Alert.detection:type_name -> watchpost.v1.DetectionAlert
-	33, // 13: watchpost.v1.Alert.process:type_name -> watchpost.v1.Process
-	34, // 14: watchpost.v1.Alert.ancestry:type_name -> watchpost.v1.Ancestor
-	35, // 15: watchpost.v1.Alert.industrial:type_name -> watchpost.v1.Industrial
-	2,  // 16: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
-	1,  // 17: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
-	0,  // 18: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
-	13, // 19: watchpost.v1.AlertEventsResponse.alert:type_name -> watchpost.v1.Alert
-	29, // 20: watchpost.v1.AlertEventsResponse.events:type_name -> watchpost.v1.Event
-	36, // 21: watchpost.v1.AlertEventsResponse.missing:type_name -> watchpost.v1.EventRef
-	37, // 22: watchpost.v1.AddExceptionRequest.exception:type_name -> watchpost.v1.DetectionException
-	37, // 23: watchpost.v1.AddExceptionResponse.exception:type_name -> watchpost.v1.DetectionException
-	23, // 24: watchpost.v1.ListExceptionsResponse.exceptions:type_name -> watchpost.v1.ExceptionStatus
-	37, // 25: watchpost.v1.ExceptionStatus.exception:type_name -> watchpost.v1.DetectionException
-	24, // 26: watchpost.v1.ExceptionStatus.deliveries:type_name -> watchpost.v1.CommandDelivery
-	38, // 27: watchpost.v1.CommandDelivery.status:type_name -> watchpost.v1.CommandStatus
-	13, // 28: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	2,  // 29: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
-	13, // 30: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	4,  // 31: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
-	6,  // 32: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
-	8,  // 33: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
-	11, // 34: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
-	14, // 35: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
-	26, // 36: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
-	15, // 37: watchpost.v1.QueryService.AlertEvents:input_type -> watchpost.v1.AlertEventsRequest
-	17, // 38: watchpost.v1.QueryService.AddException:input_type -> watchpost.v1.AddExceptionRequest
-	19, // 39: watchpost.v1.QueryService.RemoveException:input_type -> watchpost.v1.RemoveExceptionRequest
-	21, // 40: watchpost.v1.QueryService.ListExceptions:input_type -> watchpost.v1.ListExceptionsRequest
-	5,  // 41: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
-	7,  // 42: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
-	10, // 43: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
-	12, // 44: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
-	25, // 45: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
-	27, // 46: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
-	16, // 47: watchpost.v1.QueryService.AlertEvents:output_type -> watchpost.v1.AlertEventsResponse
-	18, // 48: watchpost.v1.QueryService.AddException:output_type -> watchpost.v1.AddExceptionResponse
-	20, // 49: watchpost.v1.QueryService.RemoveException:output_type -> watchpost.v1.RemoveExceptionResponse
-	22, // 50: watchpost.v1.QueryService.ListExceptions:output_type -> watchpost.v1.ListExceptionsResponse
-	41, // [41:51] is the sub-list for method output_type
-	31, // [31:41] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	30, // 7: watchpost.v1.HostInfo.refusals:type_name -> watchpost.v1.Counter
+	9,  // 8: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
+	0,  // 9: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
+	30, // 10: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
+	1,  // 11: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
+	2,  // 12: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
+	32, // 13: watchpost.v1.Alert.detection:type_name -> watchpost.v1.DetectionAlert
+	33, // 14: watchpost.v1.Alert.process:type_name -> watchpost.v1.Process
+	34, // 15: watchpost.v1.Alert.ancestry:type_name -> watchpost.v1.Ancestor
+	35, // 16: watchpost.v1.Alert.industrial:type_name -> watchpost.v1.Industrial
+	2,  // 17: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
+	1,  // 18: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
+	0,  // 19: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
+	13, // 20: watchpost.v1.AlertEventsResponse.alert:type_name -> watchpost.v1.Alert
+	29, // 21: watchpost.v1.AlertEventsResponse.events:type_name -> watchpost.v1.Event
+	36, // 22: watchpost.v1.AlertEventsResponse.missing:type_name -> watchpost.v1.EventRef
+	37, // 23: watchpost.v1.AddExceptionRequest.exception:type_name -> watchpost.v1.DetectionException
+	37, // 24: watchpost.v1.AddExceptionResponse.exception:type_name -> watchpost.v1.DetectionException
+	23, // 25: watchpost.v1.ListExceptionsResponse.exceptions:type_name -> watchpost.v1.ExceptionStatus
+	37, // 26: watchpost.v1.ExceptionStatus.exception:type_name -> watchpost.v1.DetectionException
+	24, // 27: watchpost.v1.ExceptionStatus.deliveries:type_name -> watchpost.v1.CommandDelivery
+	38, // 28: watchpost.v1.CommandDelivery.status:type_name -> watchpost.v1.CommandStatus
+	13, // 29: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	2,  // 30: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
+	13, // 31: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	4,  // 32: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
+	6,  // 33: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
+	8,  // 34: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
+	11, // 35: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
+	14, // 36: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
+	26, // 37: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
+	15, // 38: watchpost.v1.QueryService.AlertEvents:input_type -> watchpost.v1.AlertEventsRequest
+	17, // 39: watchpost.v1.QueryService.AddException:input_type -> watchpost.v1.AddExceptionRequest
+	19, // 40: watchpost.v1.QueryService.RemoveException:input_type -> watchpost.v1.RemoveExceptionRequest
+	21, // 41: watchpost.v1.QueryService.ListExceptions:input_type -> watchpost.v1.ListExceptionsRequest
+	5,  // 42: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
+	7,  // 43: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
+	10, // 44: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
+	12, // 45: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
+	25, // 46: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
+	27, // 47: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
+	16, // 48: watchpost.v1.QueryService.AlertEvents:output_type -> watchpost.v1.AlertEventsResponse
+	18, // 49: watchpost.v1.QueryService.AddException:output_type -> watchpost.v1.AddExceptionResponse
+	20, // 50: watchpost.v1.QueryService.RemoveException:output_type -> watchpost.v1.RemoveExceptionResponse
+	22, // 51: watchpost.v1.QueryService.ListExceptions:output_type -> watchpost.v1.ListExceptionsResponse
+	42, // [42:52] is the sub-list for method output_type
+	32, // [32:42] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_query_proto_init() }
