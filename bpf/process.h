@@ -201,12 +201,18 @@ int BPF_PROG(wp_sched_exec, struct task_struct *task, pid_t old_pid, struct linu
 	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
 	__u64 args_len = arg_end > arg_start ? arg_end - arg_start : 0;
 	if (args_len > WP_ARGS_MAX - 1) {
-		args_len = WP_ARGS_MAX - 1;
+		/* Head and tail: padding the first argument must not hide the rest. */
 		e->hdr.flags |= WP_F_ARGS_TRUNC;
+		args_len = WP_ARGS_MAX - 1;
+		if (bpf_probe_read_user(&e->buf[off], WP_ARGS_HEAD, (void *)arg_start) ||
+		    bpf_probe_read_user(&e->buf[off + WP_ARGS_HEAD], WP_ARGS_MAX - 1 - WP_ARGS_HEAD,
+					(void *)(arg_end - (WP_ARGS_MAX - 1 - WP_ARGS_HEAD))))
+			args_len = 0;
+	} else {
+		args_len &= WP_PATH_MASK;
+		if (bpf_probe_read_user(&e->buf[off], args_len, (void *)arg_start))
+			args_len = 0;
 	}
-	args_len &= WP_PATH_MASK;
-	if (bpf_probe_read_user(&e->buf[off], args_len, (void *)arg_start))
-		args_len = 0;
 	e->args_len = args_len;
 	__u32 base = off + args_len;
 	if (cfg->env_mode != WP_ENV_OFF)

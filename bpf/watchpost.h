@@ -61,7 +61,7 @@ enum wp_stat {
 	WP_STAT_EMITTED = 1,      /* written to the ring buffer */
 	WP_STAT_RING_FULL = 2,    /* reservation failed: ring full */
 	WP_STAT_FILTERED = 3,     /* suppressed by the configured filters */
-	WP_STAT_RATE_LIMITED = 4, /* suppressed by the per-process token bucket */
+	WP_STAT_RATE_LIMITED = 4, /* suppressed by the per-process or per-user token bucket */
 	WP_STAT_MAX = 5,
 };
 
@@ -96,6 +96,8 @@ struct wp_config {
 	__u32 env_bytes;       /* at most this much environment per exec (<= WP_ENV_MAX) */
 	__u32 env_vars;        /* at most this many variables looked at (<= WP_ENV_VARS) */
 	__u32 env_item_bytes;  /* one NAME=value copied at most this long (<= WP_ENV_ITEM_MAX) */
+	__u64 user_rate_per_sec; /* file events per user (uid) per second */
+	__u64 user_rate_burst;   /* bucket size */
 };
 
 /* Environment capture at exec. */
@@ -125,6 +127,7 @@ enum wp_config_flags {
 	WP_CFG_NET_FILTER = 1 << 8,    /* the CIDR trie or port map has entries */
 	WP_CFG_NET_INCLUDE = 1 << 9,   /* only peers matching an include rule */
 	WP_CFG_RATE_LIMIT = 1 << 10,   /* per-process token bucket for file events */
+	WP_CFG_USER_RATE_LIMIT = 1 << 11, /* per-user token bucket for file events */
 };
 
 /* Filter verdicts stored in the filter maps. */
@@ -251,6 +254,13 @@ struct wp_event_hdr {
 	__u32 _pad0;
 	__u64 cgroup_id;
 	char comm[WP_COMM_LEN];
+};
+
+/* An argument area longer than WP_ARGS_MAX is sent as its first
+ * WP_ARGS_HEAD bytes followed by its last WP_ARGS_MAX - 1 - WP_ARGS_HEAD
+ * bytes (WP_F_ARGS_TRUNC set): the end of a command line is kept too. */
+enum wp_args_split {
+	WP_ARGS_HEAD = 2048,
 };
 
 /* WP_EV_EXEC. buf holds exe (exe_len bytes), then cwd (cwd_len), then the

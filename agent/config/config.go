@@ -133,10 +133,13 @@ type Filters struct {
 	Ports          IncludeExclude `yaml:"ports"`
 }
 
-// RateLimit bounds file events per process; per_second 0 disables it.
+// RateLimit bounds file events per process and per user; per_second 0
+// (user_per_second 0) disables the bound.
 type RateLimit struct {
-	PerSecond uint64 `yaml:"per_second"`
-	Burst     uint64 `yaml:"burst"`
+	PerSecond     uint64 `yaml:"per_second"`
+	Burst         uint64 `yaml:"burst"`
+	UserPerSecond uint64 `yaml:"user_per_second"`
+	UserBurst     uint64 `yaml:"user_burst"`
 }
 
 // IncludeExclude is a pair of lists: when include is not empty only
@@ -207,7 +210,8 @@ func Default() Config {
 			SweepInterval: 30 * time.Second,
 		},
 		Filters: Filters{
-			RateLimit:      RateLimit{PerSecond: k.Filters.RatePerSec, Burst: k.Filters.RateBurst},
+			RateLimit: RateLimit{PerSecond: k.Filters.RatePerSec, Burst: k.Filters.RateBurst,
+				UserPerSecond: k.Filters.UserRatePerSec, UserBurst: k.Filters.UserRateBurst},
 			UDPFlowTimeout: k.Filters.FlowTimeout,
 		},
 		ExecEnv: ExecEnv{
@@ -401,6 +405,7 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 func (f Filters) kernel(cgroupRoot string) (kernel.Filters, error) {
 	out := kernel.Filters{
 		ReadOpens: f.ReadOpens, RatePerSec: f.RateLimit.PerSecond, RateBurst: f.RateLimit.Burst,
+		UserRatePerSec: f.RateLimit.UserPerSecond, UserRateBurst: f.RateLimit.UserBurst,
 		FlowTimeout: f.UDPFlowTimeout,
 		IncludeExes: f.Executables.Include, ExcludeExes: f.Executables.Exclude,
 		IncludePaths: f.Paths.Include, ExcludePaths: f.Paths.Exclude,

@@ -1,15 +1,18 @@
 package kernel
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -652,4 +655,93 @@ func TestRateLimitCapsAFloodButNeverExec(t *testing.T) {
 		}
 	}
 	h.mu.Unlock()
+}
+
+// TestUserRateLimitCapsAForkLoop is the fork-loop attack on the
+// per-process bucket: an unprivileged user starts a new process for every
+// few hundred failed opens, so that no process ever empties its own
+// bucket. The per-user bucket caps the user as a whole, while root's
+// opens (another user, another bucket) are all delivered, and every
+// event is accounted for.
+func TestUserRateLimitCapsAForkLoop(t *testing.T) {
+	const children, perChild = 40, 300 // 12,000 opens, each process far below its burst
+	const userRate, userBurst = 200, 1000
+	h := startSensor(t, func(c *Config) {
+		c.Kinds = []event.Kind{event.KindFileOpen}
+		c.Filters.RatePerSec, c.Filters.RateBurst = 2000, 4000
+		c.Filters.UserRatePerSec, c.Filters.UserRateBurst = userRate, userBurst
+	})
+	start := time.Now()
+	flood := privtest.AsUser(t, privtest.Nobody, "/bin/sh", "-c", privtest.FailedOpenLoop(children, perChild))
+	if out, err := flood.CombinedOutput(); err != nil {
+		t.Fatalf("flood as uid %d: %v %s", privtest.Nobody, err, out)
+	}
+	elapsed := time.Since(start)
+	// Root's opens, from a process of another user: all delivered.
+	dir := privtest.Dir(t)
+	const rootOpens = 100
+	root := exec.Command("/bin/sh", "-c", fmt.Sprintf(`i=0; while [ $i -lt %d ]; do : >%s/r$i; i=$((i+1)); done`, rootOpens, dir))
+	if out, err := root.CombinedOutput(); err != nil {
+		t.Fatalf("root writes: %v %s", err, out)
+	}
+	h.waitFor("root's last write", func(ev *event.Event) bool {
+		return ev.Kind == event.KindFileOpen && ev.File.Path == fmt.Sprintf("%s/r%d", dir, rootOpens-1)
+	})
+	h.stop()
+	st, err := h.sensor.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens := st.Kinds[event.KindFileOpen]
+	floodDelivered := h.count(func(ev *event.Event) bool {
+		return ev.Kind == event.KindFileOpen && ev.Process.UID == privtest.Nobody && strings.HasPrefix(ev.File.Path, "/nonexistent-wp-flood/")
+	})
+	rootDelivered := h.count(func(ev *event.Event) bool {
+		return ev.Kind == event.KindFileOpen && ev.Process.UID == 0 && strings.HasPrefix(ev.File.Path, dir+"/r")
+	})
+	delivered := uint64(h.count(func(ev *event.Event) bool { return ev.Kind == event.KindFileOpen }))
+	t.Logf("flood of %d opens in %s: delivered %d, rate_limited %d; root %d of %d", children*perChild, elapsed, floodDelivered, opens.RateLimited, rootDelivered, rootOpens)
+	if rootDelivered != rootOpens {
+		t.Errorf("root's opens: %d delivered, want %d", rootDelivered, rootOpens)
+	}
+	// The user's bucket lets through its burst plus the refill while the
+	// flood ran, nothing more (one extra second of refill for the wait).
+	if most := userBurst + int(float64(userRate)*(elapsed.Seconds()+1)); floodDelivered > most {
+		t.Errorf("flood delivered %d opens, the user bucket allows at most %d", floodDelivered, most)
+	}
+	if floodDelivered < userBurst {
+		t.Errorf("flood delivered %d opens, fewer than the user bucket's burst %d", floodDelivered, userBurst)
+	}
+	if got := delivered + opens.RateLimited + opens.Filtered + opens.RingFull + opens.QueueFull; got != opens.Produced {
+		t.Errorf("file_open: delivered+counted %d != produced %d", got, opens.Produced)
+	}
+	if opens.RateLimited < uint64(children*perChild-floodDelivered) {
+		t.Errorf("rate_limited %d, want at least the %d flood opens not delivered", opens.RateLimited, children*perChild-floodDelivered)
+	}
+}
+
+// TestLongArgvKeepsHeadAndTail pads argv[0] past the kernel's argument
+// buffer: the exec event keeps the start of argv[0] and the real command
+// line at the end, and says it was cut.
+func TestLongArgvKeepsHeadAndTail(t *testing.T) {
+	h := startSensor(t, kinds(event.KindExec))
+	pad := strings.Repeat("A", 5000)
+	cmd := helperCmd(t, "exit:0", privtest.Dir(t), "-c", "exit 0", "--secret-flag", "payload.bin")
+	cmd.Args[0] = pad // argv[0] as the attacker sets it (the test binary ignores it; busybox would not)
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	ev := h.waitFor("exec of the padded argv", isKind(event.KindExec, cmd.Process.Pid))
+	args := ev.Process.Args
+	if !ev.Exec.ArgsTruncated || ev.Exec.Argc != 5 {
+		t.Fatalf("exec: args_truncated %v argc %d, want true and 5", ev.Exec.ArgsTruncated, ev.Exec.Argc)
+	}
+	// The first 2048 bytes of the area, the cut, and its last 2047 bytes:
+	// the end of argv[0] and the whole real command line with its NUL.
+	tail := "\x00-c\x00exit 0\x00--secret-flag\x00payload.bin\x00"
+	a0 := strings.Repeat("A", 2048) + "…" + strings.Repeat("A", 2047-len(tail))
+	want := []string{a0, "-c", "exit 0", "--secret-flag", "payload.bin"}
+	if !slices.Equal(args, want) {
+		t.Fatalf("argv %.60q (%d entries, argv[0] %d bytes), want %d entries ending %q", args, len(args), len(args[0]), len(want), want[1:])
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/proto/limits"
 )
 
 // errShort is returned for a record shorter than its fixed part.
@@ -135,9 +136,14 @@ func (d *decoder) decodeExec(ev *event.Event, raw []byte) error {
 	p.StartBootNS = e.StartBootNs
 	p.Exe = string(buf[:exeLen])
 	p.Cwd = string(buf[exeLen : exeLen+cwdLen])
-	p.Args = splitArgs(buf[exeLen+cwdLen : exeLen+cwdLen+argsLen])
-	p.TTY = cString(e.Tty[:])
 	flags := e.Hdr.Flags
+	argBuf := buf[exeLen+cwdLen : exeLen+cwdLen+argsLen]
+	if head := int(wpWpArgsSplitWP_ARGS_HEAD); flags&uint16(wpWpFlagsWP_F_ARGS_TRUNC) != 0 && len(argBuf) > head {
+		p.Args = joinHeadTail(splitArgs(argBuf[:head]), splitArgs(argBuf[head:]), int(e.Argc))
+	} else {
+		p.Args = splitArgs(argBuf)
+	}
+	p.TTY = cString(e.Tty[:])
 	ev.Exec = &event.Exec{
 		ArgsTruncated: flags&uint16(wpWpFlagsWP_F_ARGS_TRUNC) != 0,
 		ExeTruncated:  flags&uint16(wpWpFlagsWP_F_EXE_TRUNC) != 0,
@@ -210,6 +216,26 @@ func splitArgs(b []byte) []string {
 	s := string(b)
 	s = strings.TrimSuffix(s, "\x00")
 	return strings.Split(s, "\x00")
+}
+
+// joinHeadTail joins the arguments read from the head and the tail of an
+// argument area too long to send whole. The head's last and the tail's
+// first argument are cut; when the counts show that they are the same
+// argument (argc = head + tail - 1) they are joined into one around an
+// ellipsis, otherwise each is marked where it was cut.
+func joinHeadTail(head, tail []string, argc int) []string {
+	if len(head) == 0 || len(tail) == 0 {
+		return append(head, tail...)
+	}
+	out := make([]string, 0, len(head)+len(tail))
+	out = append(out, head[:len(head)-1]...)
+	last, first := head[len(head)-1], tail[0]
+	if len(head)+len(tail)-1 == argc {
+		out = append(out, last+limits.Ellipsis+first)
+	} else {
+		out = append(out, last+limits.Ellipsis, limits.Ellipsis+first)
+	}
+	return append(out, tail[1:]...)
 }
 
 func cString[T int8 | byte](b []T) string {

@@ -21,6 +21,11 @@ type Filters struct {
 	// rate limited.
 	RatePerSec uint64
 	RateBurst  uint64
+	// UserRatePerSec and UserRateBurst bound file events per user (uid):
+	// all processes of a user share one bucket, so a fork loop cannot
+	// escape the per-process limit; 0 disables it.
+	UserRatePerSec uint64
+	UserRateBurst  uint64
 	// FlowTimeout: a UDP flow idle this long is reported again.
 	FlowTimeout time.Duration
 
@@ -33,13 +38,16 @@ type Filters struct {
 
 // DefaultFilters returns the documented defaults.
 func DefaultFilters() Filters {
-	return Filters{RatePerSec: 2000, RateBurst: 4000, FlowTimeout: 5 * time.Minute}
+	return Filters{RatePerSec: 2000, RateBurst: 4000, UserRatePerSec: 10000, UserRateBurst: 20000, FlowTimeout: 5 * time.Minute}
 }
 
 // Validate names the bad setting.
 func (f Filters) Validate() error {
 	if f.RatePerSec > 0 && f.RateBurst < 1 {
 		return fmt.Errorf("filters.rate_limit.burst: must be at least 1 when per_second is set")
+	}
+	if f.UserRatePerSec > 0 && f.UserRateBurst < 1 {
+		return fmt.Errorf("filters.rate_limit.user_burst: must be at least 1 when user_per_second is set")
 	}
 	if f.FlowTimeout < time.Second {
 		return fmt.Errorf("filters.udp_flow_timeout: %s is below 1s", f.FlowTimeout)
@@ -82,6 +90,9 @@ func (s *Sensor) applyFilters(f Filters) (uint32, error) {
 	}
 	if f.RatePerSec > 0 {
 		flags |= uint32(wpWpConfigFlagsWP_CFG_RATE_LIMIT)
+	}
+	if f.UserRatePerSec > 0 {
+		flags |= uint32(wpWpConfigFlagsWP_CFG_USER_RATE_LIMIT)
 	}
 
 	cg := s.coll.Maps["wp_cgroup_filter"]

@@ -226,13 +226,15 @@ func (s *Sensor) configure() error {
 		flags |= uint32(wpWpConfigFlagsWP_CFG_THREADS)
 	}
 	c := wpWpConfig{
-		EventMask:     s.cfg.eventMask(),
-		WakeupBytes:   s.cfg.WakeupBytes,
-		AgentTgid:     s.cfg.AgentPID,
-		Flags:         flags,
-		RatePerSec:    s.cfg.Filters.RatePerSec,
-		RateBurst:     s.cfg.Filters.RateBurst,
-		FlowTimeoutNs: uint64(s.cfg.Filters.FlowTimeout),
+		EventMask:      s.cfg.eventMask(),
+		WakeupBytes:    s.cfg.WakeupBytes,
+		AgentTgid:      s.cfg.AgentPID,
+		Flags:          flags,
+		RatePerSec:     s.cfg.Filters.RatePerSec,
+		RateBurst:      s.cfg.Filters.RateBurst,
+		FlowTimeoutNs:  uint64(s.cfg.Filters.FlowTimeout),
+		UserRatePerSec: s.cfg.Filters.UserRatePerSec,
+		UserRateBurst:  s.cfg.Filters.UserRateBurst,
 	}
 	if err := s.applyEnv(s.cfg.Env, &c); err != nil {
 		return err

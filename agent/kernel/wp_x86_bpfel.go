@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type wpWpArgsSplit uint32
+
+const (
+	wpWpArgsSplitWP_ARGS_HEAD wpWpArgsSplit = 2048
+)
+
 type wpWpBucket struct {
 	_         structs.HostLayout
 	TokensX1k uint64
@@ -33,34 +39,37 @@ type wpWpCloneEvent struct {
 }
 
 type wpWpConfig struct {
-	_             structs.HostLayout
-	EventMask     uint64
-	WakeupBytes   uint64
-	AgentTgid     uint32
-	Flags         uint32
-	RatePerSec    uint64
-	RateBurst     uint64
-	FlowTimeoutNs uint64
-	EnvMode       uint32
-	EnvBytes      uint32
-	EnvVars       uint32
-	EnvItemBytes  uint32
+	_              structs.HostLayout
+	EventMask      uint64
+	WakeupBytes    uint64
+	AgentTgid      uint32
+	Flags          uint32
+	RatePerSec     uint64
+	RateBurst      uint64
+	FlowTimeoutNs  uint64
+	EnvMode        uint32
+	EnvBytes       uint32
+	EnvVars        uint32
+	EnvItemBytes   uint32
+	UserRatePerSec uint64
+	UserRateBurst  uint64
 }
 
 type wpWpConfigFlags uint32
 
 const (
-	wpWpConfigFlagsWP_CFG_THREADS        wpWpConfigFlags = 1
-	wpWpConfigFlagsWP_CFG_READ_OPENS     wpWpConfigFlags = 2
-	wpWpConfigFlagsWP_CFG_CGROUP_INCLUDE wpWpConfigFlags = 4
-	wpWpConfigFlagsWP_CFG_CGROUP_FILTER  wpWpConfigFlags = 8
-	wpWpConfigFlagsWP_CFG_EXE_FILTER     wpWpConfigFlags = 16
-	wpWpConfigFlagsWP_CFG_EXE_INCLUDE    wpWpConfigFlags = 32
-	wpWpConfigFlagsWP_CFG_PATH_FILTER    wpWpConfigFlags = 64
-	wpWpConfigFlagsWP_CFG_PATH_INCLUDE   wpWpConfigFlags = 128
-	wpWpConfigFlagsWP_CFG_NET_FILTER     wpWpConfigFlags = 256
-	wpWpConfigFlagsWP_CFG_NET_INCLUDE    wpWpConfigFlags = 512
-	wpWpConfigFlagsWP_CFG_RATE_LIMIT     wpWpConfigFlags = 1024
+	wpWpConfigFlagsWP_CFG_THREADS         wpWpConfigFlags = 1
+	wpWpConfigFlagsWP_CFG_READ_OPENS      wpWpConfigFlags = 2
+	wpWpConfigFlagsWP_CFG_CGROUP_INCLUDE  wpWpConfigFlags = 4
+	wpWpConfigFlagsWP_CFG_CGROUP_FILTER   wpWpConfigFlags = 8
+	wpWpConfigFlagsWP_CFG_EXE_FILTER      wpWpConfigFlags = 16
+	wpWpConfigFlagsWP_CFG_EXE_INCLUDE     wpWpConfigFlags = 32
+	wpWpConfigFlagsWP_CFG_PATH_FILTER     wpWpConfigFlags = 64
+	wpWpConfigFlagsWP_CFG_PATH_INCLUDE    wpWpConfigFlags = 128
+	wpWpConfigFlagsWP_CFG_NET_FILTER      wpWpConfigFlags = 256
+	wpWpConfigFlagsWP_CFG_NET_INCLUDE     wpWpConfigFlags = 512
+	wpWpConfigFlagsWP_CFG_RATE_LIMIT      wpWpConfigFlags = 1024
+	wpWpConfigFlagsWP_CFG_USER_RATE_LIMIT wpWpConfigFlags = 2048
 )
 
 type wpWpEnvKey struct {
@@ -431,67 +440,69 @@ type wpWpSysDesc struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	wpMapWpBuckets        = "wp_buckets"
-	wpMapWpCgroupFilter   = "wp_cgroup_filter"
-	wpMapWpCidrFilter     = "wp_cidr_filter"
-	wpMapWpConfigMap      = "wp_config_map"
-	wpMapWpEnvKeyHeap     = "wp_env_key_heap"
-	wpMapWpEnvNames       = "wp_env_names"
-	wpMapWpEvents         = "wp_events"
-	wpMapWpExeFilter      = "wp_exe_filter"
-	wpMapWpExecHeap       = "wp_exec_heap"
-	wpMapWpFileHeap       = "wp_file_heap"
-	wpMapWpFlows          = "wp_flows"
-	wpMapWpInflight       = "wp_inflight"
-	wpMapWpPathFilter     = "wp_path_filter"
-	wpMapWpPathHeap       = "wp_path_heap"
-	wpMapWpPathKeyHeap    = "wp_path_key_heap"
-	wpMapWpPortFilter     = "wp_port_filter"
-	wpMapWpSecHeap        = "wp_sec_heap"
-	wpMapWpSocks          = "wp_socks"
-	wpMapWpStats          = "wp_stats"
-	wpMapWpSysDescs       = "wp_sys_descs"
-	wpProgWpSchedExec     = "wp_sched_exec"
-	wpProgWpSchedExit     = "wp_sched_exit"
-	wpProgWpSchedFork     = "wp_sched_fork"
-	wpProgWpSockState     = "wp_sock_state"
-	wpProgWpSysEnter      = "wp_sys_enter"
-	wpProgWpSysExitFile   = "wp_sys_exit_file"
-	wpProgWpSysExitNet    = "wp_sys_exit_net"
-	wpProgWpSysExitNs     = "wp_sys_exit_ns"
-	wpProgWpSysExitSec    = "wp_sys_exit_sec"
-	wpVarWpArgsFromRegs   = "wp_args_from_regs"
-	wpVarWpUnusedAction   = "wp_unused_action"
-	wpVarWpUnusedArgNone  = "wp_unused_arg_none"
-	wpVarWpUnusedArgs     = "wp_unused_args"
-	wpVarWpUnusedBucket   = "wp_unused_bucket"
-	wpVarWpUnusedCfgFlags = "wp_unused_cfg_flags"
-	wpVarWpUnusedCidrKey  = "wp_unused_cidr_key"
-	wpVarWpUnusedClass    = "wp_unused_class"
-	wpVarWpUnusedClone    = "wp_unused_clone"
-	wpVarWpUnusedConfig   = "wp_unused_config"
-	wpVarWpUnusedDesc     = "wp_unused_desc"
-	wpVarWpUnusedEnvKey   = "wp_unused_env_key"
-	wpVarWpUnusedEnvLimit = "wp_unused_env_limit"
-	wpVarWpUnusedEnvMode  = "wp_unused_env_mode"
-	wpVarWpUnusedExeKey   = "wp_unused_exe_key"
-	wpVarWpUnusedExec     = "wp_unused_exec"
-	wpVarWpUnusedExit     = "wp_unused_exit"
-	wpVarWpUnusedFile     = "wp_unused_file"
-	wpVarWpUnusedFlags    = "wp_unused_flags"
-	wpVarWpUnusedHdr      = "wp_unused_hdr"
-	wpVarWpUnusedMemfd    = "wp_unused_memfd"
-	wpVarWpUnusedNet      = "wp_unused_net"
-	wpVarWpUnusedNetOp    = "wp_unused_net_op"
-	wpVarWpUnusedNs       = "wp_unused_ns"
-	wpVarWpUnusedNsIndex  = "wp_unused_ns_index"
-	wpVarWpUnusedNsOp     = "wp_unused_ns_op"
-	wpVarWpUnusedPathKey  = "wp_unused_path_key"
-	wpVarWpUnusedPathKind = "wp_unused_path_kind"
-	wpVarWpUnusedSec      = "wp_unused_sec"
-	wpVarWpUnusedSecOp    = "wp_unused_sec_op"
-	wpVarWpUnusedStat     = "wp_unused_stat"
-	wpVarWpUnusedType     = "wp_unused_type"
+	wpMapWpBuckets         = "wp_buckets"
+	wpMapWpCgroupFilter    = "wp_cgroup_filter"
+	wpMapWpCidrFilter      = "wp_cidr_filter"
+	wpMapWpConfigMap       = "wp_config_map"
+	wpMapWpEnvKeyHeap      = "wp_env_key_heap"
+	wpMapWpEnvNames        = "wp_env_names"
+	wpMapWpEvents          = "wp_events"
+	wpMapWpExeFilter       = "wp_exe_filter"
+	wpMapWpExecHeap        = "wp_exec_heap"
+	wpMapWpFileHeap        = "wp_file_heap"
+	wpMapWpFlows           = "wp_flows"
+	wpMapWpInflight        = "wp_inflight"
+	wpMapWpPathFilter      = "wp_path_filter"
+	wpMapWpPathHeap        = "wp_path_heap"
+	wpMapWpPathKeyHeap     = "wp_path_key_heap"
+	wpMapWpPortFilter      = "wp_port_filter"
+	wpMapWpSecHeap         = "wp_sec_heap"
+	wpMapWpSocks           = "wp_socks"
+	wpMapWpStats           = "wp_stats"
+	wpMapWpSysDescs        = "wp_sys_descs"
+	wpMapWpUserBuckets     = "wp_user_buckets"
+	wpProgWpSchedExec      = "wp_sched_exec"
+	wpProgWpSchedExit      = "wp_sched_exit"
+	wpProgWpSchedFork      = "wp_sched_fork"
+	wpProgWpSockState      = "wp_sock_state"
+	wpProgWpSysEnter       = "wp_sys_enter"
+	wpProgWpSysExitFile    = "wp_sys_exit_file"
+	wpProgWpSysExitNet     = "wp_sys_exit_net"
+	wpProgWpSysExitNs      = "wp_sys_exit_ns"
+	wpProgWpSysExitSec     = "wp_sys_exit_sec"
+	wpVarWpArgsFromRegs    = "wp_args_from_regs"
+	wpVarWpUnusedAction    = "wp_unused_action"
+	wpVarWpUnusedArgNone   = "wp_unused_arg_none"
+	wpVarWpUnusedArgs      = "wp_unused_args"
+	wpVarWpUnusedArgsSplit = "wp_unused_args_split"
+	wpVarWpUnusedBucket    = "wp_unused_bucket"
+	wpVarWpUnusedCfgFlags  = "wp_unused_cfg_flags"
+	wpVarWpUnusedCidrKey   = "wp_unused_cidr_key"
+	wpVarWpUnusedClass     = "wp_unused_class"
+	wpVarWpUnusedClone     = "wp_unused_clone"
+	wpVarWpUnusedConfig    = "wp_unused_config"
+	wpVarWpUnusedDesc      = "wp_unused_desc"
+	wpVarWpUnusedEnvKey    = "wp_unused_env_key"
+	wpVarWpUnusedEnvLimit  = "wp_unused_env_limit"
+	wpVarWpUnusedEnvMode   = "wp_unused_env_mode"
+	wpVarWpUnusedExeKey    = "wp_unused_exe_key"
+	wpVarWpUnusedExec      = "wp_unused_exec"
+	wpVarWpUnusedExit      = "wp_unused_exit"
+	wpVarWpUnusedFile      = "wp_unused_file"
+	wpVarWpUnusedFlags     = "wp_unused_flags"
+	wpVarWpUnusedHdr       = "wp_unused_hdr"
+	wpVarWpUnusedMemfd     = "wp_unused_memfd"
+	wpVarWpUnusedNet       = "wp_unused_net"
+	wpVarWpUnusedNetOp     = "wp_unused_net_op"
+	wpVarWpUnusedNs        = "wp_unused_ns"
+	wpVarWpUnusedNsIndex   = "wp_unused_ns_index"
+	wpVarWpUnusedNsOp      = "wp_unused_ns_op"
+	wpVarWpUnusedPathKey   = "wp_unused_path_key"
+	wpVarWpUnusedPathKind  = "wp_unused_path_kind"
+	wpVarWpUnusedSec       = "wp_unused_sec"
+	wpVarWpUnusedSecOp     = "wp_unused_sec_op"
+	wpVarWpUnusedStat      = "wp_unused_stat"
+	wpVarWpUnusedType      = "wp_unused_type"
 )
 
 // loadWp returns the embedded CollectionSpec for wp.
@@ -571,44 +582,46 @@ type wpMapSpecs struct {
 	WpSocks        *ebpf.MapSpec `ebpf:"wp_socks"`
 	WpStats        *ebpf.MapSpec `ebpf:"wp_stats"`
 	WpSysDescs     *ebpf.MapSpec `ebpf:"wp_sys_descs"`
+	WpUserBuckets  *ebpf.MapSpec `ebpf:"wp_user_buckets"`
 }
 
 // wpVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpVariableSpecs struct {
-	WpArgsFromRegs   *ebpf.VariableSpec `ebpf:"wp_args_from_regs"`
-	WpUnusedAction   *ebpf.VariableSpec `ebpf:"wp_unused_action"`
-	WpUnusedArgNone  *ebpf.VariableSpec `ebpf:"wp_unused_arg_none"`
-	WpUnusedArgs     *ebpf.VariableSpec `ebpf:"wp_unused_args"`
-	WpUnusedBucket   *ebpf.VariableSpec `ebpf:"wp_unused_bucket"`
-	WpUnusedCfgFlags *ebpf.VariableSpec `ebpf:"wp_unused_cfg_flags"`
-	WpUnusedCidrKey  *ebpf.VariableSpec `ebpf:"wp_unused_cidr_key"`
-	WpUnusedClass    *ebpf.VariableSpec `ebpf:"wp_unused_class"`
-	WpUnusedClone    *ebpf.VariableSpec `ebpf:"wp_unused_clone"`
-	WpUnusedConfig   *ebpf.VariableSpec `ebpf:"wp_unused_config"`
-	WpUnusedDesc     *ebpf.VariableSpec `ebpf:"wp_unused_desc"`
-	WpUnusedEnvKey   *ebpf.VariableSpec `ebpf:"wp_unused_env_key"`
-	WpUnusedEnvLimit *ebpf.VariableSpec `ebpf:"wp_unused_env_limit"`
-	WpUnusedEnvMode  *ebpf.VariableSpec `ebpf:"wp_unused_env_mode"`
-	WpUnusedExeKey   *ebpf.VariableSpec `ebpf:"wp_unused_exe_key"`
-	WpUnusedExec     *ebpf.VariableSpec `ebpf:"wp_unused_exec"`
-	WpUnusedExit     *ebpf.VariableSpec `ebpf:"wp_unused_exit"`
-	WpUnusedFile     *ebpf.VariableSpec `ebpf:"wp_unused_file"`
-	WpUnusedFlags    *ebpf.VariableSpec `ebpf:"wp_unused_flags"`
-	WpUnusedHdr      *ebpf.VariableSpec `ebpf:"wp_unused_hdr"`
-	WpUnusedMemfd    *ebpf.VariableSpec `ebpf:"wp_unused_memfd"`
-	WpUnusedNet      *ebpf.VariableSpec `ebpf:"wp_unused_net"`
-	WpUnusedNetOp    *ebpf.VariableSpec `ebpf:"wp_unused_net_op"`
-	WpUnusedNs       *ebpf.VariableSpec `ebpf:"wp_unused_ns"`
-	WpUnusedNsIndex  *ebpf.VariableSpec `ebpf:"wp_unused_ns_index"`
-	WpUnusedNsOp     *ebpf.VariableSpec `ebpf:"wp_unused_ns_op"`
-	WpUnusedPathKey  *ebpf.VariableSpec `ebpf:"wp_unused_path_key"`
-	WpUnusedPathKind *ebpf.VariableSpec `ebpf:"wp_unused_path_kind"`
-	WpUnusedSec      *ebpf.VariableSpec `ebpf:"wp_unused_sec"`
-	WpUnusedSecOp    *ebpf.VariableSpec `ebpf:"wp_unused_sec_op"`
-	WpUnusedStat     *ebpf.VariableSpec `ebpf:"wp_unused_stat"`
-	WpUnusedType     *ebpf.VariableSpec `ebpf:"wp_unused_type"`
+	WpArgsFromRegs    *ebpf.VariableSpec `ebpf:"wp_args_from_regs"`
+	WpUnusedAction    *ebpf.VariableSpec `ebpf:"wp_unused_action"`
+	WpUnusedArgNone   *ebpf.VariableSpec `ebpf:"wp_unused_arg_none"`
+	WpUnusedArgs      *ebpf.VariableSpec `ebpf:"wp_unused_args"`
+	WpUnusedArgsSplit *ebpf.VariableSpec `ebpf:"wp_unused_args_split"`
+	WpUnusedBucket    *ebpf.VariableSpec `ebpf:"wp_unused_bucket"`
+	WpUnusedCfgFlags  *ebpf.VariableSpec `ebpf:"wp_unused_cfg_flags"`
+	WpUnusedCidrKey   *ebpf.VariableSpec `ebpf:"wp_unused_cidr_key"`
+	WpUnusedClass     *ebpf.VariableSpec `ebpf:"wp_unused_class"`
+	WpUnusedClone     *ebpf.VariableSpec `ebpf:"wp_unused_clone"`
+	WpUnusedConfig    *ebpf.VariableSpec `ebpf:"wp_unused_config"`
+	WpUnusedDesc      *ebpf.VariableSpec `ebpf:"wp_unused_desc"`
+	WpUnusedEnvKey    *ebpf.VariableSpec `ebpf:"wp_unused_env_key"`
+	WpUnusedEnvLimit  *ebpf.VariableSpec `ebpf:"wp_unused_env_limit"`
+	WpUnusedEnvMode   *ebpf.VariableSpec `ebpf:"wp_unused_env_mode"`
+	WpUnusedExeKey    *ebpf.VariableSpec `ebpf:"wp_unused_exe_key"`
+	WpUnusedExec      *ebpf.VariableSpec `ebpf:"wp_unused_exec"`
+	WpUnusedExit      *ebpf.VariableSpec `ebpf:"wp_unused_exit"`
+	WpUnusedFile      *ebpf.VariableSpec `ebpf:"wp_unused_file"`
+	WpUnusedFlags     *ebpf.VariableSpec `ebpf:"wp_unused_flags"`
+	WpUnusedHdr       *ebpf.VariableSpec `ebpf:"wp_unused_hdr"`
+	WpUnusedMemfd     *ebpf.VariableSpec `ebpf:"wp_unused_memfd"`
+	WpUnusedNet       *ebpf.VariableSpec `ebpf:"wp_unused_net"`
+	WpUnusedNetOp     *ebpf.VariableSpec `ebpf:"wp_unused_net_op"`
+	WpUnusedNs        *ebpf.VariableSpec `ebpf:"wp_unused_ns"`
+	WpUnusedNsIndex   *ebpf.VariableSpec `ebpf:"wp_unused_ns_index"`
+	WpUnusedNsOp      *ebpf.VariableSpec `ebpf:"wp_unused_ns_op"`
+	WpUnusedPathKey   *ebpf.VariableSpec `ebpf:"wp_unused_path_key"`
+	WpUnusedPathKind  *ebpf.VariableSpec `ebpf:"wp_unused_path_kind"`
+	WpUnusedSec       *ebpf.VariableSpec `ebpf:"wp_unused_sec"`
+	WpUnusedSecOp     *ebpf.VariableSpec `ebpf:"wp_unused_sec_op"`
+	WpUnusedStat      *ebpf.VariableSpec `ebpf:"wp_unused_stat"`
+	WpUnusedType      *ebpf.VariableSpec `ebpf:"wp_unused_type"`
 }
 
 // wpObjects contains all objects after they have been loaded into the kernel.
@@ -651,6 +664,7 @@ type wpMaps struct {
 	WpSocks        *ebpf.Map `ebpf:"wp_socks"`
 	WpStats        *ebpf.Map `ebpf:"wp_stats"`
 	WpSysDescs     *ebpf.Map `ebpf:"wp_sys_descs"`
+	WpUserBuckets  *ebpf.Map `ebpf:"wp_user_buckets"`
 }
 
 func (m *wpMaps) Close() error {
@@ -675,6 +689,7 @@ func (m *wpMaps) Close() error {
 		m.WpSocks,
 		m.WpStats,
 		m.WpSysDescs,
+		m.WpUserBuckets,
 	)
 }
 
@@ -682,38 +697,39 @@ func (m *wpMaps) Close() error {
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpVariables struct {
-	WpArgsFromRegs   *ebpf.Variable `ebpf:"wp_args_from_regs"`
-	WpUnusedAction   *ebpf.Variable `ebpf:"wp_unused_action"`
-	WpUnusedArgNone  *ebpf.Variable `ebpf:"wp_unused_arg_none"`
-	WpUnusedArgs     *ebpf.Variable `ebpf:"wp_unused_args"`
-	WpUnusedBucket   *ebpf.Variable `ebpf:"wp_unused_bucket"`
-	WpUnusedCfgFlags *ebpf.Variable `ebpf:"wp_unused_cfg_flags"`
-	WpUnusedCidrKey  *ebpf.Variable `ebpf:"wp_unused_cidr_key"`
-	WpUnusedClass    *ebpf.Variable `ebpf:"wp_unused_class"`
-	WpUnusedClone    *ebpf.Variable `ebpf:"wp_unused_clone"`
-	WpUnusedConfig   *ebpf.Variable `ebpf:"wp_unused_config"`
-	WpUnusedDesc     *ebpf.Variable `ebpf:"wp_unused_desc"`
-	WpUnusedEnvKey   *ebpf.Variable `ebpf:"wp_unused_env_key"`
-	WpUnusedEnvLimit *ebpf.Variable `ebpf:"wp_unused_env_limit"`
-	WpUnusedEnvMode  *ebpf.Variable `ebpf:"wp_unused_env_mode"`
-	WpUnusedExeKey   *ebpf.Variable `ebpf:"wp_unused_exe_key"`
-	WpUnusedExec     *ebpf.Variable `ebpf:"wp_unused_exec"`
-	WpUnusedExit     *ebpf.Variable `ebpf:"wp_unused_exit"`
-	WpUnusedFile     *ebpf.Variable `ebpf:"wp_unused_file"`
-	WpUnusedFlags    *ebpf.Variable `ebpf:"wp_unused_flags"`
-	WpUnusedHdr      *ebpf.Variable `ebpf:"wp_unused_hdr"`
-	WpUnusedMemfd    *ebpf.Variable `ebpf:"wp_unused_memfd"`
-	WpUnusedNet      *ebpf.Variable `ebpf:"wp_unused_net"`
-	WpUnusedNetOp    *ebpf.Variable `ebpf:"wp_unused_net_op"`
-	WpUnusedNs       *ebpf.Variable `ebpf:"wp_unused_ns"`
-	WpUnusedNsIndex  *ebpf.Variable `ebpf:"wp_unused_ns_index"`
-	WpUnusedNsOp     *ebpf.Variable `ebpf:"wp_unused_ns_op"`
-	WpUnusedPathKey  *ebpf.Variable `ebpf:"wp_unused_path_key"`
-	WpUnusedPathKind *ebpf.Variable `ebpf:"wp_unused_path_kind"`
-	WpUnusedSec      *ebpf.Variable `ebpf:"wp_unused_sec"`
-	WpUnusedSecOp    *ebpf.Variable `ebpf:"wp_unused_sec_op"`
-	WpUnusedStat     *ebpf.Variable `ebpf:"wp_unused_stat"`
-	WpUnusedType     *ebpf.Variable `ebpf:"wp_unused_type"`
+	WpArgsFromRegs    *ebpf.Variable `ebpf:"wp_args_from_regs"`
+	WpUnusedAction    *ebpf.Variable `ebpf:"wp_unused_action"`
+	WpUnusedArgNone   *ebpf.Variable `ebpf:"wp_unused_arg_none"`
+	WpUnusedArgs      *ebpf.Variable `ebpf:"wp_unused_args"`
+	WpUnusedArgsSplit *ebpf.Variable `ebpf:"wp_unused_args_split"`
+	WpUnusedBucket    *ebpf.Variable `ebpf:"wp_unused_bucket"`
+	WpUnusedCfgFlags  *ebpf.Variable `ebpf:"wp_unused_cfg_flags"`
+	WpUnusedCidrKey   *ebpf.Variable `ebpf:"wp_unused_cidr_key"`
+	WpUnusedClass     *ebpf.Variable `ebpf:"wp_unused_class"`
+	WpUnusedClone     *ebpf.Variable `ebpf:"wp_unused_clone"`
+	WpUnusedConfig    *ebpf.Variable `ebpf:"wp_unused_config"`
+	WpUnusedDesc      *ebpf.Variable `ebpf:"wp_unused_desc"`
+	WpUnusedEnvKey    *ebpf.Variable `ebpf:"wp_unused_env_key"`
+	WpUnusedEnvLimit  *ebpf.Variable `ebpf:"wp_unused_env_limit"`
+	WpUnusedEnvMode   *ebpf.Variable `ebpf:"wp_unused_env_mode"`
+	WpUnusedExeKey    *ebpf.Variable `ebpf:"wp_unused_exe_key"`
+	WpUnusedExec      *ebpf.Variable `ebpf:"wp_unused_exec"`
+	WpUnusedExit      *ebpf.Variable `ebpf:"wp_unused_exit"`
+	WpUnusedFile      *ebpf.Variable `ebpf:"wp_unused_file"`
+	WpUnusedFlags     *ebpf.Variable `ebpf:"wp_unused_flags"`
+	WpUnusedHdr       *ebpf.Variable `ebpf:"wp_unused_hdr"`
+	WpUnusedMemfd     *ebpf.Variable `ebpf:"wp_unused_memfd"`
+	WpUnusedNet       *ebpf.Variable `ebpf:"wp_unused_net"`
+	WpUnusedNetOp     *ebpf.Variable `ebpf:"wp_unused_net_op"`
+	WpUnusedNs        *ebpf.Variable `ebpf:"wp_unused_ns"`
+	WpUnusedNsIndex   *ebpf.Variable `ebpf:"wp_unused_ns_index"`
+	WpUnusedNsOp      *ebpf.Variable `ebpf:"wp_unused_ns_op"`
+	WpUnusedPathKey   *ebpf.Variable `ebpf:"wp_unused_path_key"`
+	WpUnusedPathKind  *ebpf.Variable `ebpf:"wp_unused_path_kind"`
+	WpUnusedSec       *ebpf.Variable `ebpf:"wp_unused_sec"`
+	WpUnusedSecOp     *ebpf.Variable `ebpf:"wp_unused_sec_op"`
+	WpUnusedStat      *ebpf.Variable `ebpf:"wp_unused_stat"`
+	WpUnusedType      *ebpf.Variable `ebpf:"wp_unused_type"`
 }
 
 // wpPrograms contains all programs after they have been loaded into the kernel.

@@ -53,6 +53,7 @@ const enum wp_event_type *wp_unused_type __attribute__((unused));
 const enum wp_stat *wp_unused_stat __attribute__((unused));
 const enum wp_flags *wp_unused_flags __attribute__((unused));
 const enum wp_config_flags *wp_unused_cfg_flags __attribute__((unused));
+const enum wp_args_split *wp_unused_args_split __attribute__((unused));
 
 static __always_inline void wp_count(__u32 type, __u32 stat)
 {

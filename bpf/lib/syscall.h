@@ -298,31 +298,55 @@ static __always_inline bool wp_path_filtered(struct wp_config *cfg, const char *
 	return false;
 }
 
-/* wp_rate_limited takes a token from the process's bucket. */
-static __always_inline bool wp_rate_limited(struct wp_config *cfg, __u64 now)
+/* Per-user buckets: every process of a uid shares one, so forking a new
+ * child to get a fresh per-process bucket gains nothing. The uid is the
+ * kernel's (init namespace), which an unprivileged process cannot change,
+ * not even from inside a user namespace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct wp_bucket);
+} wp_user_buckets SEC(".maps");
+
+/* wp_bucket_take takes a token from the bucket of key in map (created
+ * full), refilled at rate per second up to burst. It returns false when
+ * the bucket is empty. */
+static __always_inline bool wp_bucket_take(void *map, __u32 key, __u64 rate, __u64 burst, __u64 now)
 {
-	if (!(cfg->flags & WP_CFG_RATE_LIMIT))
-		return false;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct wp_bucket *b = bpf_map_lookup_elem(&wp_buckets, &tgid);
-	__u64 cap = cfg->rate_burst * 1000;
+	struct wp_bucket *b = bpf_map_lookup_elem(map, &key);
+	__u64 cap = burst * 1000;
 	if (!b) {
 		struct wp_bucket nb = {.tokens_x1k = cap - 1000, .last_ns = now};
-		bpf_map_update_elem(&wp_buckets, &tgid, &nb, BPF_ANY);
-		return false;
+		bpf_map_update_elem(map, &key, &nb, BPF_ANY);
+		return true;
 	}
 	__u64 elapsed = now > b->last_ns ? now - b->last_ns : 0;
 	if (elapsed > 10000000000ULL)
 		elapsed = 10000000000ULL;
-	__u64 tokens = b->tokens_x1k + elapsed * cfg->rate_per_sec / 1000000;
+	__u64 tokens = b->tokens_x1k + elapsed * rate / 1000000;
 	if (tokens > cap)
 		tokens = cap;
 	b->last_ns = now;
 	if (tokens < 1000) {
 		b->tokens_x1k = tokens;
-		return true;
+		return false;
 	}
 	b->tokens_x1k = tokens - 1000;
+	return true;
+}
+
+/* wp_rate_limited takes a token from the process's bucket and from its
+ * user's bucket; the event is limited when either is empty. */
+static __always_inline bool wp_rate_limited(struct wp_config *cfg, __u64 now)
+{
+	if ((cfg->flags & WP_CFG_RATE_LIMIT) &&
+	    !wp_bucket_take(&wp_buckets, bpf_get_current_pid_tgid() >> 32, cfg->rate_per_sec, cfg->rate_burst, now))
+		return true;
+	if ((cfg->flags & WP_CFG_USER_RATE_LIMIT) &&
+	    !wp_bucket_take(&wp_user_buckets, (__u32)bpf_get_current_uid_gid(), cfg->user_rate_per_sec,
+			    cfg->user_rate_burst, now))
+		return true;
 	return false;
 }
 

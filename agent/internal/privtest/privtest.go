@@ -64,6 +64,8 @@ const HelperEnv = "WATCHPOST_TEST_HELPER"
 //	setuid   setuid($WATCHPOST_TEST_N) and exit 0
 //	netns    unshare(CLONE_NEWNET), print "ready", block until killed
 //	setns    setns() into the network namespace file $WATCHPOST_TEST_PATH, exit 0
+//	asuser   drop to uid and gid $WATCHPOST_TEST_N (no supplementary
+//	         groups), then exec the rest of argv after "--child"
 func HelperMain() {
 	mode := os.Getenv(HelperEnv)
 	if mode == "" {
@@ -112,6 +114,8 @@ func helper(mode string) int {
 			return 132
 		}
 		return 0
+	case mode == "asuser":
+		return asUser(envInt("WATCHPOST_TEST_N"), os.Args)
 	case mode == "spawn":
 		var line string
 		fmt.Fscanln(os.Stdin, &line)
@@ -129,6 +133,44 @@ func helper(mode string) int {
 		return 102
 	}
 	return 103
+}
+
+// asUser becomes an unprivileged user and execs the program after "--child".
+func asUser(id int, args []string) int {
+	for i, a := range args {
+		if a != "--child" || i+1 >= len(args) {
+			continue
+		}
+		if syscall.Setgroups(nil) != nil || syscall.Setgid(id) != nil || syscall.Setuid(id) != nil {
+			return 105
+		}
+		env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}
+		_ = syscall.Exec(args[i+1], args[i+1:], env)
+		return 106
+	}
+	return 102
+}
+
+// Nobody is the unprivileged uid (and gid) tests act as.
+const Nobody = 65534
+
+// AsUser returns a command that runs prog with args as user uid (and the
+// group of the same number), started through the test binary so that no
+// setpriv or su is needed on the host. Call HelperMain from TestMain.
+func AsUser(t testing.TB, uid int, prog string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(Self(t), append([]string{"-test.run=^$", "--child", prog}, args...)...)
+	cmd.Env = append(os.Environ(), HelperEnv+"=asuser", "WATCHPOST_TEST_N="+strconv.Itoa(uid))
+	cmd.Dir = "/"
+	return cmd
+}
+
+// FailedOpenLoop is a shell script for AsUser(..., "/bin/sh", "-c", script):
+// children times, a new subshell (a new process) fails perChild opens and
+// exits. It is how an unprivileged user floods the sensor while staying
+// under a per-process rate limit.
+func FailedOpenLoop(children, perChild int) string {
+	return fmt.Sprintf(`c=0; while [ $c -lt %d ]; do (i=0; while [ $i -lt %d ]; do true </nonexistent-wp-flood/x; i=$((i+1)); done) 2>/dev/null; c=$((c+1)); done`, children, perChild)
 }
 
 func envInt(name string) int {
