@@ -57,6 +57,9 @@ const (
 	KindAlert            Kind = 104 // a detection rule fired (agent/detect)
 	kindAgentMax         Kind = 105
 	kindAgentKindBase    Kind = 100
+	// KindAgentTamper: the agent found one of its own state files damaged
+	// and rebuilt it.
+	KindAgentTamper Kind = 140
 )
 
 var kindNames = map[Kind]string{
@@ -74,7 +77,8 @@ var kindNames = map[Kind]string{
 	KindNamespace: "namespace", KindUserfaultfd: "userfaultfd", KindMemfdCreate: "memfd_create",
 	KindNetConnectResult: "net_connect_result",
 	KindHealth:           "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
-	KindAlert: "alert",
+	KindAlert:       "alert",
+	KindAgentTamper: "agent_tamper",
 }
 
 var kindByName = func() map[string]Kind {
@@ -110,7 +114,7 @@ func Kinds() []Kind {
 	for k := kindAgentKindBase; k < kindAgentMax; k++ {
 		out = append(out, k)
 	}
-	return out
+	return append(out, KindAgentTamper)
 }
 
 // KernelKinds is the number of kernel-produced kinds (valid kernel type
@@ -135,7 +139,7 @@ func (k *Kind) UnmarshalText(b []byte) error {
 func (k Kind) SecurityCritical() bool {
 	switch k {
 	case KindExec, KindModuleLoad, KindPtrace, KindCredChange, KindBPF, KindMount,
-		KindUmount, KindClockChange, KindMemfdExec, KindNamespace, KindUserfaultfd, KindGap, KindHealth, KindAgentStart, KindAgentStop, KindAlert:
+		KindUmount, KindClockChange, KindMemfdExec, KindNamespace, KindUserfaultfd, KindGap, KindHealth, KindAgentStart, KindAgentStop, KindAlert, KindAgentTamper:
 		return true
 	}
 	return false
@@ -369,6 +373,14 @@ type Gap struct {
 	Counters []Counter `json:"counters"`
 }
 
+// Tamper reports one of the agent's own files found damaged and rebuilt.
+type Tamper struct {
+	What   string `json:"what"` // spool_state, spool_counters
+	File   string `json:"file"`
+	Action string `json:"action"`
+	Error  string `json:"error"`
+}
+
 // Event is one observation. Exactly one of the detail pointers matching
 // Kind is set (none for kinds without details).
 type Event struct {
@@ -392,6 +404,9 @@ type Event struct {
 	Health     *Health     `json:"health,omitempty"`
 	Gap        *Gap        `json:"gap,omitempty"`
 	Alert      *Alert      `json:"alert,omitempty"`
+	Tamper     *Tamper     `json:"tamper,omitempty"`
+	// Truncated lists the fields shortened to the limits (Clamp).
+	Truncated []Truncation `json:"truncated,omitempty"`
 }
 
 // DevString formats a kernel dev_t (new encoding, as in struct

@@ -204,6 +204,7 @@ func (p *Pipeline) number(ev *event.Event) {
 	p.seq++
 	ev.Seq = p.seq
 	ev.Host = p.cfg.Host
+	ev.Clamp()
 }
 
 func (p *Pipeline) write(ev *event.Event) {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/proto/limits"
 )
 
 // Entry is what the table knows of one process.
@@ -39,6 +40,9 @@ type Entry struct {
 	Cwd         string
 	StartBootNS uint64
 	exitedAt    time.Time // zero while alive
+	// argsCut is the size of the command line read from /proc when it was
+	// longer than the limits (Args holds its head and tail); nil otherwise.
+	argsCut *event.Truncation
 }
 
 // Config bounds the table.
@@ -147,7 +151,7 @@ func (t *Table) Apply(ev *event.Event) {
 			child := &Entry{PID: ev.Clone.ChildPID, PPID: p.PID, UID: p.UID, EUID: p.UID, GID: p.GID, EGID: p.GID,
 				LoginUID: ^uint32(0), Comm: p.Comm, StartBootNS: ev.BootNS}
 			if parent != nil {
-				child.Exe, child.Args, child.Cwd = parent.Exe, parent.Args, parent.Cwd
+				child.Exe, child.Args, child.Cwd, child.argsCut = parent.Exe, parent.Args, parent.Cwd, parent.argsCut
 				child.EUID, child.EGID = parent.EUID, parent.EGID
 				child.LoginUID, child.SessionID = parent.LoginUID, parent.SessionID
 			}
@@ -188,6 +192,7 @@ func (t *Table) enrichLocked(ev *event.Event) {
 		}
 		if p.Args == nil {
 			p.Args = self.Args
+			self.noteCut(ev, "process.args")
 		}
 		if p.Cwd == "" {
 			p.Cwd = self.Cwd
@@ -205,12 +210,22 @@ func (t *Table) enrichLocked(ev *event.Event) {
 			break
 		}
 		anc = append(anc, event.Ancestor{PID: a.PID, Comm: a.Comm, Exe: a.Exe, Args: a.Args, UID: a.UID})
+		a.noteCut(ev, "ancestry["+strconv.Itoa(i)+"].args")
 		if a.PPID == a.PID {
 			break
 		}
 		ppid = a.PPID
 	}
 	ev.Ancestry = anc
+}
+
+// noteCut records on ev that the arguments it took from e were cut.
+func (e *Entry) noteCut(ev *event.Event, field string) {
+	if e.argsCut != nil {
+		t := *e.argsCut
+		t.Field = field
+		ev.Truncated = append(ev.Truncated, t)
+	}
 }
 
 // Lookup returns a copy of the entry for pid.
@@ -341,7 +356,13 @@ func readProc(root string, pid uint32) (*Entry, error) {
 	e.Exe, _ = os.Readlink(filepath.Join(dir, "exe"))
 	e.Cwd, _ = os.Readlink(filepath.Join(dir, "cwd"))
 	if cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(cmdline) > 0 {
-		e.Args = strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+		args := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+		// A command line can be megabytes long: only its head and tail
+		// are kept, as the agent would send them.
+		var cut bool
+		if e.Args, cut = limits.List(args, limits.Args, limits.ArgBytes, limits.ArgsBytes); cut {
+			e.argsCut = &event.Truncation{Entries: uint32(len(args)), Bytes: limits.Bytes(args)}
+		}
 	}
 	if status, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
 		e.UID, e.EUID = parseStatusIDs(status, "Uid:")

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/watchpost/watchpost/proto/limits"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -62,6 +63,12 @@ func (b *BatchBuilder) Seal(agentID, bootID, runID string, seq uint64) *watchpos
 		Payload:          b.enc.EncodeAll(b.buf, make([]byte, 0, len(b.buf)/3+64)),
 		EventCount:       uint32(b.count),
 		UncompressedSize: uint32(len(b.buf)),
+	}
+	// The collector refuses a ratio beyond limits.CompressionRatio as a
+	// decompression bomb. Highly repetitive events (a flood of the same
+	// command line) can compress that well: such a batch goes uncompressed.
+	if len(b.buf) > limits.CompressionRatio*len(out.Payload) {
+		out.Compression, out.Payload = watchpostv1.Compression_COMPRESSION_NONE, append([]byte(nil), b.buf...)
 	}
 	b.buf = b.buf[:0]
 	b.count = 0

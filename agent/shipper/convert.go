@@ -63,6 +63,12 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		Host:         utf8Safe(ev.Host),
 		Cpu:          ev.CPU,
 	}
+	if len(ev.Truncated) > 0 {
+		dst.Header.Truncated = make([]*watchpostv1.Truncation, len(ev.Truncated))
+		for i, t := range ev.Truncated {
+			dst.Header.Truncated[i] = &watchpostv1.Truncation{Field: utf8Safe(t.Field), Entries: t.Entries, Bytes: t.Bytes}
+		}
+	}
 	p := &ev.Process
 	dst.Process = &watchpostv1.Process{
 		Pid: p.PID, Tid: p.TID, Ppid: p.PPID,
@@ -92,7 +98,7 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 	case ev.Exec != nil:
 		x := ev.Exec
 		dst.Detail = &watchpostv1.Event_Exec{Exec: &watchpostv1.Exec{
-			ArgsTruncated: x.ArgsTruncated, ExeTruncated: x.ExeTruncated, Argc: x.Argc, ExeInode: x.ExeInode, ExeDev: x.ExeDev,
+			ArgsTruncated: x.ArgsTruncated, ExeTruncated: x.ExeTruncated, Argc: x.Argc, ExeInode: x.ExeInode, ExeDev: utf8Safe(x.ExeDev),
 			Env: utf8SafeMap(x.Env), EnvDuplicates: utf8SafeAll(x.EnvDuplicates), EnvTruncated: x.EnvTruncated, Envc: x.Envc,
 		}}
 	case ev.Clone != nil:
@@ -108,16 +114,16 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		dst.Detail = &watchpostv1.Event_File{File: &watchpostv1.File{
 			Path: utf8Safe(f.Path), NewPath: utf8Safe(f.NewPath), PathTruncated: f.PathTruncated,
 			Flags: f.Flags, Mode: f.Mode, Write: f.Write, Result: f.Result, Inode: f.Inode,
-			Dev: f.Dev, Rdev: f.RDev, DevKind: f.DevKind, OwnerUid: f.UID, OwnerGid: f.GID,
-			Syscall: f.Syscall, Size: f.Size,
+			Dev: utf8Safe(f.Dev), Rdev: utf8Safe(f.RDev), DevKind: utf8Safe(f.DevKind), OwnerUid: f.UID, OwnerGid: f.GID,
+			Syscall: utf8Safe(f.Syscall), Size: f.Size,
 		}}
 	case ev.Net != nil:
 		n := ev.Net
 		dst.Detail = &watchpostv1.Event_Net{Net: &watchpostv1.Net{
-			Family: n.Family, Protocol: n.Protocol, SockType: n.SockType,
+			Family: utf8Safe(n.Family), Protocol: utf8Safe(n.Protocol), SockType: utf8Safe(n.SockType),
 			SrcAddr: utf8Safe(n.SrcAddr), SrcPort: uint32(n.SrcPort), DstAddr: utf8Safe(n.DstAddr), DstPort: uint32(n.DstPort),
 			Result: n.Result, BytesSent: n.BytesSent, BytesRecv: n.BytesRecv, DurationNs: n.DurationNS,
-			Direction: n.Direction, Syscall: n.Syscall,
+			Direction: utf8Safe(n.Direction), Syscall: utf8Safe(n.Syscall),
 		}}
 	case ev.Security != nil:
 		s := ev.Security
@@ -138,6 +144,11 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		dst.Detail = &watchpostv1.Event_Gap{Gap: &watchpostv1.Gap{Reason: utf8Safe(ev.Gap.Reason), Counters: countersToProto(ev.Gap.Counters)}}
 	case ev.Alert != nil:
 		dst.Detail = &watchpostv1.Event_Alert{Alert: AlertToProto(ev.Alert)}
+	case ev.Tamper != nil:
+		t := ev.Tamper
+		dst.Detail = &watchpostv1.Event_Tamper{Tamper: &watchpostv1.Tamper{
+			What: utf8Safe(t.What), File: utf8Safe(t.File), Action: utf8Safe(t.Action), Error: utf8Safe(t.Error),
+		}}
 	}
 }
 
@@ -189,7 +200,7 @@ func DetectionToProto(d *event.Detection) *watchpostv1.DetectionStatus {
 // HealthToProto converts the agent's self-report.
 func HealthToProto(h *event.Health) *watchpostv1.Health {
 	return &watchpostv1.Health{
-		Version: h.Version, Kernel: h.Kernel, CapturePath: h.CapturePath, Programs: utf8SafeAll(h.Programs),
+		Version: utf8Safe(h.Version), Kernel: utf8Safe(h.Kernel), CapturePath: utf8Safe(h.CapturePath), Programs: utf8SafeAll(h.Programs),
 		Produced: h.Produced, Delivered: h.Delivered, Filtered: h.Filtered, Dropped: h.Dropped,
 		SpoolBytes: h.SpoolBytes, Counters: countersToProto(h.Counters), Detection: DetectionToProto(h.Detection),
 	}

@@ -184,6 +184,7 @@ type Stats struct {
 	BatchesAcked   uint64 // stored or duplicate
 	BatchesDup     uint64 // acknowledged as already stored
 	BatchesRefused uint64
+	EventsRefused  uint64 // events of stored batches the collector refused alone
 	EventsAcked    uint64
 	Reconnects     uint64
 	Heartbeats     uint64
@@ -217,7 +218,8 @@ type Shipper struct {
 	flush chan chan struct{} // a flush request; nil asks for the final flush
 
 	accepted, sealed, sent, resent, acked, dup, refused, eventsAcked, reconnects, heartbeats atomic.Uint64
-	highestSent, lastPushed                                                                  atomic.Uint64
+	highestSent, lastPushed, refusedEvents                                                   atomic.Uint64
+	refusedLogged                                                                            atomic.Bool
 	cnt                                                                                      *counters
 	durable                                                                                  DurableQueue // nil with a memory queue
 	instanceID                                                                               string
@@ -453,7 +455,7 @@ func (s *Shipper) Stats() Stats {
 	st := Stats{
 		Accepted: s.accepted.Load(), BatchesSealed: s.sealed.Load(), BatchesSent: s.sent.Load(),
 		BatchesResent: s.resent.Load(), BatchesAcked: s.acked.Load(), BatchesDup: s.dup.Load(),
-		BatchesRefused: s.refused.Load(), EventsAcked: s.eventsAcked.Load(), Reconnects: s.reconnects.Load(),
+		BatchesRefused: s.refused.Load(), EventsRefused: s.refusedEvents.Load(), EventsAcked: s.eventsAcked.Load(), Reconnects: s.reconnects.Load(),
 		Heartbeats: s.heartbeats.Load(), QueuedBatches: s.queue.Len(), QueuedBytes: s.queue.Bytes(),
 		Received: s.cnt.received.Load(), Injected: s.cnt.injected.Load(),
 		Dropped: s.cnt.dropped(), DroppedByKind: s.cnt.droppedByKind(), PendingGap: int(s.pendingGap.Load()),
@@ -821,7 +823,17 @@ func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceCl
 			case watchpostv1.AckStatus_ACK_STATUS_STORED, watchpostv1.AckStatus_ACK_STATUS_DUPLICATE:
 				if s.queue.Ack(a.BatchSeq) {
 					s.acked.Add(1)
-					s.eventsAcked.Add(uint64(events))
+					// Events the collector refused alone (malformed) are
+					// lost: counted, like a refused batch.
+					refused := min(a.EventsRefused, events)
+					s.eventsAcked.Add(uint64(events - refused))
+					if refused > 0 {
+						s.cnt.drop(DropRejected, event.KindUnknown, uint64(refused))
+						s.refusedEvents.Add(uint64(refused))
+						if s.refusedLogged.CompareAndSwap(false, true) {
+							s.log.Error().Uint32("events", refused).Str("reason", a.Message).Msg("the collector refused events of a stored batch (counted as rejected; logged once)")
+						}
+					}
 					if a.Status == watchpostv1.AckStatus_ACK_STATUS_DUPLICATE {
 						s.dup.Add(1)
 					}
