@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -53,6 +54,7 @@ func (c *Collector) startAlerts(ctx context.Context) {
 				return
 			case now := <-t.C:
 				c.raise(ctx, c.confirmSilence(ctx, c.alerts.Check(now)))
+				c.flushNotices(ctx, now)
 			}
 		}
 	}()
@@ -119,17 +121,28 @@ func (c *Collector) confirmSilence(ctx context.Context, as []*watchpostv1.Alert)
 	return out
 }
 
-// noteAgentStop tells the alert engine about a stored agent_stop event.
-func (c *Collector) noteAgentStop(agent string, events []*watchpostv1.Event) {
-	if c.alerts == nil {
-		return
-	}
+// noteAgentEvents tells the alert engine about a stored agent_stop event
+// and raises an alert for each agent_tamper event (the agent found its own
+// state damaged).
+func (c *Collector) noteAgentEvents(ctx context.Context, agent string, events []*watchpostv1.Event) {
+	var tamper []*watchpostv1.Alert
 	for _, ev := range events {
-		if ev.Header.Type == watchpostv1.EventType_EVENT_TYPE_AGENT_STOP {
-			c.alerts.AgentStopped(agent)
-			return
+		switch ev.Header.Type {
+		case watchpostv1.EventType_EVENT_TYPE_AGENT_STOP:
+			if c.alerts != nil {
+				c.alerts.AgentStopped(agent)
+			}
+		case watchpostv1.EventType_EVENT_TYPE_AGENT_TAMPER:
+			t := ev.GetTamper()
+			k := watchpostv1.AlertKind_ALERT_KIND_AGENT_TAMPER
+			tamper = append(tamper, &watchpostv1.Alert{
+				AgentId: agent, Host: agent, Kind: k, TimeUnixNano: time.Now().UnixNano(), Count: 1, BootId: ev.Header.BootId,
+				Message:  fmt.Sprintf("the agent found %s (%s) damaged and %s: %s", t.GetWhat(), t.GetFile(), t.GetAction(), t.GetError()),
+				Severity: alerts.KindSeverity(k), State: watchpostv1.AlertState_ALERT_STATE_OPEN,
+			})
 		}
 	}
+	c.raise(ctx, tamper)
 }
 
 // raise stores alerts and logs each (alerts are rare state changes).

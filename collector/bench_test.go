@@ -43,7 +43,7 @@ func encodedBatches(b testing.TB, agent string, n, size, offset int) []*watchpos
 	for k := 0; k < n; k++ {
 		for j := 0; j < size; j++ {
 			i := offset + k*size + j
-			shipper.ToProto(benchEvent(i, "gw-"+agent), &pev)
+			shipper.ToProto(benchEvent(i, agent), &pev)
 			if err := bb.Add(&pev); err != nil {
 				b.Fatal(err)
 			}
@@ -82,7 +82,7 @@ func BenchmarkIngest(b *testing.B) {
 		for g := 0; g < group; g++ {
 			bt := batches[(n*group+g)%len(batches)]
 			bt.BatchSeq = uint64(n*group + g + 1) // every batch new
-			d, err := dec.Decode(bt)
+			d, err := dec.Decode(bt, time.Time{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -130,7 +130,7 @@ func BenchmarkQuery(b *testing.B) {
 			var inputs []store.BatchInput
 			for h := 0; h < hosts; h++ {
 				bt := encodedBatches(b, "agent-"+strconv.Itoa(h), 1, size, off+h*size)[0]
-				d, err := dec.Decode(bt)
+				d, err := dec.Decode(bt, time.Time{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -149,19 +149,20 @@ func BenchmarkQuery(b *testing.B) {
 		name string
 		f    store.Filter
 	}{
-		{"host_last_hour", store.Filter{Host: "gw-agent-7", Since: end.Add(-time.Hour), Until: end}},
+		{"host_last_hour", store.Filter{Host: "agent-7", Since: end.Add(-time.Hour), Until: end}},
 		{"process_pid", store.Filter{PID: 4321}},
 		{"process_exe_last_hour", store.Filter{Exe: "modbusd", Since: end.Add(-time.Hour)}},
 		{"path_prefix", store.Filter{PathPrefix: "/var/lib/app17/"}},
 		{"port", store.Filter{Port: 40122}},
-		{"type_exec_host", store.Filter{Host: "gw-agent-3", Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXEC}}},
+		{"type_exec_host", store.Filter{Host: "agent-3", Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXEC}}},
 		{"port_no_match", store.Filter{Port: 9999}},
 	}
 	for _, q := range queries {
 		b.Run(q.name, func(b *testing.B) {
 			var got int
 			for n := 0; n < b.N; n++ {
-				evs, _, err := st.Query(context.Background(), q.f, 100)
+				res, err := st.Query(context.Background(), store.Query{Filter: q.f, Limit: 100})
+				evs := res.Events
 				if err != nil {
 					b.Fatal(err)
 				}

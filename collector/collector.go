@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -52,6 +52,7 @@ type ingestSink interface {
 type Stats struct {
 	BatchesStored, BatchesDuplicate, BatchesRetry uint64
 	EventsStored                                  uint64
+	EventsRefused                                 uint64            // malformed events refused alone (their batches stored)
 	Rejected                                      map[string]uint64 // batches by gRPC code name
 	Heartbeats                                    uint64
 	StreamsActive                                 int64
@@ -73,17 +74,21 @@ type Collector struct {
 	alerts   *alerts.Engine // set by Start
 	web      *web.Dashboard
 
-	ingestSrv *grpc.Server
-	querySrv  *grpc.Server
-	httpSrv   *http.Server
-	ingestLn  net.Listener
-	queryLn   net.Listener
-	streams   chan struct{}
-	limiters  sync.Map // agent id -> *rate.Limiter
+	ingestSrv  *grpc.Server
+	querySrv   *grpc.Server
+	httpSrv    *http.Server
+	ingestLn   net.Listener
+	queryLn    net.Listener
+	streams    chan struct{}
+	queries    chan struct{} // event queries running now (query.max_concurrent)
+	agents     sync.Map      // agent id -> *agentState
+	lastSerial sync.Map      // agent id -> serial of its last stream's certificate
+	inflight   *semaphore.Weighted
 	// streamOpened holds the agents whose stream opened since their last
 	// heartbeat (a fleet collector then catches up from the store).
 	streamOpened sync.Map
 	tokens       map[string]Token
+	revocations  *revocations
 	authNeeded   bool
 
 	started  atomic.Bool
@@ -101,6 +106,11 @@ type Collector struct {
 	alertStoreErr                                                                     atomic.Uint64
 	cmds                                                                              cmdStreams
 	commandsSent, detectionAlerts                                                     atomic.Uint64
+	eventsRefused                                                                     atomic.Uint64
+
+	noticeMu      sync.Mutex
+	notices       map[noticeKey]*pendingNotice
+	refusalCounts map[noticeKey]uint64
 
 	watchpostv1.UnimplementedIngestServiceServer
 }
@@ -111,14 +121,18 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 		return nil, err
 	}
 	c := &Collector{
-		cfg:          cfg,
-		log:          deps.Logger.With().Str("component", "collector").Logger(),
-		streams:      make(chan struct{}, cfg.Ingest.MaxStreams),
-		rejected:     map[string]uint64{},
-		alertsRaised: map[string]uint64{},
-		tokens:       map[string]Token{},
-		hub:          newHub(),
-		stopping:     make(chan struct{}),
+		cfg:           cfg,
+		log:           deps.Logger.With().Str("component", "collector").Logger(),
+		streams:       make(chan struct{}, cfg.Ingest.MaxStreams),
+		rejected:      map[string]uint64{},
+		alertsRaised:  map[string]uint64{},
+		tokens:        map[string]Token{},
+		hub:           newHub(),
+		stopping:      make(chan struct{}),
+		inflight:      semaphore.NewWeighted(cfg.Ingest.MaxInflightBytes),
+		queries:       make(chan struct{}, cfg.Query.MaxConcurrent),
+		notices:       map[noticeKey]*pendingNotice{},
+		refusalCounts: map[noticeKey]uint64{},
 	}
 	for _, t := range cfg.Query.Tokens {
 		c.tokens[t.Token] = t
@@ -128,6 +142,8 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 	dec, err := ingest.NewDecoder(ingest.Limits{
 		MaxUncompressedBytes: cfg.Ingest.MaxUncompressedBytes, MaxEvents: cfg.Ingest.MaxEventsPerBatch,
 		MaxStringBytes: cfg.Ingest.MaxStringBytes, MaxListLen: cfg.Ingest.MaxListLen,
+		MaxEventBytes: cfg.Ingest.MaxEventBytes, MaxCompressionRatio: cfg.Ingest.MaxCompressionRatio,
+		MaxClockSkew: cfg.Ingest.MaxClockSkew,
 	})
 	if err != nil {
 		return nil, err
@@ -154,6 +170,10 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 	)
 	watchpostv1.RegisterQueryServiceServer(c.querySrv, &queryService{c: c})
 	if c.web, err = c.newDashboard(); err != nil {
+		dec.Close()
+		return nil, err
+	}
+	if c.revocations, err = newRevocations(cfg.RevocationPath(), c.log); err != nil {
 		dec.Close()
 		return nil, err
 	}
@@ -311,7 +331,11 @@ func (c *Collector) Start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
-	c.wg.Add(2)
+	c.wg.Add(3)
+	go func() {
+		defer c.wg.Done()
+		c.revocationLoop(runCtx)
+	}()
 	go func() {
 		defer c.wg.Done()
 		if err := c.ingestSrv.Serve(c.ingestLn); err != nil {
@@ -408,7 +432,7 @@ func (c *Collector) Shutdown(ctx context.Context) error {
 func (c *Collector) Stats() Stats {
 	s := Stats{
 		BatchesStored: c.batchesStored.Load(), BatchesDuplicate: c.batchesDup.Load(), BatchesRetry: c.batchesRetry.Load(),
-		EventsStored: c.eventsStored.Load(), Heartbeats: c.heartbeats.Load(),
+		EventsStored: c.eventsStored.Load(), EventsRefused: c.eventsRefused.Load(), Heartbeats: c.heartbeats.Load(),
 		StreamsActive: c.streamsActive.Load(), StreamsRefused: c.streamsRefused.Load(),
 		Rejected: map[string]uint64{}, Alerts: map[string]uint64{}, AlertStoreErrors: c.alertStoreErr.Load(),
 	}
@@ -421,14 +445,6 @@ func (c *Collector) Stats() Stats {
 	}
 	c.countMu.Unlock()
 	return s
-}
-
-func (c *Collector) limiter(agent string) *rate.Limiter {
-	if l, ok := c.limiters.Load(agent); ok {
-		return l.(*rate.Limiter)
-	}
-	l, _ := c.limiters.LoadOrStore(agent, rate.NewLimiter(rate.Limit(c.cfg.Ingest.RateEventsPerSecond), c.cfg.Ingest.RateBurst))
-	return l.(*rate.Limiter)
 }
 
 func (c *Collector) retentionLoop(ctx context.Context) {
@@ -446,10 +462,33 @@ func (c *Collector) retentionLoop(ctx context.Context) {
 	}
 }
 
+func (c *Collector) quota() store.Quota {
+	return store.Quota{MaxBytes: c.cfg.Retention.MaxBytes, PerAgent: c.cfg.Retention.MaxBytesPerAgent}
+}
+
 func (c *Collector) enforceRetention(ctx context.Context) ([]string, error) {
-	dropped, err := c.store.EnforceRetention(ctx, store.Retention{MaxAge: c.cfg.Retention.MaxAge, MaxBytes: c.cfg.Retention.MaxBytes}, time.Now())
+	dropped, trimmed, err := c.store.EnforceRetention(ctx, store.Retention{MaxAge: c.cfg.Retention.MaxAge, Quota: c.quota()}, time.Now())
 	if len(dropped) > 0 {
 		c.log.Info().Strs("partitions", dropped).Msg("retention dropped partitions")
 	}
+	c.noteTrimmed(trimmed)
 	return dropped, err
+}
+
+// trimToQuota applies the storage quota after a commit, so that one
+// agent's flood is cut from its own oldest events before it can outgrow
+// the store between two retention runs.
+func (c *Collector) trimToQuota(ctx context.Context) {
+	trimmed, err := c.store.TrimToQuota(ctx, c.quota())
+	if err != nil {
+		c.log.Error().Err(err).Msg("applying the storage quota failed")
+	}
+	c.noteTrimmed(trimmed)
+}
+
+func (c *Collector) noteTrimmed(trimmed []store.Trimmed) {
+	for _, t := range trimmed {
+		c.noticeExample(t.AgentID, refusalStorage, "quota", t.Events,
+			fmt.Sprintf("%d batches, %d bytes over the agent's share of retention.max_bytes", t.Batches, t.Bytes))
+	}
 }

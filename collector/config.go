@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/watchpost/watchpost/proto/limits"
 )
 
 // Config is the collector's configuration: defaults, then the YAML file,
@@ -141,6 +143,29 @@ type IngestConfig struct {
 	// MaxPendingBatches is how many received batches of one stream may
 	// wait for their commit (they are committed together).
 	MaxPendingBatches int `yaml:"max_pending_batches"`
+
+	// Per-agent budgets (one agent certificate cannot exhaust the
+	// collector): streams per identity, independent of max_streams;
+	// decompressed bytes per second; heartbeats per second; memory held
+	// for batches waiting for their commit, per agent and in total.
+	MaxStreamsPerAgent       int     `yaml:"max_streams_per_agent"`
+	RateBytesPerSecond       float64 `yaml:"rate_bytes_per_second"`
+	RateBytesBurst           int64   `yaml:"rate_bytes_burst"`
+	HeartbeatsPerSecond      float64 `yaml:"heartbeats_per_second"`
+	HeartbeatBurst           int     `yaml:"heartbeat_burst"`
+	MaxInflightBytesPerAgent int64   `yaml:"max_inflight_bytes_per_agent"`
+	MaxInflightBytes         int64   `yaml:"max_inflight_bytes"`
+	// MaxEventBytes caps one event after over-long fields were shortened;
+	// MaxCompressionRatio caps uncompressed/compressed size of a batch.
+	MaxEventBytes       int `yaml:"max_event_bytes"`
+	MaxCompressionRatio int `yaml:"max_compression_ratio"`
+	// MaxClockSkew: event times later than receipt + this are clamped to
+	// the receipt time (and flagged).
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+	// RevocationFile lists revoked agent certificates
+	// (watchpost-collector certs revoke); re-read when it changes.
+	// Default: data_dir/revoked.json.
+	RevocationFile string `yaml:"revocation_file"`
 }
 
 // QueryConfig is the query endpoint: gRPC QueryService and HTTP/JSON on
@@ -153,6 +178,24 @@ type QueryConfig struct {
 	Tokens       []Token `yaml:"tokens"`
 	DefaultLimit int     `yaml:"default_limit"`
 	MaxLimit     int     `yaml:"max_limit"`
+	// Timeout is each event query's deadline; MaxScanRows bounds the
+	// stored rows one query reads. A query that reaches either returns the
+	// newest events it found, marked cost_limited. MaxConcurrent event
+	// queries run at once (the others wait), so that ingest keeps its share
+	// of the CPU.
+	Timeout       time.Duration `yaml:"timeout"`
+	MaxScanRows   uint64        `yaml:"max_scan_rows"`
+	MaxConcurrent int           `yaml:"max_concurrent"`
+	// AllowedHosts are Host header values (without port) the query
+	// listener answers on a loopback address, besides localhost,
+	// 127.0.0.1 and ::1: a page on another site that rebinds its DNS
+	// name to 127.0.0.1 is refused.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// AuthFailuresPerSecond and AuthFailureBurst bound wrong bearer
+	// tokens, as the dashboard login is bounded: beyond them an unknown
+	// token is answered ResourceExhausted (a valid token still works).
+	AuthFailuresPerSecond float64 `yaml:"auth_failures_per_second"`
+	AuthFailureBurst      int     `yaml:"auth_failure_burst"`
 }
 
 // Token is one API credential.
@@ -182,9 +225,14 @@ type DashboardConfig struct {
 // RetentionConfig bounds the store by age and size (whole hourly
 // partitions are dropped).
 type RetentionConfig struct {
-	MaxAge   time.Duration `yaml:"max_age"`
-	MaxBytes int64         `yaml:"max_bytes"`
-	Interval time.Duration `yaml:"interval"`
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes caps the database (the pages its tables use). Each agent
+	// keeps at least its share of it (MaxBytes / agents); over MaxBytes,
+	// the agents above their share lose their own oldest events.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxBytesPerAgent is a hard quota per agent (0: none but the share).
+	MaxBytesPerAgent int64         `yaml:"max_bytes_per_agent"`
+	Interval         time.Duration `yaml:"interval"`
 }
 
 // DefaultConfig returns the defaults.
@@ -194,25 +242,40 @@ func DefaultConfig() Config {
 		LogLevel:        "info",
 		ShutdownTimeout: 10 * time.Second,
 		Ingest: IngestConfig{
-			Listen:                  "0.0.0.0:7443",
-			MaxMessageBytes:         8 << 20,
-			MaxUncompressedBytes:    32 << 20,
-			MaxEventsPerBatch:       10000,
-			MaxStringBytes:          16 << 10,
-			MaxListLen:              1024,
-			MaxStreams:              1024,
-			MaxStreamsPerConnection: 4,
-			RateEventsPerSecond:     50000,
-			RateBurst:               100000,
-			KeepaliveMinTime:        20 * time.Second,
-			KeepaliveTime:           60 * time.Second,
-			KeepaliveTimeout:        20 * time.Second,
-			MaxPendingBatches:       16,
+			Listen:                   "0.0.0.0:7443",
+			MaxMessageBytes:          8 << 20,
+			MaxUncompressedBytes:     32 << 20,
+			MaxEventsPerBatch:        10000,
+			MaxStringBytes:           16 << 10,
+			MaxListLen:               1024,
+			MaxStreams:               1024,
+			MaxStreamsPerConnection:  4,
+			RateEventsPerSecond:      50000,
+			RateBurst:                100000,
+			KeepaliveMinTime:         20 * time.Second,
+			KeepaliveTime:            60 * time.Second,
+			KeepaliveTimeout:         20 * time.Second,
+			MaxPendingBatches:        16,
+			MaxStreamsPerAgent:       4,
+			RateBytesPerSecond:       16 << 20,
+			RateBytesBurst:           64 << 20,
+			HeartbeatsPerSecond:      1,
+			HeartbeatBurst:           10,
+			MaxInflightBytesPerAgent: 64 << 20,
+			MaxInflightBytes:         256 << 20,
+			MaxEventBytes:            limits.EventBytes,
+			MaxCompressionRatio:      limits.CompressionRatio,
+			MaxClockSkew:             5 * time.Minute,
 		},
 		Query: QueryConfig{
-			Listen:       "127.0.0.1:7444",
-			DefaultLimit: 100,
-			MaxLimit:     10000,
+			Listen:                "127.0.0.1:7444",
+			DefaultLimit:          100,
+			MaxLimit:              10000,
+			Timeout:               10 * time.Second,
+			MaxScanRows:           20_000_000,
+			MaxConcurrent:         2,
+			AuthFailuresPerSecond: 2,
+			AuthFailureBurst:      10,
 		},
 		Retention: RetentionConfig{
 			MaxAge:   30 * 24 * time.Hour,
@@ -285,12 +348,38 @@ func (c *Config) Validate() error {
 		return errors.New("ingest.keepalive_min_time, keepalive_time, keepalive_timeout: must be positive")
 	case i.MaxPendingBatches < 1:
 		return errors.New("ingest.max_pending_batches: must be at least 1")
+	case i.MaxStreamsPerAgent < 1 || i.MaxStreamsPerAgent > i.MaxStreams:
+		return errors.New("ingest.max_streams_per_agent: must be between 1 and ingest.max_streams")
+	case i.RateBytesPerSecond <= 0:
+		return errors.New("ingest.rate_bytes_per_second: must be positive")
+	case i.RateBytesBurst < int64(i.MaxUncompressedBytes):
+		return errors.New("ingest.rate_bytes_burst: must be at least ingest.max_uncompressed_bytes")
+	case i.HeartbeatsPerSecond <= 0 || i.HeartbeatBurst < 1:
+		return errors.New("ingest.heartbeats_per_second, ingest.heartbeat_burst: must be positive")
+	case i.MaxInflightBytesPerAgent < int64(i.MaxUncompressedBytes+i.MaxMessageBytes):
+		return errors.New("ingest.max_inflight_bytes_per_agent: must be at least ingest.max_uncompressed_bytes + ingest.max_message_bytes")
+	case i.MaxInflightBytes < i.MaxInflightBytesPerAgent:
+		return errors.New("ingest.max_inflight_bytes: must be at least ingest.max_inflight_bytes_per_agent")
+	case i.MaxEventBytes < 4096:
+		return errors.New("ingest.max_event_bytes: must be at least 4096")
+	case i.MaxCompressionRatio < limits.CompressionRatio:
+		return fmt.Errorf("ingest.max_compression_ratio: must be at least %d (agents keep their batches within it)", limits.CompressionRatio)
+	case i.MaxClockSkew < 0:
+		return errors.New("ingest.max_clock_skew: must not be negative")
 	case q.Listen == "":
 		return errors.New("query.listen: required")
 	case q.DefaultLimit < 1 || q.MaxLimit < q.DefaultLimit:
 		return errors.New("query.default_limit, query.max_limit: need 1 <= default_limit <= max_limit")
-	case r.MaxAge < 0 || r.MaxBytes < 0:
-		return errors.New("retention.max_age, retention.max_bytes: must not be negative")
+	case q.Timeout <= 0:
+		return errors.New("query.timeout: must be positive")
+	case q.MaxScanRows < uint64(q.MaxLimit):
+		return errors.New("query.max_scan_rows: must be at least query.max_limit")
+	case q.MaxConcurrent < 1:
+		return errors.New("query.max_concurrent: must be at least 1")
+	case q.AuthFailuresPerSecond <= 0 || q.AuthFailureBurst < 1:
+		return errors.New("query.auth_failures_per_second, query.auth_failure_burst: must be positive")
+	case r.MaxAge < 0 || r.MaxBytes < 0 || r.MaxBytesPerAgent < 0:
+		return errors.New("retention.max_age, retention.max_bytes, retention.max_bytes_per_agent: must not be negative")
 	case r.Interval <= 0:
 		return errors.New("retention.interval: must be positive")
 	case c.Dashboard.Enabled && c.Dashboard.SessionTTL < time.Minute:
@@ -373,6 +462,15 @@ func (n *NATSConfig) Validate() error {
 		}
 	}
 	return nil
+}
+
+// RevocationPath is the revocation file (ingest.revocation_file, or
+// revoked.json in data_dir).
+func (c *Config) RevocationPath() string {
+	if c.Ingest.RevocationFile != "" {
+		return c.Ingest.RevocationFile
+	}
+	return filepath.Join(c.DataDir, "revoked.json")
 }
 
 // DBPath is the event database file.

@@ -307,7 +307,7 @@ func TestDashboardStreamDeliversEvents(t *testing.T) {
 	b.login(readToken)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s := b.stream(ctx, url.Values{"host": {"gw-agent-a"}, "type": {"exec"}})
+	s := b.stream(ctx, url.Values{"host": {"agent-a"}, "type": {"exec"}})
 	if ev, data := s.next(t); ev != "ready" || data != "{}" {
 		t.Fatalf("first message %q %q", ev, data)
 	}
@@ -326,7 +326,7 @@ func TestDashboardStreamDeliversEvents(t *testing.T) {
 			t.Fatalf("%s: %v", data, err)
 		}
 		for _, e := range decodeEvents(t, msg.Events) {
-			if e.Header.Type != watchpostv1.EventType_EVENT_TYPE_EXEC || e.Header.Host != "gw-agent-a" || e.Process.Exe != "/usr/sbin/modbusd" {
+			if e.Header.Type != watchpostv1.EventType_EVENT_TYPE_EXEC || e.Header.Host != "agent-a" || e.Process.Exe != "/usr/sbin/modbusd" {
 				t.Fatalf("unexpected event %v", e)
 			}
 			seqs = append(seqs, e.Header.Seq)
@@ -369,7 +369,7 @@ func TestDashboardSearchPages(t *testing.T) {
 		return out
 	}
 	// exec events of agent-a are seq 1, 5, ... 397 (event i is exec when i%4 == 0).
-	q := "/ui/api/events?host=gw-agent-a&type=exec&limit=40"
+	q := "/ui/api/events?host=agent-a&type=exec&limit=40"
 	var all []uint64
 	for n := 0; ; n++ {
 		code, body := b.get(q)
@@ -388,7 +388,7 @@ func TestDashboardSearchPages(t *testing.T) {
 		if len(s) != 40 || pg.NextBeforeNS != strconv.FormatInt(baseTime.Add(time.Duration(s[39]-1)*time.Millisecond).UnixNano(), 10) {
 			t.Fatalf("page %d: %d events, next %s", n, len(s), pg.NextBeforeNS)
 		}
-		q = "/ui/api/events?host=gw-agent-a&type=exec&limit=40&before_ns=" + pg.NextBeforeNS
+		q = "/ui/api/events?host=agent-a&type=exec&limit=40&before_ns=" + pg.NextBeforeNS
 	}
 	if len(all) != 100 {
 		t.Fatalf("%d events over the pages", len(all))
@@ -416,7 +416,7 @@ func decodeEvents(t *testing.T, raws []json.RawMessage) []*watchpostv1.Event {
 	return out
 }
 
-// storePlantBatch stores, for agent-b (host gw-agent-b): pid 7000 forking
+// storePlantBatch stores, for agent-b (host agent-b): pid 7000 forking
 // 7001, which execs /opt/plc/writer and opens /dev/ttyUSB0 for writing, and
 // pid 7002 opening a packet socket.
 func storePlantBatch(t *testing.T, addr string, p pki) {
@@ -479,7 +479,7 @@ func TestDashboardProcessView(t *testing.T) {
 		return out
 	}
 	// pid 1001 of agent-a: events 1, 51, ... 351: file opens and exits alternate.
-	code, body := b.get("/ui/api/process?host=gw-agent-a&pid=1001")
+	code, body := b.get("/ui/api/process?host=agent-a&pid=1001")
 	if code != http.StatusOK {
 		t.Fatalf("process: %d %s", code, body)
 	}
@@ -491,11 +491,11 @@ func TestDashboardProcessView(t *testing.T) {
 		t.Fatalf("other %q (want %q), net %d, children %d, truncated %v", got, want, len(v.Net), len(v.Children), v.Truncated)
 	}
 	if string(v.Ancestry[0]) != `{"pid":1,"comm":"systemd","exe":"/usr/lib/systemd/systemd"}` || len(v.Ancestry) != 1 ||
-		!strings.Contains(string(v.Process), `"exe":"/usr/sbin/modbusd"`) || v.Host != "gw-agent-a" || v.PID != 1001 {
+		!strings.Contains(string(v.Process), `"exe":"/usr/sbin/modbusd"`) || v.Host != "agent-a" || v.PID != 1001 {
 		t.Fatalf("process %s, ancestry %s", v.Process, v.Ancestry)
 	}
 	// pid 7000 forked 7001, which exec'd the writer.
-	code, body = b.get("/ui/api/process?host=gw-agent-b&pid=7000")
+	code, body = b.get("/ui/api/process?host=agent-b&pid=7000")
 	v = decodeJSON[view](t, body)
 	if code != http.StatusOK || len(v.Children) != 1 || v.Children[0].PID != 7001 {
 		t.Fatalf("parent: %d %s", code, body)
@@ -504,9 +504,9 @@ func TestDashboardProcessView(t *testing.T) {
 		t.Fatalf("child event %v", kid)
 	}
 	for path, want := range map[string]int{
-		"/ui/api/process?host=gw-agent-b&pid=9999":         http.StatusNotFound,
-		"/ui/api/process?pid=7000":                         http.StatusBadRequest,
-		"/ui/api/process?host=gw-agent-b&pid=7000&start=1": http.StatusNotFound, // another instance of the pid
+		"/ui/api/process?host=agent-b&pid=9999":         http.StatusNotFound,
+		"/ui/api/process?pid=7000":                      http.StatusBadRequest,
+		"/ui/api/process?host=agent-b&pid=7000&start=1": http.StatusNotFound, // another instance of the pid
 	} {
 		if code, body := b.get(path); code != want {
 			t.Fatalf("%s: %d %s, want %d", path, code, body, want)
@@ -553,15 +553,15 @@ func TestDashboardIndustrialView(t *testing.T) {
 	}
 	got := fmt.Sprintf("%+v | %+v | %+v", v.Flows, v.Devices, v.Sniffers)
 	// agent-a: net events i%4==2 of 0..399 (last: i=398, pid 1048); agent-b: of 1000..1039 (last: i=1038, pid 1038%50+1000).
-	want := "[{actor:{Host:gw-agent-a Exe:/usr/sbin/modbusd Comm:modbusd PID:1048} Protocol:modbus Peer:10.0.0.9 Direction:outbound Port:502 Events:100} " +
-		"{actor:{Host:gw-agent-b Exe:/usr/sbin/modbusd Comm:modbusd PID:1038} Protocol:modbus Peer:10.0.0.9 Direction:outbound Port:502 Events:10}] | " +
-		"[{actor:{Host:gw-agent-b Exe:/opt/plc/writer Comm:writer PID:7001} Fieldbus:ttyUSB Device:/dev/ttyUSB0 Opens:1 Writes:1 Failed:0}] | " +
-		"[{actor:{Host:gw-agent-b Exe:/usr/bin/tcpdump Comm:tcpdump PID:7002} Protocol:packet/eth:0x0003 Events:1}]"
+	want := "[{actor:{Host:agent-a Exe:/usr/sbin/modbusd Comm:modbusd PID:1048} Protocol:modbus Peer:10.0.0.9 Direction:outbound Port:502 Events:100} " +
+		"{actor:{Host:agent-b Exe:/usr/sbin/modbusd Comm:modbusd PID:1038} Protocol:modbus Peer:10.0.0.9 Direction:outbound Port:502 Events:10}] | " +
+		"[{actor:{Host:agent-b Exe:/opt/plc/writer Comm:writer PID:7001} Fieldbus:ttyUSB Device:/dev/ttyUSB0 Opens:1 Writes:1 Failed:0}] | " +
+		"[{actor:{Host:agent-b Exe:/usr/bin/tcpdump Comm:tcpdump PID:7002} Protocol:packet/eth:0x0003 Events:1}]"
 	if got != want {
 		t.Fatalf("industrial view\n got %s\nwant %s", got, want)
 	}
-	if code, body := b.get("/ui/api/industrial?host=gw-agent-b&protocol=dnp3&since=" + baseTime.Add(-time.Hour).Format(time.RFC3339)); code != http.StatusOK ||
+	if code, body := b.get("/ui/api/industrial?host=agent-b&protocol=dnp3&since=" + baseTime.Add(-time.Hour).Format(time.RFC3339)); code != http.StatusOK ||
 		!strings.HasPrefix(string(body), `{"flows":[],"devices":[{`) {
-		t.Fatalf("dnp3 on gw-agent-b: %d %s", code, body)
+		t.Fatalf("dnp3 on agent-b: %d %s", code, body)
 	}
 }

@@ -33,7 +33,7 @@ func detectionAlerts(agent, bootID string, events []*watchpostv1.Event) []*watch
 		}
 		h := ev.Header
 		out = append(out, &watchpostv1.Alert{
-			AgentId: agent, Host: h.Host, Kind: watchpostv1.AlertKind_ALERT_KIND_DETECTION, TimeUnixNano: h.TimeUnixNano,
+			AgentId: agent, Host: agent, Kind: watchpostv1.AlertKind_ALERT_KIND_DETECTION, TimeUnixNano: h.TimeUnixNano,
 			Message: alerts.DetectionMessage(d), BootId: bootID, Count: d.Count,
 			Severity: alerts.LevelSeverity(d.Level), State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			Detection: d, Process: ev.Process, Ancestry: ev.Ancestry, Industrial: ev.Industrial, EventSeq: h.Seq,
@@ -239,12 +239,12 @@ func (q *queryService) AlertEvents(ctx context.Context, req *watchpostv1.AlertEv
 func (c *Collector) findEvent(ctx context.Context, a *watchpostv1.Alert, ref *watchpostv1.EventRef) (*watchpostv1.Event, error) {
 	t := time.Unix(0, ref.TimeUnixNano)
 	f := store.Filter{AgentID: a.AgentId, Since: t, Until: t, Types: []watchpostv1.EventType{ref.Type}, PID: ref.Pid}
-	evs, _, err := c.store.Query(ctx, f, c.cfg.Query.MaxLimit)
+	res, err := c.store.Query(ctx, store.Query{Filter: f, Limit: c.cfg.Query.MaxLimit, MaxRows: c.cfg.Query.MaxScanRows})
 	if err != nil {
 		c.log.Error().Err(err).Msg("reading an alert's events failed")
 		return nil, status.Error(codes.Internal, "reading the alert's events failed")
 	}
-	for _, ev := range evs {
+	for _, ev := range res.Events {
 		if ev.Header.GetSeq() == ref.Seq && (a.BootId == "" || ev.Header.GetBootId() == a.BootId) {
 			return ev, nil
 		}

@@ -155,7 +155,7 @@ func buildBatch(t testing.TB, agent string, seq uint64, from, to int, mutate fun
 	defer b.Close()
 	var pev watchpostv1.Event
 	for i := from; i < to; i++ {
-		shipper.ToProto(testEvent(i, "gw-"+agent), &pev)
+		shipper.ToProto(testEvent(i, agent), &pev)
 		if mutate != nil {
 			mutate(i-from, &pev)
 		}
@@ -169,11 +169,11 @@ func buildBatch(t testing.TB, agent string, seq uint64, from, to int, mutate fun
 // storedCount is the number of events stored for an agent.
 func storedCount(t testing.TB, s store.Store, agent string) int {
 	t.Helper()
-	evs, _, err := s.Query(context.Background(), store.Filter{AgentID: agent}, 1_000_000)
+	res, err := s.Query(context.Background(), store.Query{Filter: store.Filter{AgentID: agent}, Limit: 1_000_000})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(evs)
+	return len(res.Events)
 }
 
 func hostsCount(t testing.TB, s store.Store) int {

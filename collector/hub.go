@@ -56,7 +56,12 @@ func (s *subscriber) takeDropped() uint64 {
 	return d
 }
 
-func (h *hub) publish(d *ingest.Decoded) {
+// publish hands a stored batch to the subscribers. The events get the
+// batch's identity first (store.Bind), as a query would show them.
+func (h *hub) publish(agent, bootID string, d *ingest.Decoded) {
+	for _, ev := range d.Events {
+		store.Bind(ev, agent, bootID)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {

@@ -128,9 +128,10 @@ func TestBatchUnderAnotherAgentIDRefused(t *testing.T) {
 	}
 }
 
-// TestBadBatchesRefusedWhileAnotherAgentIsServed sends an oversized, a
-// malformed and a decompression-bomb batch from agent-a while agent-b keeps
-// storing batches on its own stream.
+// TestBadBatchesRefusedWhileAnotherAgentIsServed sends batches with one
+// malformed event each (stored without it), and oversized, inconsistent
+// and decompression-bomb batches (refused whole) from agent-a while
+// agent-b keeps storing batches on its own stream.
 func TestBadBatchesRefusedWhileAnotherAgentIsServed(t *testing.T) {
 	p := newPKI(t)
 	cfg := testConfig(t, p, t.TempDir())
@@ -151,45 +152,48 @@ func TestBadBatchesRefusedWhileAnotherAgentIsServed(t *testing.T) {
 
 	bad := dialIngest(t, c.Addr(), agentTLS(t, p.dir, "agent-a"))
 	cases := []struct {
-		name     string
-		batch    *watchpostv1.Batch
-		wantCode codes.Code
-		wantMsg  string
+		name       string
+		batch      *watchpostv1.Batch
+		wantStatus watchpostv1.AckStatus
+		wantCode   codes.Code
+		wantMsg    string
+		refused    uint32
 	}{
 		{"bad pid", buildBatch(t, "agent-a", 1, 0, 10, func(i int, ev *watchpostv1.Event) {
 			if i == 3 {
 				ev.Process.Pid = 5_000_000
 			}
-		}), codes.InvalidArgument, "batch.events[3].process.pid: 5000000 exceeds PID_MAX_LIMIT 4194304"},
+		}), watchpostv1.AckStatus_ACK_STATUS_STORED, codes.OK, "batch.events[3].process.pid: 5000000 exceeds PID_MAX_LIMIT 4194304: event refused", 1},
 		{"detail mismatch", buildBatch(t, "agent-a", 2, 0, 10, func(i int, ev *watchpostv1.Event) {
 			if i == 5 {
 				ev.Header.Type = watchpostv1.EventType_EVENT_TYPE_EXEC
 			}
-		}), codes.InvalidArgument, "batch.events[5].detail: file detail does not match type EVENT_TYPE_EXEC"},
+		}), watchpostv1.AckStatus_ACK_STATUS_STORED, codes.OK, "batch.events[5].detail: file detail does not match type EVENT_TYPE_EXEC: event refused", 1},
 		{"unknown type", buildBatch(t, "agent-a", 3, 0, 10, func(i int, ev *watchpostv1.Event) {
 			if i == 0 {
 				ev.Header.Type = 77
 			}
-		}), codes.InvalidArgument, "batch.events[0].header.type: unknown event type 77"},
+		}), watchpostv1.AckStatus_ACK_STATUS_STORED, codes.OK, "batch.events[0].header.type: unknown event type 77: event refused", 1},
 		{"declared too large", func() *watchpostv1.Batch {
 			b := buildBatch(t, "agent-a", 4, 0, 10, nil)
 			b.UncompressedSize = 2 << 20
 			return b
-		}(), codes.ResourceExhausted, "batch.uncompressed_size: 2097152 exceeds the limit of 1048576 bytes"},
-		{"zstd bomb", bomb(t, 4<<20, 5), codes.ResourceExhausted, "batch.payload: decompresses beyond 1048576 bytes"},
+		}(), watchpostv1.AckStatus_ACK_STATUS_REJECTED, codes.ResourceExhausted, "batch.uncompressed_size: 2097152 exceeds the limit of 1048576 bytes", 0},
+		{"zstd bomb", bomb(t, 4<<20, 5), watchpostv1.AckStatus_ACK_STATUS_REJECTED, codes.ResourceExhausted, "batch.payload: decompresses beyond 1048576 bytes", 0},
 		{"count mismatch", func() *watchpostv1.Batch {
 			b := buildBatch(t, "agent-a", 6, 0, 10, nil)
 			b.EventCount = 11
 			return b
-		}(), codes.InvalidArgument, "batch.event_count: declared 11 events, payload has 10"},
+		}(), watchpostv1.AckStatus_ACK_STATUS_REJECTED, codes.InvalidArgument, "batch.event_count: declared 11 events, payload has 10", 0},
 	}
 	for _, tc := range cases {
 		ack, err := bad.send(tc.batch)
 		if err != nil {
 			t.Fatalf("%s: stream error %v", tc.name, err)
 		}
-		if ack.Status != watchpostv1.AckStatus_ACK_STATUS_REJECTED || codes.Code(ack.Code) != tc.wantCode || ack.Message != tc.wantMsg {
-			t.Errorf("%s: ack status %v code %v %q, want REJECTED %v %q", tc.name, ack.Status, codes.Code(ack.Code), ack.Message, tc.wantCode, tc.wantMsg)
+		if ack.Status != tc.wantStatus || codes.Code(ack.Code) != tc.wantCode || ack.Message != tc.wantMsg || ack.EventsRefused != tc.refused {
+			t.Errorf("%s: ack status %v code %v %q refused %d, want %v %v %q refused %d", tc.name, ack.Status, codes.Code(ack.Code), ack.Message,
+				ack.EventsRefused, tc.wantStatus, tc.wantCode, tc.wantMsg, tc.refused)
 		}
 		goodBatch()
 	}
@@ -200,15 +204,16 @@ func TestBadBatchesRefusedWhileAnotherAgentIsServed(t *testing.T) {
 		t.Fatalf("oversized message: %v, want ResourceExhausted larger than max", err)
 	}
 	goodBatch()
-	if n := storedCount(t, c.Store(), "agent-a"); n != 0 {
-		t.Fatalf("agent-a: stored %d events, want 0", n)
+	// The three batches with one bad event each: the 27 others are stored.
+	if n := storedCount(t, c.Store(), "agent-a"); n != 27 {
+		t.Fatalf("agent-a: stored %d events, want 27", n)
 	}
 	if n := storedCount(t, c.Store(), "agent-b"); n != int(seqB)*10 {
 		t.Fatalf("agent-b: stored %d events, want %d", n, seqB*10)
 	}
 	s := c.Stats()
-	if s.Rejected["InvalidArgument"] != 4 || s.Rejected["ResourceExhausted"] != 2 {
-		t.Fatalf("rejected %v, want 4 InvalidArgument and 2 ResourceExhausted", s.Rejected)
+	if s.Rejected["InvalidArgument"] != 1 || s.Rejected["ResourceExhausted"] != 2 || s.EventsRefused != 3 {
+		t.Fatalf("rejected %v, events refused %d; want 1 InvalidArgument, 2 ResourceExhausted, 3 events", s.Rejected, s.EventsRefused)
 	}
 }
 

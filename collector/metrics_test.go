@@ -63,7 +63,8 @@ func TestMetricsCountBatchesEventsAndRejections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bad := buildBatch(t, "agent-a", 2, 0, 5, func(i int, ev *watchpostv1.Event) { ev.Process.Pid = 5_000_000 })
+	bad := buildBatch(t, "agent-a", 2, 0, 5, nil)
+	bad.EventCount = 6 // declares an event it does not carry: refused whole
 	if ack, err := cl.send(bad); err != nil || ack.Status != watchpostv1.AckStatus_ACK_STATUS_REJECTED {
 		t.Fatalf("bad batch: ack %v, err %v", ack, err)
 	}

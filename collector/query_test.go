@@ -33,7 +33,7 @@ func withToken(tok string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
 }
 
-// storeTestBatches stores 400 events of agent-a (host gw-agent-a) and 40 of agent-b.
+// storeTestBatches stores 400 events of agent-a (host agent-a) and 40 of agent-b.
 func storeTestBatches(t *testing.T, addr string, p pki) {
 	t.Helper()
 	a := dialIngest(t, addr, agentTLS(t, p.dir, "agent-a"))
@@ -57,12 +57,12 @@ func TestQueryEventsExactFields(t *testing.T) {
 
 	// One event, every field: event 2 of agent-a is a Modbus connect.
 	resp, err := q.QueryEvents(ctx, &watchpostv1.QueryEventsRequest{Filter: &watchpostv1.EventFilter{
-		Host: "gw-agent-a", Port: 40002, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_NET_CONNECT}}})
+		Host: "agent-a", Port: 40002, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_NET_CONNECT}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &watchpostv1.Event{}
-	shipper.ToProto(testEvent(2, "gw-agent-a"), want)
+	shipper.ToProto(testEvent(2, "agent-a"), want)
 	want.Header.AgentId, want.Header.BootId = "agent-a", "boot-1"
 	if len(resp.Events) != 1 || !proto.Equal(resp.Events[0], want) || resp.Truncated {
 		t.Fatalf("got %v (truncated %v), want exactly %v", resp.Events, resp.Truncated, want)
@@ -76,7 +76,7 @@ func TestQueryEventsExactFields(t *testing.T) {
 		trunc  bool
 	}{
 		{"pid", &watchpostv1.EventFilter{Pid: 1007, AgentId: "agent-a"}, 0, []uint64{8, 58, 108, 158, 208, 258, 308, 358}, false},
-		{"path prefix", &watchpostv1.EventFilter{PathPrefix: "/var/lib/plc/project-10", Host: "gw-agent-a"}, 0, []uint64{102, 106, 110}, false},
+		{"path prefix", &watchpostv1.EventFilter{PathPrefix: "/var/lib/plc/project-10", Host: "agent-a"}, 0, []uint64{102, 106, 110}, false},
 		{"exe base name and type", &watchpostv1.EventFilter{Exe: "modbusd", Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXIT}, AgentId: "agent-b"}, 3, []uint64{1032, 1036, 1040}, true},
 		{"protocol and time", &watchpostv1.EventFilter{Protocol: "modbus", SinceUnixNano: baseTime.Add(390 * time.Millisecond).UnixNano(), UntilUnixNano: baseTime.Add(1000 * time.Millisecond).UnixNano()}, 0, []uint64{391, 395, 399}, false},
 		{"text", &watchpostv1.EventFilter{Text: "project-333.st"}, 0, []uint64{334}, false},
@@ -108,7 +108,7 @@ func TestQueryEventsExactFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(hosts.Hosts) != 2 || hosts.Hosts[0].AgentId != "agent-a" || hosts.Hosts[0].EventsStored != 400 || hosts.Hosts[0].BatchesStored != 4 ||
-		hosts.Hosts[1].AgentId != "agent-b" || hosts.Hosts[1].Host != "gw-agent-b" || hosts.Hosts[1].EventsStored != 40 {
+		hosts.Hosts[1].AgentId != "agent-b" || hosts.Hosts[1].Host != "agent-b" || hosts.Hosts[1].EventsStored != 40 {
 		t.Fatalf("hosts = %v", hosts.Hosts)
 	}
 }
@@ -169,7 +169,7 @@ func TestHTTPQueryJSON(t *testing.T) {
 		return resp.StatusCode, b
 	}
 	defer http.DefaultClient.CloseIdleConnections()
-	code, body := get("/api/v1/events?host=gw-agent-a&type=net_connect&port=40002")
+	code, body := get("/api/v1/events?host=agent-a&type=net_connect&port=40002")
 	if code != http.StatusOK {
 		t.Fatalf("status %d: %s", code, body)
 	}
@@ -207,7 +207,7 @@ func TestTailStreamsNewEvents(t *testing.T) {
 	q := queryClient(t, c.QueryAddr())
 	ctx, cancel := context.WithCancel(withToken(readToken))
 	defer cancel()
-	tail, err := q.TailEvents(ctx, &watchpostv1.TailEventsRequest{Filter: &watchpostv1.EventFilter{Host: "gw-agent-a", Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXEC}}})
+	tail, err := q.TailEvents(ctx, &watchpostv1.TailEventsRequest{Filter: &watchpostv1.EventFilter{Host: "agent-a", Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXEC}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestTailStreamsNewEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, ev := range resp.Events {
-			if ev.Header.Type != watchpostv1.EventType_EVENT_TYPE_EXEC || ev.Header.Host != "gw-agent-a" {
+			if ev.Header.Type != watchpostv1.EventType_EVENT_TYPE_EXEC || ev.Header.Host != "agent-a" {
 				t.Fatalf("unexpected event %v", ev.Header)
 			}
 			seqs = append(seqs, ev.Header.Seq)

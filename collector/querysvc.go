@@ -45,12 +45,30 @@ func (q *queryService) QueryEvents(ctx context.Context, req *watchpostv1.QueryEv
 	if req.GetFilter().GetPort() > 65535 {
 		return nil, status.Error(codes.InvalidArgument, "filter.port: not a port number")
 	}
-	evs, truncated, err := q.c.store.Query(ctx, toStoreFilter(req.GetFilter()), limit)
+	f := toStoreFilter(req.GetFilter())
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
+		return nil, status.Error(codes.InvalidArgument, "filter.until: before filter.since")
+	}
+	// A deadline and a row bound for every query, and at most
+	// max_concurrent at once: a query cannot starve ingest.
+	ctx, cancel := context.WithTimeout(ctx, q.c.cfg.Query.Timeout)
+	defer cancel()
+	select {
+	case q.c.queries <- struct{}{}:
+		defer func() { <-q.c.queries }()
+	case <-ctx.Done():
+		return &watchpostv1.QueryEventsResponse{CostLimited: true}, nil
+	}
+	res, err := q.c.store.Query(ctx, store.Query{Filter: f, Limit: limit, MaxRows: q.c.cfg.Query.MaxScanRows})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		q.c.log.Error().Err(err).Msg("query failed")
 		return nil, status.Error(codes.Internal, "query failed")
 	}
-	return &watchpostv1.QueryEventsResponse{Events: evs, Truncated: truncated}, nil
+	return &watchpostv1.QueryEventsResponse{Events: res.Events, Truncated: res.Truncated, CostLimited: res.CostLimited,
+		RowsScanned: res.RowsScanned, SummariesRead: res.SummariesRead}, nil
 }
 
 func (q *queryService) TailEvents(req *watchpostv1.TailEventsRequest, st grpc.ServerStreamingServer[watchpostv1.TailEventsResponse]) error {
@@ -79,6 +97,23 @@ func (q *queryService) ListHosts(ctx context.Context, _ *watchpostv1.ListHostsRe
 	if err != nil {
 		q.c.log.Error().Err(err).Msg("listing hosts failed")
 		return nil, status.Error(codes.Internal, "listing hosts failed")
+	}
+	share := q.c.cfg.Retention.MaxBytesPerAgent
+	if share == 0 && len(hosts) > 0 {
+		share = q.c.cfg.Retention.MaxBytes / int64(len(hosts))
+	}
+	for _, h := range hosts {
+		h.QuotaBytes = uint64(share)
+		if v, ok := q.c.lastSerial.Load(h.AgentId); ok {
+			h.CertSerial = v.(string)
+		}
+		if a, ok := q.c.agents.Load(h.AgentId); ok {
+			st := a.(*agentState)
+			st.mu.Lock()
+			h.LiveCertificates = uint32(len(st.certs))
+			st.mu.Unlock()
+		}
+		h.Revoked = q.c.revocations.isRevoked(h.AgentId)
 	}
 	return &watchpostv1.ListHostsResponse{Hosts: hosts}, nil
 }

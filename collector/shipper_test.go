@@ -102,10 +102,11 @@ func TestShipperReconnectsAndDeliversExactlyOnce(t *testing.T) {
 			t.Errorf("dropped %d events (%s), want 0", n, reason)
 		}
 	}
-	evs, _, err := c2.Store().Query(context.Background(), store.Filter{AgentID: "agent-a"}, 10*total)
+	res, err := c2.Store().Query(context.Background(), store.Query{Filter: store.Filter{AgentID: "agent-a"}, Limit: 10 * total})
 	if err != nil {
 		t.Fatal(err)
 	}
+	evs := res.Events
 	if len(evs) != total {
 		t.Fatalf("stored %d events, want %d", len(evs), total)
 	}
@@ -115,15 +116,16 @@ func TestShipperReconnectsAndDeliversExactlyOnce(t *testing.T) {
 			t.Fatalf("event seq %d stored twice", ev.Header.Seq)
 		}
 		seen[ev.Header.Seq] = true
-		if ev.Header.Host != "gw-1" || ev.Header.AgentId != "agent-a" || ev.Header.BootId != "boot-1" {
-			t.Fatalf("header %v: want host gw-1, agent-a, boot-1", ev.Header)
+		// The host shown is the certificate's identity; the agent's own name is kept as claimed.
+		if ev.Header.Host != "agent-a" || ev.Header.ClaimedHost != "gw-1" || ev.Header.AgentId != "agent-a" || ev.Header.BootId != "boot-1" {
+			t.Fatalf("header %v: want host agent-a claimed gw-1, agent-a, boot-1", ev.Header)
 		}
 	}
 	hosts, err := c2.Store().Hosts(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(hosts) != 1 || hosts[0].AgentId != "agent-a" || hosts[0].Host != "gw-1" || hosts[0].Version != "1.2.3" ||
+	if len(hosts) != 1 || hosts[0].AgentId != "agent-a" || hosts[0].Host != "agent-a" || hosts[0].ClaimedHost != "gw-1" || hosts[0].Version != "1.2.3" ||
 		hosts[0].Kernel != "6.1.0" || hosts[0].CapturePath != "ringbuf" || hosts[0].Produced != 42 || hosts[0].EventsStored != total {
 		t.Fatalf("hosts = %v", hosts)
 	}

@@ -81,7 +81,8 @@ func (w *Writer) Start(ctx context.Context) error {
 	n := w.cfg.NATS
 	w.w, err = natsq.NewWriter(cctx, conn, w.store, natsq.WriterOptions{
 		Consumer: n.Consumer, AckWait: n.AckWait, FetchBatches: n.FetchBatches, Concurrency: w.cfg.Writer.Concurrency,
-		Retention:         store.Retention{MaxAge: w.cfg.Retention.MaxAge, MaxBytes: w.cfg.Retention.MaxBytes},
+		Retention: store.Retention{MaxAge: w.cfg.Retention.MaxAge,
+			Quota: store.Quota{MaxBytes: w.cfg.Retention.MaxBytes, PerAgent: w.cfg.Retention.MaxBytesPerAgent}},
 		RetentionInterval: w.cfg.Retention.Interval,
 		Derive: func(in *store.BatchInput) {
 			in.Alerts = detectionAlerts(in.Key.AgentID, in.Key.BootID, in.Events)

@@ -29,6 +29,11 @@ func (ev *Event) Clamp() {
 	c.path("process.cwd", &p.Cwd)
 	c.str("process.tty", &p.TTY, limits.NameBytes)
 	c.str("process.container", &p.Container, limits.NameBytes)
+	c.str("process.container_runtime", &p.ContainerRuntime, limits.NameBytes)
+	c.str("process.container_image", &p.ContainerImage, limits.NameBytes)
+	c.str("process.container_name", &p.ContainerName, limits.NameBytes)
+	c.str("process.pod_name", &p.PodName, limits.NameBytes)
+	c.str("process.pod_namespace", &p.PodNamespace, limits.NameBytes)
 	if n := len(ev.Ancestry); n > limits.Ancestry {
 		c.record("ancestry", uint32(n), 0)
 		ev.Ancestry = ev.Ancestry[:limits.Ancestry]
@@ -83,6 +88,61 @@ func (ev *Event) Clamp() {
 		c.str("health.capture_path", &h.CapturePath, limits.NameBytes)
 		c.list("health.programs", &h.Programs, limits.Programs, limits.NameBytes, limits.ProgramsBytes)
 		c.counters("health.counters", &h.Counters)
+		if d := h.Detection; d != nil {
+			c.list("health.detection.errors", &d.Errors, limits.Counters, limits.TextBytes, limits.ProgramsBytes)
+			c.suppressed(d)
+		}
+	case ev.Alert != nil:
+		a := ev.Alert
+		for _, f := range []struct {
+			field string
+			v     *string
+		}{{"alert.rule_id", &a.RuleID}, {"alert.title", &a.Title}, {"alert.level", &a.Level},
+			{"alert.source", &a.Source}, {"alert.correlation", &a.Correlation}} {
+			c.str(f.field, f.v, limits.NameBytes)
+		}
+		c.path("alert.cgroup", &a.Cgroup)
+		c.list("alert.techniques", &a.Techniques, limits.Counters, limits.NameBytes, limits.ProgramsBytes)
+		c.list("alert.tags", &a.Tags, limits.Counters, limits.NameBytes, limits.ProgramsBytes)
+		if n := len(a.Matches); n > limits.AlertMatches {
+			c.record("alert.matches", uint32(n), 0)
+			a.Matches = a.Matches[:limits.AlertMatches]
+		}
+		for i := range a.Matches {
+			f := "alert.matches[" + strconv.Itoa(i) + "]."
+			c.str(f+"field", &a.Matches[i].Field, limits.NameBytes)
+			c.str(f+"value", &a.Matches[i].Value, limits.AlertMatchBytes)
+		}
+		if n := len(a.Events); n > limits.AlertEvents {
+			// The last events completed the match: they are kept.
+			c.record("alert.events", uint32(n), 0)
+			a.Events = a.Events[n-limits.AlertEvents:]
+		}
+	case ev.Namespace != nil:
+		n := ev.Namespace
+		c.str("namespace.operation", &n.Operation, limits.NameBytes)
+		c.list("namespace.namespaces", &n.Namespaces, limits.Counters, limits.NameBytes, limits.ProgramsBytes)
+		if len(n.Inodes) > limits.Counters {
+			c.record("namespace.inodes", uint32(len(n.Inodes)), 0)
+			keys := make([]string, 0, len(n.Inodes))
+			for k := range n.Inodes {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			out := make(map[string]uint32, limits.Counters)
+			for _, k := range keys[:limits.Counters] {
+				out[k] = n.Inodes[k]
+			}
+			n.Inodes = out
+		}
+		for k, v := range n.Inodes {
+			if len(k) > limits.NameBytes || !utf8.ValidString(k) {
+				delete(n.Inodes, k)
+				valid(&k)
+				k, _ = limits.String(k, limits.NameBytes)
+				n.Inodes[k] = v
+			}
+		}
 	case ev.Gap != nil:
 		c.str("gap.reason", &ev.Gap.Reason, limits.TextBytes)
 		c.counters("gap.counters", &ev.Gap.Counters)
@@ -185,6 +245,36 @@ func (c clamper) env(x *Exec) {
 		used += len(k) + len(v)
 	}
 	x.Env, x.EnvTruncated = out, true
+}
+
+// suppressed bounds the rule engine's suppression counters (one per rule).
+func (c clamper) suppressed(d *Detection) {
+	if len(d.Suppressed) <= limits.Counters {
+		long := false
+		for k := range d.Suppressed {
+			long = long || len(k) > limits.NameBytes || !utf8.ValidString(k)
+		}
+		if !long {
+			return
+		}
+	}
+	keys := make([]string, 0, len(d.Suppressed))
+	for k := range d.Suppressed {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make(map[string]uint64, min(len(keys), limits.Counters))
+	for _, k := range keys {
+		if len(out) == limits.Counters {
+			c.record("health.detection.suppressed", uint32(len(keys)), 0)
+			break
+		}
+		v := d.Suppressed[k]
+		valid(&k)
+		k, _ = limits.String(k, limits.NameBytes)
+		out[k] += v
+	}
+	d.Suppressed = out
 }
 
 // counters keeps the first limits.Counters counters (gap markers and

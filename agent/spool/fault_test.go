@@ -110,11 +110,11 @@ func (h *harness) result(p *proc) result {
 
 func (h *harness) storedEvents() []*watchpostv1.Event {
 	h.t.Helper()
-	evs, _, err := h.c.Store().Query(context.Background(), store.Filter{AgentID: "agent-a"}, 10_000_000)
+	res, err := h.c.Store().Query(context.Background(), store.Query{Filter: store.Filter{AgentID: "agent-a"}, Limit: 10_000_000})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return evs
+	return res.Events
 }
 
 func (h *harness) storedCount() int {

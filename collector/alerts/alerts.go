@@ -94,7 +94,7 @@ func (e *Engine) LastReceived(agentID string) (time.Time, bool) {
 
 func (e *Engine) newAlert(agentID string, hb *watchpostv1.Heartbeat, kind watchpostv1.AlertKind, now time.Time, format string, args ...any) *watchpostv1.Alert {
 	return &watchpostv1.Alert{
-		AgentId: agentID, Host: hb.GetHost(), Kind: kind, TimeUnixNano: now.UnixNano(),
+		AgentId: agentID, Host: agentID, Kind: kind, TimeUnixNano: now.UnixNano(),
 		Message: fmt.Sprintf(format, args...), BootId: hb.GetBootId(), InstanceId: hb.GetInstanceId(),
 		Severity: KindSeverity(kind), State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 	}
@@ -113,6 +113,18 @@ func KindSeverity(k watchpostv1.AlertKind) watchpostv1.Severity {
 	case watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART,
 		watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP:
 		return watchpostv1.Severity_SEVERITY_MEDIUM
+	// Hostile-gateway alerts: an identity used by someone else, a revoked
+	// certificate and damaged agent state point at an attacker; refused
+	// events and exhausted budgets may be one; shortened events and clock
+	// skew are usually benign.
+	case watchpostv1.AlertKind_ALERT_KIND_DUPLICATE_IDENTITY, watchpostv1.AlertKind_ALERT_KIND_REVOKED_CERTIFICATE,
+		watchpostv1.AlertKind_ALERT_KIND_HOST_MISMATCH, watchpostv1.AlertKind_ALERT_KIND_AGENT_TAMPER:
+		return watchpostv1.Severity_SEVERITY_HIGH
+	case watchpostv1.AlertKind_ALERT_KIND_EVENTS_REFUSED, watchpostv1.AlertKind_ALERT_KIND_AGENT_OVER_BUDGET,
+		watchpostv1.AlertKind_ALERT_KIND_STORAGE_QUOTA:
+		return watchpostv1.Severity_SEVERITY_MEDIUM
+	case watchpostv1.AlertKind_ALERT_KIND_EVENTS_TRUNCATED, watchpostv1.AlertKind_ALERT_KIND_CLOCK_SKEW:
+		return watchpostv1.Severity_SEVERITY_LOW
 	}
 	return watchpostv1.Severity_SEVERITY_UNSPECIFIED
 }

@@ -40,10 +40,10 @@ func TestAlerts(t *testing.T) {
 	}{
 		{"first heartbeat", hb(1, "i1", nil), 0, nil},
 		{"next in sequence", hb(2, "i1", nil), 1, nil},
-		{"two missing", hb(5, "i1", nil), 4, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
+		{"two missing", hb(5, "i1", nil), 4, []*watchpostv1.Alert{{AgentId: "a", Host: "a", Kind: watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			TimeUnixNano: at(4).UnixNano(), Message: "heartbeats 3 to 4 never arrived", BootId: "boot-1", InstanceId: "i1", Count: 2}}},
 		{"program detached", hb(6, "i1", func(h *watchpostv1.Heartbeat) { h.Programs = []string{"exec", "exit"} }), 5,
-			[]*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_PROGRAMS_DETACHED, Severity: watchpostv1.Severity_SEVERITY_CRITICAL, State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: at(5).UnixNano(),
+			[]*watchpostv1.Alert{{AgentId: "a", Host: "a", Kind: watchpostv1.AlertKind_ALERT_KIND_PROGRAMS_DETACHED, Severity: watchpostv1.Severity_SEVERITY_CRITICAL, State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: at(5).UnixNano(),
 				Message: "1 kernel programs detached while the agent runs: openat", BootId: "boot-1", InstanceId: "i1", Count: 1, Programs: []string{"openat"}}}},
 		{"drops below the jump", hb(7, "i1", func(h *watchpostv1.Heartbeat) {
 			h.Programs = []string{"exec", "exit"}
@@ -54,18 +54,18 @@ func TestAlerts(t *testing.T) {
 			h.Programs = []string{"exec", "exit"}
 			h.Dropped = 250
 			h.Drops = []*watchpostv1.Counter{{Kind: "shipper", Reason: "spool_full", Count: 200}, {Kind: "kernel", Reason: "ring_full", Count: 50}}
-		}), 7, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: at(7).UnixNano(),
+		}), 7, []*watchpostv1.Alert{{AgentId: "a", Host: "a", Kind: watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: at(7).UnixNano(),
 			Message: "151 events dropped since the previous heartbeat", BootId: "boot-1", InstanceId: "i1", Count: 151,
 			Drops: []*watchpostv1.Counter{{Kind: "shipper", Reason: "spool_full", Count: 101}, {Kind: "kernel", Reason: "ring_full", Count: 50}}}}},
-		{"restart without a clean stop", hb(1, "i2", nil), 8, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
+		{"restart without a clean stop", hb(1, "i2", nil), 8, []*watchpostv1.Alert{{AgentId: "a", Host: "a", Kind: watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			TimeUnixNano: at(8).UnixNano(), BootId: "boot-1", InstanceId: "i2",
 			Message: "a new agent process (boot boot-1, instance i2) without a clean stop of the previous one (boot boot-1, instance i1, last heartbeat 8 at 2026-11-03T10:00:07Z)"}}},
 		{"final heartbeat, programs detached by the stop", hb(2, "i2", func(h *watchpostv1.Heartbeat) { h.Final, h.Programs = true, nil }), 9, nil},
 		{"restart after a clean stop", hb(1, "i3", nil), 10, nil},
-		{"replayed sequence", hb(1, "i3", nil), 11, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
+		{"replayed sequence", hb(1, "i3", nil), 11, []*watchpostv1.Alert{{AgentId: "a", Host: "a", Kind: watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			TimeUnixNano: at(11).UnixNano(), BootId: "boot-1", InstanceId: "i3",
 			Message: "heartbeat sequence went back from 1 to 1 within one agent process (replayed or forged)"}}},
-		{"reboot without a clean stop", hb(1, "i4", func(h *watchpostv1.Heartbeat) { h.BootId = "boot-2" }), 12, []*watchpostv1.Alert{{AgentId: "a", Host: "gw1",
+		{"reboot without a clean stop", hb(1, "i4", func(h *watchpostv1.Heartbeat) { h.BootId = "boot-2" }), 12, []*watchpostv1.Alert{{AgentId: "a", Host: "a",
 			Kind: watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: at(12).UnixNano(), BootId: "boot-2", InstanceId: "i4",
 			Message: "a new boot (boot boot-2, instance i4) without a clean stop of the previous one (boot boot-1, instance i3, last heartbeat 1 at 2026-11-03T10:00:11Z)"}}},
 	}
@@ -80,7 +80,7 @@ func TestAlerts(t *testing.T) {
 		t.Fatalf("check after 2 intervals: %v, want none", kinds(got))
 	}
 	got := e.Check(at(15))
-	want := []*watchpostv1.Alert{{AgentId: "a", Host: "gw1", Kind: watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT, Severity: watchpostv1.Severity_SEVERITY_HIGH, State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: at(15).UnixNano(),
+	want := []*watchpostv1.Alert{{AgentId: "a", Host: "a", Kind: watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT, Severity: watchpostv1.Severity_SEVERITY_HIGH, State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: at(15).UnixNano(),
 		BootId: "boot-2", InstanceId: "i4", Count: 3, Message: "no heartbeat for 3s (3 intervals of 1s); last was 1 at 2026-11-03T10:00:12Z"}}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Fatalf("missed heartbeat (-want +got):\n%s", diff)

@@ -5,11 +5,13 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -173,4 +176,105 @@ func writeFile(name string, data []byte) error {
 		return fmt.Errorf("chmod %s: %w", name, err)
 	}
 	return f.Close()
+}
+
+// Revocation is one entry of the revocation list: a whole identity (Serial
+// empty: every certificate of that name) or one certificate.
+type Revocation struct {
+	Name   string    `json:"name"`
+	Serial string    `json:"serial,omitempty"` // lower-case hex, as `watchpost hosts` shows it
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// RevocationList is the revocation file the collector re-reads whenever it
+// changes (no restart needed).
+type RevocationList struct {
+	Revoked []Revocation `json:"revoked"`
+}
+
+// SerialHex is a certificate's serial number as the revocation list and
+// `watchpost hosts` write it.
+func SerialHex(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
+
+// Find returns the entry that revokes a certificate of identity name,
+// or nil.
+func (l *RevocationList) Find(name string, c *x509.Certificate) *Revocation {
+	serial := SerialHex(c)
+	for i := range l.Revoked {
+		r := &l.Revoked[i]
+		if r.Name == name && (r.Serial == "" || r.Serial == serial) {
+			return r
+		}
+	}
+	return nil
+}
+
+// ReadRevocations reads a revocation file; a missing file is an empty list.
+func ReadRevocations(path string) (*RevocationList, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &RevocationList{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading revocations: %w", err)
+	}
+	var l RevocationList
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("revocation file %s: %w", path, err)
+	}
+	for i, r := range l.Revoked {
+		if r.Name == "" {
+			return nil, fmt.Errorf("revocation file %s: revoked[%d].name: required", path, i)
+		}
+		if _, ok := new(big.Int).SetString(r.Serial, 16); r.Serial != "" && !ok {
+			return nil, fmt.Errorf("revocation file %s: revoked[%d].serial: %q is not hexadecimal", path, i, r.Serial)
+		}
+	}
+	return &l, nil
+}
+
+// Revoke adds an entry to the revocation file (created 0600) and replaces
+// it atomically. serial "" revokes every certificate of the name.
+func Revoke(path, name, serial, reason string, now time.Time) error {
+	if name == "" {
+		return errors.New("certs revoke: a name is required")
+	}
+	if serial != "" {
+		n, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(serial), "0x"), 16)
+		if !ok {
+			return fmt.Errorf("certs revoke: serial %q is not hexadecimal", serial)
+		}
+		serial = n.Text(16)
+	}
+	l, err := ReadRevocations(path)
+	if err != nil {
+		return err
+	}
+	if l.Revoked == nil {
+		l.Revoked = []Revocation{}
+	}
+	for _, r := range l.Revoked {
+		if r.Name == name && r.Serial == serial {
+			return nil // already revoked
+		}
+	}
+	l.Revoked = append(l.Revoked, Revocation{Name: name, Serial: serial, At: now.UTC(), Reason: reason})
+	b, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
+	}
+	tmp := path + ".tmp"
+	if err := writeFile(tmp, append(b, '\n')); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("replacing %s: %w", path, err)
+	}
+	return nil
 }

@@ -44,7 +44,7 @@ func newDecoder(t testing.TB) *ingest.Decoder {
 // checkRoundTrip: a batch that decodes re-encodes to one that decodes to
 // the same events.
 func checkRoundTrip(t *testing.T, d *ingest.Decoder, b *watchpostv1.Batch) {
-	dec, err := d.Decode(b)
+	dec, err := d.Decode(b, time.Time{})
 	if err != nil {
 		var fe *ingest.FieldError
 		if !asFieldError(err, &fe) || fe.Path == "" {
@@ -52,8 +52,19 @@ func checkRoundTrip(t *testing.T, d *ingest.Decoder, b *watchpostv1.Batch) {
 		}
 		return
 	}
-	if len(dec.Events) != int(b.EventCount) || len(dec.Raw) != len(dec.Events) {
-		t.Fatalf("decoded %d events (%d raw), batch declared %d", len(dec.Events), len(dec.Raw), b.EventCount)
+	// Every declared event is stored or counted as refused; the stored
+	// bytes decode to the stored events.
+	if len(dec.Events)+dec.Refused != int(b.EventCount) || len(dec.Raw) != len(dec.Events) {
+		t.Fatalf("decoded %d events (%d raw) and refused %d, batch declared %d", len(dec.Events), len(dec.Raw), dec.Refused, b.EventCount)
+	}
+	if len(dec.Events) == 0 {
+		return
+	}
+	for i, raw := range dec.Raw {
+		var ev watchpostv1.Event
+		if err := proto.Unmarshal(raw, &ev); err != nil || !proto.Equal(&ev, dec.Events[i]) {
+			t.Fatalf("event %d: stored bytes do not decode to the stored event (%v)", i, err)
+		}
 	}
 	var list watchpostv1.EventList
 	list.Events = dec.Events
@@ -62,9 +73,9 @@ func checkRoundTrip(t *testing.T, d *ingest.Decoder, b *watchpostv1.Batch) {
 		t.Fatal(err)
 	}
 	again, err := d.Decode(&watchpostv1.Batch{AgentId: b.AgentId, BootId: b.BootId, RunId: b.RunId, BatchSeq: b.BatchSeq,
-		Compression: watchpostv1.Compression_COMPRESSION_NONE, Payload: payload, EventCount: b.EventCount, UncompressedSize: uint32(len(payload))})
-	if err != nil {
-		t.Fatalf("re-encoded batch refused: %v", err)
+		Compression: watchpostv1.Compression_COMPRESSION_NONE, Payload: payload, EventCount: uint32(len(dec.Events)), UncompressedSize: uint32(len(payload))}, time.Time{})
+	if err != nil || again.Refused != 0 || again.Truncated != 0 {
+		t.Fatalf("re-encoded batch: %v, %d refused, %d truncated; want all accepted as they are", err, again.Refused, again.Truncated)
 	}
 	for i := range dec.Events {
 		if !proto.Equal(dec.Events[i], again.Events[i]) {

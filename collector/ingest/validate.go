@@ -2,8 +2,13 @@ package ingest
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
+	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/watchpost/watchpost/proto/limits"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -26,6 +31,7 @@ const (
 	famAgent
 	famAlert
 	famNamespace
+	famTamper
 )
 
 func familyOf(t watchpostv1.EventType) (family, bool) {
@@ -55,238 +61,444 @@ func familyOf(t watchpostv1.EventType) (family, bool) {
 		return famAgent, true
 	case t == watchpostv1.EventType_EVENT_TYPE_ALERT:
 		return famAlert, true
+	case t == watchpostv1.EventType_EVENT_TYPE_AGENT_TAMPER:
+		return famTamper, true
 	}
 	return famNone, false
 }
 
-// validator checks one batch's events; it fills agent and boot id.
+// Reasons an event is refused (the batch's other events are stored).
+const (
+	RefusedDecode         = "decode"          // not a valid serialized Event
+	RefusedNoHeader       = "no_header"       // header missing
+	RefusedUnknownType    = "unknown_type"    // header.type not a known event type
+	RefusedNoProcess      = "no_process"      // process missing
+	RefusedBadPID         = "bad_pid"         // a pid above PID_MAX_LIMIT
+	RefusedBadPort        = "bad_port"        // a port above 65535
+	RefusedDetailMismatch = "detail_mismatch" // the detail does not belong to the type
+	RefusedIDMismatch     = "id_mismatch"     // header agent id or boot id differs from the batch's
+	RefusedTooLarge       = "event_too_large" // over max_event_bytes even after truncation
+	RefusedDetailInvalid  = "detail_invalid"  // the detail lacks what it needs (an alert's rule id)
+)
+
+// Reasons an event is stored altered.
+const (
+	AlteredTruncated   = "truncated"     // strings or lists shortened to the limits
+	AlteredTimeClamped = "time_clamped"  // a time in the future beyond the allowed skew, or not positive
+	AlteredHost        = "host_mismatch" // named another host than the agent's identity
+)
+
+// problem is what was wrong with one event.
+type problem struct {
+	reason string
+	err    *FieldError
+}
+
+// validator checks one batch's events, shortens over-long fields and
+// clamps times; it fills agent and boot id.
 type validator struct {
-	limits  *Limits
-	agentID string
-	bootID  string
-	prefix  string
+	limits   *Limits
+	agentID  string
+	bootID   string
+	received time.Time
+	prefix   string
+
+	// per event
+	truncated []*watchpostv1.Truncation
+	altered   bool
 }
 
 func (v *validator) path(field string) string { return v.prefix + field }
 
-func (v *validator) str(field, s string) error {
-	if len(s) > v.limits.MaxStringBytes {
-		return tooLarge(v.path(field), "%d bytes exceeds the limit of %d", len(s), v.limits.MaxStringBytes)
-	}
-	return nil
-}
-
-func (v *validator) strs(field string, ss []string) error {
-	if len(ss) > v.limits.MaxListLen {
-		return tooLarge(v.path(field), "%d entries exceed the limit of %d", len(ss), v.limits.MaxListLen)
-	}
-	for i, s := range ss {
-		if err := v.str(field+"["+strconv.Itoa(i)+"]", s); err != nil {
-			return err
+func (v *validator) note(field string, entries uint32, bytes uint64) {
+	for _, t := range v.truncated {
+		if t.Field == field {
+			return
 		}
 	}
-	return nil
+	v.truncated = append(v.truncated, &watchpostv1.Truncation{Field: field, Entries: entries, Bytes: bytes})
 }
 
-// strMap checks a map's size and every key and value.
-func (v *validator) strMap(field string, m map[string]string) error {
-	if err := v.mapLen(field, len(m)); err != nil {
-		return err
+// str shortens s to the string limit, keeping head and tail.
+func (v *validator) str(field string, s *string) {
+	if n, cut := limits.String(*s, v.limits.MaxStringBytes); cut {
+		v.note(field, 0, uint64(len(*s)))
+		*s = n
 	}
-	for k, val := range m {
-		if err := all(v.str(field+" key", k), v.str(field+"["+strconv.Quote(k)+"]", val)); err != nil {
-			return err
+}
+
+// pathStr is str for paths: whole trailing components are kept.
+func (v *validator) pathStr(field string, s *string) {
+	if n, cut := limits.Path(*s, v.limits.MaxStringBytes); cut {
+		v.note(field, 0, uint64(len(*s)))
+		*s = n
+	}
+}
+
+func (v *validator) strs(field string, ss *[]string) {
+	if n, cut := limits.List(*ss, v.limits.MaxListLen, v.limits.MaxStringBytes, v.limits.MaxEventBytes/2); cut {
+		v.note(field, uint32(len(*ss)), limits.Bytes(*ss))
+		*ss = n
+	}
+}
+
+// strMap shortens a map of strings: at most MaxListLen entries (the first
+// names in order), keys and values within the string limit.
+func (v *validator) strMap(field string, m *map[string]string) {
+	over := len(*m) > v.limits.MaxListLen
+	total := 0
+	for k, val := range *m {
+		over = over || len(k) > v.limits.MaxStringBytes || len(val) > v.limits.MaxStringBytes
+		total += len(k) + len(val)
+	}
+	if !over {
+		return
+	}
+	v.note(field, uint32(len(*m)), uint64(total))
+	out := make(map[string]string, min(len(*m), v.limits.MaxListLen))
+	for _, k := range sortedKeys(*m) {
+		if len(out) == v.limits.MaxListLen {
+			break
 		}
+		val := (*m)[k]
+		k, _ = limits.String(k, v.limits.MaxStringBytes)
+		val, _ = limits.String(val, v.limits.MaxStringBytes)
+		out[k] = val
 	}
-	return nil
+	*m = out
 }
 
-func (v *validator) mapLen(field string, n int) error {
-	if n > v.limits.MaxListLen {
-		return tooLarge(v.path(field), "%d entries exceed the limit of %d", n, v.limits.MaxListLen)
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	return nil
+	sort.Strings(keys)
+	return keys
 }
 
-func (v *validator) pid(field string, pid uint32) error {
+// firstKeys keeps the entries of the first n names in order.
+func firstKeys[V any](m map[string]V, n int) map[string]V {
+	out := make(map[string]V, n)
+	for _, k := range sortedKeys(m)[:n] {
+		out[k] = m[k]
+	}
+	return out
+}
+
+func (v *validator) pid(field string, pid uint32) *problem {
 	if pid > pidMax {
-		return fieldErr(v.path(field), "%d exceeds PID_MAX_LIMIT %d", pid, pidMax)
+		return &problem{RefusedBadPID, fieldErr(v.path(field), "%d exceeds PID_MAX_LIMIT %d", pid, pidMax)}
 	}
 	return nil
 }
 
-func (v *validator) port(field string, p uint32) error {
+func (v *validator) port(field string, p uint32) *problem {
 	if p > 65535 {
-		return fieldErr(v.path(field), "%d is not a port", p)
+		return &problem{RefusedBadPort, fieldErr(v.path(field), "%d is not a port", p)}
 	}
 	return nil
 }
 
-// all returns the first error.
-func all(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
+// first returns the first problem.
+func first(ps ...*problem) *problem {
+	for _, p := range ps {
+		if p != nil {
+			return p
 		}
 	}
 	return nil
 }
 
-func (v *validator) event(i int, ev *watchpostv1.Event) error {
+// event checks ev, shortens and clamps it in place. It returns the
+// problem that refuses the event, or nil; v.truncated and v.altered tell
+// whether the event was changed (and must be serialized again).
+func (v *validator) event(i int, ev *watchpostv1.Event) *problem {
 	v.prefix = "batch.events[" + strconv.Itoa(i) + "]."
+	v.truncated, v.altered = nil, false
 	h := ev.Header
 	if h == nil {
-		return fieldErr(v.path("header"), "required")
+		return &problem{RefusedNoHeader, fieldErr(v.path("header"), "required")}
 	}
 	fam, ok := familyOf(h.Type)
 	if !ok {
-		return fieldErr(v.path("header.type"), "unknown event type %d", int32(h.Type))
+		return &problem{RefusedUnknownType, fieldErr(v.path("header.type"), "unknown event type %d", int32(h.Type))}
 	}
 	switch {
-	case h.TimeUnixNano <= 0:
-		return fieldErr(v.path("header.time_unix_nano"), "must be positive")
-	case h.Host == "" || len(h.Host) > 255:
-		return fieldErr(v.path("header.host"), "must be 1 to 255 bytes")
 	case h.AgentId != "" && h.AgentId != v.agentID:
-		return fieldErr(v.path("header.agent_id"), "%q differs from the batch's agent id", h.AgentId)
+		return &problem{RefusedIDMismatch, fieldErr(v.path("header.agent_id"), "%q differs from the batch's agent id", h.AgentId)}
 	case h.BootId != "" && h.BootId != v.bootID:
-		return fieldErr(v.path("header.boot_id"), "%q differs from the batch's boot id", h.BootId)
+		return &problem{RefusedIDMismatch, fieldErr(v.path("header.boot_id"), "%q differs from the batch's boot id", h.BootId)}
 	}
-	h.AgentId, h.BootId = v.agentID, v.bootID
+	// Agent and boot id come from the authenticated batch; the stored
+	// bytes leave them empty (they are filled when read).
+	h.AgentId, h.BootId = "", ""
 	p := ev.Process
 	if p == nil {
-		return fieldErr(v.path("process"), "required")
+		return &problem{RefusedNoProcess, fieldErr(v.path("process"), "required")}
 	}
-	if err := all(
-		v.pid("process.pid", p.Pid), v.pid("process.tid", p.Tid), v.pid("process.ppid", p.Ppid),
-		v.str("process.comm", p.Comm), v.str("process.exe", p.Exe), v.strs("process.args", p.Args),
-		v.str("process.cwd", p.Cwd), v.str("process.tty", p.Tty), v.str("process.container", p.Container),
-		v.str("process.container_runtime", p.ContainerRuntime), v.str("process.container_image", p.ContainerImage),
-		v.str("process.container_name", p.ContainerName), v.str("process.pod_name", p.PodName),
-		v.str("process.pod_namespace", p.PodNamespace),
-	); err != nil {
-		return err
+	if pr := first(v.pid("process.pid", p.Pid), v.pid("process.tid", p.Tid), v.pid("process.ppid", p.Ppid)); pr != nil {
+		return pr
 	}
-	if len(ev.Ancestry) > v.limits.MaxListLen {
-		return tooLarge(v.path("ancestry"), "%d entries exceed the limit of %d", len(ev.Ancestry), v.limits.MaxListLen)
+	for j, a := range ev.Ancestry {
+		if pr := v.pid("ancestry["+strconv.Itoa(j)+"].pid", a.Pid); pr != nil {
+			return pr
+		}
+	}
+	if pr := v.detail(fam, h.Type, ev); pr != nil {
+		return pr
+	}
+	v.clampTime(h)
+	v.str("header.host", &h.Host)
+	v.str("process.comm", &p.Comm)
+	v.pathStr("process.exe", &p.Exe)
+	v.strs("process.args", &p.Args)
+	v.pathStr("process.cwd", &p.Cwd)
+	v.str("process.tty", &p.Tty)
+	v.str("process.container", &p.Container)
+	v.str("process.container_runtime", &p.ContainerRuntime)
+	v.str("process.container_image", &p.ContainerImage)
+	v.str("process.container_name", &p.ContainerName)
+	v.str("process.pod_name", &p.PodName)
+	v.str("process.pod_namespace", &p.PodNamespace)
+	if n := len(ev.Ancestry); n > v.limits.MaxListLen {
+		v.note("ancestry", uint32(n), 0)
+		ev.Ancestry = ev.Ancestry[:v.limits.MaxListLen]
 	}
 	for j, a := range ev.Ancestry {
 		f := "ancestry[" + strconv.Itoa(j) + "]."
-		if err := all(v.pid(f+"pid", a.Pid), v.str(f+"comm", a.Comm), v.str(f+"exe", a.Exe), v.strs(f+"args", a.Args)); err != nil {
-			return err
-		}
+		v.str(f+"comm", &a.Comm)
+		v.pathStr(f+"exe", &a.Exe)
+		v.strs(f+"args", &a.Args)
 	}
 	if in := ev.Industrial; in != nil {
-		if err := all(v.str("industrial.protocol", in.Protocol), v.str("industrial.fieldbus", in.Fieldbus), v.str("industrial.device", in.Device)); err != nil {
-			return err
-		}
+		v.str("industrial.protocol", &in.Protocol)
+		v.str("industrial.fieldbus", &in.Fieldbus)
+		v.pathStr("industrial.device", &in.Device)
 	}
-	return v.detail(fam, h.Type, ev)
+	v.detailStrings(ev)
+	if len(v.truncated) > 0 {
+		// Keep what the agent already recorded; add what was cut here.
+		have := map[string]bool{}
+		for _, t := range h.Truncated {
+			have[t.Field] = true
+		}
+		for _, t := range v.truncated {
+			if !have[t.Field] {
+				h.Truncated = append(h.Truncated, t)
+			}
+		}
+		if n := len(h.Truncated); n > v.limits.MaxListLen {
+			h.Truncated = h.Truncated[:v.limits.MaxListLen]
+		}
+		v.altered = true
+	}
+	for _, t := range h.Truncated {
+		v.str("header.truncated[].field", &t.Field)
+	}
+	return nil
 }
 
-func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.Event) error {
+// clampTime moves a time in the future beyond the allowed skew (or a time
+// that is not positive) to the receipt time, keeping the agent's value.
+func (v *validator) clampTime(h *watchpostv1.Header) {
+	if v.received.IsZero() {
+		return
+	}
+	recv := v.received.UnixNano()
+	if h.TimeUnixNano > 0 && h.TimeUnixNano <= recv+int64(v.limits.MaxClockSkew) {
+		return
+	}
+	if !h.TimeClamped {
+		h.AgentTimeUnixNano = h.TimeUnixNano
+	}
+	h.TimeUnixNano, h.TimeClamped = recv, true
+	v.altered = true
+}
+
+func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.Event) *problem {
 	if ev.Detail == nil {
 		return nil
 	}
 	var got family
-	var err error
+	var pr *problem
 	switch d := ev.Detail.(type) {
 	case *watchpostv1.Event_Exec:
-		x := d.Exec
-		got, err = famExec, all(v.str("exec.exe_dev", x.ExeDev), v.strMap("exec.env", x.Env), v.strs("exec.env_duplicates", x.EnvDuplicates))
+		got = famExec
 	case *watchpostv1.Event_Clone:
-		got, err = famClone, all(v.pid("clone.child_pid", d.Clone.ChildPid), v.pid("clone.child_tid", d.Clone.ChildTid))
+		got, pr = famClone, first(v.pid("clone.child_pid", d.Clone.ChildPid), v.pid("clone.child_tid", d.Clone.ChildTid))
 	case *watchpostv1.Event_Exit:
 		got = famExit
 	case *watchpostv1.Event_File:
-		f := d.File
-		got, err = famFile, all(v.str("file.path", f.Path), v.str("file.new_path", f.NewPath), v.str("file.dev", f.Dev),
-			v.str("file.rdev", f.Rdev), v.str("file.dev_kind", f.DevKind), v.str("file.syscall", f.Syscall))
+		got = famFile
 	case *watchpostv1.Event_Net:
-		n := d.Net
-		got, err = famNet, all(v.port("net.src_port", n.SrcPort), v.port("net.dst_port", n.DstPort),
-			v.str("net.family", n.Family), v.str("net.protocol", n.Protocol), v.str("net.sock_type", n.SockType),
-			v.str("net.src_addr", n.SrcAddr), v.str("net.dst_addr", n.DstAddr), v.str("net.direction", n.Direction), v.str("net.syscall", n.Syscall))
+		got, pr = famNet, first(v.port("net.src_port", d.Net.SrcPort), v.port("net.dst_port", d.Net.DstPort))
 	case *watchpostv1.Event_Security:
-		s := d.Security
-		got, err = famSecurity, all(v.pid("security.target_pid", s.TargetPid), v.str("security.operation", s.Operation),
-			v.str("security.target_comm", s.TargetComm), v.str("security.name", s.Name), v.str("security.path", s.Path),
-			v.str("security.fs_type", s.FsType), v.str("security.params", s.Params))
+		got, pr = famSecurity, v.pid("security.target_pid", d.Security.TargetPid)
 	case *watchpostv1.Event_Namespace:
-		n := d.Namespace
-		got, err = famNamespace, all(v.str("namespace.operation", n.Operation), v.strs("namespace.namespaces", n.Namespaces),
-			v.pid("namespace.target_pid", n.TargetPid), v.mapLen("namespace.inodes", len(n.Inodes)))
+		got, pr = famNamespace, v.pid("namespace.target_pid", d.Namespace.TargetPid)
 	case *watchpostv1.Event_Health:
-		h := d.Health
-		got, err = famHealth, all(v.str("health.version", h.Version), v.str("health.kernel", h.Kernel),
-			v.str("health.capture_path", h.CapturePath), v.strs("health.programs", h.Programs), v.counters("health.counters", h.Counters),
-			v.detection("health.detection.", h.Detection))
+		got = famHealth
 	case *watchpostv1.Event_Alert:
-		got, err = famAlert, v.alert(d.Alert)
+		got, pr = famAlert, v.alert(d.Alert)
 	case *watchpostv1.Event_Gap:
-		got, err = famGap, all(v.str("gap.reason", d.Gap.Reason), v.counters("gap.counters", d.Gap.Counters))
+		got = famGap
+	case *watchpostv1.Event_Tamper:
+		got = famTamper
+	default:
+		got = famNone
 	}
-	if err != nil {
-		return err
+	if pr != nil {
+		return pr
 	}
 	// Agent start/stop may carry the agent's health.
 	if got != fam && !(fam == famAgent && got == famHealth) {
-		return fieldErr(v.path("detail"), "%s detail does not match type %s", detailName(ev), t)
+		return &problem{RefusedDetailMismatch, fieldErr(v.path("detail"), "%s detail does not match type %s", detailName(ev), t)}
 	}
 	return nil
 }
 
-func (v *validator) detection(prefix string, d *watchpostv1.DetectionStatus) error {
-	if d == nil {
-		return nil
-	}
-	return all(v.strs(prefix+"errors", d.Errors), v.counters(prefix+"suppressed", d.Suppressed))
-}
-
-func (v *validator) alert(a *watchpostv1.DetectionAlert) error {
+// alert checks a detection alert's rule id and the pids it names.
+func (v *validator) alert(a *watchpostv1.DetectionAlert) *problem {
 	if a.RuleId == "" {
-		return fieldErr(v.path("alert.rule_id"), "empty")
-	}
-	if len(a.Matches) > v.limits.MaxListLen {
-		return tooLarge(v.path("alert.matches"), "%d entries exceed the limit of %d", len(a.Matches), v.limits.MaxListLen)
-	}
-	if len(a.Events) > v.limits.MaxListLen {
-		return tooLarge(v.path("alert.events"), "%d entries exceed the limit of %d", len(a.Events), v.limits.MaxListLen)
-	}
-	errs := []error{v.str("alert.rule_id", a.RuleId), v.str("alert.title", a.Title), v.str("alert.level", a.Level),
-		v.strs("alert.techniques", a.Techniques), v.strs("alert.tags", a.Tags), v.str("alert.source", a.Source),
-		v.str("alert.correlation", a.Correlation)}
-	for i, m := range a.Matches {
-		f := "alert.matches[" + strconv.Itoa(i) + "]."
-		errs = append(errs, v.str(f+"field", m.Field), v.str(f+"value", m.Value))
+		return &problem{RefusedDetailInvalid, fieldErr(v.path("alert.rule_id"), "empty")}
 	}
 	for i, r := range a.Events {
-		errs = append(errs, v.pid("alert.events["+strconv.Itoa(i)+"].pid", r.Pid))
-	}
-	return all(errs...)
-}
-
-func (v *validator) counters(field string, cs []*watchpostv1.Counter) error {
-	if len(cs) > v.limits.MaxListLen {
-		return tooLarge(v.path(field), "%d entries exceed the limit of %d", len(cs), v.limits.MaxListLen)
-	}
-	for i, c := range cs {
-		f := field + "[" + strconv.Itoa(i) + "]."
-		if err := all(v.str(f+"kind", c.Kind), v.str(f+"reason", c.Reason)); err != nil {
-			return err
+		if pr := v.pid("alert.events["+strconv.Itoa(i)+"].pid", r.Pid); pr != nil {
+			return pr
 		}
 	}
 	return nil
+}
+
+// detailStrings shortens the detail's strings and lists.
+func (v *validator) detailStrings(ev *watchpostv1.Event) {
+	switch d := ev.Detail.(type) {
+	case *watchpostv1.Event_Exec:
+		x := d.Exec
+		v.str("exec.exe_dev", &x.ExeDev)
+		v.strMap("exec.env", &x.Env)
+		v.strs("exec.env_duplicates", &x.EnvDuplicates)
+	case *watchpostv1.Event_Namespace:
+		n := d.Namespace
+		v.str("namespace.operation", &n.Operation)
+		v.strs("namespace.namespaces", &n.Namespaces)
+		if len(n.Inodes) > v.limits.MaxListLen {
+			v.note("namespace.inodes", uint32(len(n.Inodes)), 0)
+			n.Inodes = firstKeys(n.Inodes, v.limits.MaxListLen)
+		}
+	case *watchpostv1.Event_File:
+		f := d.File
+		v.pathStr("file.path", &f.Path)
+		v.pathStr("file.new_path", &f.NewPath)
+		for _, s := range []struct {
+			field string
+			p     *string
+		}{{"file.dev", &f.Dev}, {"file.rdev", &f.Rdev}, {"file.dev_kind", &f.DevKind}, {"file.syscall", &f.Syscall}} {
+			v.str(s.field, s.p)
+		}
+	case *watchpostv1.Event_Net:
+		n := d.Net
+		for _, s := range []struct {
+			field string
+			p     *string
+		}{{"net.family", &n.Family}, {"net.protocol", &n.Protocol}, {"net.sock_type", &n.SockType}, {"net.src_addr", &n.SrcAddr},
+			{"net.dst_addr", &n.DstAddr}, {"net.direction", &n.Direction}, {"net.syscall", &n.Syscall}} {
+			v.str(s.field, s.p)
+		}
+	case *watchpostv1.Event_Security:
+		s := d.Security
+		for _, f := range []struct {
+			field string
+			p     *string
+		}{{"security.operation", &s.Operation}, {"security.target_comm", &s.TargetComm}, {"security.name", &s.Name},
+			{"security.fs_type", &s.FsType}, {"security.params", &s.Params}} {
+			v.str(f.field, f.p)
+		}
+		v.pathStr("security.path", &s.Path)
+	case *watchpostv1.Event_Health:
+		h := d.Health
+		v.str("health.version", &h.Version)
+		v.str("health.kernel", &h.Kernel)
+		v.str("health.capture_path", &h.CapturePath)
+		v.strs("health.programs", &h.Programs)
+		v.counters("health.counters", &h.Counters)
+		if ds := h.Detection; ds != nil {
+			v.strs("health.detection.errors", &ds.Errors)
+			v.counters("health.detection.suppressed", &ds.Suppressed)
+		}
+	case *watchpostv1.Event_Alert:
+		a := d.Alert
+		for _, f := range []struct {
+			field string
+			p     *string
+		}{{"alert.rule_id", &a.RuleId}, {"alert.title", &a.Title}, {"alert.level", &a.Level}, {"alert.source", &a.Source},
+			{"alert.correlation", &a.Correlation}} {
+			v.str(f.field, f.p)
+		}
+		v.strs("alert.techniques", &a.Techniques)
+		v.strs("alert.tags", &a.Tags)
+		if n := len(a.Matches); n > v.limits.MaxListLen {
+			v.note("alert.matches", uint32(n), 0)
+			a.Matches = a.Matches[:v.limits.MaxListLen]
+		}
+		for i, m := range a.Matches {
+			f := "alert.matches[" + strconv.Itoa(i) + "]."
+			v.str(f+"field", &m.Field)
+			v.str(f+"value", &m.Value)
+		}
+		if n := len(a.Events); n > v.limits.MaxListLen {
+			v.note("alert.events", uint32(n), 0)
+			a.Events = a.Events[:v.limits.MaxListLen]
+		}
+	case *watchpostv1.Event_Gap:
+		v.str("gap.reason", &d.Gap.Reason)
+		v.counters("gap.counters", &d.Gap.Counters)
+	case *watchpostv1.Event_Tamper:
+		t := d.Tamper
+		v.str("tamper.what", &t.What)
+		v.pathStr("tamper.file", &t.File)
+		v.str("tamper.action", &t.Action)
+		v.str("tamper.error", &t.Error)
+	}
+}
+
+func (v *validator) counters(field string, cs *[]*watchpostv1.Counter) {
+	if n := len(*cs); n > v.limits.MaxListLen {
+		v.note(field, uint32(n), 0)
+		*cs = (*cs)[:v.limits.MaxListLen]
+	}
+	for i, c := range *cs {
+		f := field + "[" + strconv.Itoa(i) + "]."
+		v.str(f+"kind", &c.Kind)
+		v.str(f+"reason", &c.Reason)
+	}
 }
 
 func detailName(ev *watchpostv1.Event) string {
 	return fmt.Sprint(ev.ProtoReflect().WhichOneof(ev.ProtoReflect().Descriptor().Oneofs().ByName("detail")).Name())
 }
 
-// ValidateHeartbeat checks a heartbeat's strings and lists.
+// ValidateHeartbeat checks a heartbeat's size, strings and lists. A
+// heartbeat carries no events: one over the limits is refused whole.
 func (d *Decoder) ValidateHeartbeat(hb *watchpostv1.Heartbeat) error {
-	v := validator{limits: &d.limits, prefix: "heartbeat."}
-	return all(v.str("boot_id", hb.BootId), v.str("run_id", hb.RunId), v.str("host", hb.Host),
-		v.str("version", hb.Version), v.str("kernel", hb.Kernel), v.str("capture_path", hb.CapturePath),
-		v.strs("programs", hb.Programs), v.counters("drops", hb.Drops), v.detection("detection.", hb.Detection))
+	if n := proto.Size(hb); n > limits.HeartbeatBytes {
+		return tooLarge("heartbeat", "%d bytes exceeds the limit of %d", n, limits.HeartbeatBytes)
+	}
+	if n := len(hb.Programs); n > d.limits.MaxListLen {
+		return tooLarge("heartbeat.programs", "%d entries exceed the limit of %d", n, d.limits.MaxListLen)
+	}
+	if n := len(hb.Drops); n > d.limits.MaxListLen {
+		return tooLarge("heartbeat.drops", "%d entries exceed the limit of %d", n, d.limits.MaxListLen)
+	}
+	if ds := hb.Detection; ds != nil && (len(ds.Errors) > d.limits.MaxListLen || len(ds.Suppressed) > d.limits.MaxListLen) {
+		return tooLarge("heartbeat.detection", "more than %d errors or suppressed counters", d.limits.MaxListLen)
+	}
+	for _, s := range []struct{ field, s string }{{"boot_id", hb.BootId}, {"run_id", hb.RunId}, {"host", hb.Host},
+		{"version", hb.Version}, {"kernel", hb.Kernel}, {"capture_path", hb.CapturePath}, {"instance_id", hb.InstanceId}} {
+		if len(s.s) > limits.NameBytes {
+			return tooLarge("heartbeat."+s.field, "%d bytes exceeds the limit of %d", len(s.s), limits.NameBytes)
+		}
+	}
+	return nil
 }

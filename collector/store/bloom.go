@@ -26,6 +26,7 @@ const (
 	tokDir   = "d:"
 	tokPort  = "o:"
 	tokProto = "i:"
+	tokAgent = "a:"
 )
 
 func fnv64a(s string) uint64 {
@@ -93,9 +94,10 @@ func queryDir(prefix string) string {
 	return last
 }
 
-// batchTokens adds the lookup values of one event to keys.
-func batchTokens(keys map[string]struct{}, ev *watchpostv1.Event) {
+// eventTokens adds the lookup values of one event of agent to keys.
+func eventTokens(keys map[string]struct{}, ev *watchpostv1.Event, agent string) {
 	add := func(k string) { keys[k] = struct{}{} }
+	add(tokAgent + agent)
 	p := ev.GetProcess()
 	add(tokPID + strconv.FormatUint(uint64(p.GetPid()), 10))
 	if p.GetComm() != "" {
@@ -125,8 +127,9 @@ func batchTokens(keys map[string]struct{}, ev *watchpostv1.Event) {
 	}
 }
 
-// typeBit maps an event type to its bit in a batch's type mask: kernel
-// types 1..59 to bits 1..59, agent types 100..103 to bits 60..63.
+// typeBit maps an event type to its bit in a block's type mask: kernel
+// types 1..59 to bits 1..59, agent types 100..103 to bits 60..63, and
+// every other type to bit 0 (shared: the rows are filtered by type).
 func typeBit(t watchpostv1.EventType) uint64 {
 	switch {
 	case t >= 100 && t < 104:
@@ -136,5 +139,5 @@ func typeBit(t watchpostv1.EventType) uint64 {
 	case t >= 104:
 		return 1 // agent kinds from 104 on (alerts ...) share bit 0
 	}
-	return 0
+	return 1
 }

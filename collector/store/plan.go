@@ -27,6 +27,32 @@ type Summary struct {
 	Bloom            []byte
 }
 
+type summary struct {
+	host             string
+	minTime, maxTime int64
+	minSeq, maxSeq   uint64
+	typeMask         uint64
+	bloom            bloom
+}
+
+func summarize(events []*watchpostv1.Event) summary {
+	s := summary{host: events[0].Header.Host, minTime: events[0].Header.TimeUnixNano, maxTime: events[0].Header.TimeUnixNano,
+		minSeq: events[0].Header.Seq, maxSeq: events[0].Header.Seq}
+	keys := make(map[string]struct{}, len(events))
+	for _, ev := range events {
+		h := ev.Header
+		if h.Host != s.host {
+			s.host = ""
+		}
+		s.minTime, s.maxTime = min(s.minTime, h.TimeUnixNano), max(s.maxTime, h.TimeUnixNano)
+		s.minSeq, s.maxSeq = min(s.minSeq, h.Seq), max(s.maxSeq, h.Seq)
+		s.typeMask |= typeBit(h.Type)
+		eventTokens(keys, ev, "")
+	}
+	s.bloom = newBloom(keys)
+	return s
+}
+
 // Summarize builds the summary of a batch's events (at least one).
 func Summarize(events []*watchpostv1.Event) Summary {
 	s := summarize(events)
@@ -139,7 +165,7 @@ func (n *Newest) Events() ([]*watchpostv1.Event, bool, error) {
 		if err := proto.Unmarshal(it.data, ev); err != nil {
 			return nil, false, errDecode(err)
 		}
-		ev.Header.AgentId, ev.Header.BootId = it.agentID, it.bootID
+		Bind(ev, it.agentID, it.bootID)
 		out[i] = ev
 	}
 	return out, n.truncated, nil
@@ -164,29 +190,69 @@ type Rows interface {
 }
 
 // HostsColumns is the select list ScanHosts reads, from the agents table.
-const HostsColumns = "agent_id, host, last_seen_ns, heartbeat, events_stored, batches_stored, batches_rejected"
+const HostsColumns = "agent_id, last_seen_ns, heartbeat, events_stored, batches_stored, batches_rejected, stored_bytes"
 
-// ScanHosts reads agent registry rows (HostsColumns).
+// ScanHosts reads agent registry rows (HostsColumns). The host is the
+// agent identity; a different name the agent's heartbeat gives is
+// claimed_host.
 func ScanHosts(rows Rows) ([]*watchpostv1.HostInfo, error) {
 	var out []*watchpostv1.HostInfo
 	for rows.Next() {
 		h := &watchpostv1.HostInfo{}
 		var hbData []byte
-		var lastSeen, events, batches, rejected int64
-		if err := rows.Scan(&h.AgentId, &h.Host, &lastSeen, &hbData, &events, &batches, &rejected); err != nil {
+		var lastSeen, events, batches, rejected, bytes int64
+		if err := rows.Scan(&h.AgentId, &lastSeen, &hbData, &events, &batches, &rejected, &bytes); err != nil {
 			return nil, fmt.Errorf("reading agent: %w", err)
 		}
+		h.Host = h.AgentId
 		h.LastSeenUnixNano, h.EventsStored, h.BatchesStored, h.BatchesRejected = lastSeen, uint64(events), uint64(batches), uint64(rejected)
+		h.StoredBytes = uint64(max(bytes, 0))
 		if len(hbData) > 0 {
 			hb := &watchpostv1.Heartbeat{}
 			if err := proto.Unmarshal(hbData, hb); err != nil {
 				return nil, fmt.Errorf("decoding heartbeat of %s: %w", h.AgentId, err)
 			}
 			FillHostHeartbeat(h, hb)
+			if hb.Host != "" && hb.Host != h.AgentId {
+				h.ClaimedHost = hb.Host
+			}
 		}
 		out = append(out, h)
 	}
 	return out, rows.Err()
+}
+
+// ScanRefusals reads (agent_id, kind, reason, count) rows and attaches the
+// counters to the hosts.
+func ScanRefusals(rows Rows, hosts []*watchpostv1.HostInfo) error {
+	by := make(map[string]*watchpostv1.HostInfo, len(hosts))
+	for _, h := range hosts {
+		by[h.AgentId] = h
+	}
+	for rows.Next() {
+		var a string
+		var c watchpostv1.Counter
+		var n int64
+		if err := rows.Scan(&a, &c.Kind, &c.Reason, &n); err != nil {
+			return fmt.Errorf("reading refusals: %w", err)
+		}
+		c.Count = uint64(n)
+		if h := by[a]; h != nil {
+			h.Refusals = append(h.Refusals, &c)
+		}
+	}
+	return rows.Err()
+}
+
+// RefusalsQuery lists the refusal counters in the order ScanRefusals keeps.
+const RefusalsQuery = "SELECT agent_id, kind, reason, count FROM refusals ORDER BY agent_id, kind, reason"
+
+// EventBytes is what one stored event counts against its agent's quota:
+// its serialized size, the columns kept beside it and a row's overhead.
+func EventBytes(ev *watchpostv1.Event, raw []byte, agent string) int64 {
+	c := EventColumns(ev)
+	pr := ev.GetProcess()
+	return int64(len(raw)+len(agent)+len(pr.GetComm())+len(pr.GetExe())+len(c.Path)+len(c.Path2)+len(c.Protocol)) + rowOverhead
 }
 
 // ScanHeartbeats reads (agent_id, received_ns, heartbeat) rows.

@@ -52,10 +52,56 @@ type Filter struct {
 	Text       string
 }
 
-// Retention bounds the store; whole time partitions are dropped.
+// Retention bounds the store: by age whole time partitions are dropped;
+// by size each agent's own oldest batches are deleted (Quota).
 type Retention struct {
-	MaxAge   time.Duration
+	MaxAge time.Duration
+	Quota
+}
+
+// Quota bounds the bytes of stored events. Each agent may keep PerAgent
+// bytes (0: MaxBytes divided by the number of agents, its fair share);
+// beyond its quota its own oldest batches are deleted. While the whole
+// store is above MaxBytes, the oldest batches of the agents above their
+// share are deleted, the largest first; an agent within its share loses
+// nothing, whatever another agent sends. MaxBytes counts everything the
+// store keeps for the events (the newest partition included), so it caps
+// the disk the events take.
+type Quota struct {
 	MaxBytes int64
+	PerAgent int64
+}
+
+// Trimmed is what quota enforcement deleted of one agent's events.
+type Trimmed struct {
+	AgentID         string
+	Batches, Events uint64
+	Bytes           int64
+}
+
+// Query is one event query: a filter, the most events to return, and its
+// cost bound.
+type Query struct {
+	Filter Filter
+	Limit  int
+	// MaxRows bounds the stored rows read (0: no bound). A query that
+	// reaches it, or whose context deadline passes, returns the newest
+	// events found so far with CostLimited set instead of failing.
+	MaxRows uint64
+}
+
+// QueryResult is what a query found, oldest first.
+type QueryResult struct {
+	Events []*watchpostv1.Event
+	// Truncated: more events matched than Limit.
+	Truncated bool
+	// CostLimited: the query stopped at MaxRows or its deadline before it
+	// looked at every candidate.
+	CostLimited bool
+	// RowsScanned and SummariesRead are the work done: stored rows read
+	// and summaries (of blocks of rows) looked at. Neither grows with the
+	// number of batches the events came in.
+	RowsScanned, SummariesRead uint64
 }
 
 // Store is what the collector needs from storage.
@@ -67,14 +113,24 @@ type Store interface {
 	RecordHeartbeat(ctx context.Context, agentID string, hb *watchpostv1.Heartbeat, received time.Time) error
 	// RecordRejected counts a refused batch in the agent registry.
 	RecordRejected(ctx context.Context, agentID string) error
-	// Query returns up to limit most recent matching events, oldest first,
-	// and whether more matched.
-	Query(ctx context.Context, f Filter, limit int) ([]*watchpostv1.Event, bool, error)
-	// Hosts returns the agent registry.
+	// RecordRefusals adds to the agent's refusal counters (by kind and
+	// reason: what the collector refused, shortened, altered or deleted of
+	// its input); Hosts returns them in HostInfo.refusals.
+	RecordRefusals(ctx context.Context, agentID string, counts []*watchpostv1.Counter) error
+	// Query returns up to q.Limit most recent matching events, oldest
+	// first, within its cost bound. Events carry the identity of the batch
+	// they came in (Bind).
+	Query(ctx context.Context, q Query) (QueryResult, error)
+	// Hosts returns the agent registry, host bound to the agent identity
+	// (claimed_host keeps what the agent said), with stored_bytes.
 	Hosts(ctx context.Context) ([]*watchpostv1.HostInfo, error)
-	// EnforceRetention drops partitions older than MaxAge, then the oldest
-	// ones while the store is larger than MaxBytes; it returns their names.
-	EnforceRetention(ctx context.Context, r Retention, now time.Time) ([]string, error)
+	// EnforceRetention drops partitions older than MaxAge, then applies
+	// the Quota; it returns the dropped partitions and what was trimmed.
+	EnforceRetention(ctx context.Context, r Retention, now time.Time) ([]string, []Trimmed, error)
+	// TrimToQuota applies the quota now (called after each commit, so
+	// that no flood outgrows it between two retention runs); it is cheap
+	// when every agent is within its quota.
+	TrimToQuota(ctx context.Context, q Quota) ([]Trimmed, error)
 	// RecordAlerts stores tamper-evidence alerts and sets their ids.
 	RecordAlerts(ctx context.Context, alerts []*watchpostv1.Alert) error
 	// Alerts returns up to limit matching alerts, newest first.
@@ -116,6 +172,24 @@ type StoredCommand struct {
 	// AgentID is empty for a command to every agent.
 	AgentID    string
 	Deliveries []*watchpostv1.CommandDelivery
+}
+
+// Bind gives a read event the identity of its batch: agent and boot id,
+// and host bound to the agent identity (the certificate's name). A
+// different host named by the agent is kept as claimed_host.
+func Bind(ev *watchpostv1.Event, agentID, bootID string) {
+	h := ev.Header
+	if h == nil {
+		h = &watchpostv1.Header{}
+		ev.Header = h
+	}
+	h.AgentId, h.BootId = agentID, bootID
+	if h.Host != agentID {
+		if h.Host != "" && h.ClaimedHost == "" {
+			h.ClaimedHost = h.Host
+		}
+		h.Host = agentID
+	}
 }
 
 // HeartbeatAt is a heartbeat and when it was received.

@@ -166,7 +166,7 @@ func TestDashboardAlerts(t *testing.T) {
 		t.Fatalf("alerts: %+v", got)
 	}
 	ag := got.Agents[0]
-	if ag.AgentID != agentID || ag.Host != "plc-gw-7" || ag.More || len(ag.Alerts) != 2 {
+	if ag.AgentID != agentID || ag.Host != agentID || ag.More || len(ag.Alerts) != 2 {
 		t.Fatalf("agent alerts: %+v", ag)
 	}
 	want := []struct {
@@ -175,7 +175,7 @@ func TestDashboardAlerts(t *testing.T) {
 	}{{"heartbeats 6 to 8 never arrived", stored[0].Id}, {"heartbeats 2 to 4 never arrived", stored[1].Id}}
 	for i, w := range want {
 		a := alertOf(ag.Alerts[i])
-		if a.Id != w.id || a.AgentId != agentID || a.Host != "plc-gw-7" || a.Kind != watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP ||
+		if a.Id != w.id || a.AgentId != agentID || a.Host != agentID || a.Kind != watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP ||
 			a.Message != w.msg || a.Count != 3 || a.BootId != "boot-a" || a.InstanceId != "inst-1" ||
 			a.TimeUnixNano < before.UnixNano() || a.TimeUnixNano > after.UnixNano() {
 			t.Fatalf("alert %d: %v", i, a)
@@ -192,7 +192,7 @@ func TestDashboardAlerts(t *testing.T) {
 		t.Fatalf("limit=1: %+v", got)
 	}
 	got = decode("api/alerts?agent=" + agentID)
-	if len(got.Agents) != 1 || got.Agents[0].Host != "plc-gw-7" || len(got.Agents[0].Alerts) != 2 {
+	if len(got.Agents) != 1 || got.Agents[0].Host != agentID || len(got.Agents[0].Alerts) != 2 {
 		t.Fatalf("agent=%s: %+v", agentID, got)
 	}
 	if got = decode("api/alerts?agent=other-gw"); len(got.Agents) != 0 {

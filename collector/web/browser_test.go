@@ -413,11 +413,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(40 * time.Second)
 		for {
-			evs, _, err := c.Store().Query(context.Background(), store.Filter{Text: text}, 10)
+			res, err := c.Store().Query(context.Background(), store.Query{Filter: store.Filter{Text: text}, Limit: 10})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(evs) > 0 {
+			if len(res.Events) > 0 {
 				return
 			}
 			if time.Now().After(deadline) {
@@ -465,7 +465,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		const h = document.querySelector('#ov-hosts tr[data-agent=%q][data-status=silent]');
 		return hi && Number(hi.textContent) >= 1 && a && a.textContent.includes('missed_heartbeat') && h && h.textContent.includes('no heartbeat for');
 	})()`, silentID, silentID)))
-	if got := text(fmt.Sprintf(`#ov-alerts tr[data-agent=%q]`, silentID)); !strings.Contains(got, "plc-hmi-3") || !strings.Contains(got, seeded.Message) {
+	// The host shown is the certificate identity (the agent names itself plc-hmi-3).
+	if got := text(fmt.Sprintf(`#ov-alerts tr[data-agent=%q]`, silentID)); !strings.Contains(got, silentID) || !strings.Contains(got, seeded.Message) {
 		t.Fatalf("overview alert row %q lacks the host or the message %q", got, seeded.Message)
 	}
 	if got := text("#ov-hosts-line"); !strings.Contains(got, "2 hosts:") || !strings.Contains(got, "1 silent") {
@@ -482,7 +483,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	step("alert events", chromedp.Click(chromedp.CSS(`#alerts-table tr.alert[data-id="`+sid+`"] button.details`)),
 		poll(fmt.Sprintf(`(r => r && !r.hidden && r.querySelector('#alert-events-%s tbody tr[data-type=health]'))(document.querySelector('#alerts-table tr.details[data-id="%s"]'))`, sid, sid)))
-	if got := text(`#alerts-table tr.details[data-id="` + sid + `"]`); !strings.Contains(got, "Events behind it (1)") || !strings.Contains(got, "plc-hmi-3") {
+	if got := text(`#alerts-table tr.details[data-id="` + sid + `"]`); !strings.Contains(got, "Events behind it (1)") || !strings.Contains(got, silentID+" / "+silentID) {
 		t.Fatalf("alert details %q", got)
 	}
 	shot("alerts")

@@ -135,7 +135,8 @@ func verifyExactlyOnce(t *testing.T, f *Fleet, sim *fleetsim.Sim) {
 	t.Logf("stored in %v", time.Since(t0).Round(time.Millisecond))
 	total := 0
 	for _, a := range sim.Agents() {
-		evs, more, err := st.Query(ctx, store.Filter{AgentID: a.ID}, 10_000_000)
+		res, err := st.Query(ctx, store.Query{Filter: store.Filter{AgentID: a.ID}, Limit: 10_000_000})
+		evs, more := res.Events, res.Truncated
 		if err != nil || more {
 			t.Fatalf("query %s: %v (more %v)", a.ID, err, more)
 		}

@@ -24,7 +24,7 @@ const (
 	// ListLen bounds any list (argv, environment, ancestry, counters, programs).
 	ListLen = 1024
 	// EventBytes bounds one serialized event.
-	EventBytes = 256 << 10
+	EventBytes = 512 << 10
 	// CompressionRatio bounds a batch's uncompressed size over its
 	// compressed size: beyond it the collector sees a decompression bomb.
 	// The agent sends a batch that compresses better uncompressed.
@@ -66,6 +66,11 @@ const (
 	Counters      = 256
 	Programs      = 512
 	ProgramsBytes = 32 << 10
+	// AlertMatches bounds a detection alert's matched fields (each value
+	// AlertMatchBytes) and AlertEvents the events it names.
+	AlertMatches    = 32
+	AlertMatchBytes = 1024
+	AlertEvents     = 64
 )
 
 // Ellipsis marks where a string was cut.

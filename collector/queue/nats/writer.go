@@ -126,10 +126,15 @@ func (w *Writer) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				break retention
 			case <-t.C:
-				if dropped, err := w.st.EnforceRetention(ctx, w.opt.Retention, time.Now()); err != nil {
+				dropped, trimmed, err := w.st.EnforceRetention(ctx, w.opt.Retention, time.Now())
+				if err != nil {
 					w.log.Error().Err(err).Msg("retention failed")
-				} else if len(dropped) > 0 {
+				}
+				if len(dropped) > 0 {
 					w.log.Info().Strs("partitions", dropped).Msg("retention dropped partitions")
+				}
+				for _, t := range trimmed {
+					w.log.Warn().Str("agent", t.AgentID).Uint64("events", t.Events).Int64("bytes", t.Bytes).Msg("storage quota: the agent's oldest events deleted")
 				}
 			}
 		}

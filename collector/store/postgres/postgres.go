@@ -125,6 +125,16 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 	data        BYTEA  NOT NULL
 );
 CREATE INDEX IF NOT EXISTS heartbeats_received ON heartbeats (received_ns);
+CREATE TABLE IF NOT EXISTS refusals (
+	agent_id TEXT   NOT NULL,
+	kind     TEXT   NOT NULL,
+	reason   TEXT   NOT NULL,
+	count    BIGINT NOT NULL,
+	PRIMARY KEY (agent_id, kind, reason)
+);
+ALTER TABLE agents ADD COLUMN IF NOT EXISTS stored_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN IF NOT EXISTS bytes BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS batches_agent ON batches (agent_id, id);
 -- A heartbeat delivered twice by the queue (same receipt time) is kept once.
 CREATE UNIQUE INDEX IF NOT EXISTS heartbeats_key ON heartbeats (agent_id, received_ns, seq);
 `
@@ -262,20 +272,28 @@ func (s *Store) StoreBatches(ctx context.Context, batches []store.BatchInput) ([
 	results := make([]store.Result, len(batches))
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var qb pgx.Batch
+		bytes := make([]int64, len(batches))
 		for _, i := range order {
 			b := &batches[i]
-			sum := store.Summarize(b.Events)
+			sum := store.Summary{Bloom: []byte{}}
+			if len(b.Events) > 0 {
+				sum = store.Summarize(b.Events)
+			}
+			for j, ev := range b.Events {
+				bytes[i] += store.EventBytes(ev, b.Raw[j], b.Key.AgentID)
+			}
 			qb.Queue(`INSERT INTO batches (agent_id, boot_id, run_id, batch_seq, host, part, received_ns, min_time, max_time,
-				type_mask, min_seq, max_seq, event_count, bloom) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
+				type_mask, min_seq, max_seq, event_count, bloom, bytes) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)
 				ON CONFLICT DO NOTHING RETURNING id`,
-				b.Key.AgentID, b.Key.BootID, b.Key.RunID, int64(b.Key.BatchSeq), sum.Host, part, now.UnixNano(),
-				sum.MinTime, sum.MaxTime, int64(sum.TypeMask), int64(sum.MinSeq), int64(sum.MaxSeq), len(b.Events), sum.Bloom)
+				b.Key.AgentID, b.Key.BootID, b.Key.RunID, int64(b.Key.BatchSeq), b.Key.AgentID, part, now.UnixNano(),
+				sum.MinTime, sum.MaxTime, int64(sum.TypeMask), int64(sum.MinSeq), int64(sum.MaxSeq), len(b.Events), sum.Bloom, bytes[i])
 		}
+
 		br := tx.SendBatch(ctx, &qb)
 		ids := make([]int64, len(batches))
 		type agentSum struct {
-			host            string
 			events, batches int
+			bytes           int64
 		}
 		agents := map[string]*agentSum{}
 		rows := 0
@@ -296,10 +314,8 @@ func (s *Store) StoreBatches(ctx context.Context, batches []store.BatchInput) ([
 				a = &agentSum{}
 				agents[b.Key.AgentID] = a
 			}
-			if h := b.Events[0].Header.Host; h != "" {
-				a.host = h
-			}
 			a.events += len(b.Events)
+			a.bytes += bytes[i]
 			a.batches++
 			rows += len(b.Events)
 		}
@@ -321,13 +337,13 @@ func (s *Store) StoreBatches(ctx context.Context, batches []store.BatchInput) ([
 		var ab pgx.Batch
 		for _, id := range names {
 			a := agents[id]
-			ab.Queue(`INSERT INTO agents (agent_id, host, last_seen_ns, events_stored, batches_stored) VALUES ($1, $2, $3, $4, $5)
+			ab.Queue(`INSERT INTO agents (agent_id, host, last_seen_ns, events_stored, batches_stored, stored_bytes) VALUES ($1, $1, $2, $3, $4, $5)
 				ON CONFLICT (agent_id) DO UPDATE SET
-				host = CASE WHEN excluded.host = '' THEN agents.host ELSE excluded.host END,
 				last_seen_ns = GREATEST(agents.last_seen_ns, excluded.last_seen_ns),
 				events_stored = agents.events_stored + excluded.events_stored,
-				batches_stored = agents.batches_stored + excluded.batches_stored`,
-				id, a.host, now.UnixNano(), a.events, a.batches)
+				batches_stored = agents.batches_stored + excluded.batches_stored,
+				stored_bytes = agents.stored_bytes + excluded.stored_bytes`,
+				id, now.UnixNano(), a.events, a.batches, a.bytes)
 		}
 		if err := tx.SendBatch(ctx, &ab).Close(); err != nil {
 			return fmt.Errorf("updating agents: %w", err)
@@ -421,12 +437,11 @@ func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb *watchpo
 	var qb pgx.Batch
 	qb.Queue("INSERT INTO heartbeats (agent_id, received_ns, seq, data) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
 		agentID, received.UnixNano(), int64(hb.Seq), data)
-	qb.Queue(`INSERT INTO agents (agent_id, host, last_seen_ns, heartbeat, heartbeat_ns) VALUES ($1, $2, $3, $4, $3)
+	qb.Queue(`INSERT INTO agents (agent_id, host, last_seen_ns, heartbeat, heartbeat_ns) VALUES ($1, $1, $2, $3, $2)
 		ON CONFLICT (agent_id) DO UPDATE SET
-		host = CASE WHEN excluded.host = '' OR excluded.heartbeat_ns < agents.heartbeat_ns THEN agents.host ELSE excluded.host END,
 		last_seen_ns = GREATEST(agents.last_seen_ns, excluded.last_seen_ns),
 		heartbeat = CASE WHEN excluded.heartbeat_ns >= agents.heartbeat_ns THEN excluded.heartbeat ELSE agents.heartbeat END,
-		heartbeat_ns = GREATEST(agents.heartbeat_ns, excluded.heartbeat_ns)`, agentID, hb.Host, received.UnixNano(), data)
+		heartbeat_ns = GREATEST(agents.heartbeat_ns, excluded.heartbeat_ns)`, agentID, received.UnixNano(), data)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &qb).Close() })
 	if err != nil {
 		return fmt.Errorf("storing heartbeat of %s: %w", agentID, err)
@@ -436,9 +451,27 @@ func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb *watchpo
 
 // RecordRejected implements store.Store.
 func (s *Store) RecordRejected(ctx context.Context, agentID string) error {
-	if _, err := s.pool.Exec(ctx, `INSERT INTO agents (agent_id, batches_rejected) VALUES ($1, 1)
+	if _, err := s.pool.Exec(ctx, `INSERT INTO agents (agent_id, host, batches_rejected) VALUES ($1, $1, 1)
 		ON CONFLICT (agent_id) DO UPDATE SET batches_rejected = agents.batches_rejected + 1`, agentID); err != nil {
 		return fmt.Errorf("counting rejected batch of %s: %w", agentID, err)
+	}
+	return nil
+}
+
+// RecordRefusals implements store.Store.
+func (s *Store) RecordRefusals(ctx context.Context, agentID string, counts []*watchpostv1.Counter) error {
+	if len(counts) == 0 {
+		return nil
+	}
+	var qb pgx.Batch
+	qb.Queue(`INSERT INTO agents (agent_id, host) VALUES ($1, $1) ON CONFLICT DO NOTHING`, agentID)
+	for _, c := range counts {
+		qb.Queue(`INSERT INTO refusals (agent_id, kind, reason, count) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (agent_id, kind, reason) DO UPDATE SET count = refusals.count + excluded.count`,
+			agentID, c.Kind, c.Reason, int64(c.Count))
+	}
+	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &qb).Close() }); err != nil {
+		return fmt.Errorf("counting refusals of %s: %w", agentID, err)
 	}
 	return nil
 }
@@ -619,30 +652,48 @@ func (s *Store) Hosts(ctx context.Context) ([]*watchpostv1.HostInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing agents: %w", err)
 	}
+	hosts, err := store.ScanHosts(rows)
+	rows.Close()
+	if err != nil {
+		return nil, err
+	}
+	if rows, err = s.pool.Query(ctx, store.RefusalsQuery); err != nil {
+		return nil, fmt.Errorf("listing refusals: %w", err)
+	}
 	defer rows.Close()
-	return store.ScanHosts(rows)
+	return hosts, store.ScanRefusals(rows, hosts)
 }
 
 // EnforceRetention implements store.Store. One session at a time retires
 // partitions (an advisory lock; another caller returns at once with
 // nothing dropped). The partitions of this hour and later are never dropped.
-func (s *Store) EnforceRetention(ctx context.Context, r store.Retention, now time.Time) ([]string, error) {
+func (s *Store) EnforceRetention(ctx context.Context, r store.Retention, now time.Time) ([]string, []store.Trimmed, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("retention: %w", err)
+		return nil, nil, fmt.Errorf("retention: %w", err)
 	}
 	defer conn.Release()
 	var locked bool
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockRetention).Scan(&locked); err != nil {
-		return nil, fmt.Errorf("retention lock: %w", err)
+		return nil, nil, fmt.Errorf("retention lock: %w", err)
 	}
 	if !locked {
-		return nil, nil
+		return nil, nil, nil
 	}
 	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockRetention) }()
 	if err := s.ensurePartitions(ctx, now); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	dropped, err := s.dropOld(ctx, conn, r, now)
+	if err != nil {
+		return dropped, nil, err
+	}
+	trimmed, err := s.trim(ctx, conn, r.Quota)
+	return dropped, trimmed, err
+}
+
+// dropOld drops the partitions older than MaxAge.
+func (s *Store) dropOld(ctx context.Context, conn *pgxpool.Conn, r store.Retention, now time.Time) ([]string, error) {
 	type part struct {
 		name  string
 		start int64
@@ -652,6 +703,7 @@ func (s *Store) EnforceRetention(ctx context.Context, r store.Retention, now tim
 	if err != nil {
 		return nil, fmt.Errorf("listing partitions: %w", err)
 	}
+
 	var parts []part
 	for rows.Next() {
 		var p part
@@ -669,6 +721,11 @@ func (s *Store) EnforceRetention(ctx context.Context, r store.Retention, now tim
 	drop := func(p part) error {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE agents SET stored_bytes = agents.stored_bytes - b.sum
+				FROM (SELECT agent_id, sum(bytes) AS sum FROM batches WHERE part = $1 GROUP BY agent_id) b
+				WHERE agents.agent_id = b.agent_id`, p.name); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{p.name}.Sanitize()); err != nil {
@@ -701,22 +758,154 @@ func (s *Store) EnforceRetention(ctx context.Context, r store.Retention, now tim
 			return dropped, fmt.Errorf("expiring heartbeats: %w", err)
 		}
 	}
-	if r.MaxBytes > 0 {
-		for len(parts) > 0 {
-			var size int64
-			if err := conn.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&size); err != nil {
-				return dropped, fmt.Errorf("database size: %w", err)
+	return dropped, nil
+}
+
+// TrimToQuota implements store.Store.
+func (s *Store) TrimToQuota(ctx context.Context, q store.Quota) ([]store.Trimmed, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("quota: %w", err)
+	}
+	defer conn.Release()
+	return s.trim(ctx, conn, q)
+}
+
+// trim applies the quota as the SQLite engine does (store.Quota): agents
+// over PerAgent are cut down to it, then, while the total is over
+// MaxBytes, the largest agent above its fair share loses its oldest
+// batches, down to that share at most. Trimmed batches keep their row
+// (with no events) so that a resent batch is still a duplicate.
+func (s *Store) trim(ctx context.Context, conn *pgxpool.Conn, q store.Quota) ([]store.Trimmed, error) {
+	if q.MaxBytes <= 0 && q.PerAgent <= 0 {
+		return nil, nil
+	}
+	usage := map[string]int64{}
+	var total int64
+	rows, err := conn.Query(ctx, "SELECT agent_id, stored_bytes FROM agents")
+	if err != nil {
+		return nil, fmt.Errorf("reading usage: %w", err)
+	}
+	for rows.Next() {
+		var a string
+		var n int64
+		if err := rows.Scan(&a, &n); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("reading usage: %w", err)
+		}
+		usage[a] = n
+		total += n
+	}
+	rows.Close()
+	trimmed := map[string]*store.Trimmed{}
+	take := func(a string, want int64) (int64, error) {
+		t := trimmed[a]
+		if t == nil {
+			t = &store.Trimmed{AgentID: a}
+			trimmed[a] = t
+		}
+		freed, err := s.deleteOldest(ctx, conn, a, want, t)
+		usage[a] -= freed
+		total -= freed
+		return freed, err
+	}
+	if q.PerAgent > 0 {
+		agents := make([]string, 0, len(usage))
+		for a, n := range usage {
+			if n > q.PerAgent {
+				agents = append(agents, a)
 			}
-			if size <= r.MaxBytes {
-				break
+		}
+		sort.Strings(agents)
+		for _, a := range agents {
+			if _, err := take(a, usage[a]-q.PerAgent); err != nil {
+				return collectTrimmed(trimmed), err
 			}
-			if err := drop(parts[0]); err != nil {
-				return dropped, err
-			}
-			parts = parts[1:]
 		}
 	}
-	return dropped, nil
+	for q.MaxBytes > 0 && total > q.MaxBytes && len(usage) > 0 {
+		fair := q.MaxBytes / int64(len(usage))
+		var worst string
+		var most int64
+		for a, n := range usage {
+			if n > most || (n == most && a < worst) {
+				worst, most = a, n
+			}
+		}
+		if most <= fair {
+			break
+		}
+		freed, err := take(worst, min(most-fair, total-q.MaxBytes))
+		if err != nil {
+			return collectTrimmed(trimmed), err
+		}
+		if freed == 0 {
+			break
+		}
+	}
+	return collectTrimmed(trimmed), nil
+}
+
+func collectTrimmed(m map[string]*store.Trimmed) []store.Trimmed {
+	var out []store.Trimmed
+	for _, t := range m {
+		if t.Batches > 0 {
+			out = append(out, *t)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].AgentID < out[j].AgentID })
+	return out
+}
+
+// deleteOldest deletes the agent's oldest batches' events until at least
+// want bytes are freed, 512 batches per transaction.
+func (s *Store) deleteOldest(ctx context.Context, conn *pgxpool.Conn, agent string, want int64, t *store.Trimmed) (int64, error) {
+	var freed int64
+	for freed < want {
+		rows, err := conn.Query(ctx, `SELECT id, part, event_count, bytes FROM batches WHERE agent_id = $1 AND event_count > 0
+			ORDER BY id LIMIT 512`, agent)
+		if err != nil {
+			return freed, fmt.Errorf("listing batches of %s: %w", agent, err)
+		}
+		byPart := map[string][]int64{}
+		var ids []int64
+		var sum, events int64
+		for rows.Next() && sum < want-freed {
+			var id, n, b int64
+			var part string
+			if err := rows.Scan(&id, &part, &n, &b); err != nil {
+				rows.Close()
+				return freed, fmt.Errorf("listing batches of %s: %w", agent, err)
+			}
+			byPart[part] = append(byPart[part], id)
+			ids = append(ids, id)
+			sum, events = sum+b, events+n
+		}
+		rows.Close()
+		if len(ids) == 0 {
+			return freed, nil
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			for part, pids := range byPart {
+				if _, err := tx.Exec(ctx, "DELETE FROM "+pgx.Identifier{part}.Sanitize()+" WHERE batch_id = ANY($1)", pids); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, "UPDATE batches SET event_count = 0, bytes = 0 WHERE id = ANY($1)", ids); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE agents SET stored_bytes = stored_bytes - $2 WHERE agent_id = $1", agent, sum)
+			return err
+		})
+		if err != nil {
+			return freed, fmt.Errorf("deleting batches of %s: %w", agent, err)
+		}
+		freed += sum
+		t.Batches += uint64(len(ids))
+		t.Events += uint64(events)
+		t.Bytes += sum
+	}
+	return freed, nil
 }
 
 // Query implements store.Store. Batch summaries are read newest first, a
@@ -724,37 +913,77 @@ func (s *Store) EnforceRetention(ctx context.Context, r store.Retention, now tim
 // time, until the newest limit events are certain: a query for the newest
 // hundred reads the summaries of the last few seconds, not of its whole
 // time range.
-func (s *Store) Query(ctx context.Context, f store.Filter, limit int) ([]*watchpostv1.Event, bool, error) {
-	if limit <= 0 {
-		return nil, false, errors.New("limit must be positive")
+//
+// The cost bound (q.MaxRows) counts the events of the batches whose rows
+// are read; a query that reaches it, or its deadline, returns what it
+// found with CostLimited set.
+func (s *Store) Query(ctx context.Context, q store.Query) (store.QueryResult, error) {
+	var res store.QueryResult
+	if q.Limit <= 0 {
+		return res, errors.New("limit must be positive")
+	}
+	f := q.Filter
+	if f.Host != "" { // the host is the agent identity
+		if f.AgentID != "" && f.AgentID != f.Host {
+			return res, nil
+		}
+		f.AgentID, f.Host = f.Host, ""
 	}
 	rowWhere := rowFilter(f)
-	top := store.NewNewest(limit)
+	top := store.NewNewest(q.Limit)
 	prune := store.NewPrune(f)
+	finish := func(err error) (store.QueryResult, error) {
+		if err != nil {
+			if !limited(ctx) {
+				return res, err
+			}
+			res.CostLimited = true
+		}
+		var derr error
+		res.Events, res.Truncated, derr = top.Events()
+		return res, derr
+	}
 	var after *candidate // the last summary of the previous page
 	for {
-		page, last, err := s.candidates(ctx, f, prune, after)
+		page, last, n, err := s.candidates(ctx, f, prune, after)
+		res.SummariesRead += uint64(n)
 		if err != nil {
-			return nil, false, err
+			return finish(err)
 		}
 		for i := 0; i < len(page); {
 			if top.Done(page[i].maxTime) {
-				return top.Events()
+				return finish(nil)
 			}
 			j := i
+			var rows uint64
 			for ; j < len(page) && j-i < eventChunk && page[j].part == page[i].part; j++ {
+				// At least one batch is read, whatever its size.
+				if q.MaxRows > 0 && res.RowsScanned+rows+uint64(page[j].events) > q.MaxRows && (res.RowsScanned > 0 || j > i) {
+					res.CostLimited = true
+					break
+				}
+				rows += uint64(page[j].events)
 			}
-			if err := s.scan(ctx, page[i:j], rowWhere, top); err != nil {
-				return nil, false, err
+			if j > i {
+				res.RowsScanned += rows
+				if err := s.scan(ctx, page[i:j], rowWhere, top); err != nil {
+					return finish(err)
+				}
+			}
+			if res.CostLimited {
+				return finish(nil)
 			}
 			i = j
 		}
 		if last == nil {
-			return top.Events()
+			return finish(nil)
 		}
 		after = last
 	}
 }
+
+// limited: the query's deadline passed (its cost bound in time).
+func limited(ctx context.Context) bool { return errors.Is(ctx.Err(), context.DeadlineExceeded) }
 
 // summaryPage and eventChunk: batch summaries read per query, batches
 // whose events are read per query.
@@ -802,13 +1031,17 @@ type candidate struct {
 	agentID, bootID string
 	part            string
 	maxTime         int64
+	events          int64
 }
 
 // candidates returns the next page of batches whose summary may match,
-// newest first (by max_time, then id), after the given one, and the last
-// summary read when more may follow (nil at the end).
-func (s *Store) candidates(ctx context.Context, f store.Filter, prune store.Prune, after *candidate) ([]candidate, *candidate, error) {
+// newest first (by max_time, then id), after the given one, the last
+// summary read when more may follow (nil at the end), and how many
+// summaries it read. Batches trimmed by a quota (no events left) are not
+// candidates.
+func (s *Store) candidates(ctx context.Context, f store.Filter, prune store.Prune, after *candidate) ([]candidate, *candidate, int, error) {
 	var w where
+	w.and("event_count > 0")
 	if !f.Since.IsZero() {
 		w.add("max_time >= ?", f.Since.UnixNano())
 	}
@@ -818,16 +1051,13 @@ func (s *Store) candidates(ctx context.Context, f store.Filter, prune store.Prun
 	if f.AgentID != "" {
 		w.add("agent_id = ?", f.AgentID)
 	}
-	if f.Host != "" {
-		w.add("(host = ? OR host = '')", f.Host)
-	}
 	if after != nil {
 		w.and(fmt.Sprintf("(max_time, id) < (%s, %s)", w.p(after.maxTime), w.p(after.id)))
 	}
-	rows, err := s.pool.Query(ctx, "SELECT id, agent_id, boot_id, part, max_time, type_mask, bloom FROM batches WHERE true"+
+	rows, err := s.pool.Query(ctx, "SELECT id, agent_id, boot_id, part, max_time, type_mask, bloom, event_count FROM batches WHERE true"+
 		w.sql.String()+fmt.Sprintf(" ORDER BY max_time DESC, id DESC LIMIT %d", summaryPage), w.args...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("selecting batches: %w", err)
+		return nil, nil, 0, fmt.Errorf("selecting batches: %w", err)
 	}
 	defer rows.Close()
 	var out []candidate
@@ -837,8 +1067,8 @@ func (s *Store) candidates(ctx context.Context, f store.Filter, prune store.Prun
 		var c candidate
 		var typeMask int64
 		var bl []byte
-		if err := rows.Scan(&c.id, &c.agentID, &c.bootID, &c.part, &c.maxTime, &typeMask, &bl); err != nil {
-			return nil, nil, fmt.Errorf("reading batch summary: %w", err)
+		if err := rows.Scan(&c.id, &c.agentID, &c.bootID, &c.part, &c.maxTime, &typeMask, &bl, &c.events); err != nil {
+			return nil, nil, n, fmt.Errorf("reading batch summary: %w", err)
 		}
 		n++
 		last = c
@@ -848,12 +1078,12 @@ func (s *Store) candidates(ctx context.Context, f store.Filter, prune store.Prun
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("reading batch summaries: %w", err)
+		return nil, nil, n, fmt.Errorf("reading batch summaries: %w", err)
 	}
 	if n < summaryPage {
-		return out, nil, nil
+		return out, nil, n, nil
 	}
-	return out, &last, nil
+	return out, &last, n, nil
 }
 
 // where builds " AND ..." conditions with numbered parameters.

@@ -42,6 +42,12 @@ func Run(t *testing.T, open Opener) {
 		{"RetentionMaxAge", testRetention},
 		{"DetectionAlerts", testDetectionAlerts},
 		{"Commands", testCommands},
+		{"QuotaKeepsEachAgentsShare", testQuota},
+		{"QuotaPerAgent", testQuotaPerAgent},
+		{"Refusals", testRefusals},
+		{"HostIsTheIdentity", testHostBinding},
+		{"CostBound", testCostBound},
+		{"BatchWithoutEvents", testEmptyBatch},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := open(t)
@@ -90,11 +96,12 @@ func Event(i int, host string) *watchpostv1.Event {
 	return ev
 }
 
-// Batch builds the input of events [from, to) of agent, with host "gw-"+agent.
+// Batch builds the input of events [from, to) of agent, naming the host
+// agent (as an agent does whose identity is its host name).
 func Batch(agent, boot string, seq uint64, from, to int) store.BatchInput {
 	b := store.BatchInput{Key: store.BatchKey{AgentID: agent, BootID: boot, RunID: "run-1", BatchSeq: seq}}
 	for i := from; i < to; i++ {
-		ev := Event(i, "gw-"+agent)
+		ev := Event(i, agent)
 		raw, err := proto.Marshal(ev)
 		if err != nil {
 			panic(err)
@@ -103,6 +110,12 @@ func Batch(agent, boot string, seq uint64, from, to int) store.BatchInput {
 		b.Raw = append(b.Raw, raw)
 	}
 	return b
+}
+
+// query runs a query without a cost bound, in the shape most cases want.
+func query(ctx context.Context, s store.Store, f store.Filter, limit int) ([]*watchpostv1.Event, bool, error) {
+	res, err := s.Query(ctx, store.Query{Filter: f, Limit: limit})
+	return res.Events, res.Truncated, err
 }
 
 func seqs(evs []*watchpostv1.Event) []uint64 {
@@ -115,7 +128,7 @@ func seqs(evs []*watchpostv1.Event) []uint64 {
 
 func count(t *testing.T, s store.Store, f store.Filter) int {
 	t.Helper()
-	evs, more, err := s.Query(context.Background(), f, 1_000_000)
+	evs, more, err := query(context.Background(), s, f, 1_000_000)
 	if err != nil || more {
 		t.Fatalf("query %+v: %v (more %v)", f, err, more)
 	}
@@ -200,11 +213,11 @@ func testQueryFilters(t *testing.T, s store.Store) {
 	mustStore(t, s, Batch("a", "boot-1", 1, 0, 200), Batch("a", "boot-1", 2, 200, 400), Batch("b", "boot-9", 1, 1000, 1040))
 	ctx := context.Background()
 	// One event, every field and the identity filled in.
-	evs, more, err := s.Query(ctx, store.Filter{Host: "gw-a", Port: 40002, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_NET_CONNECT}}, 100)
+	evs, more, err := query(ctx, s, store.Filter{Host: "a", Port: 40002, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_NET_CONNECT}}, 100)
 	if err != nil || more || len(evs) != 1 {
 		t.Fatalf("one event: %v %v %v", evs, more, err)
 	}
-	want := Event(2, "gw-a")
+	want := Event(2, "a")
 	want.Header.AgentId, want.Header.BootId = "a", "boot-1"
 	if !proto.Equal(evs[0], want) {
 		t.Fatalf("got %v\nwant %v", evs[0], want)
@@ -216,16 +229,16 @@ func testQueryFilters(t *testing.T, s store.Store) {
 		want []uint64
 	}{
 		{"pid", store.Filter{PID: 1007, AgentID: "a"}, []uint64{8, 58, 108, 158, 208, 258, 308, 358}},
-		{"path prefix", store.Filter{PathPrefix: "/var/lib/plc/project-10", Host: "gw-a"}, nil}, // computed below
-		{"rename target", store.Filter{PathPrefix: "/etc/plc/3", AgentID: "a"}, nil},            // computed below
-		{"text", store.Filter{Text: "project-12/", AgentID: "a", Until: ms(199)}, nil},          // computed below
+		{"path prefix", store.Filter{PathPrefix: "/var/lib/plc/project-10", Host: "a"}, nil}, // computed below
+		{"rename target", store.Filter{PathPrefix: "/etc/plc/3", AgentID: "a"}, nil},         // computed below
+		{"text", store.Filter{Text: "project-12/", AgentID: "a", Until: ms(199)}, nil},       // computed below
 		{"exe base name and type", store.Filter{Exe: "modbusd", Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXEC}, AgentID: "b", Since: ms(1020)}, []uint64{1021, 1025, 1029, 1033, 1037}},
 		{"exe path", store.Filter{Exe: "/opt/plc/bin/modbusd", AgentID: "b", Until: ms(1010)}, []uint64{1001, 1005, 1009}},
 		{"comm", store.Filter{Exe: "sh", AgentID: "b", Since: ms(1030)}, []uint64{1032, 1036, 1040}},
 		{"port", store.Filter{Port: 40102}, []uint64{103}},
 		{"protocol and time", store.Filter{Protocol: "modbus", Since: ms(390), Until: ms(1006)}, []uint64{391, 395, 399, 1003, 1007}},
 		{"text absent", store.Filter{Text: "project-99/"}, nil},
-		{"agent and host mismatch", store.Filter{AgentID: "a", Host: "gw-b"}, nil},
+		{"agent and host mismatch", store.Filter{AgentID: "a", Host: "b"}, nil},
 		{"absent port", store.Filter{Port: 9999}, nil},
 	}
 	// Event i opens project-(i%13)/cfg when i%4 == 1 (except the renames,
@@ -243,7 +256,7 @@ func testQueryFilters(t *testing.T, s store.Store) {
 		}
 	}
 	for _, c := range cases {
-		evs, more, err := s.Query(ctx, c.f, 1000)
+		evs, more, err := query(ctx, s, c.f, 1000)
 		if err != nil || more {
 			t.Errorf("%s: %v (more %v)", c.name, err, more)
 			continue
@@ -256,14 +269,14 @@ func testQueryFilters(t *testing.T, s store.Store) {
 
 func testQueryLimit(t *testing.T, s store.Store) {
 	mustStore(t, s, Batch("a", "boot-1", 1, 0, 100), Batch("a", "boot-1", 2, 100, 200), Batch("a", "boot-1", 3, 200, 300))
-	evs, more, err := s.Query(context.Background(), store.Filter{Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXIT}}, 3)
+	evs, more, err := query(context.Background(), s, store.Filter{Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXIT}}, 3)
 	if err != nil || !more {
 		t.Fatalf("limit: %v more=%v", err, more)
 	}
 	if got := seqs(evs); !slices.Equal(got, []uint64{292, 296, 300}) {
 		t.Fatalf("newest 3 exits, oldest first: got %v", got)
 	}
-	if _, _, err := s.Query(context.Background(), store.Filter{}, 0); err == nil {
+	if _, _, err := query(context.Background(), s, store.Filter{}, 0); err == nil {
 		t.Fatal("limit 0 accepted")
 	}
 }
@@ -278,11 +291,11 @@ func testManyBatches(t *testing.T, s store.Store) {
 	}
 	mustStore(t, s, in...)
 	ctx := context.Background()
-	evs, more, err := s.Query(ctx, store.Filter{AgentID: "m"}, 3)
+	evs, more, err := query(ctx, s, store.Filter{AgentID: "m"}, 3)
 	if err != nil || !more || !slices.Equal(seqs(evs), []uint64{1498, 1499, 1500}) {
 		t.Fatalf("newest 3: %v more=%v %v", seqs(evs), more, err)
 	}
-	evs, more, err = s.Query(ctx, store.Filter{Port: 40002}, 10)
+	evs, more, err = query(ctx, s, store.Filter{Port: 40002}, 10)
 	if err != nil || more || !slices.Equal(seqs(evs), []uint64{3}) {
 		t.Fatalf("port of the oldest batches: %v more=%v %v", seqs(evs), more, err)
 	}
@@ -318,7 +331,7 @@ func testHosts(t *testing.T, s store.Store) {
 		t.Fatalf("hosts: %v %v", hosts, err)
 	}
 	a, z := hosts[0], hosts[1]
-	if a.AgentId != "a" || a.Host != "gw-a" || a.EventsStored != 50 || a.BatchesStored != 2 || a.BatchesRejected != 2 ||
+	if a.AgentId != "a" || a.Host != "a" || a.ClaimedHost != "gw-a" || a.EventsStored != 50 || a.BatchesStored != 2 || a.BatchesRejected != 2 ||
 		a.HeartbeatSeq != 2 || a.Produced != 120 || a.Delivered != 80 || a.Dropped != 3 || a.Version != "1.2" ||
 		a.Kernel != "6.1.0" || a.CapturePath != "tp_btf+tracepoint" || a.BootId != "boot-1" || a.SpoolBytes != 4096 ||
 		!slices.Equal(a.Programs, []string{"exec"}) || len(a.Drops) != 1 || a.Drops[0].Count != 3 || a.LastSeenUnixNano < t0.UnixNano() {
@@ -377,7 +390,7 @@ func testRetention(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	// Nothing is old enough yet.
-	dropped, err := s.EnforceRetention(ctx, store.Retention{MaxAge: time.Hour}, time.Now())
+	dropped, _, err := s.EnforceRetention(ctx, store.Retention{MaxAge: time.Hour}, time.Now())
 	if err != nil || len(dropped) != 0 {
 		t.Fatalf("retention now: %v %v", dropped, err)
 	}
@@ -385,7 +398,7 @@ func testRetention(t *testing.T, s store.Store) {
 		t.Fatalf("%d events after a retention that dropped nothing", n)
 	}
 	// Three hours later the hour of receipt is older than max_age.
-	dropped, err = s.EnforceRetention(ctx, store.Retention{MaxAge: time.Hour}, time.Now().Add(3*time.Hour))
+	dropped, _, err = s.EnforceRetention(ctx, store.Retention{MaxAge: time.Hour}, time.Now().Add(3*time.Hour))
 	if err != nil || len(dropped) == 0 {
 		t.Fatalf("retention later: %v %v", dropped, err)
 	}
@@ -673,5 +686,161 @@ func testCommands(t *testing.T, s store.Store) {
 	}
 	if e2, _ := s.CommandEpoch(ctx); e2 != e1 {
 		t.Errorf("epoch changed: %q then %q", e1, e2)
+	}
+}
+
+func storedBytes(t *testing.T, s store.Store) map[string]int64 {
+	t.Helper()
+	hosts, err := s.Hosts(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, h := range hosts {
+		out[h.AgentId] = int64(h.StoredBytes)
+	}
+	return out
+}
+
+// testQuota: agent b keeps a small history; agent a floods far beyond
+// MaxBytes. Trimming deletes only a's oldest events: b keeps all of its
+// own, the store ends within MaxBytes, and a resent trimmed batch is still
+// a duplicate.
+func testQuota(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustStore(t, s, Batch("b", "boot-1", 1, 0, 100))
+	for i := 0; i < 20; i++ {
+		mustStore(t, s, Batch("a", "boot-1", uint64(i+1), i*200, i*200+200))
+	}
+	before := storedBytes(t, s)
+	if before["a"] <= 0 || before["b"] <= 0 {
+		t.Fatalf("stored bytes %v, want both counted", before)
+	}
+	maxBytes := before["b"] + before["a"]/4 // a must lose three quarters of its events, b nothing
+	trimmed, err := s.TrimToQuota(ctx, store.Quota{MaxBytes: maxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trimmed) != 1 || trimmed[0].AgentID != "a" || trimmed[0].Events == 0 {
+		t.Fatalf("trimmed %+v, want only agent a", trimmed)
+	}
+	after := storedBytes(t, s)
+	if after["b"] != before["b"] || count(t, s, store.Filter{AgentID: "b"}) != 100 {
+		t.Fatalf("agent b: %d bytes (was %d), %d events; its history must survive another agent's flood", after["b"], before["b"],
+			count(t, s, store.Filter{AgentID: "b"}))
+	}
+	if after["a"]+after["b"] > maxBytes {
+		t.Fatalf("stored %d bytes after trimming, over MaxBytes %d", after["a"]+after["b"], maxBytes)
+	}
+	left := count(t, s, store.Filter{AgentID: "a"})
+	if left != 4000-int(trimmed[0].Events) || left%200 != 0 {
+		t.Fatalf("agent a keeps %d events after %d trimmed, want 4000 - trimmed in whole batches", left, trimmed[0].Events)
+	}
+	// The newest batches are the ones kept.
+	evs, _, err := query(ctx, s, store.Filter{AgentID: "a"}, 1)
+	if err != nil || len(evs) != 1 || evs[0].Header.Seq != 4000 {
+		t.Fatalf("newest event of a after trimming: %v %v", evs, err)
+	}
+	if got := mustStore(t, s, Batch("a", "boot-1", 1, 0, 200)); got[0] != store.Duplicate {
+		t.Fatalf("resending a trimmed batch: %v, want duplicate", got)
+	}
+}
+
+// testQuotaPerAgent: a hard per-agent quota cuts an agent down to it.
+func testQuotaPerAgent(t *testing.T, s store.Store) {
+	for i := 0; i < 10; i++ {
+		mustStore(t, s, Batch("a", "boot-1", uint64(i+1), i*100, i*100+100))
+	}
+	per := storedBytes(t, s)["a"] / 4
+	trimmed, err := s.TrimToQuota(context.Background(), store.Quota{PerAgent: per})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := storedBytes(t, s)["a"]; got > per || len(trimmed) != 1 || trimmed[0].AgentID != "a" {
+		t.Fatalf("agent a: %d bytes after trimming to %d (trimmed %+v)", got, per, trimmed)
+	}
+	if n := count(t, s, store.Filter{AgentID: "a"}); n == 0 || n >= 1000 || n%100 != 0 {
+		t.Fatalf("agent a keeps %d events, want some whole batches", n)
+	}
+}
+
+func testRefusals(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for range 2 {
+		if err := s.RecordRefusals(ctx, "a", []*watchpostv1.Counter{{Kind: "event", Reason: "truncated", Count: 3}, {Kind: "batch", Reason: "resourceexhausted", Count: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hosts, err := s.Hosts(ctx)
+	if err != nil || len(hosts) != 1 {
+		t.Fatalf("hosts %v %v", hosts, err)
+	}
+	want := []*watchpostv1.Counter{{Kind: "batch", Reason: "resourceexhausted", Count: 2}, {Kind: "event", Reason: "truncated", Count: 6}}
+	if diff := cmp.Diff(want, hosts[0].Refusals, protocmp.Transform()); diff != "" || hosts[0].Host != "a" {
+		t.Fatalf("refusals of a (host %q) (-want +got):\n%s", hosts[0].Host, diff)
+	}
+}
+
+// testHostBinding: the host an agent writes into its events is shown as
+// claimed_host; host is always the agent identity, and filters on it.
+func testHostBinding(t *testing.T, s store.Store) {
+	b := Batch("a", "boot-1", 1, 0, 10)
+	for i, ev := range b.Events {
+		ev.Header.Host = "plc-master-01" // another host's name
+		raw, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Raw[i] = raw
+	}
+	mustStore(t, s, b)
+	ctx := context.Background()
+	evs, _, err := query(ctx, s, store.Filter{Host: "a"}, 100)
+	if err != nil || len(evs) != 10 {
+		t.Fatalf("by identity: %d events, %v", len(evs), err)
+	}
+	for _, ev := range evs {
+		if ev.Header.Host != "a" || ev.Header.ClaimedHost != "plc-master-01" || ev.Header.AgentId != "a" {
+			t.Fatalf("header %v: want host a, claimed plc-master-01", ev.Header)
+		}
+	}
+	if n := count(t, s, store.Filter{Host: "plc-master-01"}); n != 0 {
+		t.Fatalf("the claimed host finds %d events, want 0", n)
+	}
+}
+
+// testCostBound: a row bound stops a query early with the newest events
+// found so far and says so.
+func testCostBound(t *testing.T, s store.Store) {
+	for i := 0; i < 30; i++ {
+		mustStore(t, s, Batch("a", "boot-1", uint64(i+1), i*100, i*100+100))
+	}
+	res, err := s.Query(context.Background(), store.Query{Filter: store.Filter{Text: "no such text"}, Limit: 10, MaxRows: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Within the bound, or over it by at most one batch (an engine that
+	// cannot read part of a batch reads its first one whole).
+	if !res.CostLimited || res.RowsScanned == 0 || res.RowsScanned > 1000+100 || len(res.Events) != 0 {
+		t.Fatalf("bounded query: cost_limited %v, %d rows scanned, %d events; want limited within 1000 rows", res.CostLimited, res.RowsScanned, len(res.Events))
+	}
+	res, err = s.Query(context.Background(), store.Query{Filter: store.Filter{Text: "no such text"}, Limit: 10})
+	if err != nil || res.CostLimited || res.RowsScanned < 3000 {
+		t.Fatalf("unbounded query: %v, cost_limited %v, %d rows", err, res.CostLimited, res.RowsScanned)
+	}
+}
+
+// testEmptyBatch: a batch whose events were all refused is still stored
+// as a key, so that its resend is a duplicate.
+func testEmptyBatch(t *testing.T, s store.Store) {
+	b := store.BatchInput{Key: store.BatchKey{AgentID: "a", BootID: "boot-1", RunID: "run-1", BatchSeq: 1}}
+	if got := mustStore(t, s, b); got[0] != store.Stored {
+		t.Fatalf("empty batch: %v", got)
+	}
+	if got := mustStore(t, s, b); got[0] != store.Duplicate {
+		t.Fatalf("empty batch again: %v", got)
+	}
+	if n := count(t, s, store.Filter{AgentID: "a"}); n != 0 {
+		t.Fatalf("%d events stored", n)
 	}
 }
