@@ -185,10 +185,11 @@ func storedStops(t *testing.T, dir string) int {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	evs, _, err := st.Query(context.Background(), store.Filter{Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_AGENT_STOP}}, 100)
+	res, err := st.Query(context.Background(), store.Query{Filter: store.Filter{Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_AGENT_STOP}}, Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
+	evs := res.Events
 	host, _ := os.Hostname()
 	for _, ev := range evs {
 		if ev.GetHeader().GetHost() != host {
