@@ -18,6 +18,16 @@ CMDS        := ./agent/cmd/... $(if $(wildcard collector/cmd),./collector/cmd/..
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+GO_NEED     := $(shell awk '$$1 == "go" { print $$2; exit }' go.mod)
+
+# check-go stops early, saying what to do, when Go is missing or older than go.mod's.
+.PHONY: check-go
+check-go:
+	@v=$$($(GO) version 2>/dev/null | awk '{print $$3}'); \
+	if [ -z "$$v" ]; then echo "Go is not installed: sudo make go (installs go.mod's Go $(GO_NEED) into /usr/local/go)" >&2; exit 1; fi; \
+	if [ "$$(printf '%s\n%s\n' "$${v#go}" "$(GO_NEED)" | sort -V | head -1)" != "$(GO_NEED)" ]; then \
+		echo "$$v is older than go.mod's $(GO_NEED): sudo make go (installs it into /usr/local/go)" >&2; exit 1; fi
+
 .PHONY: go
 go: ## Install the Go toolchain go.mod needs into /usr/local/go, from the Go module proxy (root)
 	@scripts/install-go.sh
@@ -32,9 +42,9 @@ generate: ## Regenerate bpf2go output and protobuf code with the pinned tools
 	@if [ -x scripts/gen-proto.sh ]; then scripts/gen-proto.sh; fi
 
 .PHONY: build
-build: ## Build the static agent, collector and CLI into bin/
+build: check-go ## Build the static agent, collector and CLI into bin/
 	@mkdir -p $(BIN)
-	@if [ ! -x $(BIN)/watchpost-agent ]; then echo "build: first build: Go downloads the modules it needs and compiles about 500 packages (a few minutes on 2 cores; later builds take seconds); packages are listed as they compile"; fi
+	@if [ ! -x $(BIN)/watchpost-agent ]; then echo "build: first build: Go downloads the modules it needs and compiles about 500 packages (about 2 minutes on 2 cores; later builds take seconds); packages are listed as they compile"; fi
 	$(STATIC) $(GO) build $(if $(wildcard $(BIN)/watchpost-agent),,-v) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
 
 .PHONY: build-arm64
@@ -68,7 +78,7 @@ bench-fleet: build ## Fleet benchmark, 1000 simulated agents (AGENTS, RATE, PHAS
 	flock /tmp/wp-heavy.lock $(GO) run ./scripts/fleetbench -agents $(or $(AGENTS),1000) -rate $(or $(RATE),25) -phase $(or $(PHASE),30s) -out docs/benchmarks-fleet.md
 
 .PHONY: test
-test: ## Run every test: unit, and privileged ones against this kernel (root)
+test: check-go ## Run every test: unit, and privileged ones against this kernel (root)
 	@scripts/test.sh
 
 .PHONY: test-unit

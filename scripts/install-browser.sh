@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
 	echo "install-browser: chromium is missing and installing it needs root (sudo $0)" >&2
 	exit 1
 fi
+echo "install-browser: installing Debian's chromium for the dashboard's browser test (about 80 MB to download, 300 MB installed; apt-get install chromium)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends chromium >/dev/null
-chromium --version 2>/dev/null | head -1
+echo "install-browser: installed $(chromium --version 2>/dev/null | head -1)"

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/kernel-fs.sh
 
 if ! command -v go >/dev/null; then
-	echo "test: Go is not installed (https://go.dev/doc/install); the agent needs Go 1.26 to build" >&2
+	echo "test: Go is not installed: sudo make go (installs the Go that go.mod names)" >&2
 	exit 1
 fi
 

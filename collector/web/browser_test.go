@@ -286,7 +286,7 @@ func seedSilentAgent(t *testing.T, c *collector.Collector, pki string) {
 	}
 	defer b.Close()
 	ev := &watchpostv1.Event{
-		Header:  &watchpostv1.Header{Type: watchpostv1.EventType_EVENT_TYPE_HEALTH, TimeUnixNano: now.UnixNano(), Seq: 1, Host: "plc-hmi-3"},
+		Header:  &watchpostv1.Header{Type: watchpostv1.EventType_EVENT_TYPE_HEALTH, TimeUnixNano: now.UnixNano(), Seq: 1, Host: silentID},
 		Process: &watchpostv1.Process{Pid: 812, Comm: "watchpost-agent", Exe: "/usr/bin/watchpost-agent"},
 		Detail: &watchpostv1.Event_Health{Health: &watchpostv1.Health{Version: "1.0.0", Kernel: "6.1.0-28-amd64", CapturePath: "tracepoint",
 			Produced: 1200, Delivered: 1200}},
@@ -296,7 +296,7 @@ func seedSilentAgent(t *testing.T, c *collector.Collector, pki string) {
 	}
 	ingestAs(t, c.Addr(), pki, silentID,
 		&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: &watchpostv1.Heartbeat{
-			Seq: 1, BootId: "boot-hmi", RunId: "run-hmi", InstanceId: "inst-hmi", Host: "plc-hmi-3", Version: "1.0.0",
+			Seq: 1, BootId: "boot-hmi", RunId: "run-hmi", InstanceId: "inst-hmi", Host: silentID, Version: "1.0.0",
 			Kernel: "6.1.0-28-amd64", CapturePath: "tracepoint", Programs: []string{"tp_btf/sched_process_exec"},
 			IntervalNanos: int64(time.Second), TimeUnixNano: now.UnixNano()}}},
 		&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Batch{Batch: b.Seal(silentID, "boot-hmi", "run-hmi", 1)}})
@@ -465,7 +465,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		const h = document.querySelector('#ov-hosts tr[data-agent=%q][data-status=silent]');
 		return hi && Number(hi.textContent) >= 1 && a && a.textContent.includes('missed_heartbeat') && h && h.textContent.includes('no heartbeat for');
 	})()`, silentID, silentID)))
-	// The host shown is the certificate identity (the agent names itself plc-hmi-3).
+	// The host is the certificate identity, as the agent names itself.
 	if got := text(fmt.Sprintf(`#ov-alerts tr[data-agent=%q]`, silentID)); !strings.Contains(got, silentID) || !strings.Contains(got, seeded.Message) {
 		t.Fatalf("overview alert row %q lacks the host or the message %q", got, seeded.Message)
 	}

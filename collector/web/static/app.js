@@ -569,7 +569,7 @@ async function alertsView(params) {
     });
     const st = stateName(a.state);
     rows.push(el('tr', { class: 'alert state-' + st, 'data-id': a.id, 'data-state': st, 'data-severity': sevName(a.severity) },
-      el('td', {}, box), el('td', {}, sevBadge(a.severity)), timeCell(a.time_unix_nano), el('td', {}, a.host || a.agent_id),
+      el('td', {}, box), el('td', {}, sevBadge(a.severity)), timeCell(a.time_unix_nano), el('td', { class: 'host' }, a.host || a.agent_id),
       el('td', {}, alertKind(a.kind)), el('td', { class: 'message' }, a.message || ''), el('td', { class: 'num' }, a.count || ''),
       el('td', { class: 'state', title: triageText(a) + (a.note ? ' · ' + a.note : '') }, st, a.acknowledged_by || a.resolved_by ? el('div', { class: 'muted' }, 'by ' + (a.resolved_by || a.acknowledged_by)) : ''),
       el('td', {}, more)), detail);
