@@ -50,6 +50,7 @@ func (c *Collector) newDashboard() (*web.Dashboard, error) {
 		},
 		Authenticate: c.tokenIdentity,
 		UpdateAlerts: c.updateAlerts,
+		AddException: c.addException,
 	})
 }
 

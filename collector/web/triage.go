@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/watchpost/watchpost/collector/filter"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
@@ -58,24 +59,58 @@ func (d *Dashboard) alertList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
-// alertUpdate serves POST alert-update with an UpdateAlertsRequest in the
-// query API's JSON: the triage step is recorded under the session's name.
-func (d *Dashboard) alertUpdate(w http.ResponseWriter, r *http.Request) {
+// readRequest reads a request message in the query API's JSON, or answers
+// the error and returns false.
+func readRequest(w http.ResponseWriter, r *http.Request, m proto.Message) bool {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "reading the request failed")
-		return
+		return false
 	}
-	req := &watchpostv1.UpdateAlertsRequest{}
-	if err := protojson.Unmarshal(body, req); err != nil {
+	if err := protojson.Unmarshal(body, m); err != nil {
 		writeError(w, http.StatusBadRequest, "request: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// who is the session's name ("local" without login).
+func who(r *http.Request) string {
+	if ss := current(r.Context()); ss != nil {
+		return ss.who.Name
+	}
+	return "local"
+}
+
+// exceptionAdd serves POST exception-add with an AddExceptionRequest in
+// the query API's JSON (from an alert: its id, the attributes to keep and
+// the scope): the exception goes to the agents under the session's name.
+func (d *Dashboard) exceptionAdd(w http.ResponseWriter, r *http.Request) {
+	if d.deps.AddException == nil {
+		writeError(w, http.StatusNotImplemented, "exceptions are not available here")
 		return
 	}
-	who := "local"
-	if ss := current(r.Context()); ss != nil {
-		who = ss.who.Name
+	req := &watchpostv1.AddExceptionRequest{}
+	if !readRequest(w, r, req) {
+		return
 	}
-	resp, err := d.deps.UpdateAlerts(r.Context(), who, req)
+	resp, err := d.deps.AddException(r.Context(), who(r), req)
+	if err != nil {
+		d.queryError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(raw(resp))
+}
+
+// alertUpdate serves POST alert-update with an UpdateAlertsRequest in the
+// query API's JSON: the triage step is recorded under the session's name.
+func (d *Dashboard) alertUpdate(w http.ResponseWriter, r *http.Request) {
+	req := &watchpostv1.UpdateAlertsRequest{}
+	if !readRequest(w, r, req) {
+		return
+	}
+	resp, err := d.deps.UpdateAlerts(r.Context(), who(r), req)
 	if err != nil {
 		d.queryError(w, err)
 		return
@@ -103,6 +138,8 @@ type alertEvents struct {
 	// Events, newest first.
 	Events []json.RawMessage `json:"events"`
 	More   bool              `json:"more"`
+	// Missing: events a detection names that are not (or no longer) stored.
+	Missing int `json:"missing,omitempty"`
 }
 
 // alertEventsHandler serves GET alert-events?id=: the alert and the events
@@ -133,6 +170,11 @@ func (d *Dashboard) alertEventsHandler(w http.ResponseWriter, r *http.Request) {
 	if t, ok := alertEventTypes[a.GetKind()]; ok {
 		search["type"] = t
 	}
+	if det := a.GetDetection(); det != nil {
+		// A detection names its events: exactly those, oldest first.
+		d.detectionEvents(w, r, a, search)
+		return
+	}
 	f, err := filter.Parse(filter.Params{Agent: search["agent"], Types: search["type"], Since: search["since"], Until: search["until"]}, time.Now())
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
@@ -145,6 +187,30 @@ func (d *Dashboard) alertEventsHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	evs := er.GetEvents()
 	out := alertEvents{Alert: raw(a), Search: search, Events: make([]json.RawMessage, 0, len(evs)), More: er.GetTruncated()}
+	for i := len(evs) - 1; i >= 0; i-- {
+		out.Events = append(out.Events, raw(evs[i]))
+	}
+	writeJSON(w, out)
+}
+
+// detectionEvents answers alert-events for a detection: the events it
+// names (newest first), and a search around them.
+func (d *Dashboard) detectionEvents(w http.ResponseWriter, r *http.Request, a *watchpostv1.Alert, search map[string]string) {
+	resp, err := d.deps.Query.AlertEvents(r.Context(), &watchpostv1.AlertEventsRequest{AlertId: a.GetId()})
+	if err != nil {
+		d.queryError(w, err)
+		return
+	}
+	refs := a.GetDetection().GetEvents()
+	if len(refs) > 0 {
+		search["since"] = time.Unix(0, refs[0].GetTimeUnixNano()).Add(-time.Minute).UTC().Format(time.RFC3339Nano)
+		search["until"] = time.Unix(0, refs[len(refs)-1].GetTimeUnixNano()).Add(time.Minute).UTC().Format(time.RFC3339Nano)
+	}
+	if p := a.GetProcess(); p != nil && p.Pid != 0 {
+		search["pid"] = strconv.FormatUint(uint64(p.Pid), 10)
+	}
+	evs := resp.GetEvents()
+	out := alertEvents{Alert: raw(a), Search: search, Events: make([]json.RawMessage, 0, len(evs)), Missing: len(resp.GetMissing())}
 	for i := len(evs) - 1; i >= 0; i-- {
 		out.Events = append(out.Events, raw(evs[i]))
 	}

@@ -61,6 +61,9 @@ type Deps struct {
 	Authenticate func(token string) (Identity, bool)
 	// UpdateAlerts is a triage step made by who (the session's name).
 	UpdateAlerts func(ctx context.Context, who string, req *watchpostv1.UpdateAlertsRequest) (*watchpostv1.UpdateAlertsResponse, error)
+	// AddException sends a detection exception to agents, as who (nil:
+	// the dashboard offers no exceptions).
+	AddException func(ctx context.Context, who string, req *watchpostv1.AddExceptionRequest) (*watchpostv1.AddExceptionResponse, error)
 }
 
 // Config configures the dashboard.
@@ -144,6 +147,7 @@ func (d *Dashboard) Handler() http.Handler {
 	mux.HandleFunc("GET "+Prefix+"api/alert-list", d.authed(RoleRead, d.alertList))
 	mux.HandleFunc("GET "+Prefix+"api/alert-events", d.authed(RoleRead, d.alertEventsHandler))
 	mux.HandleFunc("POST "+Prefix+"api/alert-update", d.authed(RoleAdmin, d.alertUpdate))
+	mux.HandleFunc("POST "+Prefix+"api/exception-add", d.authed(RoleAdmin, d.exceptionAdd))
 	mux.HandleFunc("GET "+Prefix+"api/overview", d.authed(RoleRead, d.overview))
 	mux.HandleFunc("GET "+Prefix+"api/names", d.authed(RoleRead, d.names))
 	mux.HandleFunc("GET "+Prefix+"api/process", d.authed(RoleRead, d.process))

@@ -485,7 +485,8 @@ async function overviewView() {
 const ALERT_FILTERS = [
   ['state', 'state', [['open,acknowledged', 'open or acknowledged'], ['open', 'open'], ['acknowledged', 'acknowledged'], ['resolved', 'resolved'], ['', 'any']]],
   ['severity', 'severity at least', [['', 'any'], ...SEVERITIES.map(s => [s, s])]],
-  ['kind', 'kind', 'missed_heartbeat,drop_jump'],
+  ['kind', 'kind', 'detection,missed_heartbeat'],
+  ['rule', 'rule', 'wp-host-shell-by-service'], ['technique', 'technique', 'T0855'],
   ['host', 'host', ''], ['agent', 'agent', ''], ['since', 'since', '24h or RFC 3339'],
 ];
 
@@ -519,17 +520,58 @@ function triageText(a) {
   return parts.join(' · ');
 }
 
+// EXCEPTION_ATTRS are what an exception made from a detection can keep.
+const EXCEPTION_ATTRS = ['exe', 'ancestor', 'user', 'path', 'peer', 'host', 'unit', 'cgroup'];
+
+// detectionDetails explains a detection: the rule, why it fired and the
+// process it fired on.
+function detectionDetails(a) {
+  const x = a.detection, p = a.process || {};
+  return kv([['rule', x.rule_id + ' · ' + (x.title || '')], ['level', x.level], ['techniques', (x.techniques || []).join(', ')],
+    ['source', x.source], ['correlation', x.correlation ? x.correlation + ' of ' + (x.count || 0) : ''],
+    ['matched', (x.matches || []).map(m => m.field + ' = ' + m.value).join(' · ')],
+    ['process', (p.exe || p.comm || '') + ' [' + (p.pid || 0) + '] ' + (p.args || []).join(' ')],
+    ['uid / login uid', (p.uid || 0) + ' / ' + (p.auid === undefined ? '' : p.auid)],
+    ['ancestry', (a.ancestry || []).map(an => (an.exe || an.comm || '?') + ' [' + an.pid + ']').join(' ← ')],
+    ['cgroup', x.cgroup]]);
+}
+
+// exceptionForm turns a detection into an exception for its rule and the
+// alert's values of the attributes ticked, sent to its agent or all.
+function exceptionForm(a) {
+  const boxes = EXCEPTION_ATTRS.map(x => el('input', { type: 'checkbox', name: 'by', value: x, checked: x === 'exe' }));
+  const scope = el('select', { name: 'scope' }, el('option', { value: 'agent' }, 'on ' + a.agent_id), el('option', { value: 'all' }, 'on every agent'));
+  const comment = el('input', { name: 'comment', placeholder: 'why (kept with the exception)', maxlength: 512 });
+  const status = el('span', { class: 'status exception-status' });
+  const send = el('button', { type: 'submit', class: 'primary' }, 'Add an exception');
+  const f = el('form', { class: 'filters exception-form', id: 'exception-form-' + a.id },
+    el('span', {}, 'Stop ' + a.detection.rule_id + ' alerting where it has this alert\'s'),
+    EXCEPTION_ATTRS.map((x, i) => el('label', { class: 'check' }, boxes[i], x)), scope, comment, send, status);
+  f.addEventListener('submit', async e => {
+    e.preventDefault();
+    const by = boxes.filter(b => b.checked).map(b => b.value);
+    const r = await post('api/exception-add', { alert_id: String(a.id), by, all_agents: scope.value === 'all', comment: comment.value.trim() });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) { status.textContent = 'error: ' + (body.error || r.statusText); return; }
+    send.disabled = true;
+    status.textContent = 'exception ' + body.exception.id + ' sent to ' + (body.agent_id || 'every agent') + ' (command ' + body.command_seq + ')';
+  });
+  return f;
+}
+
 async function alertDetails(a, cell) {
   cell.replaceChildren(el('p', { class: 'status' }, 'loading the events behind the alert…'));
   const d = await getJSON('api/alert-events?id=' + a.id);
   const t = eventTable('alert-events-' + a.id);
   t.tBodies[0].append(...d.events.map(eventRow));
   cell.replaceChildren(
+    a.detection ? detectionDetails(a) : '',
+    a.detection && canTriage() ? exceptionForm(a) : '',
     kv([['alert', alertKind(a.kind) + ' #' + a.id], ['message', a.message], ['agent / host', a.agent_id + ' / ' + a.host],
       ['raised', fmtTime(a.time_unix_nano)], ['boot / instance', (a.boot_id || '') + ' / ' + (a.instance_id || '')], ['count', a.count],
       ['programs', (a.programs || []).join(', ')], ['drops', (a.drops || []).map(c => c.kind + '/' + c.reason + ' +' + c.count).join(', ')],
       ['triage', triageText(a) || 'not yet'], ['note', a.note]]),
-    el('h3', {}, 'Events behind it (' + d.events.length + (d.more ? '+' : '') + ')'),
+    el('h3', {}, 'Events behind it (' + d.events.length + (d.more ? '+' : '') + ')' + (d.missing ? ', ' + d.missing + ' no longer stored' : '')),
     el('p', { class: 'muted' }, 'The agent\'s ' + (d.search.type ? d.search.type.replace(/,/g, ', ') + ' ' : '') + 'events from ' + fmtTime(Date.parse(d.search.since) * 1e6) +
       ' to ' + fmtTime(Date.parse(d.search.until) * 1e6) + ' UTC. ', el('a', { href: '#/search?' + new URLSearchParams(d.search) }, 'Open in Search')),
     d.events.length ? t : el('p', { class: 'muted' }, 'No stored event in this window.'));
@@ -570,7 +612,7 @@ async function alertsView(params) {
     const st = stateName(a.state);
     rows.push(el('tr', { class: 'alert state-' + st, 'data-id': a.id, 'data-state': st, 'data-severity': sevName(a.severity) },
       el('td', {}, box), el('td', {}, sevBadge(a.severity)), timeCell(a.time_unix_nano), el('td', { class: 'host' }, a.host || a.agent_id),
-      el('td', {}, alertKind(a.kind)), el('td', { class: 'message' }, a.message || ''), el('td', { class: 'num' }, a.count || ''),
+      el('td', { class: a.detection ? 'rule' : '' }, a.detection ? a.detection.rule_id : alertKind(a.kind)), el('td', { class: 'message' }, a.message || ''), el('td', { class: 'num' }, a.count || ''),
       el('td', { class: 'state', title: triageText(a) + (a.note ? ' · ' + a.note : '') }, st, a.acknowledged_by || a.resolved_by ? el('div', { class: 'muted' }, 'by ' + (a.resolved_by || a.acknowledged_by)) : ''),
       el('td', {}, more)), detail);
   }
