@@ -103,3 +103,26 @@ func TestPacks(t *testing.T) {
 	}
 	t.Logf("%d alerting rules in %v", n, Packs())
 }
+
+// TestNoAllocationCommonPath: an event no rule fires on costs no
+// allocation, with the packs and 150 Sigma rules loaded.
+func TestNoAllocationCommonPath(t *testing.T) {
+	dir := t.TempDir()
+	if err := benchRules(dir, 150); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{Packs: Packs(), RulesDir: dir, Host: "gw"}, Deps{Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := benchEvents(4096, false)
+	for _, ev := range evs {
+		if out := e.Detect(ev); len(out) != 0 {
+			t.Fatalf("%v raised %s", ev, out[0].Alert.RuleID)
+		}
+	}
+	i := 0
+	if n := testing.AllocsPerRun(20000, func() { e.Detect(evs[i%len(evs)]); i++ }); n != 0 {
+		t.Fatalf("%.2f allocations per event", n)
+	}
+}

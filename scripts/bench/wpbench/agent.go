@@ -37,6 +37,8 @@ filters:
   rate_limit:
     per_second: 0
     burst: 0
+    user_per_second: 0
+    user_burst: 0
 `
 
 // freeAddr returns a loopback address with a port nobody listens on.

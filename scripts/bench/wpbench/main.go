@@ -75,7 +75,7 @@ func parseFlags(args []string) (*options, error) {
 	short := fs.Bool("short", false, "the short version (make bench): fewer rounds, shorter runs, 45 s idle")
 	doc := fs.String("doc", "", "write the report to this file (docs/benchmarks.md); stdout when empty")
 	bin := fs.String("bin", "bin", "directory holding watchpost-agent (make build)")
-	phases := fs.String("phases", "overhead,throughput,footprint,gobench", "phases to run")
+	phases := fs.String("phases", "overhead,throughput,detection,footprint,gobench", "phases to run")
 	conds := fs.String("conditions", strings.Join(allConditions, ","), "overhead conditions, in run order")
 	rounds := fs.Int("rounds", 0, "interleaved rounds of the overhead phase (default 5 short, 9 full)")
 	runSec := fs.Float64("run-seconds", 0, "bare duration of one workload run (default 0.2 short, 1 full)")
@@ -88,7 +88,7 @@ func parseFlags(args []string) (*options, error) {
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "overhead", "throughput", "footprint", "gobench":
+		case "overhead", "throughput", "detection", "footprint", "gobench":
 			o.phases[p] = true
 		case "":
 		default:
@@ -156,6 +156,12 @@ func run(ctx context.Context, o *options) (err error) {
 			return fmt.Errorf("throughput: %w", err)
 		}
 		rep.PhaseLoads = append(rep.PhaseLoads, [2]string{"throughput", loadAverage()})
+	}
+	if o.phases["detection"] {
+		if rep.Detection, err = runDetection(ctx, o); err != nil {
+			return fmt.Errorf("detection: %w", err)
+		}
+		rep.PhaseLoads = append(rep.PhaseLoads, [2]string{"detection", loadAverage()})
 	}
 	if o.phases["footprint"] {
 		if rep.Footprint, err = runFootprint(ctx, o); err != nil {

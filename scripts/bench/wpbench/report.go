@@ -20,6 +20,7 @@ type report struct {
 	Throughput *throughputResult
 	Footprint  *footprintResult
 	GoBench    *goBenchResult
+	Detection  *detectionResult
 }
 
 // headline is the machine-readable summary kept at the end of the report,
@@ -157,6 +158,7 @@ func (r *report) render(b *strings.Builder) {
 	r.renderAnalysis(p)
 	r.renderOverhead(p)
 	r.renderThroughput(p)
+	r.renderDetection(p)
 	r.renderFootprint(p)
 	r.renderGoBench(p)
 	r.renderReproducibility(p)
@@ -471,7 +473,8 @@ func (r *report) renderCommands(p func(string, ...any)) {
 	p("## Commands\n\n```sh\n")
 	p("sudo make bench                 # = make build && scripts/bench.sh: short version, rewrites this file\n")
 	p("sudo scripts/bench.sh --full    # the full version (9 rounds, 1 s runs, 10 min idle)\n")
-	p("# one phase: go run ./scripts/bench/wpbench -phases overhead|throughput|footprint|gobench [-short] [-doc FILE]\n")
+	p("# one phase: go run ./scripts/bench/wpbench -phases overhead|throughput|detection|footprint|gobench [-short] [-doc FILE]\n")
+	p("go %s\n", strings.Join(detectionBenchCommand(r.Opt.short), " "))
 	env, args := goBenchCommand(r.Opt.short)
 	p("sudo %s go %s\n", strings.Join(env, " "), strings.Join(args, " "))
 	p("```\n\nPackages the run installs (auditd, bpftrace and their dependencies) are purged at the end unless\n" +

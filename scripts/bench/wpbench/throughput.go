@@ -27,6 +27,7 @@ type rateStep struct {
 	Drops     float64
 	Detail    string
 	AgentCPU  float64 // percent of one core, the consumer process
+	CPUSecs   float64 // the consumer's CPU over the step, seconds
 	DrainTime time.Duration
 }
 
@@ -276,6 +277,7 @@ func holdRate(ctx context.Context, o *options, src counterSource, kind string, r
 	// that is not a negative drop.
 	s.Produced, s.Delivered, s.Drops, s.Detail = prod1-prod0, del1-del0, max(0, drop1-drop0), detail
 	s.AgentCPU = 100 * float64(u1.CPU-u0.CPU) / float64(time.Since(t0))
+	s.CPUSecs = (u1.CPU - u0.CPU).Seconds()
 	return s, nil
 }
 
