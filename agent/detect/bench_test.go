@@ -88,7 +88,7 @@ func benchEvents(n int, matching bool) []*event.Event {
 	out := make([]*event.Event, n)
 	for i := range out {
 		ev := &event.Event{Seq: uint64(i + 1), BootNS: uint64(i) * 1000, Time: time.Unix(1800000000, int64(i)*1000),
-			Process: event.Process{PID: uint32(1000 + r.IntN(200)), PPID: 800, UID: 1000, Exe: exes[r.IntN(len(exes))], Cwd: "/home/op"},
+			Process:  event.Process{PID: uint32(1000 + r.IntN(200)), PPID: 800, UID: 1000, Exe: exes[r.IntN(len(exes))], Cwd: "/home/op"},
 			Ancestry: anc}
 		ev.Process.Args = args[r.IntN(len(args))]
 		switch x := r.IntN(20); {
