@@ -37,8 +37,9 @@ deps: ## Install the build and test tools from Debian and the Go proxy (root)
 	@scripts/install-deps.sh
 
 .PHONY: generate
-generate: ## Regenerate bpf2go output and protobuf code with the pinned tools
+generate: ## Regenerate bpf2go output, protobuf code and the event JSON encoder with the pinned tools
 	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./agent/kernel/...
+	$(GO) generate ./agent/event
 	@if [ -x scripts/gen-proto.sh ]; then scripts/gen-proto.sh; fi
 
 .PHONY: build
@@ -126,7 +127,7 @@ helm-lint: ## helm lint --strict the chart with every values file in its ci/ (he
 .PHONY: check-generated
 check-generated: generate manifests ## Regenerate everything and fail if the committed output differs
 	@$(CLANG) --version | head -1; dpkg-query -W -f='$${Package} $${Version}\n' libbpf-dev 2>/dev/null || true
-	git diff --exit-code -- proto 'agent/kernel/*.go' deploy/kubernetes
+	git diff --exit-code -- proto 'agent/kernel/*.go' agent/event/json_gen.go deploy/kubernetes
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && args=() && \
 	for o in agent/kernel/wp_*_bpfel.o; do \
 		git show "HEAD:$$o" >"$$tmp/$${o##*/}" && args+=("$$tmp/$${o##*/}" "$$o"); \

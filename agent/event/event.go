@@ -124,6 +124,9 @@ const KernelKinds = int(kindKernelMax)
 // MarshalText makes kinds appear by name in JSON.
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// AppendText appends the kind's name (encoding.TextAppender).
+func (k Kind) AppendText(b []byte) ([]byte, error) { return append(b, k.String()...), nil }
+
 // UnmarshalText parses a kind name.
 func (k *Kind) UnmarshalText(b []byte) error {
 	v, err := ParseKind(string(b))

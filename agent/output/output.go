@@ -3,7 +3,6 @@ package output
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
@@ -24,11 +23,13 @@ type Sink interface {
 
 // JSONLines writes one JSON object per event and line. It buffers and is
 // flushed by the pipeline when the queue is idle, and at least every
-// maxDelay.
+// maxDelay. Events are encoded by event.AppendJSON (generated: the bytes of
+// encoding/json, without reflection or allocation per event) straight into
+// the buffer.
 type JSONLines struct {
 	mu       sync.Mutex
 	w        *bufio.Writer
-	enc      *json.Encoder
+	line     []byte // an event's line when it did not fit the buffer's free space
 	closer   io.Closer
 	errs     uint64
 	lastErr  error
@@ -39,18 +40,30 @@ type JSONLines struct {
 // NewJSONLines writes to w; c, when not nil, is closed by Close.
 func NewJSONLines(w io.Writer, c io.Closer) *JSONLines {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(bw)
-	enc.SetEscapeHTML(false)
-	return &JSONLines{w: bw, enc: enc, closer: c, last: time.Now(), maxDelay: 200 * time.Millisecond}
+	return &JSONLines{w: bw, closer: c, last: time.Now(), maxDelay: 200 * time.Millisecond}
 }
 
 // Write encodes ev. Encoding errors are counted, not logged per event.
 func (j *JSONLines) Write(ev *event.Event) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if err := j.enc.Encode(ev); err != nil {
+	// Appending to the free part of the buffer writes in place; a longer
+	// line grows into j.line, which is kept for the next one.
+	b := j.w.AvailableBuffer()
+	spare := cap(b) < 4<<10
+	if spare {
+		b = j.line[:0]
+	}
+	b, err := ev.AppendJSON(b)
+	if err != nil {
+		j.errs++
+		j.lastErr = fmt.Errorf("encoding a %s event: %w", ev.Kind, err)
+	} else if _, err := j.w.Write(append(b, '\n')); err != nil {
 		j.errs++
 		j.lastErr = err
+	}
+	if spare {
+		j.line = b[:0]
 	}
 	if time.Since(j.last) > j.maxDelay {
 		j.flushLocked()
