@@ -359,8 +359,8 @@ func (c *Collector) commit(ctx context.Context, s *stream, group []job, cs *cmdS
 		results, storeErr = c.sink.StoreBatches(ctx, inputs)
 		if storeErr != nil {
 			c.log.Error().Err(storeErr).Str("agent", agent).Int("batches", len(inputs)).Msg("storing batches failed, asking the agent to retry")
-		} else {
-			c.trimToQuota(ctx)
+		} else if c.queue == nil {
+			c.trimToQuota(ctx) // behind the queue the writers apply the quota
 		}
 	}
 	ri := 0

@@ -157,7 +157,7 @@ func (o Options) StreamConfig() jetstream.StreamConfig {
 }
 
 func (c *Conn) ensureStream(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	_, err := c.js.CreateOrUpdateStream(ctx, c.opt.StreamConfig())
 	return err
@@ -245,3 +245,8 @@ func (c *Conn) OnCommands(f func(agent string)) error {
 	_, err := c.nc.Subscribe(c.commandsSubject(), func(m *natsgo.Msg) { f(string(m.Data)) })
 	return err
 }
+
+// apiTimeout bounds one JetStream API request (creating the stream or the
+// consumer) before it is tried again: while a new cluster elects its meta
+// leader a request may go unanswered, and the next one succeeds.
+const apiTimeout = 2 * time.Second

@@ -61,7 +61,13 @@ type Writer struct {
 	cons jetstream.Consumer
 
 	messages, stored, dup, events, heartbeats, rejected, poison, storeErrs atomic.Uint64
+	lastTrim                                                               atomic.Int64 // unix nanoseconds
 }
+
+// trimEvery bounds how often a writer applies the storage quota after its
+// commits: the check reads every agent's usage, and an agent can outgrow
+// its quota by at most this much of its own ingest.
+const trimEvery = time.Second
 
 // writeTimeout bounds one fetch's store transaction.
 const writeTimeout = 2 * time.Minute
@@ -82,7 +88,7 @@ func NewWriter(ctx context.Context, c *Conn, st store.Store, opt WriterOptions, 
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
 		cons, err := c.js.CreateOrUpdateConsumer(cctx, c.opt.Stream, cfg)
 		cancel()
 		if err == nil {
@@ -230,6 +236,7 @@ func (w *Writer) write(ctx context.Context, msgs []jetstream.Msg) error {
 			}
 		}
 	}
+	w.trimToQuota(ctx)
 	for _, m := range rest {
 		agent := m.Headers().Get(HdrAgent)
 		if strings.HasSuffix(m.Subject(), "."+KindRejected) {
@@ -260,6 +267,26 @@ func (w *Writer) write(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 	}
 	return nil
+}
+
+// trimToQuota applies the storage quota after commits, at most every
+// trimEvery (concurrent loops: one of them does it).
+func (w *Writer) trimToQuota(ctx context.Context) {
+	q := w.opt.Retention.Quota
+	if q.MaxBytes <= 0 && q.PerAgent <= 0 {
+		return
+	}
+	now, last := time.Now().UnixNano(), w.lastTrim.Load()
+	if now-last < int64(trimEvery) || !w.lastTrim.CompareAndSwap(last, now) {
+		return
+	}
+	trimmed, err := w.st.TrimToQuota(ctx, q)
+	if err != nil {
+		w.log.Error().Err(err).Msg("applying the storage quota failed")
+	}
+	for _, t := range trimmed {
+		w.log.Warn().Str("agent", t.AgentID).Uint64("events", t.Events).Int64("bytes", t.Bytes).Msg("storage quota: the agent's oldest events deleted")
+	}
 }
 
 func (w *Writer) terminate(m jetstream.Msg, err error) {
