@@ -34,6 +34,8 @@ const (
 	classFile
 	classNet
 	classSecurity
+	classExec
+	classNamespace
 )
 
 func (c fieldClass) has(k event.Kind) bool {
@@ -45,7 +47,12 @@ func (c fieldClass) has(k event.Kind) bool {
 	case classNet:
 		return k >= event.KindNetConnect && k <= event.KindNetSocket
 	case classSecurity:
-		return k >= event.KindModuleLoad && k <= event.KindMemfdExec
+		return (k >= event.KindModuleLoad && k <= event.KindMemfdExec) || k == event.KindUserfaultfd ||
+			k == event.KindMemfdCreate || k == event.KindNamespace
+	case classExec:
+		return k == event.KindExec
+	case classNamespace:
+		return k == event.KindNamespace
 	}
 	return false
 }
@@ -94,7 +101,7 @@ var (
 	fTerminalSession, fUID, fEUID, fGID, fEGID, fCgroupID, fTargetFilename, fOpenFlags, fMode         fieldID
 	fResult, fOwnerUID, fOwnerGID, fSize, fSourceIP, fSourcePort, fDestIP, fDestPort, fBytesSent      fieldID
 	fBytesRecv, fOldID, fNewID, fSecFlags, fSignal, fTargetPID, fTargetImage, fTargetCmd, fTargetUser fieldID
-	fTargetIsChild, fInitiated                                                                        fieldID
+	fTargetIsChild, fInitiated, fNamespaces                                                           fieldID
 )
 
 var fieldDefs []fieldDef
@@ -388,7 +395,16 @@ func init() {
 			return f(c.ev.Security)
 		})})
 	}
-	secStr("Operation", "the syscall (setuid, finit_module, kill ...)", func(s *event.Security) string { return s.Operation })
+	def(nil, fieldDef{name: "Operation", class: classSecurity, doc: "the syscall (setuid, finit_module, kill, setns, unshare ...)",
+		get: one(func(c *evalCtx) string {
+			switch {
+			case c.ev.Security != nil:
+				return c.ev.Security.Operation
+			case c.ev.Namespace != nil:
+				return c.ev.Namespace.Operation
+			}
+			return ""
+		})})
 	secStr("Name", "ptrace request, bpf command, mount source, clock, memfd name", func(s *event.Security) string { return s.Name })
 	secStr("Path", "module file, mount point, /memfd:name", func(s *event.Security) string { return s.Path })
 	secStr("FsType", "mount: the file system type", func(s *event.Security) string { return s.FSType })
@@ -406,6 +422,22 @@ func init() {
 	secInt(&fSecFlags, "Flags", "mount and umount flags, capset effective set", func(s *event.Security) int64 { return int64(s.Flags) })
 	secInt(&fSignal, "Signal", "signal: the signal number", func(s *event.Security) int64 { return int64(s.Signal) })
 	secInt(&fTargetPID, "TargetProcessId", "ptrace and signal: the target's pid", func(s *event.Security) int64 { return int64(s.TargetPID) })
+	def(&fNamespaces, fieldDef{name: "Namespaces", class: classNamespace, doc: "namespace: the types involved, comma-separated (net,mnt)",
+		get: buffered(&fNamespaces, func(c *evalCtx, b []byte) []byte {
+			if c.ev.Namespace == nil {
+				return b
+			}
+			for i, n := range c.ev.Namespace.Namespaces {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, n...)
+			}
+			return b
+		})})
+	def(nil, fieldDef{name: "Environment", class: classExec, multi: true,
+		doc: "exec: each captured environment variable as NAME=value (exec_env), in name order",
+		get: func(c *evalCtx, i int) (string, bool) { return c.envVar(i) }})
 	def(&fTargetImage, fieldDef{name: "TargetImage", class: classSecurity, doc: "ptrace and signal: the target's executable",
 		get: one(func(c *evalCtx) string { return c.target().Exe })})
 	def(&fTargetCmd, fieldDef{name: "TargetCommandLine", class: classSecurity, doc: "ptrace and signal: the target's argv",

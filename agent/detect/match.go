@@ -2,6 +2,7 @@ package detect
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -48,6 +49,10 @@ type evalCtx struct {
 	ancBufs [][]byte
 	tgtGen  uint32
 	tgt     targetInfo
+	envGen  uint32   // Environment built for this event
+	envBuf  []byte   // NAME=value, back to back
+	envEnds []int    // end of each in envBuf
+	envKeys []string // reused for sorting
 }
 
 func newEvalCtx(host string, users *userTable, cg *cgroupPaths, procs Processes) *evalCtx {
@@ -65,7 +70,7 @@ func (c *evalCtx) use(set *ruleSet) {
 	c.gen = 0
 	clear(c.bufGen)
 	clear(c.ancGen)
-	c.tgtGen = 0
+	c.tgtGen, c.envGen = 0, 0
 }
 
 func (c *evalCtx) reset(ev *event.Event) {
@@ -77,7 +82,7 @@ func (c *evalCtx) reset(ev *event.Event) {
 		clear(c.ruleGen)
 		clear(c.bufGen)
 		clear(c.ancGen)
-		c.tgtGen = 0
+		c.tgtGen, c.envGen = 0, 0
 		c.gen = 1
 	}
 	c.cands = c.cands[:0]
@@ -103,6 +108,37 @@ func (c *evalCtx) ancestorArgs(i int) string {
 	return bstr(c.ancBufs[i])
 }
 
+// envVar is the i-th captured environment variable, in name order, built
+// once per event into a reused buffer.
+func (c *evalCtx) envVar(i int) (string, bool) {
+	if c.envGen != c.gen {
+		c.envGen = c.gen
+		c.envBuf, c.envEnds, c.envKeys = c.envBuf[:0], c.envEnds[:0], c.envKeys[:0]
+		if x := c.ev.Exec; x != nil {
+			for k := range x.Env {
+				c.envKeys = append(c.envKeys, k)
+			}
+			slices.Sort(c.envKeys)
+			for _, k := range c.envKeys {
+				c.envBuf = append(append(append(c.envBuf, k...), '='), x.Env[k]...)
+				c.envEnds = append(c.envEnds, len(c.envBuf))
+			}
+			for _, d := range x.EnvDuplicates {
+				c.envBuf = append(c.envBuf, d...)
+				c.envEnds = append(c.envEnds, len(c.envBuf))
+			}
+		}
+	}
+	if i >= len(c.envEnds) {
+		return "", false
+	}
+	start := 0
+	if i > 0 {
+		start = c.envEnds[i-1]
+	}
+	return bstr(c.envBuf[start:c.envEnds[i]]), true
+}
+
 func (c *evalCtx) result() int32 {
 	switch {
 	case c.ev.File != nil:
@@ -111,6 +147,8 @@ func (c *evalCtx) result() int32 {
 		return c.ev.Net.Result
 	case c.ev.Security != nil:
 		return c.ev.Security.Result
+	case c.ev.Namespace != nil:
+		return c.ev.Namespace.Result
 	}
 	return 0
 }

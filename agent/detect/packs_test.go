@@ -552,6 +552,37 @@ var cases = []ruleCase{
 			return c.bad
 		}},
 
+	{rule: "wp-host-ld-preload", technique: "T1574.006", field: "Environment",
+		benign: func(t *testing.T, c *env) string {
+			c.link(t, "/bin/true", c.ok+"/tool")
+			run(t, "env", "TZ=UTC", c.ok+"/tool")
+			return c.ok
+		},
+		bad: func(t *testing.T, c *env) string {
+			c.link(t, "/bin/true", c.bad+"/tool")
+			cmd := exec.Command("env", "LD_PRELOAD="+c.bad+"/hook.so", c.bad+"/tool")
+			_ = cmd.Run() // the loader warns about the missing library; the start is the behaviour
+			return c.bad
+		}},
+	{rule: "wp-host-namespace-enter", technique: "T1611", field: "Operation",
+		benign: func(t *testing.T, c *env) string {
+			c.link(t, "/bin/true", c.ok+"/tool")
+			run(t, "unshare", "-n", c.ok+"/tool")
+			return c.rnd + "-ok"
+		},
+		bad: func(t *testing.T, c *env) string {
+			// A process of the test's own in a new network namespace (the
+			// plant network's namespace, a container's): enter it.
+			holder := exec.Command("unshare", "-n", "/bin/sleep", "30")
+			if err := holder.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+			time.Sleep(200 * time.Millisecond)
+			c.link(t, "/usr/bin/nsenter", c.bad+"/nsenter")
+			run(t, c.bad+"/nsenter", "-t", strconv.Itoa(holder.Process.Pid), "-n", "/bin/true")
+			return c.bad
+		}},
 	{rule: "wp-ot-fieldbus-shell", technique: "T0855", field: "Fieldbus",
 		benign: func(t *testing.T, c *env) string {
 			node := mknod(t, c.ok+"/ttyUSB8", 188, 8)
