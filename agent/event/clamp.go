@@ -39,11 +39,10 @@ func (ev *Event) Clamp() {
 		ev.Ancestry = ev.Ancestry[:limits.Ancestry]
 	}
 	for i := range ev.Ancestry {
-		a := &ev.Ancestry[i]
-		f := "ancestry[" + strconv.Itoa(i) + "]."
-		c.str(f+"comm", &a.Comm, limits.NameBytes)
-		c.path(f+"exe", &a.Exe)
-		c.list(f+"args", &a.Args, limits.AncestorArgs, limits.AncestorArgsBytes, limits.AncestorArgsBytes)
+		a, f := &ev.Ancestry[i], &ancestorFields[i]
+		c.str(f[0], &a.Comm, limits.NameBytes)
+		c.path(f[1], &a.Exe)
+		c.list(f[2], &a.Args, limits.AncestorArgs, limits.AncestorArgsBytes, limits.AncestorArgsBytes)
 	}
 	if in := ev.Industrial; in != nil {
 		c.str("industrial.protocol", &in.Protocol, limits.NameBytes)
@@ -154,6 +153,16 @@ func (ev *Event) Clamp() {
 		c.str("tamper.error", &t.Error, limits.TextBytes)
 	}
 }
+
+// ancestorFields are the names of the ancestors' clamped fields, made once
+// rather than for every event.
+var ancestorFields = func() (t [limits.Ancestry][3]string) {
+	for i := range t {
+		f := "ancestry[" + strconv.Itoa(i) + "]."
+		t[i] = [3]string{f + "comm", f + "exe", f + "args"}
+	}
+	return t
+}()
 
 type clamper struct{ ev *Event }
 

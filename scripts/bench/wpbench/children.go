@@ -108,6 +108,7 @@ func sensorChild(args []string) error {
 	cfg.Threads = true
 	cfg.Filters.ReadOpens = true
 	cfg.Filters.RatePerSec = 0
+	cfg.Filters.UserRatePerSec = 0
 	s, err := kernel.Load(cfg, zerolog.New(os.Stderr).Level(zerolog.WarnLevel))
 	if err != nil {
 		return err

@@ -142,9 +142,11 @@ func runThroughput(ctx context.Context, o *options, cleanups *cleanupStack) (*th
 			return 0, 0, 0, "", err
 		}
 		k := s.Kernel
-		drops := float64(k.RingFull + k.QueueFull + k.Missed + s.ProgramMisses + s.DecodeErrors)
+		// Rate-limited events are lost too (full capture lifts the limits,
+		// so this is a check that it did).
+		drops := float64(k.RingFull + k.QueueFull + k.Missed + s.ProgramMisses + s.DecodeErrors + k.RateLimited)
 		return float64(k.Produced), float64(s.Consumed), drops,
-			fmt.Sprintf("ring_full %d, queue_full %d, missed %d", k.RingFull, k.QueueFull, k.Missed+s.ProgramMisses), nil
+			fmt.Sprintf("ring_full %d, queue_full %d, missed %d, rate_limited %d", k.RingFull, k.QueueFull, k.Missed+s.ProgramMisses, k.RateLimited), nil
 	}}
 	setup := "agent/kernel Sensor loaded alone (full capture), its queue drained and discarded: `wpbench sensor-child`"
 	p, err := ladder(ctx, o, "kernel → agent reader, file_open events (ring, ReadInto, decode; no pipeline)", genOpen, src, rates, step)
