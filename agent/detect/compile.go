@@ -234,7 +234,7 @@ func (c *compiler) rule(r *parsedRule) (*crule, *LoadError) {
 			for _, fe := range alt {
 				def := fieldDefs[fe.fid]
 				for _, k := range cat.kinds {
-					if !def.class.has(k) {
+					if !def.exists(k) {
 						return nil, &LoadError{File: r.file, Line: fe.line, Msg: fmt.Sprintf("detection.%s: field %s does not exist for %s events", name, fe.field, r.category)}
 					}
 				}

@@ -12,6 +12,31 @@
 //
 // Detect is called by the pipeline's goroutine; reloads compile a new set
 // on the engine's goroutine and swap it in atomically.
+//
+// # Stable interfaces
+//
+// Other parts of the agent build on these, and they keep their meaning:
+//
+//   - Rule ids: a pack rule's id (wp-host-..., wp-ot-...) never changes
+//     meaning; a user rule's id is its Sigma id (or name). Alerts carry it
+//     in event.Alert.RuleID, and response policies select on it.
+//   - Alerts: Detect returns events of kind event.KindAlert whose Alert
+//     holds the rule id, title, level, ATT&CK techniques, tags, source,
+//     the matched fields and values and the events behind it. Any producer
+//     of alerts (learned baselines) fills the same event.Alert; the
+//     pipeline, shipper (own lane, never shed) and collector treat every
+//     alert alike.
+//   - Exceptions: Exception and its attributes (exe, ancestor, user, path,
+//     peer, host, cgroup, unit) are the selectors of the rules format; the
+//     collector's command channel carries them (watchpostv1.DetectionException)
+//     and CommandHandler applies add/remove commands. Suppressed matches
+//     are counted per rule in Status and per exception in ExceptionHits.
+//   - Fields: FieldNames lists what rules may name; RegisterField adds the
+//     fields of an event kind produced elsewhere (industrial operations),
+//     from an init function, without changing this package.
+//   - Lifecycle: New -> Start (watch the rules directory) -> Shutdown;
+//     Reload (SIGHUP), ReloadNow, Changed (a reload happened), Status (for
+//     health events), Rules (what is loaded).
 package detect
 
 import (
@@ -147,6 +172,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	engines.Add(1)
 	e := &Engine{
 		cfg: cfg, log: deps.Logger.With().Str("component", "detect").Logger(),
 		users: loadUsers(cfg.PasswdFile), cache: map[string]*parsedFile{},

@@ -24,6 +24,16 @@ type fieldDef struct {
 	// the next event.
 	get func(c *evalCtx, i int) (string, bool)
 	doc string
+	// kinds are the events of a registered field (class classKinds).
+	kinds kindMask
+}
+
+// exists reports whether events of kind k carry the field.
+func (d *fieldDef) exists(k event.Kind) bool {
+	if d.class == classKinds {
+		return d.kinds.has(k)
+	}
+	return d.class.has(k)
 }
 
 // fieldClass says which events have a field.
@@ -36,6 +46,7 @@ const (
 	classSecurity
 	classExec
 	classNamespace
+	classKinds // a registered field: the kinds it was registered for
 )
 
 func (c fieldClass) has(k event.Kind) bool {

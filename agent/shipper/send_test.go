@@ -125,6 +125,7 @@ func TestTiers(t *testing.T) {
 		{event.Event{Kind: event.KindExec}, tierCritical},
 		{event.Event{Kind: event.KindCredChange}, tierCritical},
 		{event.Event{Kind: event.KindModuleLoad}, tierCritical},
+		{event.Event{Kind: event.KindAlert, Alert: &event.Alert{}}, tierCritical},
 		{event.Event{Kind: event.KindFileOpen, File: &event.File{}}, tierBulk},
 		{event.Event{Kind: event.KindFileOpen, File: &event.File{Write: true}}, tierNormal},
 		{event.Event{Kind: event.KindFileOpen, File: &event.File{}, Industrial: &event.Industrial{Fieldbus: "ttyS"}}, tierCritical},
