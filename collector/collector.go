@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -59,6 +60,10 @@ type Stats struct {
 	StreamsRefused                                uint64
 	Alerts                                        map[string]uint64 // raised, by kind
 	AlertStoreErrors                              uint64
+	// QueryRefused counts query requests refused before any work, by
+	// reason: host (a Host header a loopback listener does not answer
+	// for), auth_throttled (unknown tokens beyond the failure budget).
+	QueryRefused map[string]uint64
 }
 
 // Collector is the server.
@@ -90,6 +95,12 @@ type Collector struct {
 	tokens       map[string]Token
 	revocations  *revocations
 	authNeeded   bool
+	// queryLoopback: the query listener is on loopback, where the Host
+	// header is checked (query.allowed_hosts).
+	queryLoopback bool
+	authFailures  *rate.Limiter
+	hostsRefused  atomic.Uint64
+	authThrottled atomic.Uint64
 
 	started  atomic.Bool
 	stopping chan struct{} // closed when Shutdown begins
@@ -139,6 +150,8 @@ func New(cfg Config, deps Deps) (*Collector, error) {
 	}
 	loop, _ := isLoopback(cfg.Query.Listen)
 	c.authNeeded = !loop || len(cfg.Query.Tokens) > 0
+	c.queryLoopback = loop
+	c.authFailures = rate.NewLimiter(rate.Limit(cfg.Query.AuthFailuresPerSecond), cfg.Query.AuthFailureBurst)
 	dec, err := ingest.NewDecoder(ingest.Limits{
 		MaxUncompressedBytes: cfg.Ingest.MaxUncompressedBytes, MaxEvents: cfg.Ingest.MaxEventsPerBatch,
 		MaxStringBytes: cfg.Ingest.MaxStringBytes, MaxListLen: cfg.Ingest.MaxListLen,
@@ -435,6 +448,7 @@ func (c *Collector) Stats() Stats {
 		EventsStored: c.eventsStored.Load(), EventsRefused: c.eventsRefused.Load(), Heartbeats: c.heartbeats.Load(),
 		StreamsActive: c.streamsActive.Load(), StreamsRefused: c.streamsRefused.Load(),
 		Rejected: map[string]uint64{}, Alerts: map[string]uint64{}, AlertStoreErrors: c.alertStoreErr.Load(),
+		QueryRefused: map[string]uint64{"host": c.hostsRefused.Load(), "auth_throttled": c.authThrottled.Load()},
 	}
 	c.countMu.Lock()
 	for k, v := range c.rejected {

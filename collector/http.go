@@ -2,6 +2,7 @@ package collector
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -78,13 +79,48 @@ func (c *Collector) queryHandler() http.Handler {
 		writeProto(w, resp, err)
 	}))
 	c.mountDashboard(mux)
+	// A browser sends state-changing requests of another site with
+	// Sec-Fetch-Site or an Origin that is not this listener: refused, token
+	// or not. Clients that are not browsers send neither.
+	api := http.NewCrossOriginProtection().Handler(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			c.querySrv.ServeHTTP(w, r)
 			return
 		}
-		mux.ServeHTTP(w, r)
+		if c.queryLoopback && !c.hostAllowed(r.Host) {
+			c.hostsRefused.Add(1)
+			httpError(w, status.Errorf(codes.PermissionDenied, "host %q is not one this loopback listener answers for (query.allowed_hosts)", r.Host))
+			return
+		}
+		api.ServeHTTP(w, r)
 	})
+}
+
+// loopbackHosts are the Host header values a loopback listener always
+// answers for.
+var loopbackHosts = []string{"localhost", "127.0.0.1", "::1"}
+
+// hostAllowed says whether a request's Host header (with or without port)
+// names this loopback listener: a page of another site whose DNS name was
+// rebound to 127.0.0.1 sends its own name and is refused.
+func (c *Collector) hostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	for _, ok := range loopbackHosts {
+		if strings.EqualFold(host, ok) {
+			return true
+		}
+	}
+	for _, ok := range c.cfg.Query.AllowedHosts {
+		if strings.EqualFold(host, ok) {
+			return true
+		}
+	}
+	return false
 }
 
 // httpTail streams newline-delimited JSON TailEventsResponse objects.
@@ -156,11 +192,12 @@ func writeProto(w http.ResponseWriter, m proto.Message, err error) {
 }
 
 var httpStatus = map[codes.Code]int{
-	codes.InvalidArgument:  http.StatusBadRequest,
-	codes.Unauthenticated:  http.StatusUnauthorized,
-	codes.PermissionDenied: http.StatusForbidden,
-	codes.NotFound:         http.StatusNotFound,
-	codes.Unavailable:      http.StatusServiceUnavailable,
+	codes.InvalidArgument:   http.StatusBadRequest,
+	codes.Unauthenticated:   http.StatusUnauthorized,
+	codes.PermissionDenied:  http.StatusForbidden,
+	codes.NotFound:          http.StatusNotFound,
+	codes.ResourceExhausted: http.StatusTooManyRequests,
+	codes.Unavailable:       http.StatusServiceUnavailable,
 }
 
 // httpError writes {"code": "...", "message": "..."} with a matching status.

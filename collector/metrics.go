@@ -18,6 +18,7 @@ type metricsCollector struct {
 	c                                          *Collector
 	batches, events, rejected, heartbeats      *prometheus.Desc
 	streams, refused, alerts, alertStoreErrors *prometheus.Desc
+	queryRefused                               *prometheus.Desc
 }
 
 func newMetricsCollector(c *Collector) *metricsCollector {
@@ -37,11 +38,14 @@ func newMetricsCollector(c *Collector) *metricsCollector {
 			"Tamper-evidence alerts raised, by kind (docs/reliability.md).", []string{"kind"}, nil),
 		alertStoreErrors: prometheus.NewDesc("watchpost_collector_alert_store_errors_total",
 			"Alerts raised that the store failed to keep (they were logged).", nil, nil),
+		queryRefused: prometheus.NewDesc("watchpost_collector_query_refused_total",
+			"Query requests refused before any work, by reason: host (a Host header the loopback listener does not answer for), auth_throttled (unknown bearer tokens beyond query.auth_failures_per_second).",
+			[]string{"reason"}, nil),
 	}
 }
 
 func (m *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.batches, m.events, m.rejected, m.heartbeats, m.streams, m.refused, m.alerts, m.alertStoreErrors} {
+	for _, d := range []*prometheus.Desc{m.batches, m.events, m.rejected, m.heartbeats, m.streams, m.refused, m.alerts, m.alertStoreErrors, m.queryRefused} {
 		ch <- d
 	}
 }
@@ -72,6 +76,9 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(m.alerts, s.Alerts[name], name)
 	}
 	counter(m.alertStoreErrors, s.AlertStoreErrors)
+	for reason, n := range s.QueryRefused {
+		counter(m.queryRefused, n, reason)
+	}
 }
 
 // metricsHandler serves the collector's counters and the Go runtime's and

@@ -171,6 +171,10 @@ func (c *Collector) authorize(authorization, method string) (string, error) {
 		}
 	}
 	if found == nil {
+		if !c.authFailures.Allow() {
+			c.authThrottled.Add(1)
+			return "", status.Error(codes.ResourceExhausted, "too many unknown tokens (query.auth_failures_per_second); wait")
+		}
 		return "", status.Error(codes.Unauthenticated, "unknown token")
 	}
 	if adminMethods[method] && found.Role != RoleAdmin {

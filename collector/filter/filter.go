@@ -4,6 +4,7 @@ package filter
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -94,15 +95,29 @@ func ParseTime(s string, now time.Time) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	if d, err := time.ParseDuration(s); err == nil {
-		return now.Add(-d).UnixNano(), nil
-	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is neither an RFC 3339 time nor a duration", s)
+		d, derr := time.ParseDuration(s)
+		if derr != nil {
+			return 0, fmt.Errorf("%q is neither an RFC 3339 time nor a duration", s)
+		}
+		t = now.Add(-d)
+	}
+	// Event times are nanoseconds since 1970 in an int64: a time outside
+	// that range would wrap around and match nothing (or everything).
+	if t.Before(minTime) || t.After(maxTime) {
+		return 0, fmt.Errorf("%q is outside %s .. %s, the times events can carry", s,
+			minTime.Format(time.RFC3339), maxTime.Format(time.RFC3339))
 	}
 	return t.UnixNano(), nil
 }
+
+// minTime and maxTime bound the times a filter takes (int64 nanoseconds
+// since the Unix epoch; 0 means unbounded, so the epoch itself is out).
+var (
+	minTime = time.Unix(0, 1).UTC()
+	maxTime = time.Unix(0, math.MaxInt64).UTC().Truncate(time.Second)
+)
 
 // TypeName is the stable name of an event type (exec, file_open ...).
 func TypeName(t watchpostv1.EventType) string { return eventtype.Name(t) }

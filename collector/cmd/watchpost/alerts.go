@@ -128,8 +128,7 @@ func printAlerts(out io.Writer, as []*watchpostv1.Alert, asJSON bool) error {
 		if d := a.GetDetection(); d != nil {
 			kind = d.RuleId
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.Id, formatTime(a.TimeUnixNano), alerts.SeverityName(a.Severity), st,
-			a.AgentId, a.Host, kind, a.Count, a.Message)
+		row(w, a.Id, formatTime(a.TimeUnixNano), alerts.SeverityName(a.Severity), st, a.AgentId, a.Host, kind, a.Count, a.Message)
 	}
 	return w.Flush()
 }
@@ -168,9 +167,9 @@ func newAlertEvents(g *globals) *cobra.Command {
 				return printEvents(out, resp.Events, true, false)
 			}
 			if d := resp.Alert.GetDetection(); d != nil {
-				fmt.Fprintf(out, "%s (%s, %s) %s\n", d.RuleId, d.Level, strings.Join(d.Techniques, " "), d.Title)
+				fmt.Fprintf(out, "%s (%s, %s) %s\n", printable(d.RuleId), printable(d.Level), printable(strings.Join(d.Techniques, " ")), printable(d.Title))
 				for _, m := range d.Matches {
-					fmt.Fprintf(out, "  %s = %s\n", m.Field, m.Value)
+					fmt.Fprintf(out, "  %s = %s\n", printable(m.Field), printable(m.Value))
 				}
 			}
 			if err := printEvents(out, resp.Events, false, true); err != nil {
@@ -215,8 +214,8 @@ func newAlertExcept(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(cmd.OutOrStdout(), resp)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "exception %s sent to %s (command %d): %s\n", resp.Exception.Id, agentOrAll(resp.AgentId),
-				resp.CommandSeq, describeException(resp.Exception))
+			fmt.Fprintf(cmd.OutOrStdout(), "exception %s sent to %s (command %d): %s\n", printable(resp.Exception.Id), printable(agentOrAll(resp.AgentId)),
+				resp.CommandSeq, printable(describeException(resp.Exception)))
 			return nil
 		},
 	}
@@ -297,8 +296,8 @@ func newExceptions(g *globals) *cobra.Command {
 				if len(del) == 0 {
 					del = []string{"pending"}
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Exception.Id, formatTime(e.CreatedUnixNano), e.IssuedBy,
-					agentOrAll(e.AgentId), strings.Join(del, "; "), describeException(e.Exception), e.Exception.Comment)
+				row(w, e.Exception.Id, formatTime(e.CreatedUnixNano), e.IssuedBy, agentOrAll(e.AgentId), strings.Join(del, "; "),
+					describeException(e.Exception), e.Exception.Comment)
 			}
 			return w.Flush()
 		},
@@ -318,7 +317,7 @@ func newExceptions(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "exception %s withdrawn from %s (command %d)\n", args[0], agentOrAll(resp.AgentId), resp.CommandSeq)
+			fmt.Fprintf(cmd.OutOrStdout(), "exception %s withdrawn from %s (command %d)\n", printable(args[0]), printable(agentOrAll(resp.AgentId)), resp.CommandSeq)
 			return nil
 		},
 	})

@@ -42,7 +42,7 @@ func main() {
 	err := newRoot().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "watchpost:", err)
+		fmt.Fprintln(os.Stderr, "watchpost:", printable(err.Error()))
 		os.Exit(1)
 	}
 }
@@ -225,8 +225,8 @@ func newHosts(g *globals) *cobra.Command {
 				for _, c := range h.Drops {
 					drops = append(drops, fmt.Sprintf("%s/%s=%d", c.Kind, c.Reason, c.Count))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", h.AgentId, h.Host, formatTime(h.LastSeenUnixNano),
-					h.Version, h.Kernel, h.CapturePath, h.EventsStored, h.Dropped, detectionSummary(h.Detection), strings.Join(drops, " "))
+				row(w, h.AgentId, h.Host, formatTime(h.LastSeenUnixNano), h.Version, h.Kernel, h.CapturePath,
+					h.EventsStored, h.Dropped, detectionSummary(h.Detection), strings.Join(drops, " "))
 			}
 			return w.Flush()
 		},
@@ -286,8 +286,7 @@ func printEvents(out io.Writer, evs []*watchpostv1.Event, asJSON, header bool) e
 		if p.GetExe() != "" {
 			proc = path.Base(p.GetExe())
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", formatTime(h.GetTimeUnixNano()), h.GetHost(), filter.TypeName(h.GetType()),
-			p.GetPid(), proc, detail(ev))
+		row(w, formatTime(h.GetTimeUnixNano()), h.GetHost(), filter.TypeName(h.GetType()), p.GetPid(), proc, detail(ev))
 	}
 	return w.Flush()
 }
