@@ -7,5 +7,6 @@
 #include "net.h"
 #include "security.h"
 #include "namespace.h"
+#include "respond.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -51,7 +51,12 @@ enum wp_event_type {
 	WP_EV_USERFAULTFD = 31,
 	WP_EV_MEMFD_CREATE = 32,
 	WP_EV_NET_CONNECT_RESULT = 33, /* the outcome of a non-blocking connect */
-	WP_EV_MAX = 34,
+	/* 34-39: reserved */
+	WP_EV_RESP_EXEC = 40,    /* a response rule matched an exec (respond.h) */
+	WP_EV_RESP_CONNECT = 41, /* ... a connect or an unconnected UDP send */
+	WP_EV_RESP_SOCKET = 42,  /* ... a socket creation */
+	WP_EV_RESP_DEVICE = 43,  /* ... a device access */
+	WP_EV_MAX = 45,
 };
 
 /* Per-type counters kept in the wp_stats per-CPU array, at index

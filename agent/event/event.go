@@ -49,14 +49,25 @@ const (
 	KindUserfaultfd      Kind = 31
 	KindMemfdCreate      Kind = 32
 	KindNetConnectResult Kind = 33 // the outcome of a non-blocking connect
-	kindKernelMax        Kind = 34
-	KindHealth           Kind = 100 // periodic agent health and counters
-	KindGap              Kind = 101 // events were shed; how many and of what
-	KindAgentStart       Kind = 102
-	KindAgentStop        Kind = 103
-	KindAlert            Kind = 104 // a detection rule fired (agent/detect)
-	kindAgentMax         Kind = 105
-	kindAgentKindBase    Kind = 100
+	// Response: a policy's rule matched in the kernel (agent/respond).
+	KindResponseExec    Kind = 40 // an exec (kill at exec)
+	KindResponseConnect Kind = 41 // a connect or an unconnected UDP send
+	KindResponseSocket  Kind = 42 // a socket creation
+	KindResponseDevice  Kind = 43 // a device open or mknod
+	kindKernelMax       Kind = 45
+	KindHealth          Kind = 100 // periodic agent health and counters
+	KindGap             Kind = 101 // events were shed; how many and of what
+	KindAgentStart      Kind = 102
+	KindAgentStop       Kind = 103
+	KindAlert           Kind = 104 // a detection rule fired (agent/detect)
+	kindAgentMax        Kind = 105
+	kindAgentKindBase   Kind = 100
+	// KindResponse: the agent acted on (or, in monitor mode, would have
+	// acted on) a detection: kill on detection.
+	KindResponse Kind = 130
+	// KindResponsePolicies: the policy set changed (loaded, reloaded,
+	// refused, the kill switch); the state of every policy.
+	KindResponsePolicies Kind = 131
 	// KindAgentTamper: the agent found one of its own state files damaged
 	// and rebuilt it.
 	KindAgentTamper Kind = 140
@@ -76,7 +87,10 @@ var kindNames = map[Kind]string{
 	KindSignal: "signal", KindMemfdExec: "memfd_exec",
 	KindNamespace: "namespace", KindUserfaultfd: "userfaultfd", KindMemfdCreate: "memfd_create",
 	KindNetConnectResult: "net_connect_result",
-	KindHealth:           "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
+	KindResponseExec:     "response_exec", KindResponseConnect: "response_connect",
+	KindResponseSocket: "response_socket", KindResponseDevice: "response_device",
+	KindResponse: "response", KindResponsePolicies: "response_policies",
+	KindHealth: "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
 	KindAlert:       "alert",
 	KindAgentTamper: "agent_tamper",
 }
@@ -109,12 +123,14 @@ func ParseKind(name string) (Kind, error) {
 func Kinds() []Kind {
 	out := make([]Kind, 0, len(kindNames))
 	for k := KindExec; k < kindKernelMax; k++ {
-		out = append(out, k)
+		if _, ok := kindNames[k]; ok {
+			out = append(out, k)
+		}
 	}
 	for k := kindAgentKindBase; k < kindAgentMax; k++ {
 		out = append(out, k)
 	}
-	return append(out, KindAgentTamper)
+	return append(out, KindResponse, KindResponsePolicies, KindAgentTamper)
 }
 
 // KernelKinds is the number of kernel-produced kinds (valid kernel type
@@ -142,7 +158,8 @@ func (k *Kind) UnmarshalText(b []byte) error {
 func (k Kind) SecurityCritical() bool {
 	switch k {
 	case KindExec, KindModuleLoad, KindPtrace, KindCredChange, KindBPF, KindMount,
-		KindUmount, KindClockChange, KindMemfdExec, KindNamespace, KindUserfaultfd, KindGap, KindHealth, KindAgentStart, KindAgentStop, KindAlert, KindAgentTamper:
+		KindUmount, KindClockChange, KindMemfdExec, KindNamespace, KindUserfaultfd, KindGap, KindHealth, KindAgentStart, KindAgentStop, KindAlert, KindAgentTamper,
+		KindResponseExec, KindResponseConnect, KindResponseSocket, KindResponseDevice, KindResponse, KindResponsePolicies:
 		return true
 	}
 	return false
@@ -370,6 +387,65 @@ type Detection struct {
 	Exceptions int               `json:"exceptions"`           // exceptions in force
 }
 
+// Response is what a policy did, or in monitor mode would have done
+// (agent/respond, docs/response.md).
+type Response struct {
+	Policy string `json:"policy"` // the policy's id
+	// Action: kill_exec, deny_connect, deny_socket, deny_device, kill_on_detection.
+	Action string `json:"action"`
+	Mode   string `json:"mode"` // monitor or enforce
+	// Outcome: would_kill, killed, would_block, blocked, failed.
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"` // why an enforcing action failed
+	// Exe is the executable at exec (kill_exec), as the policy named it.
+	Exe string `json:"exe,omitempty"`
+	// Connect and UDP send: the destination.
+	Family   string `json:"family,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
+	SockType string `json:"sock_type,omitempty"`
+	DstAddr  string `json:"dst_addr,omitempty"`
+	DstPort  uint16 `json:"dst_port,omitempty"`
+	Send     bool   `json:"send,omitempty"` // an unconnected UDP send, not a connect
+	// Device: "char" or "block", major:minor and the access asked for
+	// (mknod, read, write).
+	DevKind string   `json:"dev_kind,omitempty"`
+	Device  string   `json:"device,omitempty"`
+	Access  []string `json:"access,omitempty"`
+	// Kill on detection: the rule and alert behind it and the processes
+	// signalled (the whole group when the policy says so).
+	RuleID  string   `json:"rule_id,omitempty"`
+	Targets []uint32 `json:"targets,omitempty"`
+	Group   bool     `json:"group,omitempty"`
+}
+
+// Policies is the response policy set as the agent holds it.
+type Policies struct {
+	File       string    `json:"file,omitempty"`
+	Generation uint64    `json:"generation"`
+	LoadedAt   time.Time `json:"loaded_at"`
+	// Source of the set in force: file or collector.
+	Source string `json:"source,omitempty"`
+	// Errors: why the last load was refused (file:line: key: message);
+	// the set in force is the previous one.
+	Errors []string `json:"errors,omitempty"`
+	// Enforcing is false when the kill switch is on: nothing is enforced.
+	Enforcing bool           `json:"enforcing"`
+	Policies  []PolicyStatus `json:"policies"`
+}
+
+// PolicyStatus is one policy's state and counts since the agent started.
+type PolicyStatus struct {
+	ID     string `json:"id"`
+	Action string `json:"action"`
+	Mode   string `json:"mode"`
+	// Unenforceable says why this kernel cannot carry the policy out (the
+	// hook is missing); the policy then only reports itself so.
+	Unenforceable string `json:"unenforceable,omitempty"`
+	Acted         uint64 `json:"acted"`      // killed or blocked
+	WouldHave     uint64 `json:"would_have"` // monitor mode: would have killed or blocked
+	Failed        uint64 `json:"failed"`     // an enforcing action that did not take
+}
+
 // Gap records events that were shed rather than delivered.
 type Gap struct {
 	Reason   string    `json:"reason"`
@@ -408,6 +484,8 @@ type Event struct {
 	Gap        *Gap        `json:"gap,omitempty"`
 	Alert      *Alert      `json:"alert,omitempty"`
 	Tamper     *Tamper     `json:"tamper,omitempty"`
+	Response   *Response   `json:"response,omitempty"`
+	Policies   *Policies   `json:"policies,omitempty"`
 	// Truncated lists the fields shortened to the limits (Clamp).
 	Truncated []Truncation `json:"truncated,omitempty"`
 }

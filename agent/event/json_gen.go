@@ -217,6 +217,30 @@ func appendJSONEvent(b []byte, v *Event) ([]byte, error) {
 			}
 		}
 	}
+	if v.Response != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"response\":"...)
+		if v.Response == nil {
+			b = append(b, "null"...)
+		} else {
+			if b, err = appendJSONResponse(b, &(*v.Response)); err != nil {
+				return b, err
+			}
+		}
+	}
+	if v.Policies != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"policies\":"...)
+		if v.Policies == nil {
+			b = append(b, "null"...)
+		} else {
+			if b, err = appendJSONPolicies(b, &(*v.Policies)); err != nil {
+				return b, err
+			}
+		}
+	}
 	if len(v.Truncated) != 0 {
 		b = append(b, sep)
 		sep = ','
@@ -1191,6 +1215,208 @@ func appendJSONTamper(b []byte, v *Tamper) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+func appendJSONResponse(b []byte, v *Response) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"policy\":"...)
+	b = appendString(b, v.Policy)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"action\":"...)
+	b = appendString(b, v.Action)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"mode\":"...)
+	b = appendString(b, v.Mode)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"outcome\":"...)
+	b = appendString(b, v.Outcome)
+	if v.Error != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"error\":"...)
+		b = appendString(b, v.Error)
+	}
+	if v.Exe != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"exe\":"...)
+		b = appendString(b, v.Exe)
+	}
+	if v.Family != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"family\":"...)
+		b = appendString(b, v.Family)
+	}
+	if v.Protocol != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"protocol\":"...)
+		b = appendString(b, v.Protocol)
+	}
+	if v.SockType != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"sock_type\":"...)
+		b = appendString(b, v.SockType)
+	}
+	if v.DstAddr != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"dst_addr\":"...)
+		b = appendString(b, v.DstAddr)
+	}
+	if v.DstPort != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"dst_port\":"...)
+		b = appendUint(b, uint64(v.DstPort))
+	}
+	if v.Send {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"send\":"...)
+		b = strconv.AppendBool(b, bool(v.Send))
+	}
+	if v.DevKind != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"dev_kind\":"...)
+		b = appendString(b, v.DevKind)
+	}
+	if v.Device != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"device\":"...)
+		b = appendString(b, v.Device)
+	}
+	if len(v.Access) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"access\":"...)
+		if v.Access == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Access {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.Access[i1])
+			}
+			b = append(b, ']')
+		}
+	}
+	if v.RuleID != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"rule_id\":"...)
+		b = appendString(b, v.RuleID)
+	}
+	if len(v.Targets) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"targets\":"...)
+		if v.Targets == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Targets {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendUint(b, uint64(v.Targets[i1]))
+			}
+			b = append(b, ']')
+		}
+	}
+	if v.Group {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"group\":"...)
+		b = strconv.AppendBool(b, bool(v.Group))
+	}
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
+func appendJSONPolicies(b []byte, v *Policies) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	if v.File != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"file\":"...)
+		b = appendString(b, v.File)
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"generation\":"...)
+	b = appendUint(b, uint64(v.Generation))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"loaded_at\":"...)
+	if b, err = appendTime(b, v.LoadedAt); err != nil {
+		return b, err
+	}
+	if v.Source != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"source\":"...)
+		b = appendString(b, v.Source)
+	}
+	if len(v.Errors) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"errors\":"...)
+		if v.Errors == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Errors {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.Errors[i1])
+			}
+			b = append(b, ']')
+		}
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"enforcing\":"...)
+	b = strconv.AppendBool(b, bool(v.Enforcing))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"policies\":"...)
+	if v.Policies == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i1 := range v.Policies {
+			if i1 > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendJSONPolicyStatus(b, &v.Policies[i1]); err != nil {
+				return b, err
+			}
+		}
+		b = append(b, ']')
+	}
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
 func appendJSONlimitsTruncation(b []byte, v *limits.Truncation) ([]byte, error) {
 	var err error
 	_ = err
@@ -1364,6 +1590,46 @@ func appendJSONEventRef(b []byte, v *EventRef) ([]byte, error) {
 	sep = ','
 	b = append(b, "\"pid\":"...)
 	b = appendUint(b, uint64(v.PID))
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
+func appendJSONPolicyStatus(b []byte, v *PolicyStatus) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"id\":"...)
+	b = appendString(b, v.ID)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"action\":"...)
+	b = appendString(b, v.Action)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"mode\":"...)
+	b = appendString(b, v.Mode)
+	if v.Unenforceable != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"unenforceable\":"...)
+		b = appendString(b, v.Unenforceable)
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"acted\":"...)
+	b = appendUint(b, uint64(v.Acted))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"would_have\":"...)
+	b = appendUint(b, uint64(v.WouldHave))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"failed\":"...)
+	b = appendUint(b, uint64(v.Failed))
 	if sep == '{' {
 		b = append(b, '{')
 	}

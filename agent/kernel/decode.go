@@ -27,6 +27,8 @@ type decoder struct {
 	exec        wpWpExecEvent
 	file        wpWpFileEvent
 	sec         wpWpSecEvent
+	// resp names the policies of response records (nil: unnamed).
+	resp *atomic.Pointer[respTable]
 }
 
 func newDecoder(c *bootClock, envValueMax int) *decoder {
@@ -72,6 +74,11 @@ func (d *decoder) decode(raw []byte) (*event.Event, error) {
 		return ev, nil
 	case wpWpEventTypeWP_EV_MEMFD_EXEC:
 		if err := d.decodeMemfd(ev, raw); err != nil {
+			return nil, err
+		}
+		return ev, nil
+	case wpWpEventTypeWP_EV_RESP_EXEC, wpWpEventTypeWP_EV_RESP_CONNECT, wpWpEventTypeWP_EV_RESP_SOCKET, wpWpEventTypeWP_EV_RESP_DEVICE:
+		if err := d.decodeResp(ev, raw); err != nil {
 			return nil, err
 		}
 		return ev, nil

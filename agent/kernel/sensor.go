@@ -112,6 +112,8 @@ type Sensor struct {
 	cfg      Config
 	features Features
 	coll     *ebpf.Collection
+	spec     *ebpf.CollectionSpec // as loaded, with the response programs (respond.go)
+	resp     atomic.Pointer[respTable]
 	links    []link.Link
 	attached []string
 	missing  []string
@@ -167,6 +169,12 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		delete(spec.Programs, "wp_sys_enter")
 	}
 
+	full := spec.Copy()
+	for name := range spec.Programs {
+		if isRespondProgram(name) {
+			delete(spec.Programs, name)
+		}
+	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		Programs: ebpf.ProgramOptions{LogSizeStart: 1 << 20},
 	})
@@ -182,6 +190,7 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		cfg:      cfg,
 		features: feat,
 		coll:     coll,
+		spec:     full,
 		queue:    make(chan *event.Event, cfg.QueueLen),
 		clock:    newBootClock(),
 	}
@@ -377,6 +386,7 @@ func (s *Sensor) Run(ctx context.Context) error {
 	defer close(s.queue)
 	var rec ringbuf.Record
 	dec := newDecoder(s.clock, s.cfg.Env.MaxValueBytes)
+	dec.resp = &s.resp
 	lastClock := time.Now()
 	poll := s.cfg.PollInterval
 	// The reader reports an expired deadline only after it has drained what

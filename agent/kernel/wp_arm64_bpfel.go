@@ -147,7 +147,11 @@ const (
 	wpWpEventTypeWP_EV_USERFAULTFD        wpWpEventType = 31
 	wpWpEventTypeWP_EV_MEMFD_CREATE       wpWpEventType = 32
 	wpWpEventTypeWP_EV_NET_CONNECT_RESULT wpWpEventType = 33
-	wpWpEventTypeWP_EV_MAX                wpWpEventType = 34
+	wpWpEventTypeWP_EV_RESP_EXEC          wpWpEventType = 40
+	wpWpEventTypeWP_EV_RESP_CONNECT       wpWpEventType = 41
+	wpWpEventTypeWP_EV_RESP_SOCKET        wpWpEventType = 42
+	wpWpEventTypeWP_EV_RESP_DEVICE        wpWpEventType = 43
+	wpWpEventTypeWP_EV_MAX                wpWpEventType = 45
 )
 
 type wpWpExeKey struct {
@@ -339,6 +343,113 @@ type wpWpPathScratch struct {
 	Pad0 uint32
 }
 
+type wpWpRespConfig struct {
+	_       structs.HostLayout
+	Active  uint32
+	Cgroups uint32
+	Count   [2][4]uint32
+}
+
+type wpWpRespEvent struct {
+	_          structs.HostLayout
+	Hdr        wpWpEventHdr
+	Policy     uint32
+	Rule       uint32
+	Generation uint32
+	RespFlags  uint16
+	Family     uint16
+	SockType   uint16
+	Protocol   uint16
+	Dport      uint16
+	DevAccess  uint16
+	DevType    uint32
+	DevMajor   uint32
+	DevMinor   uint32
+	ExeDev     uint32
+	ExeIno     uint64
+	Daddr      [16]uint8
+}
+
+type wpWpRespFlags uint32
+
+const (
+	wpWpRespFlagsWP_RESP_F_PROTECTED     wpWpRespFlags = 1
+	wpWpRespFlagsWP_RESP_F_ENFORCED      wpWpRespFlags = 2
+	wpWpRespFlagsWP_RESP_F_SIGNAL_FAILED wpWpRespFlags = 4
+	wpWpRespFlagsWP_RESP_F_SENDMSG       wpWpRespFlags = 8
+	wpWpRespFlagsWP_RESP_F_SIGNAL        wpWpRespFlags = 16
+)
+
+type wpWpRespHook uint32
+
+const (
+	wpWpRespHookWP_RESP_HOOK_EXEC    wpWpRespHook = 0
+	wpWpRespHookWP_RESP_HOOK_CONNECT wpWpRespHook = 1
+	wpWpRespHookWP_RESP_HOOK_SOCKET  wpWpRespHook = 2
+	wpWpRespHookWP_RESP_HOOK_DEVICE  wpWpRespHook = 3
+	wpWpRespHookWP_RESP_HOOKS        wpWpRespHook = 4
+)
+
+type wpWpRespLimit uint32
+
+const (
+	wpWpRespLimitWP_RESP_RULES    wpWpRespLimit = 32
+	wpWpRespLimitWP_RESP_CG_DEPTH wpWpRespLimit = 16
+)
+
+type wpWpRespMasks struct {
+	_     structs.HostLayout
+	Sel   [2]uint64
+	Allow [2]uint64
+	Flags uint32
+	Pad0  uint32
+}
+
+type wpWpRespMode uint32
+
+const (
+	wpWpRespModeWP_RESP_MONITOR wpWpRespMode = 0
+	wpWpRespModeWP_RESP_ENFORCE wpWpRespMode = 1
+)
+
+type wpWpRespNeed uint32
+
+const (
+	wpWpRespNeedWP_RESP_NEED_EXE    wpWpRespNeed = 1
+	wpWpRespNeedWP_RESP_NEED_ANC    wpWpRespNeed = 2
+	wpWpRespNeedWP_RESP_NEED_CGROUP wpWpRespNeed = 4
+	wpWpRespNeedWP_RESP_NEED_UID    wpWpRespNeed = 8
+)
+
+type wpWpRespProc struct {
+	_     structs.HostLayout
+	Sel   [2]uint64
+	Anc   [2]uint64
+	Allow [2]uint64
+	Flags uint32
+	Pad0  uint32
+}
+
+type wpWpRespRule struct {
+	_          structs.HostLayout
+	Policy     uint32
+	Uid        uint32
+	Mode       uint8
+	Need       uint8
+	Family     uint16
+	Protocol   uint16
+	SockType   uint16
+	PortLo     uint16
+	PortHi     uint16
+	DevType    uint16
+	DevAccess  uint16
+	DevMajor   uint32
+	DevMinorLo uint32
+	DevMinorHi uint32
+	Prefixlen  uint32
+	Addr       [16]uint8
+}
+
 type wpWpSecEvent struct {
 	_            structs.HostLayout
 	Hdr          wpWpEventHdr
@@ -440,69 +551,94 @@ type wpWpSysDesc struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	wpMapWpBuckets         = "wp_buckets"
-	wpMapWpCgroupFilter    = "wp_cgroup_filter"
-	wpMapWpCidrFilter      = "wp_cidr_filter"
-	wpMapWpConfigMap       = "wp_config_map"
-	wpMapWpEnvKeyHeap      = "wp_env_key_heap"
-	wpMapWpEnvNames        = "wp_env_names"
-	wpMapWpEvents          = "wp_events"
-	wpMapWpExeFilter       = "wp_exe_filter"
-	wpMapWpExecHeap        = "wp_exec_heap"
-	wpMapWpFileHeap        = "wp_file_heap"
-	wpMapWpFlows           = "wp_flows"
-	wpMapWpInflight        = "wp_inflight"
-	wpMapWpPathFilter      = "wp_path_filter"
-	wpMapWpPathHeap        = "wp_path_heap"
-	wpMapWpPathKeyHeap     = "wp_path_key_heap"
-	wpMapWpPortFilter      = "wp_port_filter"
-	wpMapWpSecHeap         = "wp_sec_heap"
-	wpMapWpSocks           = "wp_socks"
-	wpMapWpStats           = "wp_stats"
-	wpMapWpSysDescs        = "wp_sys_descs"
-	wpMapWpUserBuckets     = "wp_user_buckets"
-	wpProgWpSchedExec      = "wp_sched_exec"
-	wpProgWpSchedExit      = "wp_sched_exit"
-	wpProgWpSchedFork      = "wp_sched_fork"
-	wpProgWpSockState      = "wp_sock_state"
-	wpProgWpSysEnter       = "wp_sys_enter"
-	wpProgWpSysExitFile    = "wp_sys_exit_file"
-	wpProgWpSysExitNet     = "wp_sys_exit_net"
-	wpProgWpSysExitNs      = "wp_sys_exit_ns"
-	wpProgWpSysExitSec     = "wp_sys_exit_sec"
-	wpVarWpArgsFromRegs    = "wp_args_from_regs"
-	wpVarWpUnusedAction    = "wp_unused_action"
-	wpVarWpUnusedArgNone   = "wp_unused_arg_none"
-	wpVarWpUnusedArgs      = "wp_unused_args"
-	wpVarWpUnusedArgsSplit = "wp_unused_args_split"
-	wpVarWpUnusedBucket    = "wp_unused_bucket"
-	wpVarWpUnusedCfgFlags  = "wp_unused_cfg_flags"
-	wpVarWpUnusedCidrKey   = "wp_unused_cidr_key"
-	wpVarWpUnusedClass     = "wp_unused_class"
-	wpVarWpUnusedClone     = "wp_unused_clone"
-	wpVarWpUnusedConfig    = "wp_unused_config"
-	wpVarWpUnusedDesc      = "wp_unused_desc"
-	wpVarWpUnusedEnvKey    = "wp_unused_env_key"
-	wpVarWpUnusedEnvLimit  = "wp_unused_env_limit"
-	wpVarWpUnusedEnvMode   = "wp_unused_env_mode"
-	wpVarWpUnusedExeKey    = "wp_unused_exe_key"
-	wpVarWpUnusedExec      = "wp_unused_exec"
-	wpVarWpUnusedExit      = "wp_unused_exit"
-	wpVarWpUnusedFile      = "wp_unused_file"
-	wpVarWpUnusedFlags     = "wp_unused_flags"
-	wpVarWpUnusedHdr       = "wp_unused_hdr"
-	wpVarWpUnusedMemfd     = "wp_unused_memfd"
-	wpVarWpUnusedNet       = "wp_unused_net"
-	wpVarWpUnusedNetOp     = "wp_unused_net_op"
-	wpVarWpUnusedNs        = "wp_unused_ns"
-	wpVarWpUnusedNsIndex   = "wp_unused_ns_index"
-	wpVarWpUnusedNsOp      = "wp_unused_ns_op"
-	wpVarWpUnusedPathKey   = "wp_unused_path_key"
-	wpVarWpUnusedPathKind  = "wp_unused_path_kind"
-	wpVarWpUnusedSec       = "wp_unused_sec"
-	wpVarWpUnusedSecOp     = "wp_unused_sec_op"
-	wpVarWpUnusedStat      = "wp_unused_stat"
-	wpVarWpUnusedType      = "wp_unused_type"
+	wpMapWpBuckets             = "wp_buckets"
+	wpMapWpCgroupFilter        = "wp_cgroup_filter"
+	wpMapWpCidrFilter          = "wp_cidr_filter"
+	wpMapWpConfigMap           = "wp_config_map"
+	wpMapWpEnvKeyHeap          = "wp_env_key_heap"
+	wpMapWpEnvNames            = "wp_env_names"
+	wpMapWpEvents              = "wp_events"
+	wpMapWpExeFilter           = "wp_exe_filter"
+	wpMapWpExecHeap            = "wp_exec_heap"
+	wpMapWpFileHeap            = "wp_file_heap"
+	wpMapWpFlows               = "wp_flows"
+	wpMapWpInflight            = "wp_inflight"
+	wpMapWpPathFilter          = "wp_path_filter"
+	wpMapWpPathHeap            = "wp_path_heap"
+	wpMapWpPathKeyHeap         = "wp_path_key_heap"
+	wpMapWpPortFilter          = "wp_port_filter"
+	wpMapWpRespCgroups         = "wp_resp_cgroups"
+	wpMapWpRespConfigMap       = "wp_resp_config_map"
+	wpMapWpRespExes            = "wp_resp_exes"
+	wpMapWpRespProcs           = "wp_resp_procs"
+	wpMapWpRespRules           = "wp_resp_rules"
+	wpMapWpSecHeap             = "wp_sec_heap"
+	wpMapWpSocks               = "wp_socks"
+	wpMapWpStats               = "wp_stats"
+	wpMapWpSysDescs            = "wp_sys_descs"
+	wpMapWpUserBuckets         = "wp_user_buckets"
+	wpProgWpRespondConnect4    = "wp_respond_connect4"
+	wpProgWpRespondConnect6    = "wp_respond_connect6"
+	wpProgWpRespondDev         = "wp_respond_dev"
+	wpProgWpRespondExec        = "wp_respond_exec"
+	wpProgWpRespondExit        = "wp_respond_exit"
+	wpProgWpRespondFork        = "wp_respond_fork"
+	wpProgWpRespondSendmsg4    = "wp_respond_sendmsg4"
+	wpProgWpRespondSendmsg6    = "wp_respond_sendmsg6"
+	wpProgWpRespondSockCreate  = "wp_respond_sock_create"
+	wpProgWpRespondSocketEnter = "wp_respond_socket_enter"
+	wpProgWpSchedExec          = "wp_sched_exec"
+	wpProgWpSchedExit          = "wp_sched_exit"
+	wpProgWpSchedFork          = "wp_sched_fork"
+	wpProgWpSockState          = "wp_sock_state"
+	wpProgWpSysEnter           = "wp_sys_enter"
+	wpProgWpSysExitFile        = "wp_sys_exit_file"
+	wpProgWpSysExitNet         = "wp_sys_exit_net"
+	wpProgWpSysExitNs          = "wp_sys_exit_ns"
+	wpProgWpSysExitSec         = "wp_sys_exit_sec"
+	wpVarWpArgsFromRegs        = "wp_args_from_regs"
+	wpVarWpUnusedAction        = "wp_unused_action"
+	wpVarWpUnusedArgNone       = "wp_unused_arg_none"
+	wpVarWpUnusedArgs          = "wp_unused_args"
+	wpVarWpUnusedArgsSplit     = "wp_unused_args_split"
+	wpVarWpUnusedBucket        = "wp_unused_bucket"
+	wpVarWpUnusedCfgFlags      = "wp_unused_cfg_flags"
+	wpVarWpUnusedCidrKey       = "wp_unused_cidr_key"
+	wpVarWpUnusedClass         = "wp_unused_class"
+	wpVarWpUnusedClone         = "wp_unused_clone"
+	wpVarWpUnusedConfig        = "wp_unused_config"
+	wpVarWpUnusedDesc          = "wp_unused_desc"
+	wpVarWpUnusedEnvKey        = "wp_unused_env_key"
+	wpVarWpUnusedEnvLimit      = "wp_unused_env_limit"
+	wpVarWpUnusedEnvMode       = "wp_unused_env_mode"
+	wpVarWpUnusedExeKey        = "wp_unused_exe_key"
+	wpVarWpUnusedExec          = "wp_unused_exec"
+	wpVarWpUnusedExit          = "wp_unused_exit"
+	wpVarWpUnusedFile          = "wp_unused_file"
+	wpVarWpUnusedFlags         = "wp_unused_flags"
+	wpVarWpUnusedHdr           = "wp_unused_hdr"
+	wpVarWpUnusedMemfd         = "wp_unused_memfd"
+	wpVarWpUnusedNet           = "wp_unused_net"
+	wpVarWpUnusedNetOp         = "wp_unused_net_op"
+	wpVarWpUnusedNs            = "wp_unused_ns"
+	wpVarWpUnusedNsIndex       = "wp_unused_ns_index"
+	wpVarWpUnusedNsOp          = "wp_unused_ns_op"
+	wpVarWpUnusedPathKey       = "wp_unused_path_key"
+	wpVarWpUnusedPathKind      = "wp_unused_path_kind"
+	wpVarWpUnusedRespConfig    = "wp_unused_resp_config"
+	wpVarWpUnusedRespEvent     = "wp_unused_resp_event"
+	wpVarWpUnusedRespFlags     = "wp_unused_resp_flags"
+	wpVarWpUnusedRespHook      = "wp_unused_resp_hook"
+	wpVarWpUnusedRespLimit     = "wp_unused_resp_limit"
+	wpVarWpUnusedRespMasks     = "wp_unused_resp_masks"
+	wpVarWpUnusedRespMode      = "wp_unused_resp_mode"
+	wpVarWpUnusedRespNeed      = "wp_unused_resp_need"
+	wpVarWpUnusedRespProc      = "wp_unused_resp_proc"
+	wpVarWpUnusedRespRule      = "wp_unused_resp_rule"
+	wpVarWpUnusedSec           = "wp_unused_sec"
+	wpVarWpUnusedSecOp         = "wp_unused_sec_op"
+	wpVarWpUnusedStat          = "wp_unused_stat"
+	wpVarWpUnusedType          = "wp_unused_type"
 )
 
 // loadWp returns the embedded CollectionSpec for wp.
@@ -547,81 +683,106 @@ type wpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpProgramSpecs struct {
-	WpSchedExec   *ebpf.ProgramSpec `ebpf:"wp_sched_exec"`
-	WpSchedExit   *ebpf.ProgramSpec `ebpf:"wp_sched_exit"`
-	WpSchedFork   *ebpf.ProgramSpec `ebpf:"wp_sched_fork"`
-	WpSockState   *ebpf.ProgramSpec `ebpf:"wp_sock_state"`
-	WpSysEnter    *ebpf.ProgramSpec `ebpf:"wp_sys_enter"`
-	WpSysExitFile *ebpf.ProgramSpec `ebpf:"wp_sys_exit_file"`
-	WpSysExitNet  *ebpf.ProgramSpec `ebpf:"wp_sys_exit_net"`
-	WpSysExitNs   *ebpf.ProgramSpec `ebpf:"wp_sys_exit_ns"`
-	WpSysExitSec  *ebpf.ProgramSpec `ebpf:"wp_sys_exit_sec"`
+	WpRespondConnect4    *ebpf.ProgramSpec `ebpf:"wp_respond_connect4"`
+	WpRespondConnect6    *ebpf.ProgramSpec `ebpf:"wp_respond_connect6"`
+	WpRespondDev         *ebpf.ProgramSpec `ebpf:"wp_respond_dev"`
+	WpRespondExec        *ebpf.ProgramSpec `ebpf:"wp_respond_exec"`
+	WpRespondExit        *ebpf.ProgramSpec `ebpf:"wp_respond_exit"`
+	WpRespondFork        *ebpf.ProgramSpec `ebpf:"wp_respond_fork"`
+	WpRespondSendmsg4    *ebpf.ProgramSpec `ebpf:"wp_respond_sendmsg4"`
+	WpRespondSendmsg6    *ebpf.ProgramSpec `ebpf:"wp_respond_sendmsg6"`
+	WpRespondSockCreate  *ebpf.ProgramSpec `ebpf:"wp_respond_sock_create"`
+	WpRespondSocketEnter *ebpf.ProgramSpec `ebpf:"wp_respond_socket_enter"`
+	WpSchedExec          *ebpf.ProgramSpec `ebpf:"wp_sched_exec"`
+	WpSchedExit          *ebpf.ProgramSpec `ebpf:"wp_sched_exit"`
+	WpSchedFork          *ebpf.ProgramSpec `ebpf:"wp_sched_fork"`
+	WpSockState          *ebpf.ProgramSpec `ebpf:"wp_sock_state"`
+	WpSysEnter           *ebpf.ProgramSpec `ebpf:"wp_sys_enter"`
+	WpSysExitFile        *ebpf.ProgramSpec `ebpf:"wp_sys_exit_file"`
+	WpSysExitNet         *ebpf.ProgramSpec `ebpf:"wp_sys_exit_net"`
+	WpSysExitNs          *ebpf.ProgramSpec `ebpf:"wp_sys_exit_ns"`
+	WpSysExitSec         *ebpf.ProgramSpec `ebpf:"wp_sys_exit_sec"`
 }
 
 // wpMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpMapSpecs struct {
-	WpBuckets      *ebpf.MapSpec `ebpf:"wp_buckets"`
-	WpCgroupFilter *ebpf.MapSpec `ebpf:"wp_cgroup_filter"`
-	WpCidrFilter   *ebpf.MapSpec `ebpf:"wp_cidr_filter"`
-	WpConfigMap    *ebpf.MapSpec `ebpf:"wp_config_map"`
-	WpEnvKeyHeap   *ebpf.MapSpec `ebpf:"wp_env_key_heap"`
-	WpEnvNames     *ebpf.MapSpec `ebpf:"wp_env_names"`
-	WpEvents       *ebpf.MapSpec `ebpf:"wp_events"`
-	WpExeFilter    *ebpf.MapSpec `ebpf:"wp_exe_filter"`
-	WpExecHeap     *ebpf.MapSpec `ebpf:"wp_exec_heap"`
-	WpFileHeap     *ebpf.MapSpec `ebpf:"wp_file_heap"`
-	WpFlows        *ebpf.MapSpec `ebpf:"wp_flows"`
-	WpInflight     *ebpf.MapSpec `ebpf:"wp_inflight"`
-	WpPathFilter   *ebpf.MapSpec `ebpf:"wp_path_filter"`
-	WpPathHeap     *ebpf.MapSpec `ebpf:"wp_path_heap"`
-	WpPathKeyHeap  *ebpf.MapSpec `ebpf:"wp_path_key_heap"`
-	WpPortFilter   *ebpf.MapSpec `ebpf:"wp_port_filter"`
-	WpSecHeap      *ebpf.MapSpec `ebpf:"wp_sec_heap"`
-	WpSocks        *ebpf.MapSpec `ebpf:"wp_socks"`
-	WpStats        *ebpf.MapSpec `ebpf:"wp_stats"`
-	WpSysDescs     *ebpf.MapSpec `ebpf:"wp_sys_descs"`
-	WpUserBuckets  *ebpf.MapSpec `ebpf:"wp_user_buckets"`
+	WpBuckets       *ebpf.MapSpec `ebpf:"wp_buckets"`
+	WpCgroupFilter  *ebpf.MapSpec `ebpf:"wp_cgroup_filter"`
+	WpCidrFilter    *ebpf.MapSpec `ebpf:"wp_cidr_filter"`
+	WpConfigMap     *ebpf.MapSpec `ebpf:"wp_config_map"`
+	WpEnvKeyHeap    *ebpf.MapSpec `ebpf:"wp_env_key_heap"`
+	WpEnvNames      *ebpf.MapSpec `ebpf:"wp_env_names"`
+	WpEvents        *ebpf.MapSpec `ebpf:"wp_events"`
+	WpExeFilter     *ebpf.MapSpec `ebpf:"wp_exe_filter"`
+	WpExecHeap      *ebpf.MapSpec `ebpf:"wp_exec_heap"`
+	WpFileHeap      *ebpf.MapSpec `ebpf:"wp_file_heap"`
+	WpFlows         *ebpf.MapSpec `ebpf:"wp_flows"`
+	WpInflight      *ebpf.MapSpec `ebpf:"wp_inflight"`
+	WpPathFilter    *ebpf.MapSpec `ebpf:"wp_path_filter"`
+	WpPathHeap      *ebpf.MapSpec `ebpf:"wp_path_heap"`
+	WpPathKeyHeap   *ebpf.MapSpec `ebpf:"wp_path_key_heap"`
+	WpPortFilter    *ebpf.MapSpec `ebpf:"wp_port_filter"`
+	WpRespCgroups   *ebpf.MapSpec `ebpf:"wp_resp_cgroups"`
+	WpRespConfigMap *ebpf.MapSpec `ebpf:"wp_resp_config_map"`
+	WpRespExes      *ebpf.MapSpec `ebpf:"wp_resp_exes"`
+	WpRespProcs     *ebpf.MapSpec `ebpf:"wp_resp_procs"`
+	WpRespRules     *ebpf.MapSpec `ebpf:"wp_resp_rules"`
+	WpSecHeap       *ebpf.MapSpec `ebpf:"wp_sec_heap"`
+	WpSocks         *ebpf.MapSpec `ebpf:"wp_socks"`
+	WpStats         *ebpf.MapSpec `ebpf:"wp_stats"`
+	WpSysDescs      *ebpf.MapSpec `ebpf:"wp_sys_descs"`
+	WpUserBuckets   *ebpf.MapSpec `ebpf:"wp_user_buckets"`
 }
 
 // wpVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpVariableSpecs struct {
-	WpArgsFromRegs    *ebpf.VariableSpec `ebpf:"wp_args_from_regs"`
-	WpUnusedAction    *ebpf.VariableSpec `ebpf:"wp_unused_action"`
-	WpUnusedArgNone   *ebpf.VariableSpec `ebpf:"wp_unused_arg_none"`
-	WpUnusedArgs      *ebpf.VariableSpec `ebpf:"wp_unused_args"`
-	WpUnusedArgsSplit *ebpf.VariableSpec `ebpf:"wp_unused_args_split"`
-	WpUnusedBucket    *ebpf.VariableSpec `ebpf:"wp_unused_bucket"`
-	WpUnusedCfgFlags  *ebpf.VariableSpec `ebpf:"wp_unused_cfg_flags"`
-	WpUnusedCidrKey   *ebpf.VariableSpec `ebpf:"wp_unused_cidr_key"`
-	WpUnusedClass     *ebpf.VariableSpec `ebpf:"wp_unused_class"`
-	WpUnusedClone     *ebpf.VariableSpec `ebpf:"wp_unused_clone"`
-	WpUnusedConfig    *ebpf.VariableSpec `ebpf:"wp_unused_config"`
-	WpUnusedDesc      *ebpf.VariableSpec `ebpf:"wp_unused_desc"`
-	WpUnusedEnvKey    *ebpf.VariableSpec `ebpf:"wp_unused_env_key"`
-	WpUnusedEnvLimit  *ebpf.VariableSpec `ebpf:"wp_unused_env_limit"`
-	WpUnusedEnvMode   *ebpf.VariableSpec `ebpf:"wp_unused_env_mode"`
-	WpUnusedExeKey    *ebpf.VariableSpec `ebpf:"wp_unused_exe_key"`
-	WpUnusedExec      *ebpf.VariableSpec `ebpf:"wp_unused_exec"`
-	WpUnusedExit      *ebpf.VariableSpec `ebpf:"wp_unused_exit"`
-	WpUnusedFile      *ebpf.VariableSpec `ebpf:"wp_unused_file"`
-	WpUnusedFlags     *ebpf.VariableSpec `ebpf:"wp_unused_flags"`
-	WpUnusedHdr       *ebpf.VariableSpec `ebpf:"wp_unused_hdr"`
-	WpUnusedMemfd     *ebpf.VariableSpec `ebpf:"wp_unused_memfd"`
-	WpUnusedNet       *ebpf.VariableSpec `ebpf:"wp_unused_net"`
-	WpUnusedNetOp     *ebpf.VariableSpec `ebpf:"wp_unused_net_op"`
-	WpUnusedNs        *ebpf.VariableSpec `ebpf:"wp_unused_ns"`
-	WpUnusedNsIndex   *ebpf.VariableSpec `ebpf:"wp_unused_ns_index"`
-	WpUnusedNsOp      *ebpf.VariableSpec `ebpf:"wp_unused_ns_op"`
-	WpUnusedPathKey   *ebpf.VariableSpec `ebpf:"wp_unused_path_key"`
-	WpUnusedPathKind  *ebpf.VariableSpec `ebpf:"wp_unused_path_kind"`
-	WpUnusedSec       *ebpf.VariableSpec `ebpf:"wp_unused_sec"`
-	WpUnusedSecOp     *ebpf.VariableSpec `ebpf:"wp_unused_sec_op"`
-	WpUnusedStat      *ebpf.VariableSpec `ebpf:"wp_unused_stat"`
-	WpUnusedType      *ebpf.VariableSpec `ebpf:"wp_unused_type"`
+	WpArgsFromRegs     *ebpf.VariableSpec `ebpf:"wp_args_from_regs"`
+	WpUnusedAction     *ebpf.VariableSpec `ebpf:"wp_unused_action"`
+	WpUnusedArgNone    *ebpf.VariableSpec `ebpf:"wp_unused_arg_none"`
+	WpUnusedArgs       *ebpf.VariableSpec `ebpf:"wp_unused_args"`
+	WpUnusedArgsSplit  *ebpf.VariableSpec `ebpf:"wp_unused_args_split"`
+	WpUnusedBucket     *ebpf.VariableSpec `ebpf:"wp_unused_bucket"`
+	WpUnusedCfgFlags   *ebpf.VariableSpec `ebpf:"wp_unused_cfg_flags"`
+	WpUnusedCidrKey    *ebpf.VariableSpec `ebpf:"wp_unused_cidr_key"`
+	WpUnusedClass      *ebpf.VariableSpec `ebpf:"wp_unused_class"`
+	WpUnusedClone      *ebpf.VariableSpec `ebpf:"wp_unused_clone"`
+	WpUnusedConfig     *ebpf.VariableSpec `ebpf:"wp_unused_config"`
+	WpUnusedDesc       *ebpf.VariableSpec `ebpf:"wp_unused_desc"`
+	WpUnusedEnvKey     *ebpf.VariableSpec `ebpf:"wp_unused_env_key"`
+	WpUnusedEnvLimit   *ebpf.VariableSpec `ebpf:"wp_unused_env_limit"`
+	WpUnusedEnvMode    *ebpf.VariableSpec `ebpf:"wp_unused_env_mode"`
+	WpUnusedExeKey     *ebpf.VariableSpec `ebpf:"wp_unused_exe_key"`
+	WpUnusedExec       *ebpf.VariableSpec `ebpf:"wp_unused_exec"`
+	WpUnusedExit       *ebpf.VariableSpec `ebpf:"wp_unused_exit"`
+	WpUnusedFile       *ebpf.VariableSpec `ebpf:"wp_unused_file"`
+	WpUnusedFlags      *ebpf.VariableSpec `ebpf:"wp_unused_flags"`
+	WpUnusedHdr        *ebpf.VariableSpec `ebpf:"wp_unused_hdr"`
+	WpUnusedMemfd      *ebpf.VariableSpec `ebpf:"wp_unused_memfd"`
+	WpUnusedNet        *ebpf.VariableSpec `ebpf:"wp_unused_net"`
+	WpUnusedNetOp      *ebpf.VariableSpec `ebpf:"wp_unused_net_op"`
+	WpUnusedNs         *ebpf.VariableSpec `ebpf:"wp_unused_ns"`
+	WpUnusedNsIndex    *ebpf.VariableSpec `ebpf:"wp_unused_ns_index"`
+	WpUnusedNsOp       *ebpf.VariableSpec `ebpf:"wp_unused_ns_op"`
+	WpUnusedPathKey    *ebpf.VariableSpec `ebpf:"wp_unused_path_key"`
+	WpUnusedPathKind   *ebpf.VariableSpec `ebpf:"wp_unused_path_kind"`
+	WpUnusedRespConfig *ebpf.VariableSpec `ebpf:"wp_unused_resp_config"`
+	WpUnusedRespEvent  *ebpf.VariableSpec `ebpf:"wp_unused_resp_event"`
+	WpUnusedRespFlags  *ebpf.VariableSpec `ebpf:"wp_unused_resp_flags"`
+	WpUnusedRespHook   *ebpf.VariableSpec `ebpf:"wp_unused_resp_hook"`
+	WpUnusedRespLimit  *ebpf.VariableSpec `ebpf:"wp_unused_resp_limit"`
+	WpUnusedRespMasks  *ebpf.VariableSpec `ebpf:"wp_unused_resp_masks"`
+	WpUnusedRespMode   *ebpf.VariableSpec `ebpf:"wp_unused_resp_mode"`
+	WpUnusedRespNeed   *ebpf.VariableSpec `ebpf:"wp_unused_resp_need"`
+	WpUnusedRespProc   *ebpf.VariableSpec `ebpf:"wp_unused_resp_proc"`
+	WpUnusedRespRule   *ebpf.VariableSpec `ebpf:"wp_unused_resp_rule"`
+	WpUnusedSec        *ebpf.VariableSpec `ebpf:"wp_unused_sec"`
+	WpUnusedSecOp      *ebpf.VariableSpec `ebpf:"wp_unused_sec_op"`
+	WpUnusedStat       *ebpf.VariableSpec `ebpf:"wp_unused_stat"`
+	WpUnusedType       *ebpf.VariableSpec `ebpf:"wp_unused_type"`
 }
 
 // wpObjects contains all objects after they have been loaded into the kernel.
@@ -644,27 +805,32 @@ func (o *wpObjects) Close() error {
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpMaps struct {
-	WpBuckets      *ebpf.Map `ebpf:"wp_buckets"`
-	WpCgroupFilter *ebpf.Map `ebpf:"wp_cgroup_filter"`
-	WpCidrFilter   *ebpf.Map `ebpf:"wp_cidr_filter"`
-	WpConfigMap    *ebpf.Map `ebpf:"wp_config_map"`
-	WpEnvKeyHeap   *ebpf.Map `ebpf:"wp_env_key_heap"`
-	WpEnvNames     *ebpf.Map `ebpf:"wp_env_names"`
-	WpEvents       *ebpf.Map `ebpf:"wp_events"`
-	WpExeFilter    *ebpf.Map `ebpf:"wp_exe_filter"`
-	WpExecHeap     *ebpf.Map `ebpf:"wp_exec_heap"`
-	WpFileHeap     *ebpf.Map `ebpf:"wp_file_heap"`
-	WpFlows        *ebpf.Map `ebpf:"wp_flows"`
-	WpInflight     *ebpf.Map `ebpf:"wp_inflight"`
-	WpPathFilter   *ebpf.Map `ebpf:"wp_path_filter"`
-	WpPathHeap     *ebpf.Map `ebpf:"wp_path_heap"`
-	WpPathKeyHeap  *ebpf.Map `ebpf:"wp_path_key_heap"`
-	WpPortFilter   *ebpf.Map `ebpf:"wp_port_filter"`
-	WpSecHeap      *ebpf.Map `ebpf:"wp_sec_heap"`
-	WpSocks        *ebpf.Map `ebpf:"wp_socks"`
-	WpStats        *ebpf.Map `ebpf:"wp_stats"`
-	WpSysDescs     *ebpf.Map `ebpf:"wp_sys_descs"`
-	WpUserBuckets  *ebpf.Map `ebpf:"wp_user_buckets"`
+	WpBuckets       *ebpf.Map `ebpf:"wp_buckets"`
+	WpCgroupFilter  *ebpf.Map `ebpf:"wp_cgroup_filter"`
+	WpCidrFilter    *ebpf.Map `ebpf:"wp_cidr_filter"`
+	WpConfigMap     *ebpf.Map `ebpf:"wp_config_map"`
+	WpEnvKeyHeap    *ebpf.Map `ebpf:"wp_env_key_heap"`
+	WpEnvNames      *ebpf.Map `ebpf:"wp_env_names"`
+	WpEvents        *ebpf.Map `ebpf:"wp_events"`
+	WpExeFilter     *ebpf.Map `ebpf:"wp_exe_filter"`
+	WpExecHeap      *ebpf.Map `ebpf:"wp_exec_heap"`
+	WpFileHeap      *ebpf.Map `ebpf:"wp_file_heap"`
+	WpFlows         *ebpf.Map `ebpf:"wp_flows"`
+	WpInflight      *ebpf.Map `ebpf:"wp_inflight"`
+	WpPathFilter    *ebpf.Map `ebpf:"wp_path_filter"`
+	WpPathHeap      *ebpf.Map `ebpf:"wp_path_heap"`
+	WpPathKeyHeap   *ebpf.Map `ebpf:"wp_path_key_heap"`
+	WpPortFilter    *ebpf.Map `ebpf:"wp_port_filter"`
+	WpRespCgroups   *ebpf.Map `ebpf:"wp_resp_cgroups"`
+	WpRespConfigMap *ebpf.Map `ebpf:"wp_resp_config_map"`
+	WpRespExes      *ebpf.Map `ebpf:"wp_resp_exes"`
+	WpRespProcs     *ebpf.Map `ebpf:"wp_resp_procs"`
+	WpRespRules     *ebpf.Map `ebpf:"wp_resp_rules"`
+	WpSecHeap       *ebpf.Map `ebpf:"wp_sec_heap"`
+	WpSocks         *ebpf.Map `ebpf:"wp_socks"`
+	WpStats         *ebpf.Map `ebpf:"wp_stats"`
+	WpSysDescs      *ebpf.Map `ebpf:"wp_sys_descs"`
+	WpUserBuckets   *ebpf.Map `ebpf:"wp_user_buckets"`
 }
 
 func (m *wpMaps) Close() error {
@@ -685,6 +851,11 @@ func (m *wpMaps) Close() error {
 		m.WpPathHeap,
 		m.WpPathKeyHeap,
 		m.WpPortFilter,
+		m.WpRespCgroups,
+		m.WpRespConfigMap,
+		m.WpRespExes,
+		m.WpRespProcs,
+		m.WpRespRules,
 		m.WpSecHeap,
 		m.WpSocks,
 		m.WpStats,
@@ -697,58 +868,88 @@ func (m *wpMaps) Close() error {
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpVariables struct {
-	WpArgsFromRegs    *ebpf.Variable `ebpf:"wp_args_from_regs"`
-	WpUnusedAction    *ebpf.Variable `ebpf:"wp_unused_action"`
-	WpUnusedArgNone   *ebpf.Variable `ebpf:"wp_unused_arg_none"`
-	WpUnusedArgs      *ebpf.Variable `ebpf:"wp_unused_args"`
-	WpUnusedArgsSplit *ebpf.Variable `ebpf:"wp_unused_args_split"`
-	WpUnusedBucket    *ebpf.Variable `ebpf:"wp_unused_bucket"`
-	WpUnusedCfgFlags  *ebpf.Variable `ebpf:"wp_unused_cfg_flags"`
-	WpUnusedCidrKey   *ebpf.Variable `ebpf:"wp_unused_cidr_key"`
-	WpUnusedClass     *ebpf.Variable `ebpf:"wp_unused_class"`
-	WpUnusedClone     *ebpf.Variable `ebpf:"wp_unused_clone"`
-	WpUnusedConfig    *ebpf.Variable `ebpf:"wp_unused_config"`
-	WpUnusedDesc      *ebpf.Variable `ebpf:"wp_unused_desc"`
-	WpUnusedEnvKey    *ebpf.Variable `ebpf:"wp_unused_env_key"`
-	WpUnusedEnvLimit  *ebpf.Variable `ebpf:"wp_unused_env_limit"`
-	WpUnusedEnvMode   *ebpf.Variable `ebpf:"wp_unused_env_mode"`
-	WpUnusedExeKey    *ebpf.Variable `ebpf:"wp_unused_exe_key"`
-	WpUnusedExec      *ebpf.Variable `ebpf:"wp_unused_exec"`
-	WpUnusedExit      *ebpf.Variable `ebpf:"wp_unused_exit"`
-	WpUnusedFile      *ebpf.Variable `ebpf:"wp_unused_file"`
-	WpUnusedFlags     *ebpf.Variable `ebpf:"wp_unused_flags"`
-	WpUnusedHdr       *ebpf.Variable `ebpf:"wp_unused_hdr"`
-	WpUnusedMemfd     *ebpf.Variable `ebpf:"wp_unused_memfd"`
-	WpUnusedNet       *ebpf.Variable `ebpf:"wp_unused_net"`
-	WpUnusedNetOp     *ebpf.Variable `ebpf:"wp_unused_net_op"`
-	WpUnusedNs        *ebpf.Variable `ebpf:"wp_unused_ns"`
-	WpUnusedNsIndex   *ebpf.Variable `ebpf:"wp_unused_ns_index"`
-	WpUnusedNsOp      *ebpf.Variable `ebpf:"wp_unused_ns_op"`
-	WpUnusedPathKey   *ebpf.Variable `ebpf:"wp_unused_path_key"`
-	WpUnusedPathKind  *ebpf.Variable `ebpf:"wp_unused_path_kind"`
-	WpUnusedSec       *ebpf.Variable `ebpf:"wp_unused_sec"`
-	WpUnusedSecOp     *ebpf.Variable `ebpf:"wp_unused_sec_op"`
-	WpUnusedStat      *ebpf.Variable `ebpf:"wp_unused_stat"`
-	WpUnusedType      *ebpf.Variable `ebpf:"wp_unused_type"`
+	WpArgsFromRegs     *ebpf.Variable `ebpf:"wp_args_from_regs"`
+	WpUnusedAction     *ebpf.Variable `ebpf:"wp_unused_action"`
+	WpUnusedArgNone    *ebpf.Variable `ebpf:"wp_unused_arg_none"`
+	WpUnusedArgs       *ebpf.Variable `ebpf:"wp_unused_args"`
+	WpUnusedArgsSplit  *ebpf.Variable `ebpf:"wp_unused_args_split"`
+	WpUnusedBucket     *ebpf.Variable `ebpf:"wp_unused_bucket"`
+	WpUnusedCfgFlags   *ebpf.Variable `ebpf:"wp_unused_cfg_flags"`
+	WpUnusedCidrKey    *ebpf.Variable `ebpf:"wp_unused_cidr_key"`
+	WpUnusedClass      *ebpf.Variable `ebpf:"wp_unused_class"`
+	WpUnusedClone      *ebpf.Variable `ebpf:"wp_unused_clone"`
+	WpUnusedConfig     *ebpf.Variable `ebpf:"wp_unused_config"`
+	WpUnusedDesc       *ebpf.Variable `ebpf:"wp_unused_desc"`
+	WpUnusedEnvKey     *ebpf.Variable `ebpf:"wp_unused_env_key"`
+	WpUnusedEnvLimit   *ebpf.Variable `ebpf:"wp_unused_env_limit"`
+	WpUnusedEnvMode    *ebpf.Variable `ebpf:"wp_unused_env_mode"`
+	WpUnusedExeKey     *ebpf.Variable `ebpf:"wp_unused_exe_key"`
+	WpUnusedExec       *ebpf.Variable `ebpf:"wp_unused_exec"`
+	WpUnusedExit       *ebpf.Variable `ebpf:"wp_unused_exit"`
+	WpUnusedFile       *ebpf.Variable `ebpf:"wp_unused_file"`
+	WpUnusedFlags      *ebpf.Variable `ebpf:"wp_unused_flags"`
+	WpUnusedHdr        *ebpf.Variable `ebpf:"wp_unused_hdr"`
+	WpUnusedMemfd      *ebpf.Variable `ebpf:"wp_unused_memfd"`
+	WpUnusedNet        *ebpf.Variable `ebpf:"wp_unused_net"`
+	WpUnusedNetOp      *ebpf.Variable `ebpf:"wp_unused_net_op"`
+	WpUnusedNs         *ebpf.Variable `ebpf:"wp_unused_ns"`
+	WpUnusedNsIndex    *ebpf.Variable `ebpf:"wp_unused_ns_index"`
+	WpUnusedNsOp       *ebpf.Variable `ebpf:"wp_unused_ns_op"`
+	WpUnusedPathKey    *ebpf.Variable `ebpf:"wp_unused_path_key"`
+	WpUnusedPathKind   *ebpf.Variable `ebpf:"wp_unused_path_kind"`
+	WpUnusedRespConfig *ebpf.Variable `ebpf:"wp_unused_resp_config"`
+	WpUnusedRespEvent  *ebpf.Variable `ebpf:"wp_unused_resp_event"`
+	WpUnusedRespFlags  *ebpf.Variable `ebpf:"wp_unused_resp_flags"`
+	WpUnusedRespHook   *ebpf.Variable `ebpf:"wp_unused_resp_hook"`
+	WpUnusedRespLimit  *ebpf.Variable `ebpf:"wp_unused_resp_limit"`
+	WpUnusedRespMasks  *ebpf.Variable `ebpf:"wp_unused_resp_masks"`
+	WpUnusedRespMode   *ebpf.Variable `ebpf:"wp_unused_resp_mode"`
+	WpUnusedRespNeed   *ebpf.Variable `ebpf:"wp_unused_resp_need"`
+	WpUnusedRespProc   *ebpf.Variable `ebpf:"wp_unused_resp_proc"`
+	WpUnusedRespRule   *ebpf.Variable `ebpf:"wp_unused_resp_rule"`
+	WpUnusedSec        *ebpf.Variable `ebpf:"wp_unused_sec"`
+	WpUnusedSecOp      *ebpf.Variable `ebpf:"wp_unused_sec_op"`
+	WpUnusedStat       *ebpf.Variable `ebpf:"wp_unused_stat"`
+	WpUnusedType       *ebpf.Variable `ebpf:"wp_unused_type"`
 }
 
 // wpPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpPrograms struct {
-	WpSchedExec   *ebpf.Program `ebpf:"wp_sched_exec"`
-	WpSchedExit   *ebpf.Program `ebpf:"wp_sched_exit"`
-	WpSchedFork   *ebpf.Program `ebpf:"wp_sched_fork"`
-	WpSockState   *ebpf.Program `ebpf:"wp_sock_state"`
-	WpSysEnter    *ebpf.Program `ebpf:"wp_sys_enter"`
-	WpSysExitFile *ebpf.Program `ebpf:"wp_sys_exit_file"`
-	WpSysExitNet  *ebpf.Program `ebpf:"wp_sys_exit_net"`
-	WpSysExitNs   *ebpf.Program `ebpf:"wp_sys_exit_ns"`
-	WpSysExitSec  *ebpf.Program `ebpf:"wp_sys_exit_sec"`
+	WpRespondConnect4    *ebpf.Program `ebpf:"wp_respond_connect4"`
+	WpRespondConnect6    *ebpf.Program `ebpf:"wp_respond_connect6"`
+	WpRespondDev         *ebpf.Program `ebpf:"wp_respond_dev"`
+	WpRespondExec        *ebpf.Program `ebpf:"wp_respond_exec"`
+	WpRespondExit        *ebpf.Program `ebpf:"wp_respond_exit"`
+	WpRespondFork        *ebpf.Program `ebpf:"wp_respond_fork"`
+	WpRespondSendmsg4    *ebpf.Program `ebpf:"wp_respond_sendmsg4"`
+	WpRespondSendmsg6    *ebpf.Program `ebpf:"wp_respond_sendmsg6"`
+	WpRespondSockCreate  *ebpf.Program `ebpf:"wp_respond_sock_create"`
+	WpRespondSocketEnter *ebpf.Program `ebpf:"wp_respond_socket_enter"`
+	WpSchedExec          *ebpf.Program `ebpf:"wp_sched_exec"`
+	WpSchedExit          *ebpf.Program `ebpf:"wp_sched_exit"`
+	WpSchedFork          *ebpf.Program `ebpf:"wp_sched_fork"`
+	WpSockState          *ebpf.Program `ebpf:"wp_sock_state"`
+	WpSysEnter           *ebpf.Program `ebpf:"wp_sys_enter"`
+	WpSysExitFile        *ebpf.Program `ebpf:"wp_sys_exit_file"`
+	WpSysExitNet         *ebpf.Program `ebpf:"wp_sys_exit_net"`
+	WpSysExitNs          *ebpf.Program `ebpf:"wp_sys_exit_ns"`
+	WpSysExitSec         *ebpf.Program `ebpf:"wp_sys_exit_sec"`
 }
 
 func (p *wpPrograms) Close() error {
 	return _WpClose(
+		p.WpRespondConnect4,
+		p.WpRespondConnect6,
+		p.WpRespondDev,
+		p.WpRespondExec,
+		p.WpRespondExit,
+		p.WpRespondFork,
+		p.WpRespondSendmsg4,
+		p.WpRespondSendmsg6,
+		p.WpRespondSockCreate,
+		p.WpRespondSocketEnter,
 		p.WpSchedExec,
 		p.WpSchedExit,
 		p.WpSchedFork,

@@ -114,6 +114,8 @@ func helper(mode string) int {
 			return 132
 		}
 		return 0
+	case strings.HasPrefix(mode, "respond:"):
+		return respondHelper(strings.TrimPrefix(mode, "respond:"))
 	case mode == "asuser":
 		return asUser(envInt("WATCHPOST_TEST_N"), os.Args)
 	case mode == "spawn":
