@@ -63,12 +63,24 @@ const (
 	EventType_EVENT_TYPE_USERFAULTFD        EventType = 31
 	EventType_EVENT_TYPE_MEMFD_CREATE       EventType = 32
 	EventType_EVENT_TYPE_NET_CONNECT_RESULT EventType = 33
-	EventType_EVENT_TYPE_HEALTH             EventType = 100
-	EventType_EVENT_TYPE_GAP                EventType = 101
-	EventType_EVENT_TYPE_AGENT_START        EventType = 102
-	EventType_EVENT_TYPE_AGENT_STOP         EventType = 103
+	// A response policy's kernel hook matched (detail: response): an exec
+	// killed (or, in monitor mode, that would have been), a connect or UDP
+	// send, a socket creation, a device access blocked or that would have been.
+	EventType_EVENT_TYPE_RESPONSE_EXEC    EventType = 40
+	EventType_EVENT_TYPE_RESPONSE_CONNECT EventType = 41
+	EventType_EVENT_TYPE_RESPONSE_SOCKET  EventType = 42
+	EventType_EVENT_TYPE_RESPONSE_DEVICE  EventType = 43
+	EventType_EVENT_TYPE_HEALTH           EventType = 100
+	EventType_EVENT_TYPE_GAP              EventType = 101
+	EventType_EVENT_TYPE_AGENT_START      EventType = 102
+	EventType_EVENT_TYPE_AGENT_STOP       EventType = 103
 	// A detection rule fired on the agent (detail: alert).
 	EventType_EVENT_TYPE_ALERT EventType = 104
+	// The agent killed (or would have killed) a process on a detection
+	// (detail: response).
+	EventType_EVENT_TYPE_RESPONSE EventType = 130
+	// The response policy set was loaded, refused or switched (detail: policies).
+	EventType_EVENT_TYPE_RESPONSE_POLICIES EventType = 131
 	// The agent found its own state damaged (spool state or counters file)
 	// and rebuilt it: evidence of tampering or of a crash in a bad place.
 	EventType_EVENT_TYPE_AGENT_TAMPER EventType = 140
@@ -111,11 +123,17 @@ var (
 		31:  "EVENT_TYPE_USERFAULTFD",
 		32:  "EVENT_TYPE_MEMFD_CREATE",
 		33:  "EVENT_TYPE_NET_CONNECT_RESULT",
+		40:  "EVENT_TYPE_RESPONSE_EXEC",
+		41:  "EVENT_TYPE_RESPONSE_CONNECT",
+		42:  "EVENT_TYPE_RESPONSE_SOCKET",
+		43:  "EVENT_TYPE_RESPONSE_DEVICE",
 		100: "EVENT_TYPE_HEALTH",
 		101: "EVENT_TYPE_GAP",
 		102: "EVENT_TYPE_AGENT_START",
 		103: "EVENT_TYPE_AGENT_STOP",
 		104: "EVENT_TYPE_ALERT",
+		130: "EVENT_TYPE_RESPONSE",
+		131: "EVENT_TYPE_RESPONSE_POLICIES",
 		140: "EVENT_TYPE_AGENT_TAMPER",
 	}
 	EventType_value = map[string]int32{
@@ -153,11 +171,17 @@ var (
 		"EVENT_TYPE_USERFAULTFD":        31,
 		"EVENT_TYPE_MEMFD_CREATE":       32,
 		"EVENT_TYPE_NET_CONNECT_RESULT": 33,
+		"EVENT_TYPE_RESPONSE_EXEC":      40,
+		"EVENT_TYPE_RESPONSE_CONNECT":   41,
+		"EVENT_TYPE_RESPONSE_SOCKET":    42,
+		"EVENT_TYPE_RESPONSE_DEVICE":    43,
 		"EVENT_TYPE_HEALTH":             100,
 		"EVENT_TYPE_GAP":                101,
 		"EVENT_TYPE_AGENT_START":        102,
 		"EVENT_TYPE_AGENT_STOP":         103,
 		"EVENT_TYPE_ALERT":              104,
+		"EVENT_TYPE_RESPONSE":           130,
+		"EVENT_TYPE_RESPONSE_POLICIES":  131,
 		"EVENT_TYPE_AGENT_TAMPER":       140,
 	}
 )
@@ -2767,7 +2791,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x06tamper\x18- \x01(\v2\x14.watchpost.v1.TamperH\x00R\x06tamperB\b\n" +
 	"\x06detail\"8\n" +
 	"\tEventList\x12+\n" +
-	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xa2\b\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xde\t\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_TYPE_EXEC\x10\x01\x12\x14\n" +
@@ -2803,12 +2827,18 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x14EVENT_TYPE_NAMESPACE\x10\x1e\x12\x1a\n" +
 	"\x16EVENT_TYPE_USERFAULTFD\x10\x1f\x12\x1b\n" +
 	"\x17EVENT_TYPE_MEMFD_CREATE\x10 \x12!\n" +
-	"\x1dEVENT_TYPE_NET_CONNECT_RESULT\x10!\x12\x15\n" +
+	"\x1dEVENT_TYPE_NET_CONNECT_RESULT\x10!\x12\x1c\n" +
+	"\x18EVENT_TYPE_RESPONSE_EXEC\x10(\x12\x1f\n" +
+	"\x1bEVENT_TYPE_RESPONSE_CONNECT\x10)\x12\x1e\n" +
+	"\x1aEVENT_TYPE_RESPONSE_SOCKET\x10*\x12\x1e\n" +
+	"\x1aEVENT_TYPE_RESPONSE_DEVICE\x10+\x12\x15\n" +
 	"\x11EVENT_TYPE_HEALTH\x10d\x12\x12\n" +
 	"\x0eEVENT_TYPE_GAP\x10e\x12\x1a\n" +
 	"\x16EVENT_TYPE_AGENT_START\x10f\x12\x19\n" +
 	"\x15EVENT_TYPE_AGENT_STOP\x10g\x12\x14\n" +
-	"\x10EVENT_TYPE_ALERT\x10h\x12\x1c\n" +
+	"\x10EVENT_TYPE_ALERT\x10h\x12\x18\n" +
+	"\x13EVENT_TYPE_RESPONSE\x10\x82\x01\x12!\n" +
+	"\x1cEVENT_TYPE_RESPONSE_POLICIES\x10\x83\x01\x12\x1c\n" +
 	"\x17EVENT_TYPE_AGENT_TAMPER\x10\x8c\x01B?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
 
 var (
