@@ -122,6 +122,20 @@ func (c *Collector) Ingest(st grpc.BidiStreamingServer[watchpostv1.IngestRequest
 		close(quit)
 		<-commitDone
 		return status.Error(codes.Unavailable, "collector shutting down")
+	case <-ctx.Done():
+		if st.Context().Err() != nil {
+			// The agent went away: the receiver ends with it.
+			err = <-recvDone
+			if cerr := <-commitDone; err == nil {
+				err = cerr
+			}
+			return err
+		}
+		// Revoked: end the stream now, even when the agent sends nothing
+		// (the receiver ends with the stream).
+		close(quit)
+		<-commitDone
+		return status.Errorf(codes.PermissionDenied, "certificate of %q was revoked", agent)
 	}
 }
 
