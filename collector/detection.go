@@ -32,9 +32,14 @@ func detectionAlerts(agent, bootID string, events []*watchpostv1.Event) []*watch
 			continue
 		}
 		h := ev.Header
+		kind, msg := watchpostv1.AlertKind_ALERT_KIND_DETECTION, alerts.DetectionMessage(d)
+		if d.Baseline != nil {
+			// The title already says the item and what the baseline knows.
+			kind, msg = watchpostv1.AlertKind_ALERT_KIND_BASELINE_ANOMALY, alerts.Clip(d.Title)
+		}
 		out = append(out, &watchpostv1.Alert{
-			AgentId: agent, Host: agent, Kind: watchpostv1.AlertKind_ALERT_KIND_DETECTION, TimeUnixNano: h.TimeUnixNano,
-			Message: alerts.DetectionMessage(d), BootId: bootID, Count: d.Count,
+			AgentId: agent, Host: agent, Kind: kind, TimeUnixNano: h.TimeUnixNano,
+			Message: msg, BootId: bootID, Count: d.Count,
 			Severity: alerts.LevelSeverity(d.Level), State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			Detection: d, Process: ev.Process, Ancestry: ev.Ancestry, Industrial: ev.Industrial, EventSeq: h.Seq,
 		})
@@ -49,7 +54,9 @@ func (c *Collector) countDetections(as []*watchpostv1.Alert) {
 	}
 	c.detectionAlerts.Add(uint64(len(as)))
 	c.countMu.Lock()
-	c.alertsRaised[alerts.KindName(watchpostv1.AlertKind_ALERT_KIND_DETECTION)] += uint64(len(as))
+	for _, a := range as {
+		c.alertsRaised[alerts.KindName(a.Kind)]++
+	}
 	c.countMu.Unlock()
 }
 
@@ -277,6 +284,9 @@ func (c *Collector) addException(ctx context.Context, who string, req *watchpost
 		}
 		if a.GetDetection() == nil {
 			return nil, status.Errorf(codes.InvalidArgument, "alert_id: alert %d is a %s alert, not a detection: nothing to except", a.Id, alerts.KindName(a.Kind))
+		}
+		if a.GetDetection().GetBaseline() != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "alert_id: alert %d is a baseline anomaly: allow its item (watchpost baseline allow %d) instead of an exception", a.Id, a.Id)
 		}
 		if ex, err = c.exceptionFromAlert(ctx, a, req.GetBy()); err != nil {
 			return nil, err

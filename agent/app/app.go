@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/watchpost/watchpost/agent/baseline"
 	"github.com/watchpost/watchpost/agent/commands"
 	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/agent/container"
@@ -52,8 +53,9 @@ type Agent struct {
 	Metrics  *metrics.Server  // nil when metrics_addr is empty
 	// Containers is nil when container attribution is off.
 	Containers *container.Resolver
-	Detect     *detect.Engine // nil when detection is off
-	Commands   *commands.Log  // nil without commands.dir
+	Detect     *detect.Engine     // nil when detection is off
+	Baseline   *baseline.Baseline // nil when the baseline is off
+	Commands   *commands.Log      // nil without commands.dir
 }
 
 // Run starts the agent and blocks until ctx ends; then it detaches the
@@ -133,6 +135,20 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 			}()
 		}
 	}
+	if cfg.Baseline.Enabled {
+		if a.Baseline, err = baseline.New(cfg.BaselineConfig(), log); err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		if err := a.Baseline.Start(ctx); err != nil {
+			return err
+		}
+		defer func() {
+			if err := a.Baseline.Shutdown(context.Background()); err != nil {
+				log.Warn().Err(err).Msg("saving the baseline")
+			}
+		}()
+		pcfg.Baseline = a.Baseline
+	}
 	// The collector's commands (detection exceptions) are replayed from the
 	// log whatever the output, so they hold while the collector is away.
 	var cmdLog *commands.Log
@@ -140,6 +156,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		var handlers []commands.Handler
 		if a.Detect != nil {
 			handlers = append(handlers, a.Detect.CommandHandler())
+		}
+		if a.Baseline != nil {
+			handlers = append(handlers, a.Baseline.CommandHandler())
 		}
 		if cmdLog, err = commands.Open(cfg.Commands.Dir, log, handlers...); err != nil {
 			return err

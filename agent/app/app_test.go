@@ -39,6 +39,7 @@ func TestEndToEndOverMutualTLS(t *testing.T) {
 
 	cert, key := certs.AgentFiles(agentID)
 	cfg := config.Default()
+	cfg.Baseline.Dir = t.TempDir()
 	cfg.Host = agentID
 	cfg.Output = config.OutputCollector
 	cfg.MetricsAddr = ""

@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/watchpost/watchpost/agent/baseline"
 	"github.com/watchpost/watchpost/agent/container"
 	"github.com/watchpost/watchpost/agent/detect"
 	"github.com/watchpost/watchpost/agent/event"
@@ -57,6 +58,28 @@ type Config struct {
 	Container  Container `yaml:"container"`
 	Detection  Detection `yaml:"detection"`
 	Commands   Commands  `yaml:"commands"`
+	Baseline   Baseline  `yaml:"baseline"`
+}
+
+// Baseline configures the learned per-host baseline (docs/baseline.md).
+type Baseline struct {
+	Enabled bool `yaml:"enabled"`
+	// Dir holds the baseline file (in the agent's state directory).
+	Dir string `yaml:"dir"`
+	// Learning is the uptime learned before new items alert.
+	Learning time.Duration `yaml:"learning"`
+	// AllowLearning: after an operator allows an item, its program learns
+	// its other new items for this long.
+	AllowLearning time.Duration `yaml:"allow_learning"`
+	// MaxItems bounds each family.
+	MaxItems int `yaml:"max_items"`
+	// WriteRoots are the directories whose writes are learned; WriteDepth
+	// how many directories below a root an item keeps.
+	WriteRoots []string `yaml:"write_roots"`
+	WriteDepth int      `yaml:"write_depth"`
+	// SaveInterval: how often a changed baseline is written.
+	SaveInterval    time.Duration `yaml:"save_interval"`
+	AlertsPerMinute int           `yaml:"alerts_per_minute"`
 }
 
 // Container configures container attribution (agent/container).
@@ -228,7 +251,23 @@ func Default() Config {
 		},
 		Detection: Detection{Enabled: true, RulesDir: DefaultRulesDir, Packs: detect.Packs(), MaxGroups: 10000},
 		Commands:  Commands{Dir: "/var/lib/watchpost/commands"},
+		Baseline:  baselineDefaults(),
 	}
+}
+
+func baselineDefaults() Baseline {
+	b := baseline.DefaultConfig()
+	return Baseline{Enabled: true, Dir: "/var/lib/watchpost/baseline", Learning: b.Learning, AllowLearning: b.AllowLearning,
+		MaxItems: b.MaxItems, WriteRoots: b.WriteRoots, WriteDepth: b.WriteDepth, SaveInterval: b.SaveInterval,
+		AlertsPerMinute: b.AlertsPerMinute}
+}
+
+// BaselineConfig translates to the baseline's settings.
+func (c Config) BaselineConfig() baseline.Config {
+	b := c.Baseline
+	return baseline.Config{Dir: b.Dir, Host: c.Host, Learning: b.Learning, AllowLearning: b.AllowLearning,
+		MaxItems: b.MaxItems, WriteRoots: b.WriteRoots, WriteDepth: b.WriteDepth, SaveInterval: b.SaveInterval,
+		AlertsPerMinute: b.AlertsPerMinute}
 }
 
 // Load reads a YAML file over the defaults. Unknown keys are errors.
@@ -354,6 +393,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.ContainerConfig().Validate(); err != nil {
 		return err
+	}
+	if c.Baseline.Enabled {
+		if err := c.BaselineConfig().Validate(); err != nil {
+			return err
+		}
 	}
 	if c.Detection.Enabled {
 		dc := c.DetectConfig()

@@ -290,6 +290,7 @@ func TestContainerdAttribution(t *testing.T) {
 	ctrd.ctr(t, "images", "import", "--snapshotter", "native", helperImage(t, ref))
 
 	cfg := config.Default()
+	cfg.Baseline.Dir = t.TempDir()
 	cfg.Host = "ctr-test"
 	cfg.Output = config.OutputStdout
 	cfg.MetricsAddr = ""

@@ -188,6 +188,7 @@ func startAgent(t *testing.T) *harness {
 		_, _ = io.Copy(io.Discard, pr)
 	}()
 	cfg := config.Default()
+	cfg.Baseline.Dir = t.TempDir()
 	cfg.Output = config.OutputStdout
 	cfg.MetricsAddr = ""
 	cfg.Commands.Dir = t.TempDir()

@@ -337,6 +337,8 @@ type Health struct {
 	Counters    []Counter `json:"counters,omitempty"`
 	// Detection is the rule engine's state (nil when detection is off).
 	Detection *Detection `json:"detection,omitempty"`
+	// Baseline is the learned baseline's state (nil when it is off).
+	Baseline *Baseline `json:"baseline,omitempty"`
 }
 
 // Alert is raised by a detection rule (agent/detect): which rule, why it
@@ -358,6 +360,47 @@ type Alert struct {
 	Events []EventRef `json:"events"`
 	// Cgroup is the process's cgroup v2 path (exceptions by cgroup or unit).
 	Cgroup string `json:"cgroup,omitempty"`
+	// Baseline is set when the alert is an item outside the host's learned
+	// baseline (agent/baseline) rather than a rule's match.
+	Baseline *Anomaly `json:"baseline,omitempty"`
+}
+
+// Anomaly is an item first seen after the baseline was learned.
+type Anomaly struct {
+	Family string `json:"family"` // exec, args, user, file_write, connect, accept, listen, device, module, ics
+	// Item is the item's fields, in the family's order (docs/baseline.md).
+	Item []string `json:"item"`
+	// Known are up to a few items of the same family and subject (the
+	// executable) that the baseline has, for the explanation.
+	Known      []string `json:"known,omitempty"`
+	KnownCount int      `json:"known_count"` // items of the same subject in the baseline
+	LearnedNS  uint64   `json:"learned_ns"`  // how long the baseline learned (uptime)
+}
+
+// Baseline is the learned baseline's state as health events report it.
+type Baseline struct {
+	Mode string `json:"mode"` // learning, enforcing
+	// LearnedNS is the uptime learned so far; PeriodNS the learning period.
+	LearnedNS uint64           `json:"learned_ns"`
+	PeriodNS  uint64           `json:"period_ns"`
+	Since     time.Time        `json:"since"` // when this baseline started learning
+	Families  []BaselineFamily `json:"families"`
+	Alerts    uint64           `json:"alerts"`              // anomalies raised since the agent started
+	Throttled uint64           `json:"throttled,omitempty"` // anomalies not raised: over the alert rate
+	// Clocks are the items an operator allowed that still learn on their own.
+	Clocks    int       `json:"clocks,omitempty"`
+	SavedAt   time.Time `json:"saved_at"`
+	SaveError string    `json:"save_error,omitempty"`
+	// LoadError is why the baseline file found at start was set aside.
+	LoadError string `json:"load_error,omitempty"`
+}
+
+// BaselineFamily counts one family's items.
+type BaselineFamily struct {
+	Family  string `json:"family"`
+	Items   int    `json:"items"`             // learned (or allowed) items
+	Pending int    `json:"pending,omitempty"` // items that alerted and are not allowed
+	Dropped uint64 `json:"dropped,omitempty"` // items not kept: the family was full
 }
 
 // Match is one field of an event and the value a rule matched in it.
@@ -454,7 +497,7 @@ type Gap struct {
 
 // Tamper reports one of the agent's own files found damaged and rebuilt.
 type Tamper struct {
-	What   string `json:"what"` // spool_state, spool_counters
+	What   string `json:"what"` // spool_state, spool_counters, baseline
 	File   string `json:"file"`
 	Action string `json:"action"`
 	Error  string `json:"error"`

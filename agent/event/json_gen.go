@@ -1040,6 +1040,18 @@ func appendJSONHealth(b []byte, v *Health) ([]byte, error) {
 			}
 		}
 	}
+	if v.Baseline != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"baseline\":"...)
+		if v.Baseline == nil {
+			b = append(b, "null"...)
+		} else {
+			if b, err = appendJSONBaseline(b, &(*v.Baseline)); err != nil {
+				return b, err
+			}
+		}
+	}
 	if sep == '{' {
 		b = append(b, '{')
 	}
@@ -1182,6 +1194,18 @@ func appendJSONAlert(b []byte, v *Alert) ([]byte, error) {
 		sep = ','
 		b = append(b, "\"cgroup\":"...)
 		b = appendString(b, v.Cgroup)
+	}
+	if v.Baseline != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"baseline\":"...)
+		if v.Baseline == nil {
+			b = append(b, "null"...)
+		} else {
+			if b, err = appendJSONAnomaly(b, &(*v.Baseline)); err != nil {
+				return b, err
+			}
+		}
 	}
 	if sep == '{' {
 		b = append(b, '{')
@@ -1544,6 +1568,85 @@ func appendJSONDetection(b []byte, v *Detection) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+func appendJSONBaseline(b []byte, v *Baseline) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"mode\":"...)
+	b = appendString(b, v.Mode)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"learned_ns\":"...)
+	b = appendUint(b, uint64(v.LearnedNS))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"period_ns\":"...)
+	b = appendUint(b, uint64(v.PeriodNS))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"since\":"...)
+	if b, err = appendTime(b, v.Since); err != nil {
+		return b, err
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"families\":"...)
+	if v.Families == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i1 := range v.Families {
+			if i1 > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendJSONBaselineFamily(b, &v.Families[i1]); err != nil {
+				return b, err
+			}
+		}
+		b = append(b, ']')
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"alerts\":"...)
+	b = appendUint(b, uint64(v.Alerts))
+	if v.Throttled != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"throttled\":"...)
+		b = appendUint(b, uint64(v.Throttled))
+	}
+	if v.Clocks != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"clocks\":"...)
+		b = appendInt(b, int64(v.Clocks))
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"saved_at\":"...)
+	if b, err = appendTime(b, v.SavedAt); err != nil {
+		return b, err
+	}
+	if v.SaveError != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"save_error\":"...)
+		b = appendString(b, v.SaveError)
+	}
+	if v.LoadError != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"load_error\":"...)
+		b = appendString(b, v.LoadError)
+	}
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
 func appendJSONMatch(b []byte, v *Match) ([]byte, error) {
 	var err error
 	_ = err
@@ -1596,6 +1699,60 @@ func appendJSONEventRef(b []byte, v *EventRef) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+func appendJSONAnomaly(b []byte, v *Anomaly) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"family\":"...)
+	b = appendString(b, v.Family)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"item\":"...)
+	if v.Item == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i1 := range v.Item {
+			if i1 > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, v.Item[i1])
+		}
+		b = append(b, ']')
+	}
+	if len(v.Known) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"known\":"...)
+		if v.Known == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Known {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.Known[i1])
+			}
+			b = append(b, ']')
+		}
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"known_count\":"...)
+	b = appendInt(b, int64(v.KnownCount))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"learned_ns\":"...)
+	b = appendUint(b, uint64(v.LearnedNS))
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
 func appendJSONPolicyStatus(b []byte, v *PolicyStatus) ([]byte, error) {
 	var err error
 	_ = err
@@ -1630,6 +1787,36 @@ func appendJSONPolicyStatus(b []byte, v *PolicyStatus) ([]byte, error) {
 	sep = ','
 	b = append(b, "\"failed\":"...)
 	b = appendUint(b, uint64(v.Failed))
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
+func appendJSONBaselineFamily(b []byte, v *BaselineFamily) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"family\":"...)
+	b = appendString(b, v.Family)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"items\":"...)
+	b = appendInt(b, int64(v.Items))
+	if v.Pending != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"pending\":"...)
+		b = appendInt(b, int64(v.Pending))
+	}
+	if v.Dropped != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"dropped\":"...)
+		b = appendUint(b, uint64(v.Dropped))
+	}
 	if sep == '{' {
 		b = append(b, '{')
 	}

@@ -51,6 +51,18 @@ type Detector interface {
 	Changed() <-chan struct{}
 }
 
+// Baseline learns the host's normal and judges events against it
+// (agent/baseline).
+type Baseline interface {
+	// Observe returns the alerts an event raises (nil for most); the
+	// slice is valid until the next call.
+	Observe(ev *event.Event) []*event.Event
+	// Status is the baseline's state that health events carry.
+	Status() *event.Baseline
+	// Startup returns events to report once, after agent_start.
+	Startup() []*event.Event
+}
+
 // Config tunes the pipeline.
 type Config struct {
 	Host           string
@@ -65,6 +77,9 @@ type Config struct {
 	// Detector, when set, sees every event after tagging; its alerts are
 	// emitted right after the event and flushed at once.
 	Detector Detector
+	// Baseline, when set, sees every event after the detector; its alerts
+	// are emitted like the detector's.
+	Baseline Baseline
 }
 
 // Validate names the bad setting.
@@ -140,6 +155,12 @@ func (p *Pipeline) consume(ctx context.Context) error {
 	defer sweep.Stop()
 
 	p.emit(p.agentEvent(event.KindAgentStart))
+	if p.cfg.Baseline != nil {
+		for _, ev := range p.cfg.Baseline.Startup() {
+			p.emit(ev)
+		}
+		p.flush()
+	}
 	events := p.src.Events()
 	var reloaded <-chan struct{}
 	if p.cfg.Detector != nil {
@@ -162,16 +183,25 @@ func (p *Pipeline) consume(ctx context.Context) error {
 			if p.cfg.Tagger != nil {
 				p.cfg.Tagger.Apply(ev)
 			}
-			if p.cfg.Detector == nil {
+			if p.cfg.Detector == nil && p.cfg.Baseline == nil {
 				p.emit(ev)
 			} else {
 				p.number(ev) // alerts name the event by its sequence number
-				alerts := p.cfg.Detector.Detect(ev)
+				var alerts, anomalies []*event.Event
+				if p.cfg.Detector != nil {
+					alerts = p.cfg.Detector.Detect(ev)
+				}
+				if p.cfg.Baseline != nil {
+					anomalies = p.cfg.Baseline.Observe(ev)
+				}
 				p.write(ev)
 				for _, a := range alerts {
 					p.emit(a)
 				}
-				if len(alerts) > 0 {
+				for _, a := range anomalies {
+					p.emit(a)
+				}
+				if len(alerts)+len(anomalies) > 0 {
 					p.flush() // alerts never wait for the queue to idle
 					continue
 				}
@@ -256,6 +286,9 @@ func (p *Pipeline) health() *event.Health {
 	}
 	if p.cfg.Detector != nil {
 		h.Detection = p.cfg.Detector.Status()
+	}
+	if p.cfg.Baseline != nil {
+		h.Baseline = p.cfg.Baseline.Status()
 	}
 	st, err := p.src.Stats()
 	if err != nil {

@@ -159,6 +159,10 @@ func AlertToProto(a *event.Alert) *watchpostv1.DetectionAlert {
 		Tags: utf8SafeAll(a.Tags), Source: utf8Safe(a.Source), Correlation: a.Correlation, Count: a.Count,
 		Cgroup: utf8Safe(a.Cgroup),
 	}
+	if an := a.Baseline; an != nil {
+		out.Baseline = &watchpostv1.BaselineAnomaly{Family: an.Family, Item: utf8SafeAll(an.Item), Known: utf8SafeAll(an.Known),
+			KnownCount: uint32(an.KnownCount), LearnedNs: an.LearnedNS}
+	}
 	for _, m := range a.Matches {
 		out.Matches = append(out.Matches, &watchpostv1.MatchedField{Field: utf8Safe(m.Field), Value: utf8Safe(m.Value)})
 	}
@@ -203,7 +207,28 @@ func HealthToProto(h *event.Health) *watchpostv1.Health {
 		Version: utf8Safe(h.Version), Kernel: utf8Safe(h.Kernel), CapturePath: utf8Safe(h.CapturePath), Programs: utf8SafeAll(h.Programs),
 		Produced: h.Produced, Delivered: h.Delivered, Filtered: h.Filtered, Dropped: h.Dropped,
 		SpoolBytes: h.SpoolBytes, Counters: countersToProto(h.Counters), Detection: DetectionToProto(h.Detection),
+		Baseline: BaselineToProto(h.Baseline),
 	}
+}
+
+// BaselineToProto converts the learned baseline's state.
+func BaselineToProto(b *event.Baseline) *watchpostv1.BaselineStatus {
+	if b == nil {
+		return nil
+	}
+	out := &watchpostv1.BaselineStatus{Mode: b.Mode, LearnedNs: b.LearnedNS, PeriodNs: b.PeriodNS, Alerts: b.Alerts,
+		Throttled: b.Throttled, Clocks: uint32(b.Clocks), SaveError: utf8Safe(b.SaveError), LoadError: utf8Safe(b.LoadError)}
+	if !b.Since.IsZero() {
+		out.SinceUnixNano = b.Since.UnixNano()
+	}
+	if !b.SavedAt.IsZero() {
+		out.SavedUnixNano = b.SavedAt.UnixNano()
+	}
+	for _, f := range b.Families {
+		out.Families = append(out.Families, &watchpostv1.BaselineFamily{Family: f.Family, Items: uint32(f.Items),
+			Pending: uint32(f.Pending), Dropped: f.Dropped})
+	}
+	return out
 }
 
 func countersToProto(in []event.Counter) []*watchpostv1.Counter {

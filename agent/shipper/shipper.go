@@ -886,6 +886,7 @@ func (s *Shipper) heartbeat(final bool) *watchpostv1.Heartbeat {
 	ph := HealthToProto(&h)
 	hb.Produced, hb.Delivered, hb.Filtered, hb.Dropped = ph.Produced, ph.Delivered, ph.Filtered, ph.Dropped
 	hb.Detection = ph.Detection
+	hb.Baseline = ph.Baseline
 	if s.deps.Commands != nil {
 		hb.CommandsEpoch, hb.CommandsApplied = s.deps.Commands.State()
 	}

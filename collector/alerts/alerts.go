@@ -284,6 +284,14 @@ func LevelSeverity(level string) watchpostv1.Severity {
 	return watchpostv1.Severity_SEVERITY_MEDIUM
 }
 
+// Clip bounds an alert's message to maxMessage bytes.
+func Clip(s string) string {
+	if len(s) > maxMessage {
+		s = strings.ToValidUTF8(s[:maxMessage], "") + "…"
+	}
+	return s
+}
+
 // maxMessage bounds a detection alert's message.
 const maxMessage = 512
 
@@ -301,9 +309,6 @@ func DetectionMessage(d *watchpostv1.DetectionAlert) string {
 			break
 		}
 	}
-	s := b.String()
-	if len(s) > maxMessage {
-		s = strings.ToValidUTF8(s[:maxMessage], "") + "…"
-	}
+	s := Clip(b.String())
 	return s
 }

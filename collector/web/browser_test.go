@@ -110,6 +110,7 @@ func startAgent(t *testing.T, c *collector.Collector, pki string) {
 	t.Helper()
 	cert, key := certs.AgentFiles(agentID)
 	cfg := config.Default()
+	cfg.Baseline.Dir = t.TempDir()
 	cfg.Host = agentID
 	cfg.Output = config.OutputCollector
 	cfg.MetricsAddr = ""

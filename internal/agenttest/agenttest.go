@@ -70,6 +70,7 @@ func Start(t testing.TB, o Options) *Agent {
 	}
 	cfg.Detection.RulesDir = t.TempDir()
 	cfg.Spool.Dir = t.TempDir()
+	cfg.Baseline.Dir = t.TempDir()
 	if o.CollectorAddr != "" {
 		cert, key := certs.AgentFiles(o.ID)
 		cfg.Output = config.OutputBoth

@@ -1637,7 +1637,9 @@ type Health struct {
 	SpoolBytes  uint64                 `protobuf:"varint,9,opt,name=spool_bytes,json=spoolBytes,proto3" json:"spool_bytes,omitempty"`
 	Counters    []*Counter             `protobuf:"bytes,10,rep,name=counters,proto3" json:"counters,omitempty"`
 	// The rule engine's state (absent when detection is off).
-	Detection     *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
+	Detection *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
+	// The learned baseline's state (absent when it is off).
+	Baseline      *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1749,6 +1751,296 @@ func (x *Health) GetDetection() *DetectionStatus {
 	return nil
 }
 
+func (x *Health) GetBaseline() *BaselineStatus {
+	if x != nil {
+		return x.Baseline
+	}
+	return nil
+}
+
+// BaselineStatus is the host's learned baseline (docs/baseline.md) as
+// health events and heartbeats report it.
+type BaselineStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// learning or enforcing.
+	Mode string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Uptime learned so far, and the learning period.
+	LearnedNs uint64 `protobuf:"varint,2,opt,name=learned_ns,json=learnedNs,proto3" json:"learned_ns,omitempty"`
+	PeriodNs  uint64 `protobuf:"varint,3,opt,name=period_ns,json=periodNs,proto3" json:"period_ns,omitempty"`
+	// When this baseline started learning.
+	SinceUnixNano int64             `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	Families      []*BaselineFamily `protobuf:"bytes,5,rep,name=families,proto3" json:"families,omitempty"`
+	// Anomalies raised since the agent started; not raised (over the rate).
+	Alerts    uint64 `protobuf:"varint,6,opt,name=alerts,proto3" json:"alerts,omitempty"`
+	Throttled uint64 `protobuf:"varint,7,opt,name=throttled,proto3" json:"throttled,omitempty"`
+	// Programs an operator allowed that still learn on their own clock.
+	Clocks        uint32 `protobuf:"varint,8,opt,name=clocks,proto3" json:"clocks,omitempty"`
+	SavedUnixNano int64  `protobuf:"varint,9,opt,name=saved_unix_nano,json=savedUnixNano,proto3" json:"saved_unix_nano,omitempty"`
+	SaveError     string `protobuf:"bytes,10,opt,name=save_error,json=saveError,proto3" json:"save_error,omitempty"`
+	// Why the baseline file found at start was set aside.
+	LoadError     string `protobuf:"bytes,11,opt,name=load_error,json=loadError,proto3" json:"load_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BaselineStatus) Reset() {
+	*x = BaselineStatus{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BaselineStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BaselineStatus) ProtoMessage() {}
+
+func (x *BaselineStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BaselineStatus.ProtoReflect.Descriptor instead.
+func (*BaselineStatus) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BaselineStatus) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *BaselineStatus) GetLearnedNs() uint64 {
+	if x != nil {
+		return x.LearnedNs
+	}
+	return 0
+}
+
+func (x *BaselineStatus) GetPeriodNs() uint64 {
+	if x != nil {
+		return x.PeriodNs
+	}
+	return 0
+}
+
+func (x *BaselineStatus) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *BaselineStatus) GetFamilies() []*BaselineFamily {
+	if x != nil {
+		return x.Families
+	}
+	return nil
+}
+
+func (x *BaselineStatus) GetAlerts() uint64 {
+	if x != nil {
+		return x.Alerts
+	}
+	return 0
+}
+
+func (x *BaselineStatus) GetThrottled() uint64 {
+	if x != nil {
+		return x.Throttled
+	}
+	return 0
+}
+
+func (x *BaselineStatus) GetClocks() uint32 {
+	if x != nil {
+		return x.Clocks
+	}
+	return 0
+}
+
+func (x *BaselineStatus) GetSavedUnixNano() int64 {
+	if x != nil {
+		return x.SavedUnixNano
+	}
+	return 0
+}
+
+func (x *BaselineStatus) GetSaveError() string {
+	if x != nil {
+		return x.SaveError
+	}
+	return ""
+}
+
+func (x *BaselineStatus) GetLoadError() string {
+	if x != nil {
+		return x.LoadError
+	}
+	return ""
+}
+
+// BaselineFamily counts one family's items.
+type BaselineFamily struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exec, args, user, file_write, connect, accept, listen, device, module.
+	Family string `protobuf:"bytes,1,opt,name=family,proto3" json:"family,omitempty"`
+	// Items learned or allowed; pending: alerted, not allowed.
+	Items   uint32 `protobuf:"varint,2,opt,name=items,proto3" json:"items,omitempty"`
+	Pending uint32 `protobuf:"varint,3,opt,name=pending,proto3" json:"pending,omitempty"`
+	// Items not kept because the family was full.
+	Dropped       uint64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BaselineFamily) Reset() {
+	*x = BaselineFamily{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BaselineFamily) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BaselineFamily) ProtoMessage() {}
+
+func (x *BaselineFamily) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BaselineFamily.ProtoReflect.Descriptor instead.
+func (*BaselineFamily) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BaselineFamily) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *BaselineFamily) GetItems() uint32 {
+	if x != nil {
+		return x.Items
+	}
+	return 0
+}
+
+func (x *BaselineFamily) GetPending() uint32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *BaselineFamily) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+// BaselineAnomaly is an item first seen after the baseline was learned.
+type BaselineAnomaly struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Family string                 `protobuf:"bytes,1,opt,name=family,proto3" json:"family,omitempty"`
+	// The item's fields in the family's order (docs/baseline.md).
+	Item []string `protobuf:"bytes,2,rep,name=item,proto3" json:"item,omitempty"`
+	// A few items of the same family and program the baseline has.
+	Known         []string `protobuf:"bytes,3,rep,name=known,proto3" json:"known,omitempty"`
+	KnownCount    uint32   `protobuf:"varint,4,opt,name=known_count,json=knownCount,proto3" json:"known_count,omitempty"`
+	LearnedNs     uint64   `protobuf:"varint,5,opt,name=learned_ns,json=learnedNs,proto3" json:"learned_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BaselineAnomaly) Reset() {
+	*x = BaselineAnomaly{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BaselineAnomaly) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BaselineAnomaly) ProtoMessage() {}
+
+func (x *BaselineAnomaly) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BaselineAnomaly.ProtoReflect.Descriptor instead.
+func (*BaselineAnomaly) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BaselineAnomaly) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *BaselineAnomaly) GetItem() []string {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *BaselineAnomaly) GetKnown() []string {
+	if x != nil {
+		return x.Known
+	}
+	return nil
+}
+
+func (x *BaselineAnomaly) GetKnownCount() uint32 {
+	if x != nil {
+		return x.KnownCount
+	}
+	return 0
+}
+
+func (x *BaselineAnomaly) GetLearnedNs() uint64 {
+	if x != nil {
+		return x.LearnedNs
+	}
+	return 0
+}
+
 // DetectionStatus is the agent's rule engine as health events and
 // heartbeats report it.
 type DetectionStatus struct {
@@ -1776,7 +2068,7 @@ type DetectionStatus struct {
 
 func (x *DetectionStatus) Reset() {
 	*x = DetectionStatus{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +2080,7 @@ func (x *DetectionStatus) String() string {
 func (*DetectionStatus) ProtoMessage() {}
 
 func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +2093,7 @@ func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionStatus.ProtoReflect.Descriptor instead.
 func (*DetectionStatus) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DetectionStatus) GetRules() uint32 {
@@ -1884,14 +2176,17 @@ type DetectionAlert struct {
 	// The events behind the alert, oldest first; the last completed it.
 	Events []*EventRef `protobuf:"bytes,10,rep,name=events,proto3" json:"events,omitempty"`
 	// The process's cgroup v2 path (/system.slice/nginx.service).
-	Cgroup        string `protobuf:"bytes,11,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	Cgroup string `protobuf:"bytes,11,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	// Set when the alert is an item outside the host's learned baseline
+	// (rule_id baseline.<family>, source "baseline").
+	Baseline      *BaselineAnomaly `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DetectionAlert) Reset() {
 	*x = DetectionAlert{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2198,7 @@ func (x *DetectionAlert) String() string {
 func (*DetectionAlert) ProtoMessage() {}
 
 func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2211,7 @@ func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionAlert.ProtoReflect.Descriptor instead.
 func (*DetectionAlert) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DetectionAlert) GetRuleId() string {
@@ -1996,6 +2291,13 @@ func (x *DetectionAlert) GetCgroup() string {
 	return ""
 }
 
+func (x *DetectionAlert) GetBaseline() *BaselineAnomaly {
+	if x != nil {
+		return x.Baseline
+	}
+	return nil
+}
+
 type MatchedField struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Field         string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
@@ -2006,7 +2308,7 @@ type MatchedField struct {
 
 func (x *MatchedField) Reset() {
 	*x = MatchedField{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2320,7 @@ func (x *MatchedField) String() string {
 func (*MatchedField) ProtoMessage() {}
 
 func (x *MatchedField) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2333,7 @@ func (x *MatchedField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchedField.ProtoReflect.Descriptor instead.
 func (*MatchedField) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MatchedField) GetField() string {
@@ -2063,7 +2365,7 @@ type EventRef struct {
 
 func (x *EventRef) Reset() {
 	*x = EventRef{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[17]
+	mi := &file_watchpost_v1_event_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2377,7 @@ func (x *EventRef) String() string {
 func (*EventRef) ProtoMessage() {}
 
 func (x *EventRef) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[17]
+	mi := &file_watchpost_v1_event_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2390,7 @@ func (x *EventRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRef.ProtoReflect.Descriptor instead.
 func (*EventRef) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EventRef) GetSeq() uint64 {
@@ -2136,7 +2438,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2450,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2463,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Gap) GetReason() string {
@@ -2194,7 +2496,7 @@ type Tamper struct {
 
 func (x *Tamper) Reset() {
 	*x = Tamper{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	mi := &file_watchpost_v1_event_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2508,7 @@ func (x *Tamper) String() string {
 func (*Tamper) ProtoMessage() {}
 
 func (x *Tamper) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	mi := &file_watchpost_v1_event_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2521,7 @@ func (x *Tamper) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tamper.ProtoReflect.Descriptor instead.
 func (*Tamper) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Tamper) GetWhat() string {
@@ -2279,7 +2581,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[20]
+	mi := &file_watchpost_v1_event_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2593,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[20]
+	mi := &file_watchpost_v1_event_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2606,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{20}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Event) GetHeader() *Header {
@@ -2521,7 +2823,7 @@ type EventList struct {
 
 func (x *EventList) Reset() {
 	*x = EventList{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[21]
+	mi := &file_watchpost_v1_event_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2835,7 @@ func (x *EventList) String() string {
 func (*EventList) ProtoMessage() {}
 
 func (x *EventList) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[21]
+	mi := &file_watchpost_v1_event_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2848,7 @@ func (x *EventList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventList.ProtoReflect.Descriptor instead.
 func (*EventList) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{21}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EventList) GetEvents() []*Event {
@@ -2708,7 +3010,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\aCounter\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x04R\x05count\"\xfa\x02\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xb5\x03\n" +
 	"\x06Health\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12!\n" +
@@ -2722,7 +3024,37 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"spoolBytes\x121\n" +
 	"\bcounters\x18\n" +
 	" \x03(\v2\x15.watchpost.v1.CounterR\bcounters\x12;\n" +
-	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\"\x97\x02\n" +
+	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x129\n" +
+	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\"\xf6\x02\n" +
+	"\x0eBaselineStatus\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1d\n" +
+	"\n" +
+	"learned_ns\x18\x02 \x01(\x04R\tlearnedNs\x12\x1b\n" +
+	"\tperiod_ns\x18\x03 \x01(\x04R\bperiodNs\x12&\n" +
+	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\x128\n" +
+	"\bfamilies\x18\x05 \x03(\v2\x1c.watchpost.v1.BaselineFamilyR\bfamilies\x12\x16\n" +
+	"\x06alerts\x18\x06 \x01(\x04R\x06alerts\x12\x1c\n" +
+	"\tthrottled\x18\a \x01(\x04R\tthrottled\x12\x16\n" +
+	"\x06clocks\x18\b \x01(\rR\x06clocks\x12&\n" +
+	"\x0fsaved_unix_nano\x18\t \x01(\x03R\rsavedUnixNano\x12\x1d\n" +
+	"\n" +
+	"save_error\x18\n" +
+	" \x01(\tR\tsaveError\x12\x1d\n" +
+	"\n" +
+	"load_error\x18\v \x01(\tR\tloadError\"r\n" +
+	"\x0eBaselineFamily\x12\x16\n" +
+	"\x06family\x18\x01 \x01(\tR\x06family\x12\x14\n" +
+	"\x05items\x18\x02 \x01(\rR\x05items\x12\x18\n" +
+	"\apending\x18\x03 \x01(\rR\apending\x12\x18\n" +
+	"\adropped\x18\x04 \x01(\x04R\adropped\"\x93\x01\n" +
+	"\x0fBaselineAnomaly\x12\x16\n" +
+	"\x06family\x18\x01 \x01(\tR\x06family\x12\x12\n" +
+	"\x04item\x18\x02 \x03(\tR\x04item\x12\x14\n" +
+	"\x05known\x18\x03 \x03(\tR\x05known\x12\x1f\n" +
+	"\vknown_count\x18\x04 \x01(\rR\n" +
+	"knownCount\x12\x1d\n" +
+	"\n" +
+	"learned_ns\x18\x05 \x01(\x04R\tlearnedNs\"\x97\x02\n" +
 	"\x0fDetectionStatus\x12\x14\n" +
 	"\x05rules\x18\x01 \x01(\rR\x05rules\x12\x1e\n" +
 	"\n" +
@@ -2737,7 +3069,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\adropped\x18\a \x01(\x04R\adropped\x12\x1e\n" +
 	"\n" +
 	"exceptions\x18\b \x01(\rR\n" +
-	"exceptions\"\xd7\x02\n" +
+	"exceptions\"\x93\x03\n" +
 	"\x0eDetectionAlert\x12\x17\n" +
 	"\arule_id\x18\x01 \x01(\tR\x06ruleId\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x14\n" +
@@ -2752,7 +3084,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\amatches\x18\t \x03(\v2\x1a.watchpost.v1.MatchedFieldR\amatches\x12.\n" +
 	"\x06events\x18\n" +
 	" \x03(\v2\x16.watchpost.v1.EventRefR\x06events\x12\x16\n" +
-	"\x06cgroup\x18\v \x01(\tR\x06cgroup\":\n" +
+	"\x06cgroup\x18\v \x01(\tR\x06cgroup\x12:\n" +
+	"\bbaseline\x18\x8c\x01 \x01(\v2\x1d.watchpost.v1.BaselineAnomalyR\bbaseline\":\n" +
 	"\fMatchedField\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\x9a\x01\n" +
@@ -2854,7 +3187,7 @@ func file_watchpost_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_watchpost_v1_event_proto_goTypes = []any{
 	(EventType)(0),          // 0: watchpost.v1.EventType
 	(*Header)(nil),          // 1: watchpost.v1.Header
@@ -2871,50 +3204,56 @@ var file_watchpost_v1_event_proto_goTypes = []any{
 	(*Industrial)(nil),      // 12: watchpost.v1.Industrial
 	(*Counter)(nil),         // 13: watchpost.v1.Counter
 	(*Health)(nil),          // 14: watchpost.v1.Health
-	(*DetectionStatus)(nil), // 15: watchpost.v1.DetectionStatus
-	(*DetectionAlert)(nil),  // 16: watchpost.v1.DetectionAlert
-	(*MatchedField)(nil),    // 17: watchpost.v1.MatchedField
-	(*EventRef)(nil),        // 18: watchpost.v1.EventRef
-	(*Gap)(nil),             // 19: watchpost.v1.Gap
-	(*Tamper)(nil),          // 20: watchpost.v1.Tamper
-	(*Event)(nil),           // 21: watchpost.v1.Event
-	(*EventList)(nil),       // 22: watchpost.v1.EventList
-	nil,                     // 23: watchpost.v1.Exec.EnvEntry
-	nil,                     // 24: watchpost.v1.Namespace.InodesEntry
+	(*BaselineStatus)(nil),  // 15: watchpost.v1.BaselineStatus
+	(*BaselineFamily)(nil),  // 16: watchpost.v1.BaselineFamily
+	(*BaselineAnomaly)(nil), // 17: watchpost.v1.BaselineAnomaly
+	(*DetectionStatus)(nil), // 18: watchpost.v1.DetectionStatus
+	(*DetectionAlert)(nil),  // 19: watchpost.v1.DetectionAlert
+	(*MatchedField)(nil),    // 20: watchpost.v1.MatchedField
+	(*EventRef)(nil),        // 21: watchpost.v1.EventRef
+	(*Gap)(nil),             // 22: watchpost.v1.Gap
+	(*Tamper)(nil),          // 23: watchpost.v1.Tamper
+	(*Event)(nil),           // 24: watchpost.v1.Event
+	(*EventList)(nil),       // 25: watchpost.v1.EventList
+	nil,                     // 26: watchpost.v1.Exec.EnvEntry
+	nil,                     // 27: watchpost.v1.Namespace.InodesEntry
 }
 var file_watchpost_v1_event_proto_depIdxs = []int32{
 	0,  // 0: watchpost.v1.Header.type:type_name -> watchpost.v1.EventType
 	2,  // 1: watchpost.v1.Header.truncated:type_name -> watchpost.v1.Truncation
-	23, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
-	24, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
+	26, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
+	27, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
 	13, // 4: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
-	15, // 5: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
-	13, // 6: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
-	17, // 7: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
-	18, // 8: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
-	0,  // 9: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
-	13, // 10: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
-	1,  // 11: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
-	3,  // 12: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
-	4,  // 13: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
-	12, // 14: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
-	5,  // 15: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
-	6,  // 16: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
-	7,  // 17: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
-	8,  // 18: watchpost.v1.Event.file:type_name -> watchpost.v1.File
-	9,  // 19: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
-	10, // 20: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
-	14, // 21: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
-	19, // 22: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
-	11, // 23: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
-	16, // 24: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
-	20, // 25: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
-	21, // 26: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	18, // 5: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
+	15, // 6: watchpost.v1.Health.baseline:type_name -> watchpost.v1.BaselineStatus
+	16, // 7: watchpost.v1.BaselineStatus.families:type_name -> watchpost.v1.BaselineFamily
+	13, // 8: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
+	20, // 9: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
+	21, // 10: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
+	17, // 11: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
+	0,  // 12: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
+	13, // 13: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
+	1,  // 14: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
+	3,  // 15: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
+	4,  // 16: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
+	12, // 17: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
+	5,  // 18: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
+	6,  // 19: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
+	7,  // 20: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
+	8,  // 21: watchpost.v1.Event.file:type_name -> watchpost.v1.File
+	9,  // 22: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
+	10, // 23: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
+	14, // 24: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
+	22, // 25: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
+	11, // 26: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
+	19, // 27: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
+	23, // 28: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
+	24, // 29: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_event_proto_init() }
@@ -2922,7 +3261,7 @@ func file_watchpost_v1_event_proto_init() {
 	if File_watchpost_v1_event_proto != nil {
 		return
 	}
-	file_watchpost_v1_event_proto_msgTypes[20].OneofWrappers = []any{
+	file_watchpost_v1_event_proto_msgTypes[23].OneofWrappers = []any{
 		(*Event_Exec)(nil),
 		(*Event_Clone)(nil),
 		(*Event_Exit)(nil),
@@ -2941,7 +3280,7 @@ func file_watchpost_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_event_proto_rawDesc), len(file_watchpost_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -387,12 +387,15 @@ type Command struct {
 	//
 	//	*Command_AddException
 	//	*Command_RemoveException
+	//	*Command_BaselineAllow
+	//	*Command_BaselineRelearn
+	//	*Command_BaselineMode
 	Action isCommand_Action `protobuf_oneof:"action"`
 	// The collector's command epoch (random per store). A command with seq
 	// 0 and no action announces it at the start of every stream: an agent
 	// holding commands of another epoch (another collector, a new store)
 	// drops them and starts again from seq 0.
-	Epoch         string `protobuf:"bytes,7,opt,name=epoch,proto3" json:"epoch,omitempty"` // Fields 10-19: baseline approvals; 20-29: policies and the kill switch.
+	Epoch         string `protobuf:"bytes,7,opt,name=epoch,proto3" json:"epoch,omitempty"` // Fields 20-29: policies and the kill switch.
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +483,33 @@ func (x *Command) GetRemoveException() string {
 	return ""
 }
 
+func (x *Command) GetBaselineAllow() *BaselineItem {
+	if x != nil {
+		if x, ok := x.Action.(*Command_BaselineAllow); ok {
+			return x.BaselineAllow
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBaselineRelearn() *BaselineRelearn {
+	if x != nil {
+		if x, ok := x.Action.(*Command_BaselineRelearn); ok {
+			return x.BaselineRelearn
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBaselineMode() string {
+	if x != nil {
+		if x, ok := x.Action.(*Command_BaselineMode); ok {
+			return x.BaselineMode
+		}
+	}
+	return ""
+}
+
 func (x *Command) GetEpoch() string {
 	if x != nil {
 		return x.Epoch
@@ -501,9 +531,122 @@ type Command_RemoveException struct {
 	RemoveException string `protobuf:"bytes,6,opt,name=remove_exception,json=removeException,proto3,oneof"`
 }
 
+type Command_BaselineAllow struct {
+	// Fields 10-19: the learned baseline (docs/baseline.md).
+	// Add an item to the baseline; its program learns for a short clock.
+	BaselineAllow *BaselineItem `protobuf:"bytes,10,opt,name=baseline_allow,json=baselineAllow,proto3,oneof"`
+}
+
+type Command_BaselineRelearn struct {
+	// Forget the baseline and learn again for the learning period.
+	BaselineRelearn *BaselineRelearn `protobuf:"bytes,11,opt,name=baseline_relearn,json=baselineRelearn,proto3,oneof"`
+}
+
+type Command_BaselineMode struct {
+	// learning (again, keeping what is known) or enforcing (now).
+	BaselineMode string `protobuf:"bytes,12,opt,name=baseline_mode,json=baselineMode,proto3,oneof"`
+}
+
 func (*Command_AddException) isCommand_Action() {}
 
 func (*Command_RemoveException) isCommand_Action() {}
+
+func (*Command_BaselineAllow) isCommand_Action() {}
+
+func (*Command_BaselineRelearn) isCommand_Action() {}
+
+func (*Command_BaselineMode) isCommand_Action() {}
+
+// BaselineItem names one item of a host's baseline.
+type BaselineItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exec, args, user, file_write, connect, accept, listen, device, module.
+	Family string `protobuf:"bytes,1,opt,name=family,proto3" json:"family,omitempty"`
+	// The item's fields in the family's order (docs/baseline.md).
+	Item          []string `protobuf:"bytes,2,rep,name=item,proto3" json:"item,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BaselineItem) Reset() {
+	*x = BaselineItem{}
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BaselineItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BaselineItem) ProtoMessage() {}
+
+func (x *BaselineItem) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BaselineItem.ProtoReflect.Descriptor instead.
+func (*BaselineItem) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BaselineItem) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *BaselineItem) GetItem() []string {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+type BaselineRelearn struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BaselineRelearn) Reset() {
+	*x = BaselineRelearn{}
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BaselineRelearn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BaselineRelearn) ProtoMessage() {}
+
+func (x *BaselineRelearn) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BaselineRelearn.ProtoReflect.Descriptor instead.
+func (*BaselineRelearn) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{4}
+}
 
 // DetectionException suppresses the matches of rules (every rule when
 // rules is empty) that also match all of its attributes; within one
@@ -529,7 +672,7 @@ type DetectionException struct {
 
 func (x *DetectionException) Reset() {
 	*x = DetectionException{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[3]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +684,7 @@ func (x *DetectionException) String() string {
 func (*DetectionException) ProtoMessage() {}
 
 func (x *DetectionException) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[3]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +697,7 @@ func (x *DetectionException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionException.ProtoReflect.Descriptor instead.
 func (*DetectionException) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{3}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DetectionException) GetId() string {
@@ -645,7 +788,7 @@ type CommandAck struct {
 
 func (x *CommandAck) Reset() {
 	*x = CommandAck{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[4]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +800,7 @@ func (x *CommandAck) String() string {
 func (*CommandAck) ProtoMessage() {}
 
 func (x *CommandAck) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[4]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +813,7 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
 func (*CommandAck) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{4}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CommandAck) GetSeq() uint64 {
@@ -719,7 +862,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +874,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +887,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{5}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Batch) GetAgentId() string {
@@ -823,7 +966,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +978,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +991,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{6}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Ack) GetBatchSeq() uint64 {
@@ -934,14 +1077,16 @@ type Heartbeat struct {
 	// The epoch of those commands (Command.epoch).
 	CommandsEpoch string `protobuf:"bytes,82,opt,name=commands_epoch,json=commandsEpoch,proto3" json:"commands_epoch,omitempty"`
 	// The rule engine's state.
-	Detection     *DetectionStatus `protobuf:"bytes,81,opt,name=detection,proto3" json:"detection,omitempty"`
+	Detection *DetectionStatus `protobuf:"bytes,81,opt,name=detection,proto3" json:"detection,omitempty"`
+	// The learned baseline's state.
+	Baseline      *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1098,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1111,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{7}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Heartbeat) GetSeq() uint64 {
@@ -1144,6 +1289,13 @@ func (x *Heartbeat) GetDetection() *DetectionStatus {
 	return nil
 }
 
+func (x *Heartbeat) GetBaseline() *BaselineStatus {
+	if x != nil {
+		return x.Baseline
+	}
+	return nil
+}
+
 var File_watchpost_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_ingest_proto_rawDesc = "" +
@@ -1158,16 +1310,24 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x0eIngestResponse\x12%\n" +
 	"\x03ack\x18\x01 \x01(\v2\x11.watchpost.v1.AckH\x00R\x03ack\x121\n" +
 	"\acommand\x18\x02 \x01(\v2\x15.watchpost.v1.CommandH\x00R\acommandB\x05\n" +
-	"\x03msg\"\x94\x02\n" +
+	"\x03msg\"\xcc\x03\n" +
 	"\aCommand\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\x12\x1b\n" +
 	"\tissued_by\x18\x03 \x01(\tR\bissuedBy\x12\x18\n" +
 	"\acomment\x18\x04 \x01(\tR\acomment\x12G\n" +
 	"\radd_exception\x18\x05 \x01(\v2 .watchpost.v1.DetectionExceptionH\x00R\faddException\x12+\n" +
-	"\x10remove_exception\x18\x06 \x01(\tH\x00R\x0fremoveException\x12\x14\n" +
+	"\x10remove_exception\x18\x06 \x01(\tH\x00R\x0fremoveException\x12C\n" +
+	"\x0ebaseline_allow\x18\n" +
+	" \x01(\v2\x1a.watchpost.v1.BaselineItemH\x00R\rbaselineAllow\x12J\n" +
+	"\x10baseline_relearn\x18\v \x01(\v2\x1d.watchpost.v1.BaselineRelearnH\x00R\x0fbaselineRelearn\x12%\n" +
+	"\rbaseline_mode\x18\f \x01(\tH\x00R\fbaselineMode\x12\x14\n" +
 	"\x05epoch\x18\a \x01(\tR\x05epochB\b\n" +
-	"\x06action\"\xfe\x01\n" +
+	"\x06action\":\n" +
+	"\fBaselineItem\x12\x16\n" +
+	"\x06family\x18\x01 \x01(\tR\x06family\x12\x12\n" +
+	"\x04item\x18\x02 \x03(\tR\x04item\"\x11\n" +
+	"\x0fBaselineRelearn\"\xfe\x01\n" +
 	"\x12DetectionException\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05rules\x18\x02 \x03(\tR\x05rules\x12\x10\n" +
@@ -1202,7 +1362,7 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12%\n" +
 	"\x0eevents_refused\x182 \x01(\rR\reventsRefused\x12)\n" +
-	"\x10events_truncated\x183 \x01(\rR\x0feventsTruncated\"\xc8\x06\n" +
+	"\x10events_truncated\x183 \x01(\rR\x0feventsTruncated\"\x83\a\n" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x15\n" +
@@ -1231,7 +1391,8 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x14spool_capacity_bytes\x18\x16 \x01(\x04R\x12spoolCapacityBytes\x12)\n" +
 	"\x10commands_applied\x18P \x01(\x04R\x0fcommandsApplied\x12%\n" +
 	"\x0ecommands_epoch\x18R \x01(\tR\rcommandsEpoch\x12;\n" +
-	"\tdetection\x18Q \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection*\x82\x01\n" +
+	"\tdetection\x18Q \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x129\n" +
+	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline*\x82\x01\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16COMMAND_STATUS_PENDING\x10\x01\x12\x1a\n" +
@@ -1263,7 +1424,7 @@ func file_watchpost_v1_ingest_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_watchpost_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_watchpost_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_watchpost_v1_ingest_proto_goTypes = []any{
 	(CommandStatus)(0),         // 0: watchpost.v1.CommandStatus
 	(Compression)(0),           // 1: watchpost.v1.Compression
@@ -1271,33 +1432,39 @@ var file_watchpost_v1_ingest_proto_goTypes = []any{
 	(*IngestRequest)(nil),      // 3: watchpost.v1.IngestRequest
 	(*IngestResponse)(nil),     // 4: watchpost.v1.IngestResponse
 	(*Command)(nil),            // 5: watchpost.v1.Command
-	(*DetectionException)(nil), // 6: watchpost.v1.DetectionException
-	(*CommandAck)(nil),         // 7: watchpost.v1.CommandAck
-	(*Batch)(nil),              // 8: watchpost.v1.Batch
-	(*Ack)(nil),                // 9: watchpost.v1.Ack
-	(*Heartbeat)(nil),          // 10: watchpost.v1.Heartbeat
-	(*Counter)(nil),            // 11: watchpost.v1.Counter
-	(*DetectionStatus)(nil),    // 12: watchpost.v1.DetectionStatus
+	(*BaselineItem)(nil),       // 6: watchpost.v1.BaselineItem
+	(*BaselineRelearn)(nil),    // 7: watchpost.v1.BaselineRelearn
+	(*DetectionException)(nil), // 8: watchpost.v1.DetectionException
+	(*CommandAck)(nil),         // 9: watchpost.v1.CommandAck
+	(*Batch)(nil),              // 10: watchpost.v1.Batch
+	(*Ack)(nil),                // 11: watchpost.v1.Ack
+	(*Heartbeat)(nil),          // 12: watchpost.v1.Heartbeat
+	(*Counter)(nil),            // 13: watchpost.v1.Counter
+	(*DetectionStatus)(nil),    // 14: watchpost.v1.DetectionStatus
+	(*BaselineStatus)(nil),     // 15: watchpost.v1.BaselineStatus
 }
 var file_watchpost_v1_ingest_proto_depIdxs = []int32{
-	8,  // 0: watchpost.v1.IngestRequest.batch:type_name -> watchpost.v1.Batch
-	10, // 1: watchpost.v1.IngestRequest.heartbeat:type_name -> watchpost.v1.Heartbeat
-	7,  // 2: watchpost.v1.IngestRequest.command_ack:type_name -> watchpost.v1.CommandAck
-	9,  // 3: watchpost.v1.IngestResponse.ack:type_name -> watchpost.v1.Ack
+	10, // 0: watchpost.v1.IngestRequest.batch:type_name -> watchpost.v1.Batch
+	12, // 1: watchpost.v1.IngestRequest.heartbeat:type_name -> watchpost.v1.Heartbeat
+	9,  // 2: watchpost.v1.IngestRequest.command_ack:type_name -> watchpost.v1.CommandAck
+	11, // 3: watchpost.v1.IngestResponse.ack:type_name -> watchpost.v1.Ack
 	5,  // 4: watchpost.v1.IngestResponse.command:type_name -> watchpost.v1.Command
-	6,  // 5: watchpost.v1.Command.add_exception:type_name -> watchpost.v1.DetectionException
-	0,  // 6: watchpost.v1.CommandAck.status:type_name -> watchpost.v1.CommandStatus
-	1,  // 7: watchpost.v1.Batch.compression:type_name -> watchpost.v1.Compression
-	2,  // 8: watchpost.v1.Ack.status:type_name -> watchpost.v1.AckStatus
-	11, // 9: watchpost.v1.Heartbeat.drops:type_name -> watchpost.v1.Counter
-	12, // 10: watchpost.v1.Heartbeat.detection:type_name -> watchpost.v1.DetectionStatus
-	3,  // 11: watchpost.v1.IngestService.Ingest:input_type -> watchpost.v1.IngestRequest
-	4,  // 12: watchpost.v1.IngestService.Ingest:output_type -> watchpost.v1.IngestResponse
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 5: watchpost.v1.Command.add_exception:type_name -> watchpost.v1.DetectionException
+	6,  // 6: watchpost.v1.Command.baseline_allow:type_name -> watchpost.v1.BaselineItem
+	7,  // 7: watchpost.v1.Command.baseline_relearn:type_name -> watchpost.v1.BaselineRelearn
+	0,  // 8: watchpost.v1.CommandAck.status:type_name -> watchpost.v1.CommandStatus
+	1,  // 9: watchpost.v1.Batch.compression:type_name -> watchpost.v1.Compression
+	2,  // 10: watchpost.v1.Ack.status:type_name -> watchpost.v1.AckStatus
+	13, // 11: watchpost.v1.Heartbeat.drops:type_name -> watchpost.v1.Counter
+	14, // 12: watchpost.v1.Heartbeat.detection:type_name -> watchpost.v1.DetectionStatus
+	15, // 13: watchpost.v1.Heartbeat.baseline:type_name -> watchpost.v1.BaselineStatus
+	3,  // 14: watchpost.v1.IngestService.Ingest:input_type -> watchpost.v1.IngestRequest
+	4,  // 15: watchpost.v1.IngestService.Ingest:output_type -> watchpost.v1.IngestResponse
+	15, // [15:16] is the sub-list for method output_type
+	14, // [14:15] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_ingest_proto_init() }
@@ -1318,6 +1485,9 @@ func file_watchpost_v1_ingest_proto_init() {
 	file_watchpost_v1_ingest_proto_msgTypes[2].OneofWrappers = []any{
 		(*Command_AddException)(nil),
 		(*Command_RemoveException)(nil),
+		(*Command_BaselineAllow)(nil),
+		(*Command_BaselineRelearn)(nil),
+		(*Command_BaselineMode)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1325,7 +1495,7 @@ func file_watchpost_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_ingest_proto_rawDesc), len(file_watchpost_v1_ingest_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

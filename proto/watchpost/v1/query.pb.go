@@ -59,6 +59,9 @@ const (
 	AlertKind_ALERT_KIND_AGENT_TAMPER AlertKind = 17
 	// The agent's storage quota was reached: its oldest events were deleted.
 	AlertKind_ALERT_KIND_STORAGE_QUOTA AlertKind = 18
+	// An item outside the host's learned baseline (detection.baseline says
+	// which; detection.rule_id is baseline.<family>).
+	AlertKind_ALERT_KIND_BASELINE_ANOMALY AlertKind = 50
 )
 
 // Enum value maps for AlertKind.
@@ -80,6 +83,7 @@ var (
 		16: "ALERT_KIND_REVOKED_CERTIFICATE",
 		17: "ALERT_KIND_AGENT_TAMPER",
 		18: "ALERT_KIND_STORAGE_QUOTA",
+		50: "ALERT_KIND_BASELINE_ANOMALY",
 	}
 	AlertKind_value = map[string]int32{
 		"ALERT_KIND_UNSPECIFIED":         0,
@@ -98,6 +102,7 @@ var (
 		"ALERT_KIND_REVOKED_CERTIFICATE": 16,
 		"ALERT_KIND_AGENT_TAMPER":        17,
 		"ALERT_KIND_STORAGE_QUOTA":       18,
+		"ALERT_KIND_BASELINE_ANOMALY":    50,
 	}
 )
 
@@ -659,8 +664,10 @@ type HostInfo struct {
 	BatchesStored    uint64                 `protobuf:"varint,17,opt,name=batches_stored,json=batchesStored,proto3" json:"batches_stored,omitempty"`
 	BatchesRejected  uint64                 `protobuf:"varint,18,opt,name=batches_rejected,json=batchesRejected,proto3" json:"batches_rejected,omitempty"`
 	// The agent's rule engine, from its last heartbeat.
-	Detection       *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
-	CommandsApplied uint64           `protobuf:"varint,81,opt,name=commands_applied,json=commandsApplied,proto3" json:"commands_applied,omitempty"`
+	Detection *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
+	// The agent's learned baseline, from its last heartbeat.
+	Baseline        *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	CommandsApplied uint64          `protobuf:"varint,81,opt,name=commands_applied,json=commandsApplied,proto3" json:"commands_applied,omitempty"`
 	// The last heartbeat was the final one of a clean stop.
 	Stopped bool `protobuf:"varint,130,opt,name=stopped,proto3" json:"stopped,omitempty"`
 	// The agent's heartbeat interval (silence is judged against it).
@@ -843,6 +850,13 @@ func (x *HostInfo) GetBatchesRejected() uint64 {
 func (x *HostInfo) GetDetection() *DetectionStatus {
 	if x != nil {
 		return x.Detection
+	}
+	return nil
+}
+
+func (x *HostInfo) GetBaseline() *BaselineStatus {
+	if x != nil {
+		return x.Baseline
 	}
 	return nil
 }
@@ -2160,6 +2174,201 @@ func (x *UpdateAlertsResponse) GetAlerts() []*Alert {
 	return nil
 }
 
+type BaselineCommandRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent; taken from the alert when alert_id is given.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Types that are valid to be assigned to Action:
+	//
+	//	*BaselineCommandRequest_Allow
+	//	*BaselineCommandRequest_AllowAlertId
+	//	*BaselineCommandRequest_Relearn
+	//	*BaselineCommandRequest_Mode
+	Action        isBaselineCommandRequest_Action `protobuf_oneof:"action"`
+	Comment       string                          `protobuf:"bytes,6,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BaselineCommandRequest) Reset() {
+	*x = BaselineCommandRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BaselineCommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BaselineCommandRequest) ProtoMessage() {}
+
+func (x *BaselineCommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BaselineCommandRequest.ProtoReflect.Descriptor instead.
+func (*BaselineCommandRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BaselineCommandRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *BaselineCommandRequest) GetAction() isBaselineCommandRequest_Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+func (x *BaselineCommandRequest) GetAllow() *BaselineItem {
+	if x != nil {
+		if x, ok := x.Action.(*BaselineCommandRequest_Allow); ok {
+			return x.Allow
+		}
+	}
+	return nil
+}
+
+func (x *BaselineCommandRequest) GetAllowAlertId() uint64 {
+	if x != nil {
+		if x, ok := x.Action.(*BaselineCommandRequest_AllowAlertId); ok {
+			return x.AllowAlertId
+		}
+	}
+	return 0
+}
+
+func (x *BaselineCommandRequest) GetRelearn() *BaselineRelearn {
+	if x != nil {
+		if x, ok := x.Action.(*BaselineCommandRequest_Relearn); ok {
+			return x.Relearn
+		}
+	}
+	return nil
+}
+
+func (x *BaselineCommandRequest) GetMode() string {
+	if x != nil {
+		if x, ok := x.Action.(*BaselineCommandRequest_Mode); ok {
+			return x.Mode
+		}
+	}
+	return ""
+}
+
+func (x *BaselineCommandRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+type isBaselineCommandRequest_Action interface {
+	isBaselineCommandRequest_Action()
+}
+
+type BaselineCommandRequest_Allow struct {
+	// Allow this item.
+	Allow *BaselineItem `protobuf:"bytes,2,opt,name=allow,proto3,oneof"`
+}
+
+type BaselineCommandRequest_AllowAlertId struct {
+	// Allow the item of this baseline alert.
+	AllowAlertId uint64 `protobuf:"varint,3,opt,name=allow_alert_id,json=allowAlertId,proto3,oneof"`
+}
+
+type BaselineCommandRequest_Relearn struct {
+	Relearn *BaselineRelearn `protobuf:"bytes,4,opt,name=relearn,proto3,oneof"`
+}
+
+type BaselineCommandRequest_Mode struct {
+	// learning or enforcing.
+	Mode string `protobuf:"bytes,5,opt,name=mode,proto3,oneof"`
+}
+
+func (*BaselineCommandRequest_Allow) isBaselineCommandRequest_Action() {}
+
+func (*BaselineCommandRequest_AllowAlertId) isBaselineCommandRequest_Action() {}
+
+func (*BaselineCommandRequest_Relearn) isBaselineCommandRequest_Action() {}
+
+func (*BaselineCommandRequest_Mode) isBaselineCommandRequest_Action() {}
+
+type BaselineCommandResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	CommandSeq uint64                 `protobuf:"varint,1,opt,name=command_seq,json=commandSeq,proto3" json:"command_seq,omitempty"`
+	AgentId    string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// The item allowed (allow and allow_alert_id).
+	Allowed       *BaselineItem `protobuf:"bytes,3,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BaselineCommandResponse) Reset() {
+	*x = BaselineCommandResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BaselineCommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BaselineCommandResponse) ProtoMessage() {}
+
+func (x *BaselineCommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BaselineCommandResponse.ProtoReflect.Descriptor instead.
+func (*BaselineCommandResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BaselineCommandResponse) GetCommandSeq() uint64 {
+	if x != nil {
+		return x.CommandSeq
+	}
+	return 0
+}
+
+func (x *BaselineCommandResponse) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *BaselineCommandResponse) GetAllowed() *BaselineItem {
+	if x != nil {
+		return x.Allowed
+	}
+	return nil
+}
+
 var File_watchpost_v1_query_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_query_proto_rawDesc = "" +
@@ -2193,7 +2402,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x12TailEventsResponse\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"\x12\n" +
-	"\x10ListHostsRequest\"\x8c\b\n" +
+	"\x10ListHostsRequest\"\xc7\b\n" +
 	"\bHostInfo\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x17\n" +
@@ -2215,7 +2424,8 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\revents_stored\x18\x10 \x01(\x04R\feventsStored\x12%\n" +
 	"\x0ebatches_stored\x18\x11 \x01(\x04R\rbatchesStored\x12)\n" +
 	"\x10batches_rejected\x18\x12 \x01(\x04R\x0fbatchesRejected\x12;\n" +
-	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x12)\n" +
+	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x129\n" +
+	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\x12)\n" +
 	"\x10commands_applied\x18Q \x01(\x04R\x0fcommandsApplied\x12\x19\n" +
 	"\astopped\x18\x82\x01 \x01(\bR\astopped\x129\n" +
 	"\x18heartbeat_interval_nanos\x18\x83\x01 \x01(\x03R\x16heartbeatIntervalNanos\x121\n" +
@@ -2328,7 +2538,20 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.watchpost.v1.AlertStateR\x05state\x12\x12\n" +
 	"\x04note\x18\x03 \x01(\tR\x04note\"C\n" +
 	"\x14UpdateAlertsResponse\x12+\n" +
-	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts*\xf8\x03\n" +
+	"\x06alerts\x18\x01 \x03(\v2\x13.watchpost.v1.AlertR\x06alerts\"\x84\x02\n" +
+	"\x16BaselineCommandRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x122\n" +
+	"\x05allow\x18\x02 \x01(\v2\x1a.watchpost.v1.BaselineItemH\x00R\x05allow\x12&\n" +
+	"\x0eallow_alert_id\x18\x03 \x01(\x04H\x00R\fallowAlertId\x129\n" +
+	"\arelearn\x18\x04 \x01(\v2\x1d.watchpost.v1.BaselineRelearnH\x00R\arelearn\x12\x14\n" +
+	"\x04mode\x18\x05 \x01(\tH\x00R\x04mode\x12\x18\n" +
+	"\acomment\x18\x06 \x01(\tR\acommentB\b\n" +
+	"\x06action\"\x8b\x01\n" +
+	"\x17BaselineCommandResponse\x12\x1f\n" +
+	"\vcommand_seq\x18\x01 \x01(\x04R\n" +
+	"commandSeq\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x124\n" +
+	"\aallowed\x18\x03 \x01(\v2\x1a.watchpost.v1.BaselineItemR\aallowed*\x99\x04\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bALERT_KIND_MISSED_HEARTBEAT\x10\x01\x12\x1b\n" +
@@ -2346,7 +2569,8 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x1dALERT_KIND_DUPLICATE_IDENTITY\x10\x0f\x12\"\n" +
 	"\x1eALERT_KIND_REVOKED_CERTIFICATE\x10\x10\x12\x1b\n" +
 	"\x17ALERT_KIND_AGENT_TAMPER\x10\x11\x12\x1c\n" +
-	"\x18ALERT_KIND_STORAGE_QUOTA\x10\x12*\x88\x01\n" +
+	"\x18ALERT_KIND_STORAGE_QUOTA\x10\x12\x12\x1f\n" +
+	"\x1bALERT_KIND_BASELINE_ANOMALY\x102*\x88\x01\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x10\n" +
@@ -2359,7 +2583,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x17ALERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ALERT_STATE_OPEN\x10\x01\x12\x1c\n" +
 	"\x18ALERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n" +
-	"\x14ALERT_STATE_RESOLVED\x10\x032\xf6\x06\n" +
+	"\x14ALERT_STATE_RESOLVED\x10\x032\xd6\a\n" +
 	"\fQueryService\x12R\n" +
 	"\vQueryEvents\x12 .watchpost.v1.QueryEventsRequest\x1a!.watchpost.v1.QueryEventsResponse\x12Q\n" +
 	"\n" +
@@ -2372,7 +2596,8 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\vAlertEvents\x12 .watchpost.v1.AlertEventsRequest\x1a!.watchpost.v1.AlertEventsResponse\x12U\n" +
 	"\fAddException\x12!.watchpost.v1.AddExceptionRequest\x1a\".watchpost.v1.AddExceptionResponse\x12^\n" +
 	"\x0fRemoveException\x12$.watchpost.v1.RemoveExceptionRequest\x1a%.watchpost.v1.RemoveExceptionResponse\x12[\n" +
-	"\x0eListExceptions\x12#.watchpost.v1.ListExceptionsRequest\x1a$.watchpost.v1.ListExceptionsResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
+	"\x0eListExceptions\x12#.watchpost.v1.ListExceptionsRequest\x1a$.watchpost.v1.ListExceptionsResponse\x12^\n" +
+	"\x0fBaselineCommand\x12$.watchpost.v1.BaselineCommandRequest\x1a%.watchpost.v1.BaselineCommandResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
 
 var (
 	file_watchpost_v1_query_proto_rawDescOnce sync.Once
@@ -2387,7 +2612,7 @@ func file_watchpost_v1_query_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_watchpost_v1_query_proto_goTypes = []any{
 	(AlertKind)(0),                   // 0: watchpost.v1.AlertKind
 	(Severity)(0),                    // 1: watchpost.v1.Severity
@@ -2417,76 +2642,87 @@ var file_watchpost_v1_query_proto_goTypes = []any{
 	(*ListAlertsResponse)(nil),       // 25: watchpost.v1.ListAlertsResponse
 	(*UpdateAlertsRequest)(nil),      // 26: watchpost.v1.UpdateAlertsRequest
 	(*UpdateAlertsResponse)(nil),     // 27: watchpost.v1.UpdateAlertsResponse
-	(EventType)(0),                   // 28: watchpost.v1.EventType
-	(*Event)(nil),                    // 29: watchpost.v1.Event
-	(*Counter)(nil),                  // 30: watchpost.v1.Counter
-	(*DetectionStatus)(nil),          // 31: watchpost.v1.DetectionStatus
-	(*DetectionAlert)(nil),           // 32: watchpost.v1.DetectionAlert
-	(*Process)(nil),                  // 33: watchpost.v1.Process
-	(*Ancestor)(nil),                 // 34: watchpost.v1.Ancestor
-	(*Industrial)(nil),               // 35: watchpost.v1.Industrial
-	(*EventRef)(nil),                 // 36: watchpost.v1.EventRef
-	(*DetectionException)(nil),       // 37: watchpost.v1.DetectionException
-	(CommandStatus)(0),               // 38: watchpost.v1.CommandStatus
+	(*BaselineCommandRequest)(nil),   // 28: watchpost.v1.BaselineCommandRequest
+	(*BaselineCommandResponse)(nil),  // 29: watchpost.v1.BaselineCommandResponse
+	(EventType)(0),                   // 30: watchpost.v1.EventType
+	(*Event)(nil),                    // 31: watchpost.v1.Event
+	(*Counter)(nil),                  // 32: watchpost.v1.Counter
+	(*DetectionStatus)(nil),          // 33: watchpost.v1.DetectionStatus
+	(*BaselineStatus)(nil),           // 34: watchpost.v1.BaselineStatus
+	(*DetectionAlert)(nil),           // 35: watchpost.v1.DetectionAlert
+	(*Process)(nil),                  // 36: watchpost.v1.Process
+	(*Ancestor)(nil),                 // 37: watchpost.v1.Ancestor
+	(*Industrial)(nil),               // 38: watchpost.v1.Industrial
+	(*EventRef)(nil),                 // 39: watchpost.v1.EventRef
+	(*DetectionException)(nil),       // 40: watchpost.v1.DetectionException
+	(CommandStatus)(0),               // 41: watchpost.v1.CommandStatus
+	(*BaselineItem)(nil),             // 42: watchpost.v1.BaselineItem
+	(*BaselineRelearn)(nil),          // 43: watchpost.v1.BaselineRelearn
 }
 var file_watchpost_v1_query_proto_depIdxs = []int32{
-	28, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
+	30, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
 	3,  // 1: watchpost.v1.QueryEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	29, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
+	31, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
 	3,  // 3: watchpost.v1.TailEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	29, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
-	30, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
-	31, // 6: watchpost.v1.HostInfo.detection:type_name -> watchpost.v1.DetectionStatus
-	30, // 7: watchpost.v1.HostInfo.refusals:type_name -> watchpost.v1.Counter
-	9,  // 8: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
-	0,  // 9: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
-	30, // 10: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
-	1,  // 11: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
-	2,  // 12: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
-	32, // 13: watchpost.v1.Alert.detection:type_name -> watchpost.v1.DetectionAlert
-	33, // 14: watchpost.v1.Alert.process:type_name -> watchpost.v1.Process
-	34, // 15: watchpost.v1.Alert.ancestry:type_name -> watchpost.v1.Ancestor
-	35, // 16: watchpost.v1.Alert.industrial:type_name -> watchpost.v1.Industrial
-	2,  // 17: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
-	1,  // 18: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
-	0,  // 19: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
-	13, // 20: watchpost.v1.AlertEventsResponse.alert:type_name -> watchpost.v1.Alert
-	29, // 21: watchpost.v1.AlertEventsResponse.events:type_name -> watchpost.v1.Event
-	36, // 22: watchpost.v1.AlertEventsResponse.missing:type_name -> watchpost.v1.EventRef
-	37, // 23: watchpost.v1.AddExceptionRequest.exception:type_name -> watchpost.v1.DetectionException
-	37, // 24: watchpost.v1.AddExceptionResponse.exception:type_name -> watchpost.v1.DetectionException
-	23, // 25: watchpost.v1.ListExceptionsResponse.exceptions:type_name -> watchpost.v1.ExceptionStatus
-	37, // 26: watchpost.v1.ExceptionStatus.exception:type_name -> watchpost.v1.DetectionException
-	24, // 27: watchpost.v1.ExceptionStatus.deliveries:type_name -> watchpost.v1.CommandDelivery
-	38, // 28: watchpost.v1.CommandDelivery.status:type_name -> watchpost.v1.CommandStatus
-	13, // 29: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	2,  // 30: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
-	13, // 31: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	4,  // 32: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
-	6,  // 33: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
-	8,  // 34: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
-	11, // 35: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
-	14, // 36: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
-	26, // 37: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
-	15, // 38: watchpost.v1.QueryService.AlertEvents:input_type -> watchpost.v1.AlertEventsRequest
-	17, // 39: watchpost.v1.QueryService.AddException:input_type -> watchpost.v1.AddExceptionRequest
-	19, // 40: watchpost.v1.QueryService.RemoveException:input_type -> watchpost.v1.RemoveExceptionRequest
-	21, // 41: watchpost.v1.QueryService.ListExceptions:input_type -> watchpost.v1.ListExceptionsRequest
-	5,  // 42: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
-	7,  // 43: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
-	10, // 44: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
-	12, // 45: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
-	25, // 46: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
-	27, // 47: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
-	16, // 48: watchpost.v1.QueryService.AlertEvents:output_type -> watchpost.v1.AlertEventsResponse
-	18, // 49: watchpost.v1.QueryService.AddException:output_type -> watchpost.v1.AddExceptionResponse
-	20, // 50: watchpost.v1.QueryService.RemoveException:output_type -> watchpost.v1.RemoveExceptionResponse
-	22, // 51: watchpost.v1.QueryService.ListExceptions:output_type -> watchpost.v1.ListExceptionsResponse
-	42, // [42:52] is the sub-list for method output_type
-	32, // [32:42] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	31, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
+	32, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
+	33, // 6: watchpost.v1.HostInfo.detection:type_name -> watchpost.v1.DetectionStatus
+	34, // 7: watchpost.v1.HostInfo.baseline:type_name -> watchpost.v1.BaselineStatus
+	32, // 8: watchpost.v1.HostInfo.refusals:type_name -> watchpost.v1.Counter
+	9,  // 9: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
+	0,  // 10: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
+	32, // 11: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
+	1,  // 12: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
+	2,  // 13: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
+	35, // 14: watchpost.v1.Alert.detection:type_name -> watchpost.v1.DetectionAlert
+	36, // 15: watchpost.v1.Alert.process:type_name -> watchpost.v1.Process
+	37, // 16: watchpost.v1.Alert.ancestry:type_name -> watchpost.v1.Ancestor
+	38, // 17: watchpost.v1.Alert.industrial:type_name -> watchpost.v1.Industrial
+	2,  // 18: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
+	1,  // 19: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
+	0,  // 20: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
+	13, // 21: watchpost.v1.AlertEventsResponse.alert:type_name -> watchpost.v1.Alert
+	31, // 22: watchpost.v1.AlertEventsResponse.events:type_name -> watchpost.v1.Event
+	39, // 23: watchpost.v1.AlertEventsResponse.missing:type_name -> watchpost.v1.EventRef
+	40, // 24: watchpost.v1.AddExceptionRequest.exception:type_name -> watchpost.v1.DetectionException
+	40, // 25: watchpost.v1.AddExceptionResponse.exception:type_name -> watchpost.v1.DetectionException
+	23, // 26: watchpost.v1.ListExceptionsResponse.exceptions:type_name -> watchpost.v1.ExceptionStatus
+	40, // 27: watchpost.v1.ExceptionStatus.exception:type_name -> watchpost.v1.DetectionException
+	24, // 28: watchpost.v1.ExceptionStatus.deliveries:type_name -> watchpost.v1.CommandDelivery
+	41, // 29: watchpost.v1.CommandDelivery.status:type_name -> watchpost.v1.CommandStatus
+	13, // 30: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	2,  // 31: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
+	13, // 32: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	42, // 33: watchpost.v1.BaselineCommandRequest.allow:type_name -> watchpost.v1.BaselineItem
+	43, // 34: watchpost.v1.BaselineCommandRequest.relearn:type_name -> watchpost.v1.BaselineRelearn
+	42, // 35: watchpost.v1.BaselineCommandResponse.allowed:type_name -> watchpost.v1.BaselineItem
+	4,  // 36: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
+	6,  // 37: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
+	8,  // 38: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
+	11, // 39: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
+	14, // 40: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
+	26, // 41: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
+	15, // 42: watchpost.v1.QueryService.AlertEvents:input_type -> watchpost.v1.AlertEventsRequest
+	17, // 43: watchpost.v1.QueryService.AddException:input_type -> watchpost.v1.AddExceptionRequest
+	19, // 44: watchpost.v1.QueryService.RemoveException:input_type -> watchpost.v1.RemoveExceptionRequest
+	21, // 45: watchpost.v1.QueryService.ListExceptions:input_type -> watchpost.v1.ListExceptionsRequest
+	28, // 46: watchpost.v1.QueryService.BaselineCommand:input_type -> watchpost.v1.BaselineCommandRequest
+	5,  // 47: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
+	7,  // 48: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
+	10, // 49: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
+	12, // 50: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
+	25, // 51: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
+	27, // 52: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
+	16, // 53: watchpost.v1.QueryService.AlertEvents:output_type -> watchpost.v1.AlertEventsResponse
+	18, // 54: watchpost.v1.QueryService.AddException:output_type -> watchpost.v1.AddExceptionResponse
+	20, // 55: watchpost.v1.QueryService.RemoveException:output_type -> watchpost.v1.RemoveExceptionResponse
+	22, // 56: watchpost.v1.QueryService.ListExceptions:output_type -> watchpost.v1.ListExceptionsResponse
+	29, // 57: watchpost.v1.QueryService.BaselineCommand:output_type -> watchpost.v1.BaselineCommandResponse
+	47, // [47:58] is the sub-list for method output_type
+	36, // [36:47] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_query_proto_init() }
@@ -2496,13 +2732,19 @@ func file_watchpost_v1_query_proto_init() {
 	}
 	file_watchpost_v1_event_proto_init()
 	file_watchpost_v1_ingest_proto_init()
+	file_watchpost_v1_query_proto_msgTypes[25].OneofWrappers = []any{
+		(*BaselineCommandRequest_Allow)(nil),
+		(*BaselineCommandRequest_AllowAlertId)(nil),
+		(*BaselineCommandRequest_Relearn)(nil),
+		(*BaselineCommandRequest_Mode)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_query_proto_rawDesc), len(file_watchpost_v1_query_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	QueryService_AddException_FullMethodName     = "/watchpost.v1.QueryService/AddException"
 	QueryService_RemoveException_FullMethodName  = "/watchpost.v1.QueryService/RemoveException"
 	QueryService_ListExceptions_FullMethodName   = "/watchpost.v1.QueryService/ListExceptions"
+	QueryService_BaselineCommand_FullMethodName  = "/watchpost.v1.QueryService/BaselineCommand"
 )
 
 // QueryServiceClient is the client API for QueryService service.
@@ -59,6 +60,10 @@ type QueryServiceClient interface {
 	RemoveException(ctx context.Context, in *RemoveExceptionRequest, opts ...grpc.CallOption) (*RemoveExceptionResponse, error)
 	// ListExceptions returns the exceptions sent and their delivery.
 	ListExceptions(ctx context.Context, in *ListExceptionsRequest, opts ...grpc.CallOption) (*ListExceptionsResponse, error)
+	// BaselineCommand sends a baseline command to an agent: allow an item
+	// (given, or the item of a baseline alert), relearn, or set the mode
+	// (admin role).
+	BaselineCommand(ctx context.Context, in *BaselineCommandRequest, opts ...grpc.CallOption) (*BaselineCommandResponse, error)
 }
 
 type queryServiceClient struct {
@@ -178,6 +183,16 @@ func (c *queryServiceClient) ListExceptions(ctx context.Context, in *ListExcepti
 	return out, nil
 }
 
+func (c *queryServiceClient) BaselineCommand(ctx context.Context, in *BaselineCommandRequest, opts ...grpc.CallOption) (*BaselineCommandResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BaselineCommandResponse)
+	err := c.cc.Invoke(ctx, QueryService_BaselineCommand_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueryServiceServer is the server API for QueryService service.
 // All implementations must embed UnimplementedQueryServiceServer
 // for forward compatibility.
@@ -204,6 +219,10 @@ type QueryServiceServer interface {
 	RemoveException(context.Context, *RemoveExceptionRequest) (*RemoveExceptionResponse, error)
 	// ListExceptions returns the exceptions sent and their delivery.
 	ListExceptions(context.Context, *ListExceptionsRequest) (*ListExceptionsResponse, error)
+	// BaselineCommand sends a baseline command to an agent: allow an item
+	// (given, or the item of a baseline alert), relearn, or set the mode
+	// (admin role).
+	BaselineCommand(context.Context, *BaselineCommandRequest) (*BaselineCommandResponse, error)
 	mustEmbedUnimplementedQueryServiceServer()
 }
 
@@ -243,6 +262,9 @@ func (UnimplementedQueryServiceServer) RemoveException(context.Context, *RemoveE
 }
 func (UnimplementedQueryServiceServer) ListExceptions(context.Context, *ListExceptionsRequest) (*ListExceptionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListExceptions not implemented")
+}
+func (UnimplementedQueryServiceServer) BaselineCommand(context.Context, *BaselineCommandRequest) (*BaselineCommandResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BaselineCommand not implemented")
 }
 func (UnimplementedQueryServiceServer) mustEmbedUnimplementedQueryServiceServer() {}
 func (UnimplementedQueryServiceServer) testEmbeddedByValue()                      {}
@@ -438,6 +460,24 @@ func _QueryService_ListExceptions_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueryService_BaselineCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BaselineCommandRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).BaselineCommand(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_BaselineCommand_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).BaselineCommand(ctx, req.(*BaselineCommandRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueryService_ServiceDesc is the grpc.ServiceDesc for QueryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -480,6 +520,10 @@ var QueryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListExceptions",
 			Handler:    _QueryService_ListExceptions_Handler,
+		},
+		{
+			MethodName: "BaselineCommand",
+			Handler:    _QueryService_BaselineCommand_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
