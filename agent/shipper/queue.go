@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/watchpost/watchpost/agent/event"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -53,6 +54,9 @@ type DurableQueue interface {
 	// TakeCorrupt returns the events lost in damaged records found since
 	// the last call; they are already counted under DropCorrupt.
 	TakeCorrupt() uint64
+	// TakeTampers returns the queue's own files found damaged and rebuilt
+	// since the last call: each is shipped as an agent_tamper event.
+	TakeTampers() []event.Tamper
 }
 
 // DropCorrupt is the drop reason of events in damaged spool records.

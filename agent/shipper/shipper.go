@@ -333,6 +333,30 @@ func (s *Shipper) Ship(ev *event.Event) {
 	}
 }
 
+// shipTampers sends an agent_tamper event for each of the durable queue's
+// files found damaged and rebuilt (made by the agent, like gap markers).
+func (s *Shipper) shipTampers() {
+	if s.durable == nil {
+		return
+	}
+	host := s.cfg.Host
+	if host == "" {
+		host = s.cfg.AgentID
+	}
+	for _, t := range s.durable.TakeTampers() {
+		ev := &event.Event{Kind: event.KindAgentTamper, Time: time.Now(), Host: host,
+			Process: event.Process{PID: uint32(os.Getpid()), Comm: "watchpost-agent"}, Tamper: &t}
+		s.cnt.received.Add(1)
+		s.cnt.injected.Add(1)
+		select {
+		case s.urgent <- ev:
+			s.accepted.Add(1)
+		default:
+			s.cnt.drop(DropQueueFull, ev.Kind, 1)
+		}
+	}
+}
+
 // urgentQueue bounds the alerts waiting for the batcher.
 const urgentQueue = 1024
 
@@ -372,6 +396,7 @@ func (s *Shipper) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.send(runCtx, watchpostv1.NewIngestServiceClient(conn))
 	}()
+	s.shipTampers()
 	s.log.Info().Str("collector", s.cfg.Address).Str("run_id", s.cfg.RunID).Str("instance_id", s.instanceID).
 		Uint64("next_seq", s.nextSeq+1).Bool("durable", s.durable != nil).Msg("shipper started")
 	return nil

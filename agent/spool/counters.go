@@ -36,6 +36,9 @@ const (
 
 var countersMagic = []byte("WPCNT\x00\x00\x01")
 
+// errDamagedCounters: the counters file is not one (wrong size or magic).
+var errDamagedCounters = errors.New("damaged counters file")
+
 // ErrTooManyCounters is returned when every counter slot is taken.
 var ErrTooManyCounters = errors.New("spool counters: no free slot")
 
@@ -57,7 +60,7 @@ func openCounters(path string) (*counters, error) {
 	}
 	fresh := fi.Size() == 0
 	if !fresh && fi.Size() != countersSize {
-		return nil, fmt.Errorf("%s: size %d, want %d", path, fi.Size(), countersSize)
+		return nil, fmt.Errorf("%s: size %d, want %d: %w", path, fi.Size(), countersSize, errDamagedCounters)
 	}
 	if fresh {
 		// Allocate the blocks now so that incrementing a counter can never
@@ -76,7 +79,7 @@ func openCounters(path string) (*counters, error) {
 	if fresh || !bytes.Equal(mem[:8], countersMagic) {
 		if !fresh && !bytes.Equal(mem[:8], make([]byte, 8)) {
 			_ = unix.Munmap(mem)
-			return nil, fmt.Errorf("%s: bad magic %q", path, mem[:8])
+			return nil, fmt.Errorf("%s: bad magic %q: %w", path, mem[:8], errDamagedCounters)
 		}
 		clear(mem)
 		copy(mem, countersMagic)

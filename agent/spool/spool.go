@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/shipper"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
@@ -94,8 +95,15 @@ type Recovery struct {
 	Events         uint64 // in those records
 	CorruptRecords int    // skipped: payload checksum mismatch
 	CorruptEvents  uint64
-	SkippedBytes   int64 // skipped after a damaged header (events unknown)
+	SkippedBytes   int64 // skipped after a damaged header
 	TornBytes      int64 // incomplete tail of the last segment, truncated
+	// LostEvents were in records that are damaged, unreadable or torn off
+	// and not acknowledged: counted exactly from the running event counts
+	// of the intact records around them (and the counters file for a torn
+	// tail), under DropCorrupt, and reported in a gap marker.
+	LostEvents uint64
+	// Tampered lists the spool's own files found damaged and rebuilt.
+	Tampered []event.Tamper
 }
 
 // Stats are the spool's counters.
@@ -151,6 +159,8 @@ type Spool struct {
 	corrupt  *atomic.Uint64 // drop counter: events of corrupt records
 	newlyBad atomic.Uint64  // corrupt events not yet taken by TakeCorrupt
 	recovery Recovery
+	tamperMu sync.Mutex
+	tampers  []event.Tamper // not yet taken by TakeTampers
 
 	writeErrors, syncErrors, corruptRecords, corruptEvents, skippedBytes atomic.Uint64
 
@@ -209,7 +219,12 @@ func (s *Spool) recover() error {
 	dir := s.cfg.Dir
 	st, found, err := readState(dir)
 	if err != nil {
-		return err
+		// A damaged state file must not leave the host unmonitored: start
+		// again from the segments under a new run id (so no sequence can
+		// collide with one the collector has), resend every intact record
+		// (the collector drops those it already stored) and report it.
+		s.tamper("spool_state", filepath.Join(dir, stateFile), "rebuilt from the segments: new run id, every intact record resent", err)
+		st, found = state{}, false
 	}
 	if !found || st.RunID == "" {
 		var b [16]byte
@@ -218,7 +233,17 @@ func (s *Spool) recover() error {
 		}
 		st.RunID = hex.EncodeToString(b[:])
 	}
-	if s.cnt, err = openCounters(filepath.Join(dir, countersFile)); err != nil {
+	cpath := filepath.Join(dir, countersFile)
+	if s.cnt, err = openCounters(cpath); errors.Is(err, errDamagedCounters) {
+		// The drop counters are gone; the spooled count is rebuilt from
+		// the records below. Keep the damaged file for inspection.
+		s.tamper("spool_counters", cpath, "replaced by zeroed counters (kept as counters.damaged); the spooled count rebuilt from the records", err)
+		if rerr := os.Rename(cpath, cpath+".damaged"); rerr != nil {
+			return fmt.Errorf("moving the damaged %s aside: %w", cpath, rerr)
+		}
+		s.cnt, err = openCounters(cpath)
+	}
+	if err != nil {
 		return err
 	}
 	if s.spooled, err = s.cnt.get(CounterSpooled); err != nil {
@@ -232,12 +257,16 @@ func (s *Spool) recover() error {
 		return err
 	}
 	var maxSeq, maxSpooled uint64
+	loss := lossChain{floor: st.LossCountedTo}
 	for i, id := range ids {
 		last := i == len(ids)-1
 		seg := &segment{id: id, path: segmentPath(dir, id)}
 		data, err := os.ReadFile(seg.path)
 		if err != nil {
 			return fmt.Errorf("reading segment %s: %w", seg.path, err)
+		}
+		if start, ok := st.Starts[id]; ok {
+			loss.reach(start)
 		}
 		res := Scan(data)
 		seg.size = int64(len(data))
@@ -260,6 +289,9 @@ func (s *Spool) recover() error {
 		for _, r := range res.Records {
 			maxSeq = max(maxSeq, r.Seq)
 			maxSpooled = max(maxSpooled, r.SpooledAfter)
+			loss.reach(r.SpooledAfter - min(uint64(r.Events), r.SpooledAfter))
+			loss.settle(r.Seq > st.AckedThrough+1) // lost only if not all acknowledged before r
+			loss.pass(r.SpooledAfter)
 			if r.Seq <= st.AckedThrough {
 				continue
 			}
@@ -294,7 +326,11 @@ func (s *Spool) recover() error {
 	if v := s.spooled.Load(); maxSpooled > v {
 		s.spooled.Store(maxSpooled) // the process died between a write and its count
 	}
-	if n := s.recovery.CorruptEvents; n > 0 {
+	// Events counted as spooled after the last intact record were torn off.
+	loss.reach(s.spooled.Load())
+	loss.settle(true)
+	s.recovery.LostEvents = loss.lost
+	if n := loss.lost; n > 0 {
 		s.corrupt.Add(n)
 		s.newlyBad.Add(n)
 	}
@@ -302,11 +338,79 @@ func (s *Spool) recover() error {
 	s.corruptEvents.Add(s.recovery.CorruptEvents)
 	s.skippedBytes.Add(uint64(s.recovery.SkippedBytes))
 	st.AckedThrough = s.acked
+	st.Starts = s.liveStarts(st.Starts)
+	st.LossCountedTo = max(st.LossCountedTo, loss.at)
 	if err := writeState(dir, st); err != nil {
 		return err
 	}
 	s.st = st
 	return nil
+}
+
+// lossChain follows the running event count through the intact records
+// (each says how many events were spooled up to and including it): what is
+// missing between two of them was in damaged records.
+type lossChain struct {
+	floor   uint64 // losses up to here were counted before
+	at      uint64 // events spooled up to the last point seen
+	known   bool
+	pending uint64 // missing since the last settle
+	lost    uint64
+}
+
+// reach moves the chain to a point where n events had been spooled.
+func (l *lossChain) reach(n uint64) {
+	if from := max(l.at, l.floor); l.known && n > from {
+		l.pending += n - from
+	}
+	if !l.known || n > l.at {
+		l.at, l.known = n, true
+	}
+}
+
+// pass moves the chain past an intact record (its events are not missing).
+func (l *lossChain) pass(n uint64) {
+	l.at, l.known = max(l.at, n), true
+}
+
+// settle counts the missing events as lost, or forgets them when they were
+// acknowledged (delivered) before they were damaged.
+func (l *lossChain) settle(count bool) {
+	if count {
+		l.lost += l.pending
+	}
+	l.pending = 0
+}
+
+// liveStarts keeps the segment starts of the segments still on disk.
+func (s *Spool) liveStarts(starts map[uint64]uint64) map[uint64]uint64 {
+	out := make(map[uint64]uint64, len(s.segs))
+	for _, seg := range s.segs {
+		if v, ok := starts[seg.id]; ok {
+			out[seg.id] = v
+		}
+	}
+	return out
+}
+
+// tamper records a damaged state file of the spool: logged, and reported
+// as an agent_tamper event (TakeTampers).
+func (s *Spool) tamper(what, file, action string, err error) {
+	s.log.Error().Err(err).Str("file", file).Str("action", action).Msg("spool state damaged; rebuilt")
+	t := event.Tamper{What: what, File: file, Action: action, Error: err.Error()}
+	s.recovery.Tampered = append(s.recovery.Tampered, t)
+	s.tamperMu.Lock()
+	s.tampers = append(s.tampers, t)
+	s.tamperMu.Unlock()
+}
+
+// TakeTampers returns the damaged files found since the last call.
+func (s *Spool) TakeTampers() []event.Tamper {
+	s.tamperMu.Lock()
+	defer s.tamperMu.Unlock()
+	t := s.tampers
+	s.tampers = nil
+	return t
 }
 
 func segmentPath(dir string, id uint64) string {
@@ -369,7 +473,7 @@ func (s *Spool) Sync() error {
 	s.dirty = false
 	st := s.st
 	st.AckedThrough = s.acked
-	writeSt := st != s.st
+	writeSt := st.AckedThrough != s.st.AckedThrough
 	s.mu.Unlock()
 	var errs []error
 	if f != nil {
@@ -531,6 +635,8 @@ func (s *Spool) rotate() error {
 	st := s.st
 	st.NextSegment = id + 1
 	st.AckedThrough = s.acked
+	st.Starts = s.liveStarts(st.Starts)
+	st.Starts[id] = s.spooled.Load()
 	if err := writeState(s.cfg.Dir, st); err != nil {
 		return err
 	}

@@ -26,6 +26,15 @@ type state struct {
 	AckedThrough uint64 `json:"acked_through"`
 	// NextSegment numbers the next segment file.
 	NextSegment uint64 `json:"next_segment"`
+	// Starts holds, per segment id, the events spooled before the
+	// segment's first record: with the records' own running counts it
+	// tells exactly how many events damaged records held, even when a
+	// whole segment's head is unreadable.
+	Starts map[uint64]uint64 `json:"starts,omitempty"`
+	// LossCountedTo: losses among the first this many spooled events were
+	// counted already (a restart before the damaged segment is gone does
+	// not count them twice).
+	LossCountedTo uint64 `json:"loss_counted_to,omitempty"`
 }
 
 func readState(dir string) (state, bool, error) {
