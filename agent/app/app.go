@@ -199,6 +199,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 			return fmt.Errorf("starting the collector output: %w", err)
 		}
 		sinks = append(sinks, shipperSink{a.Shipper})
+		// A reload's outcome reaches `watchpost hosts` at once, not at the
+		// next heartbeat.
+		pcfg.Reloaded = a.Shipper.HeartbeatNow
 	}
 	p, err = pipeline.New(pcfg, log, sensor, table, sinks...)
 	if err != nil {

@@ -114,6 +114,10 @@ type Detection struct {
 	DisabledRules []string `yaml:"disabled_rules"`
 	// MaxGroups bounds the groups each correlation rule tracks.
 	MaxGroups int `yaml:"max_groups"`
+	// AlertBurst alerts of one rule for one actor (executable and user)
+	// per AlertWindow; further matches are folded and counted. 0: never fold.
+	AlertBurst  int           `yaml:"alert_burst"`
+	AlertWindow time.Duration `yaml:"alert_window"`
 }
 
 // Spool keeps unacknowledged batches on disk (output collector or both);
@@ -249,9 +253,10 @@ func Default() Config {
 		Container: Container{
 			Enabled: ct.Enabled, Runtimes: ct.Runtimes, CacheSize: ct.CacheSize, LookupTimeout: ct.LookupTimeout,
 		},
-		Detection: Detection{Enabled: true, RulesDir: DefaultRulesDir, Packs: detect.Packs(), MaxGroups: 10000},
-		Commands:  Commands{Dir: "/var/lib/watchpost/commands"},
-		Baseline:  baselineDefaults(),
+		Detection: Detection{Enabled: true, RulesDir: DefaultRulesDir, Packs: detect.Packs(), MaxGroups: 10000,
+			AlertBurst: 10, AlertWindow: time.Minute},
+		Commands: Commands{Dir: "/var/lib/watchpost/commands"},
+		Baseline: baselineDefaults(),
 	}
 }
 
@@ -414,6 +419,7 @@ func (c Config) DetectConfig() detect.Config {
 	return detect.Config{
 		RulesDir: c.Detection.RulesDir, Packs: c.Detection.Packs, Disabled: c.Detection.DisabledRules,
 		Host: c.Host, MaxGroups: c.Detection.MaxGroups, CgroupRoot: c.CgroupRoot,
+		AlertBurst: c.Detection.AlertBurst, AlertWindow: c.Detection.AlertWindow,
 	}
 }
 

@@ -95,6 +95,11 @@ type Config struct {
 	CgroupRoot string
 	// Debounce groups directory changes into one reload (250ms).
 	Debounce time.Duration
+	// AlertBurst is how many alerts one rule raises for one actor (its
+	// executable and user) within AlertWindow; further matches are folded
+	// (counted, and named by the actor's next alert). 0: never fold.
+	AlertBurst  int
+	AlertWindow time.Duration
 }
 
 // Defaults fills zero fields.
@@ -123,6 +128,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxGroups < 1 {
 		return fmt.Errorf("detection.max_groups: %d must be positive", c.MaxGroups)
+	}
+	if c.AlertBurst < 0 {
+		return fmt.Errorf("detection.alert_burst: %d is negative (0 never folds)", c.AlertBurst)
+	}
+	if c.AlertBurst > 0 && c.AlertWindow < time.Second {
+		return fmt.Errorf("detection.alert_window: %s is below 1s", c.AlertWindow)
 	}
 	return nil
 }
@@ -154,6 +165,8 @@ type Engine struct {
 
 	statsMu      sync.Mutex
 	suppressedBy map[string]uint64
+	foldedBy     map[string]uint64
+	fold         *folder
 	exHits       map[string]uint64
 	alerts       atomic.Uint64
 	dropped      atomic.Uint64
@@ -176,7 +189,8 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, log: deps.Logger.With().Str("component", "detect").Logger(),
 		users: loadUsers(cfg.PasswdFile), cache: map[string]*parsedFile{},
-		suppressedBy: map[string]uint64{}, exHits: map[string]uint64{},
+		suppressedBy: map[string]uint64{}, foldedBy: map[string]uint64{}, exHits: map[string]uint64{},
+		fold:   newFolder(cfg.AlertBurst, cfg.AlertWindow, cfg.MaxGroups),
 		reload: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 	}
 	e.ctx = newEvalCtx(cfg.Host, e.users, newCgroupPaths(cfg.CgroupRoot), deps.Processes)
@@ -543,12 +557,19 @@ func (e *Engine) suppressed(p *parsedRule, local []*cexception) bool {
 // raise builds the alert event from the current event.
 func (e *Engine) raise(p *parsedRule, corr string, count uint64, matches []event.Match, refs []event.EventRef) {
 	ev := e.ctx.ev
+	ok, folded := e.fold.admit(p.id, ev)
+	if !ok {
+		e.statsMu.Lock()
+		e.foldedBy[p.id]++
+		e.statsMu.Unlock()
+		return
+	}
 	a := &event.Event{
 		Kind: event.KindAlert, Time: ev.Time, BootNS: ev.BootNS, CPU: ev.CPU, Process: ev.Process,
 		Ancestry: append([]event.Ancestor(nil), ev.Ancestry...),
 		Alert: &event.Alert{
 			RuleID: p.id, Title: p.title, Level: p.level, Techniques: p.techniques, Tags: p.tags,
-			Source: p.source, Correlation: corr, Count: count, Matches: matches, Events: refs,
+			Source: p.source, Correlation: corr, Count: count, Matches: matches, Events: refs, Folded: folded,
 			Cgroup: e.ctx.cgroups.path(ev.Process.CgroupID),
 		},
 	}
@@ -575,6 +596,12 @@ func (e *Engine) Status() *event.Detection {
 		d.Errors = append(d.Errors, le.Error())
 	}
 	e.statsMu.Lock()
+	if len(e.foldedBy) > 0 {
+		d.Folded = make(map[string]uint64, len(e.foldedBy))
+		for k, v := range e.foldedBy {
+			d.Folded[k] = v
+		}
+	}
 	if len(e.suppressedBy) > 0 {
 		d.Suppressed = make(map[string]uint64, len(e.suppressedBy))
 		for k, v := range e.suppressedBy {

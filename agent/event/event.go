@@ -360,6 +360,9 @@ type Alert struct {
 	Events []EventRef `json:"events"`
 	// Cgroup is the process's cgroup v2 path (exceptions by cgroup or unit).
 	Cgroup string `json:"cgroup,omitempty"`
+	// Folded is how many matches of the rule by the same actor (executable
+	// and user) were folded since its previous alert (detection.alert_burst).
+	Folded uint64 `json:"folded,omitempty"`
 	// Baseline is set when the alert is an item outside the host's learned
 	// baseline (agent/baseline) rather than a rule's match.
 	Baseline *Anomaly `json:"baseline,omitempty"`
@@ -426,6 +429,7 @@ type Detection struct {
 	Errors     []string          `json:"errors,omitempty"`     // the last reload's errors (file:line: message)
 	Alerts     uint64            `json:"alerts"`               // alerts raised since start
 	Suppressed map[string]uint64 `json:"suppressed,omitempty"` // matches suppressed by an exception, by rule
+	Folded     map[string]uint64 `json:"folded,omitempty"`     // matches folded into an actor's earlier alerts, by rule
 	Dropped    uint64            `json:"dropped,omitempty"`    // correlation state evicted at its bound
 	Exceptions int               `json:"exceptions"`           // exceptions in force
 }

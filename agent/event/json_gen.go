@@ -1195,6 +1195,12 @@ func appendJSONAlert(b []byte, v *Alert) ([]byte, error) {
 		b = append(b, "\"cgroup\":"...)
 		b = appendString(b, v.Cgroup)
 	}
+	if v.Folded != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"folded\":"...)
+		b = appendUint(b, uint64(v.Folded))
+	}
 	if v.Baseline != nil {
 		b = append(b, sep)
 		sep = ','
@@ -1547,6 +1553,32 @@ func appendJSONDetection(b []byte, v *Detection) ([]byte, error) {
 				b = appendString(b, string(k1))
 				b = append(b, ':')
 				mv1 := v.Suppressed[k1]
+				b = appendUint(b, uint64(mv1))
+			}
+			b = append(b, '}')
+		}
+	}
+	if len(v.Folded) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"folded\":"...)
+		if v.Folded == nil {
+			b = append(b, "null"...)
+		} else {
+			var buf1 [16]string
+			keys1 := buf1[:0]
+			for k1 := range v.Folded {
+				keys1 = append(keys1, k1)
+			}
+			slices.Sort(keys1)
+			b = append(b, '{')
+			for n, k1 := range keys1 {
+				if n > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, string(k1))
+				b = append(b, ':')
+				mv1 := v.Folded[k1]
 				b = appendUint(b, uint64(mv1))
 			}
 			b = append(b, '}')

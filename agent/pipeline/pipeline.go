@@ -80,6 +80,10 @@ type Config struct {
 	// Baseline, when set, sees every event after the detector; its alerts
 	// are emitted like the detector's.
 	Baseline Baseline
+	// Reloaded, when set, is called after a rules reload was reported in a
+	// health event (the shipper sends a heartbeat at once). It must not
+	// block.
+	Reloaded func()
 }
 
 // Validate names the bad setting.
@@ -213,6 +217,9 @@ func (p *Pipeline) consume(ctx context.Context) error {
 			// A reload's outcome (rules, errors) is reported at once.
 			p.emit(p.healthEvent())
 			p.flush()
+			if p.cfg.Reloaded != nil {
+				p.cfg.Reloaded()
+			}
 		case <-health.C:
 			p.emit(p.healthEvent())
 			p.flush()

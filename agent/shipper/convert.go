@@ -157,7 +157,7 @@ func AlertToProto(a *event.Alert) *watchpostv1.DetectionAlert {
 	out := &watchpostv1.DetectionAlert{
 		RuleId: utf8Safe(a.RuleID), Title: utf8Safe(a.Title), Level: a.Level, Techniques: utf8SafeAll(a.Techniques),
 		Tags: utf8SafeAll(a.Tags), Source: utf8Safe(a.Source), Correlation: a.Correlation, Count: a.Count,
-		Cgroup: utf8Safe(a.Cgroup),
+		Cgroup: utf8Safe(a.Cgroup), Folded: a.Folded,
 	}
 	if an := a.Baseline; an != nil {
 		out.Baseline = &watchpostv1.BaselineAnomaly{Family: an.Family, Item: utf8SafeAll(an.Item), Known: utf8SafeAll(an.Known),
@@ -190,13 +190,21 @@ func DetectionToProto(d *event.Detection) *watchpostv1.DetectionStatus {
 	if !d.LoadedAt.IsZero() {
 		out.LoadedAtUnixNano = d.LoadedAt.UnixNano()
 	}
-	ids := make([]string, 0, len(d.Suppressed))
-	for id := range d.Suppressed {
+	out.Suppressed = ruleCounters(d.Suppressed, "suppressed")
+	out.Folded = ruleCounters(d.Folded, "folded")
+	return out
+}
+
+// ruleCounters turns counts by rule id into counters, by id.
+func ruleCounters(byRule map[string]uint64, reason string) []*watchpostv1.Counter {
+	ids := make([]string, 0, len(byRule))
+	for id := range byRule {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	var out []*watchpostv1.Counter
 	for _, id := range ids {
-		out.Suppressed = append(out.Suppressed, &watchpostv1.Counter{Kind: utf8Safe(id), Reason: "suppressed", Count: d.Suppressed[id]})
+		out = append(out, &watchpostv1.Counter{Kind: utf8Safe(id), Reason: reason, Count: byRule[id]})
 	}
 	return out
 }

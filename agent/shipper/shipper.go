@@ -205,6 +205,7 @@ type Shipper struct {
 
 	in      chan *event.Event
 	urgent  chan *event.Event // alerts: their own lane, so a flood cannot crowd them out
+	kick    chan struct{}     // HeartbeatNow
 	closed  atomic.Bool
 	started atomic.Bool
 
@@ -273,6 +274,7 @@ func New(cfg Config, deps Deps) (*Shipper, error) {
 		log:        deps.Logger.With().Str("component", "shipper").Logger(),
 		in:         make(chan *event.Event, cfg.QueueEvents),
 		urgent:     make(chan *event.Event, urgentQueue),
+		kick:       make(chan struct{}, 1),
 		batcherOut: make(chan struct{}),
 		flush:      make(chan chan struct{}),
 		instanceID: hex.EncodeToString(inst[:]),
@@ -354,6 +356,17 @@ func (s *Shipper) shipTampers() {
 		default:
 			s.cnt.drop(DropQueueFull, ev.Kind, 1)
 		}
+	}
+}
+
+// HeartbeatNow sends a heartbeat without waiting for the interval (the
+// agent's state changed: rules reloaded, a load error to report). It
+// never blocks; while no stream is open the next stream's first heartbeat
+// carries the state.
+func (s *Shipper) HeartbeatNow() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -825,6 +838,11 @@ func (s *Shipper) stream(ctx context.Context, client watchpostv1.IngestServiceCl
 			return progressed, ctx.Err()
 		case err := <-recvErr:
 			return progressed, fmt.Errorf("receiving: %w", err)
+		case <-s.kick:
+			hb.Reset(s.cfg.HeartbeatInterval)
+			if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: s.heartbeat(false)}}); err != nil {
+				return progressed, fmt.Errorf("sending heartbeat: %w", err)
+			}
 		case <-hb.C:
 			if err := st.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Heartbeat{Heartbeat: s.heartbeat(false)}}); err != nil {
 				return progressed, fmt.Errorf("sending heartbeat: %w", err)

@@ -300,6 +300,11 @@ const maxMessage = 512
 func DetectionMessage(d *watchpostv1.DetectionAlert) string {
 	var b strings.Builder
 	b.WriteString(d.Title)
+	if d.Folded > 0 {
+		// The actor repeated the behaviour: the matches folded since its
+		// previous alert of the rule.
+		fmt.Fprintf(&b, " (+%d folded)", d.Folded)
+	}
 	for i, m := range d.Matches {
 		if i == 0 {
 			b.WriteString(":")

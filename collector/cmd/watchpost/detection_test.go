@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/collector"
 	"github.com/watchpost/watchpost/collector/collectortest"
 	"github.com/watchpost/watchpost/internal/agenttest"
@@ -168,5 +169,85 @@ func TestAlertExceptionCLI(t *testing.T) {
 	}
 	if n := ag.Suppressed(credRule); n != 1 {
 		t.Fatalf("suppressed %d after the restart, want 1", n)
+	}
+}
+
+// markerRule is a user rule on `true` run with an argument that contains
+// marker.
+func markerRule(marker, extra string) string {
+	return "title: Plant marker\nid: plant-marker\nlogsource: {product: linux, category: process_creation}\n" +
+		"detection:\n  sel:\n    Image|endswith: /true\n    CommandLine|contains: " + marker + "\n" + extra +
+		"  condition: sel\nlevel: medium\ntags: [attack.t0807]\n"
+}
+
+// TestRulesReloadCLI: a rules directory edited under a running agent
+// reloads; an edit that breaks the file keeps its previous version firing
+// and reports the file, line and construct in `watchpost hosts` before
+// the next regular heartbeat; the fix loads the new version.
+func TestRulesReloadCLI(t *testing.T) {
+	requireRoot(t)
+	const id = "gw-cli-reload"
+	col, pki := collectortest.Loopback(t, []string{id}, func(cfg *collector.Config) {
+		cfg.Query.Tokens = []collector.Token{{Name: "soc", Token: readToken, Role: collector.RoleRead}}
+	})
+	srv := "--server=" + col.QueryAddr()
+	rules := t.TempDir()
+	file := filepath.Join(rules, "plant.yml")
+	write := func(body string) time.Time {
+		t.Helper()
+		// Written whole under another name and renamed, as editors and
+		// configuration tools do.
+		if err := os.WriteFile(file+".tmp", []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp", file); err != nil {
+			t.Fatal(err)
+		}
+		return time.Now()
+	}
+	write(markerRule("reload-v1-", ""))
+	ag := agenttest.Start(t, agenttest.Options{ID: id, CollectorAddr: col.Addr(), PKI: pki, CommandsDir: t.TempDir(),
+		Mutate: func(c *config.Config) { c.Detection.RulesDir = rules }})
+	run := func(arg string) {
+		t.Helper()
+		if out, err := exec.Command("/usr/bin/true", arg).CombinedOutput(); err != nil {
+			t.Fatalf("true: %v %s", err, out)
+		}
+	}
+	run("reload-v1-a")
+	ag.Wait(t, "plant-marker", "reload-v1-a")
+
+	hosts := func(until func(string) bool, within time.Duration, what string) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			out, err := cli(t, "hosts", srv, "--token", readToken)
+			if err == nil && until(out) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("hosts after %s: %s: %v\n%s", within, what, err, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// The regular heartbeat comes every 10 s: the error must show sooner.
+	broke := write(markerRule("reload-v2-", "  bad:\n    CommandLine|expand: '%x%'\n"))
+	want := file + ":9: detection.bad.CommandLine|expand"
+	hosts(func(out string) bool { return strings.Contains(out, "1 errors: "+want) }, 8*time.Second, "the load error")
+	t.Logf("load error in `watchpost hosts` %s after the edit", time.Since(broke).Round(time.Millisecond))
+	if errs := ag.App.Detect.Status().Errors; len(errs) != 1 || !strings.HasPrefix(errs[0], want) {
+		t.Fatalf("agent's detection errors %q", errs)
+	}
+	run("reload-v1-b") // the previous version still holds
+	ag.Wait(t, "plant-marker", "reload-v1-b")
+
+	write(markerRule("reload-v3-", ""))
+	hosts(func(out string) bool { return strings.Contains(out, id) && !strings.Contains(out, "errors:") }, 8*time.Second, "the error cleared")
+	run("reload-v1-c")
+	run("reload-v3-d")
+	ag.Wait(t, "plant-marker", "reload-v3-d")
+	if got := ag.Find("plant-marker", "reload-v1-c"); len(got) != 0 {
+		t.Fatalf("the replaced version still fired: %s", got[0].JSON)
 	}
 }

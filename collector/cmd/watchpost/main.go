@@ -244,6 +244,13 @@ func detectionSummary(d *watchpostv1.DetectionStatus) string {
 		suppressed += c.Count
 	}
 	s := fmt.Sprintf("%d rules, %d alerts, %d suppressed", d.Rules, d.Alerts, suppressed)
+	var folded uint64
+	for _, c := range d.Folded {
+		folded += c.Count
+	}
+	if folded > 0 {
+		s += fmt.Sprintf(", %d folded", folded)
+	}
 	if len(d.Errors) > 0 {
 		s += fmt.Sprintf(", %d errors: %s", len(d.Errors), strings.Join(d.Errors, "; "))
 	}

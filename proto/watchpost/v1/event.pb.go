@@ -2061,7 +2061,10 @@ type DetectionStatus struct {
 	// Correlation groups evicted while still inside their window.
 	Dropped uint64 `protobuf:"varint,7,opt,name=dropped,proto3" json:"dropped,omitempty"`
 	// Exceptions in force (rule files and the collector's).
-	Exceptions    uint32 `protobuf:"varint,8,opt,name=exceptions,proto3" json:"exceptions,omitempty"`
+	Exceptions uint32 `protobuf:"varint,8,opt,name=exceptions,proto3" json:"exceptions,omitempty"`
+	// Matches folded into an actor's earlier alert, by rule (kind: rule id,
+	// reason: "folded"): detection.alert_burst.
+	Folded        []*Counter `protobuf:"bytes,9,rep,name=folded,proto3" json:"folded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2152,6 +2155,13 @@ func (x *DetectionStatus) GetExceptions() uint32 {
 	return 0
 }
 
+func (x *DetectionStatus) GetFolded() []*Counter {
+	if x != nil {
+		return x.Folded
+	}
+	return nil
+}
+
 // DetectionAlert is what a rule that fired says: which rule, why, and the
 // events behind it. The event's process and ancestry are those of the
 // event that completed the match.
@@ -2179,7 +2189,11 @@ type DetectionAlert struct {
 	Cgroup string `protobuf:"bytes,11,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
 	// Set when the alert is an item outside the host's learned baseline
 	// (rule_id baseline.<family>, source "baseline").
-	Baseline      *BaselineAnomaly `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	Baseline *BaselineAnomaly `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	// Matches of the rule by the same executable and user folded since
+	// their previous alert (at most detection.alert_burst alerts per
+	// detection.alert_window); 0 for most.
+	Folded        uint64 `protobuf:"varint,12,opt,name=folded,proto3" json:"folded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2296,6 +2310,13 @@ func (x *DetectionAlert) GetBaseline() *BaselineAnomaly {
 		return x.Baseline
 	}
 	return nil
+}
+
+func (x *DetectionAlert) GetFolded() uint64 {
+	if x != nil {
+		return x.Folded
+	}
+	return 0
 }
 
 type MatchedField struct {
@@ -3054,7 +3075,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\vknown_count\x18\x04 \x01(\rR\n" +
 	"knownCount\x12\x1d\n" +
 	"\n" +
-	"learned_ns\x18\x05 \x01(\x04R\tlearnedNs\"\x97\x02\n" +
+	"learned_ns\x18\x05 \x01(\x04R\tlearnedNs\"\xc6\x02\n" +
 	"\x0fDetectionStatus\x12\x14\n" +
 	"\x05rules\x18\x01 \x01(\rR\x05rules\x12\x1e\n" +
 	"\n" +
@@ -3069,7 +3090,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\adropped\x18\a \x01(\x04R\adropped\x12\x1e\n" +
 	"\n" +
 	"exceptions\x18\b \x01(\rR\n" +
-	"exceptions\"\x93\x03\n" +
+	"exceptions\x12-\n" +
+	"\x06folded\x18\t \x03(\v2\x15.watchpost.v1.CounterR\x06folded\"\xab\x03\n" +
 	"\x0eDetectionAlert\x12\x17\n" +
 	"\arule_id\x18\x01 \x01(\tR\x06ruleId\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x14\n" +
@@ -3085,7 +3107,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x06events\x18\n" +
 	" \x03(\v2\x16.watchpost.v1.EventRefR\x06events\x12\x16\n" +
 	"\x06cgroup\x18\v \x01(\tR\x06cgroup\x12:\n" +
-	"\bbaseline\x18\x8c\x01 \x01(\v2\x1d.watchpost.v1.BaselineAnomalyR\bbaseline\":\n" +
+	"\bbaseline\x18\x8c\x01 \x01(\v2\x1d.watchpost.v1.BaselineAnomalyR\bbaseline\x12\x16\n" +
+	"\x06folded\x18\f \x01(\x04R\x06folded\":\n" +
 	"\fMatchedField\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\x9a\x01\n" +
@@ -3228,32 +3251,33 @@ var file_watchpost_v1_event_proto_depIdxs = []int32{
 	15, // 6: watchpost.v1.Health.baseline:type_name -> watchpost.v1.BaselineStatus
 	16, // 7: watchpost.v1.BaselineStatus.families:type_name -> watchpost.v1.BaselineFamily
 	13, // 8: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
-	20, // 9: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
-	21, // 10: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
-	17, // 11: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
-	0,  // 12: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
-	13, // 13: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
-	1,  // 14: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
-	3,  // 15: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
-	4,  // 16: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
-	12, // 17: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
-	5,  // 18: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
-	6,  // 19: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
-	7,  // 20: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
-	8,  // 21: watchpost.v1.Event.file:type_name -> watchpost.v1.File
-	9,  // 22: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
-	10, // 23: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
-	14, // 24: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
-	22, // 25: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
-	11, // 26: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
-	19, // 27: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
-	23, // 28: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
-	24, // 29: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	13, // 9: watchpost.v1.DetectionStatus.folded:type_name -> watchpost.v1.Counter
+	20, // 10: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
+	21, // 11: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
+	17, // 12: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
+	0,  // 13: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
+	13, // 14: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
+	1,  // 15: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
+	3,  // 16: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
+	4,  // 17: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
+	12, // 18: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
+	5,  // 19: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
+	6,  // 20: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
+	7,  // 21: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
+	8,  // 22: watchpost.v1.Event.file:type_name -> watchpost.v1.File
+	9,  // 23: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
+	10, // 24: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
+	14, // 25: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
+	22, // 26: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
+	11, // 27: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
+	19, // 28: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
+	23, // 29: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
+	24, // 30: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_event_proto_init() }
