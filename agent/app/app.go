@@ -25,6 +25,7 @@ import (
 	"github.com/watchpost/watchpost/agent/internal/sdnotify"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/metrics"
+	"github.com/watchpost/watchpost/agent/netctx"
 	"github.com/watchpost/watchpost/agent/output"
 	"github.com/watchpost/watchpost/agent/pipeline"
 	"github.com/watchpost/watchpost/agent/proctable"
@@ -56,6 +57,10 @@ type Agent struct {
 	Detect     *detect.Engine     // nil when detection is off
 	Baseline   *baseline.Baseline // nil when the baseline is off
 	Commands   *commands.Log      // nil without commands.dir
+	// Network is the network context: interface and zone lookups by
+	// address or index (nil when network.inventory and
+	// network.watch_interfaces are both off).
+	Network *netctx.Monitor
 }
 
 // Run starts the agent and blocks until ctx ends; then it detaches the
@@ -112,6 +117,19 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		defer func() { _ = containers.Shutdown(context.Background()) }()
 		a.Containers = containers
 		pcfg.Containers = containers
+	}
+	if cfg.Network.Inventory || cfg.Network.WatchInterfaces || len(cfg.Network.Zones) > 0 {
+		ncfg := cfg.NetworkConfig()
+		ncfg.SelfPID = kcfg.AgentPID
+		if a.Network, err = netctx.New(ncfg, netctx.Deps{Logger: log, Processes: table}); err != nil {
+			return err
+		}
+		// After the table is seeded, so inventoried sockets find their owners.
+		if err := a.Network.Start(ctx); err != nil {
+			return fmt.Errorf("network context: %w", err)
+		}
+		defer func() { _ = a.Network.Shutdown(context.Background()) }()
+		pcfg.Network = a.Network
 	}
 	if cfg.Detection.Enabled {
 		if a.Detect, err = detect.New(cfg.DetectConfig(), detect.Deps{Logger: log, Processes: table}); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/industrial"
 	"github.com/watchpost/watchpost/agent/kernel"
+	"github.com/watchpost/watchpost/agent/netctx"
 	"github.com/watchpost/watchpost/agent/pipeline"
 	"github.com/watchpost/watchpost/agent/proctable"
 )
@@ -59,6 +60,7 @@ type Config struct {
 	Detection  Detection `yaml:"detection"`
 	Commands   Commands  `yaml:"commands"`
 	Baseline   Baseline  `yaml:"baseline"`
+	Network    Network   `yaml:"network"`
 }
 
 // Baseline configures the learned per-host baseline (docs/baseline.md).
@@ -80,6 +82,20 @@ type Baseline struct {
 	// SaveInterval: how often a changed baseline is written.
 	SaveInterval    time.Duration `yaml:"save_interval"`
 	AlertsPerMinute int           `yaml:"alerts_per_minute"`
+}
+
+// Network configures the network context (agent/netctx, docs/configuration.md).
+type Network struct {
+	// Inventory lists the sockets present at start (net_inventory).
+	Inventory bool `yaml:"inventory"`
+	// WatchInterfaces reports the interfaces and addresses at start and
+	// when they change (net_interface, net_address).
+	WatchInterfaces bool `yaml:"watch_interfaces"`
+	// Zones label interfaces (by name or glob) and addresses (by CIDR).
+	Zones []netctx.Zone `yaml:"zones"`
+	// NetNS is the network namespace watched; empty: the agent's own.
+	NetNS    string `yaml:"netns"`
+	QueueLen int    `yaml:"queue_len"`
 }
 
 // Container configures container attribution (agent/container).
@@ -221,6 +237,7 @@ func Default() Config {
 	k := kernel.DefaultConfig()
 	pt := proctable.DefaultConfig()
 	ct := container.DefaultConfig()
+	nc := netctx.DefaultConfig()
 	host, _ := os.Hostname()
 	return Config{
 		Host:           host,
@@ -257,6 +274,7 @@ func Default() Config {
 			AlertBurst: 10, AlertWindow: time.Minute},
 		Commands: Commands{Dir: "/var/lib/watchpost/commands"},
 		Baseline: baselineDefaults(),
+		Network:  Network{Inventory: nc.Inventory, WatchInterfaces: nc.WatchInterfaces, QueueLen: nc.QueueLen},
 	}
 }
 
@@ -398,6 +416,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.ContainerConfig().Validate(); err != nil {
 		return err
+	}
+	if err := c.NetworkConfig().Validate(); err != nil {
+		return err
+	}
+	if c.Network.NetNS != "" && !filepath.IsAbs(c.Network.NetNS) {
+		return fmt.Errorf("network.netns: %q is not an absolute path", c.Network.NetNS)
 	}
 	if c.Baseline.Enabled {
 		if err := c.BaselineConfig().Validate(); err != nil {
@@ -554,6 +578,14 @@ func (c Config) ContainerConfig() container.Config {
 		Enabled: c.Container.Enabled, Runtimes: c.Container.Runtimes, CacheSize: c.Container.CacheSize,
 		LookupTimeout: c.Container.LookupTimeout, ProcRoot: c.ProcRoot,
 	}
+}
+
+// NetworkConfig translates to the network context's settings.
+func (c Config) NetworkConfig() netctx.Config {
+	n := netctx.DefaultConfig()
+	n.Inventory, n.WatchInterfaces, n.Zones = c.Network.Inventory, c.Network.WatchInterfaces, c.Network.Zones
+	n.NetNS, n.QueueLen, n.ProcRoot = c.Network.NetNS, c.Network.QueueLen, c.ProcRoot
+	return n
 }
 
 // PipelineConfig translates to the pipeline's settings.

@@ -69,9 +69,23 @@ func (ev *Event) Clamp() {
 			field string
 			v     *string
 		}{{"net.syscall", &n.Syscall}, {"net.family", &n.Family}, {"net.protocol", &n.Protocol}, {"net.sock_type", &n.SockType},
-			{"net.src_addr", &n.SrcAddr}, {"net.dst_addr", &n.DstAddr}, {"net.direction", &n.Direction}} {
+			{"net.src_addr", &n.SrcAddr}, {"net.dst_addr", &n.DstAddr}, {"net.direction", &n.Direction},
+			{"net.state", &n.State}, {"net.interface", &n.Interface}, {"net.zone", &n.Zone}, {"net.peer_zone", &n.PeerZone}} {
 			c.str(s.field, s.v, limits.NameBytes)
 		}
+	case ev.Interface != nil:
+		n := ev.Interface
+		for _, s := range []struct {
+			field string
+			v     *string
+		}{{"net_interface.action", &n.Action}, {"net_interface.name", &n.Name}, {"net_interface.type", &n.Type},
+			{"net_interface.mac", &n.MAC}, {"net_interface.oper_state", &n.OperState}, {"net_interface.zone", &n.Zone},
+			{"net_interface.address", &n.Address}, {"net_interface.address_zone", &n.AddressZone},
+			{"net_interface.previous_name", &n.PreviousName}} {
+			c.str(s.field, s.v, limits.NameBytes)
+		}
+		c.list("net_interface.addresses", &n.Addresses, limits.Counters, limits.NameBytes, limits.ProgramsBytes)
+		c.list("net_interface.changed", &n.Changed, limits.Counters, limits.NameBytes, limits.ProgramsBytes)
 	case ev.Security != nil:
 		s := ev.Security
 		c.str("security.operation", &s.Operation, limits.NameBytes)

@@ -68,6 +68,13 @@ const (
 	// KindResponsePolicies: the policy set changed (loaded, reloaded,
 	// refused, the kill switch); the state of every policy.
 	KindResponsePolicies Kind = 131
+	// Network context (agent/netctx): a socket found at start, a network
+	// interface or an address that is present, appeared, changed or went.
+	KindNetInventory Kind = 115
+	KindNetInterface Kind = 116
+	KindNetAddress   Kind = 117
+	kindNetCtxBase   Kind = 115
+	kindNetCtxMax    Kind = 118
 	// KindAgentTamper: the agent found one of its own state files damaged
 	// and rebuilt it.
 	KindAgentTamper Kind = 140
@@ -91,8 +98,9 @@ var kindNames = map[Kind]string{
 	KindResponseSocket: "response_socket", KindResponseDevice: "response_device",
 	KindResponse: "response", KindResponsePolicies: "response_policies",
 	KindHealth: "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
-	KindAlert:       "alert",
-	KindAgentTamper: "agent_tamper",
+	KindAlert:        "alert",
+	KindAgentTamper:  "agent_tamper",
+	KindNetInventory: "net_inventory", KindNetInterface: "net_interface", KindNetAddress: "net_address",
 }
 
 var kindByName = func() map[string]Kind {
@@ -130,6 +138,9 @@ func Kinds() []Kind {
 	for k := kindAgentKindBase; k < kindAgentMax; k++ {
 		out = append(out, k)
 	}
+	for k := kindNetCtxBase; k < kindNetCtxMax; k++ {
+		out = append(out, k)
+	}
 	return append(out, KindResponse, KindResponsePolicies, KindAgentTamper)
 }
 
@@ -159,7 +170,8 @@ func (k Kind) SecurityCritical() bool {
 	switch k {
 	case KindExec, KindModuleLoad, KindPtrace, KindCredChange, KindBPF, KindMount,
 		KindUmount, KindClockChange, KindMemfdExec, KindNamespace, KindUserfaultfd, KindGap, KindHealth, KindAgentStart, KindAgentStop, KindAlert, KindAgentTamper,
-		KindResponseExec, KindResponseConnect, KindResponseSocket, KindResponseDevice, KindResponse, KindResponsePolicies:
+		KindResponseExec, KindResponseConnect, KindResponseSocket, KindResponseDevice, KindResponse, KindResponsePolicies,
+		KindNetInterface, KindNetAddress:
 		return true
 	}
 	return false
@@ -274,6 +286,44 @@ type Net struct {
 	BytesRecv  uint64 `json:"bytes_recv,omitempty"`
 	DurationNS uint64 `json:"duration_ns,omitempty"`
 	Direction  string `json:"direction,omitempty"` // outbound, inbound
+	// State is the socket's state in a start-up inventory (net_inventory):
+	// listen or established.
+	State string `json:"state,omitempty"`
+	// Interface and Zone are the host interface holding the local address
+	// and its zone (agent/netctx); PeerZone is the zone of the remote
+	// address. Empty when unknown or unconfigured.
+	Interface string `json:"interface,omitempty"`
+	Zone      string `json:"zone,omitempty"`
+	PeerZone  string `json:"peer_zone,omitempty"`
+}
+
+// NetInterface is one of the host's network interfaces (net_interface) or
+// one of its addresses (net_address), as netlink reports it.
+type NetInterface struct {
+	// Action: present (at start), added, changed, removed.
+	Action string `json:"action"`
+	Index  uint32 `json:"index"`
+	Name   string `json:"name"`
+	// Type is the link type: device, veth, dummy, bridge, vlan, tun, wireguard ...
+	Type string `json:"type,omitempty"`
+	MAC  string `json:"mac,omitempty"`
+	MTU  uint32 `json:"mtu,omitempty"`
+	// Up: administratively up; OperState: the kernel's RFC 2863 state (up,
+	// down, lowerlayerdown, dormant, unknown ...).
+	Up        bool   `json:"up"`
+	OperState string `json:"oper_state,omitempty"`
+	// Zone is the interface's zone from the configuration.
+	Zone string `json:"zone,omitempty"`
+	// Addresses are the interface's addresses (CIDR form) on net_interface.
+	Addresses []string `json:"addresses,omitempty"`
+	// Address is the address a net_address event is about (CIDR form), and
+	// AddressZone its zone.
+	Address     string `json:"address,omitempty"`
+	AddressZone string `json:"address_zone,omitempty"`
+	// Changed names what changed (name, up, oper_state, mac, mtu);
+	// PreviousName is the name before a rename.
+	Changed      []string `json:"changed,omitempty"`
+	PreviousName string   `json:"previous_name,omitempty"`
 }
 
 // Security is a privilege, kernel-integrity or tampering action.
@@ -533,6 +583,8 @@ type Event struct {
 	Tamper     *Tamper     `json:"tamper,omitempty"`
 	Response   *Response   `json:"response,omitempty"`
 	Policies   *Policies   `json:"policies,omitempty"`
+	// Interface is set on net_interface and net_address.
+	Interface *NetInterface `json:"interface,omitempty"`
 	// Truncated lists the fields shortened to the limits (Clamp).
 	Truncated []Truncation `json:"truncated,omitempty"`
 }

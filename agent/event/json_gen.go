@@ -241,6 +241,18 @@ func appendJSONEvent(b []byte, v *Event) ([]byte, error) {
 			}
 		}
 	}
+	if v.Interface != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"interface\":"...)
+		if v.Interface == nil {
+			b = append(b, "null"...)
+		} else {
+			if b, err = appendJSONNetInterface(b, &(*v.Interface)); err != nil {
+				return b, err
+			}
+		}
+	}
 	if len(v.Truncated) != 0 {
 		b = append(b, sep)
 		sep = ','
@@ -758,6 +770,30 @@ func appendJSONNet(b []byte, v *Net) ([]byte, error) {
 		sep = ','
 		b = append(b, "\"direction\":"...)
 		b = appendString(b, v.Direction)
+	}
+	if v.State != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"state\":"...)
+		b = appendString(b, v.State)
+	}
+	if v.Interface != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"interface\":"...)
+		b = appendString(b, v.Interface)
+	}
+	if v.Zone != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"zone\":"...)
+		b = appendString(b, v.Zone)
+	}
+	if v.PeerZone != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"peer_zone\":"...)
+		b = appendString(b, v.PeerZone)
 	}
 	if sep == '{' {
 		b = append(b, '{')
@@ -1440,6 +1476,114 @@ func appendJSONPolicies(b []byte, v *Policies) ([]byte, error) {
 			}
 		}
 		b = append(b, ']')
+	}
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
+func appendJSONNetInterface(b []byte, v *NetInterface) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"action\":"...)
+	b = appendString(b, v.Action)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"index\":"...)
+	b = appendUint(b, uint64(v.Index))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"name\":"...)
+	b = appendString(b, v.Name)
+	if v.Type != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"type\":"...)
+		b = appendString(b, v.Type)
+	}
+	if v.MAC != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"mac\":"...)
+		b = appendString(b, v.MAC)
+	}
+	if v.MTU != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"mtu\":"...)
+		b = appendUint(b, uint64(v.MTU))
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"up\":"...)
+	b = strconv.AppendBool(b, bool(v.Up))
+	if v.OperState != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"oper_state\":"...)
+		b = appendString(b, v.OperState)
+	}
+	if v.Zone != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"zone\":"...)
+		b = appendString(b, v.Zone)
+	}
+	if len(v.Addresses) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"addresses\":"...)
+		if v.Addresses == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Addresses {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.Addresses[i1])
+			}
+			b = append(b, ']')
+		}
+	}
+	if v.Address != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"address\":"...)
+		b = appendString(b, v.Address)
+	}
+	if v.AddressZone != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"address_zone\":"...)
+		b = appendString(b, v.AddressZone)
+	}
+	if len(v.Changed) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"changed\":"...)
+		if v.Changed == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Changed {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.Changed[i1])
+			}
+			b = append(b, ']')
+		}
+	}
+	if v.PreviousName != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"previous_name\":"...)
+		b = appendString(b, v.PreviousName)
 	}
 	if sep == '{' {
 		b = append(b, '{')

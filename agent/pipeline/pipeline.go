@@ -40,6 +40,18 @@ type Enricher interface {
 	Enrich(ev *event.Event)
 }
 
+// NetContext is the network context (agent/netctx): it sets the
+// interface and zones of network events and makes events of its own (the
+// start-up socket inventory, interface and address changes), which take
+// the same path as the kernel's.
+type NetContext interface {
+	Enricher
+	Events() <-chan *event.Event
+	// Counters are reported in health; Dropped is the events it lost.
+	Counters() []event.Counter
+	Dropped() uint64
+}
+
 // Detector judges enriched events (agent/detect).
 type Detector interface {
 	// Detect returns the alerts an event raises (nil for most); the slice
@@ -72,6 +84,9 @@ type Config struct {
 	SelfPID uint32
 	// Containers, when set, attributes events to containers.
 	Containers Enricher
+	// Network, when set, gives network events their interface and zone
+	// and adds its own events.
+	Network NetContext
 	// Tagger, when set, tags every event after enrichment.
 	Tagger Tagger
 	// Detector, when set, sees every event after tagging; its alerts are
@@ -170,47 +185,34 @@ func (p *Pipeline) consume(ctx context.Context) error {
 	if p.cfg.Detector != nil {
 		reloaded = p.cfg.Detector.Changed()
 	}
+	var netEvents <-chan *event.Event
+	if p.cfg.Network != nil {
+		netEvents = p.cfg.Network.Events()
+	}
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				// The source has stopped and drained: report and finish.
+				// The source has stopped and drained: take what the
+				// network context still holds, report and finish.
+				for drained := false; !drained; {
+					select {
+					case ev := <-netEvents:
+						p.process(ev)
+					default:
+						drained = true
+					}
+				}
 				p.emit(p.healthEvent())
 				p.emit(p.agentEvent(event.KindAgentStop))
 				p.flush()
 				return nil
 			}
-			p.table.Apply(ev)
-			if p.cfg.Containers != nil {
-				p.cfg.Containers.Enrich(ev)
+			if p.process(ev) || len(events) == 0 && len(netEvents) == 0 {
+				p.flush()
 			}
-			if p.cfg.Tagger != nil {
-				p.cfg.Tagger.Apply(ev)
-			}
-			if p.cfg.Detector == nil && p.cfg.Baseline == nil {
-				p.emit(ev)
-			} else {
-				p.number(ev) // alerts name the event by its sequence number
-				var alerts, anomalies []*event.Event
-				if p.cfg.Detector != nil {
-					alerts = p.cfg.Detector.Detect(ev)
-				}
-				if p.cfg.Baseline != nil {
-					anomalies = p.cfg.Baseline.Observe(ev)
-				}
-				p.write(ev)
-				for _, a := range alerts {
-					p.emit(a)
-				}
-				for _, a := range anomalies {
-					p.emit(a)
-				}
-				if len(alerts)+len(anomalies) > 0 {
-					p.flush() // alerts never wait for the queue to idle
-					continue
-				}
-			}
-			if len(events) == 0 {
+		case ev := <-netEvents:
+			if p.process(ev) || len(events) == 0 && len(netEvents) == 0 {
 				p.flush()
 			}
 		case <-reloaded:
@@ -229,6 +231,41 @@ func (p *Pipeline) consume(ctx context.Context) error {
 			close(answer)
 		}
 	}
+}
+
+// process enriches, tags, judges and writes one event; true when it
+// raised alerts (which are flushed at once).
+func (p *Pipeline) process(ev *event.Event) bool {
+	p.table.Apply(ev)
+	if p.cfg.Containers != nil {
+		p.cfg.Containers.Enrich(ev)
+	}
+	if p.cfg.Network != nil {
+		p.cfg.Network.Enrich(ev)
+	}
+	if p.cfg.Tagger != nil {
+		p.cfg.Tagger.Apply(ev)
+	}
+	if p.cfg.Detector == nil && p.cfg.Baseline == nil {
+		p.emit(ev)
+		return false
+	}
+	p.number(ev) // alerts name the event by its sequence number
+	var alerts, anomalies []*event.Event
+	if p.cfg.Detector != nil {
+		alerts = p.cfg.Detector.Detect(ev)
+	}
+	if p.cfg.Baseline != nil {
+		anomalies = p.cfg.Baseline.Observe(ev)
+	}
+	p.write(ev)
+	for _, a := range alerts {
+		p.emit(a)
+	}
+	for _, a := range anomalies {
+		p.emit(a)
+	}
+	return len(alerts)+len(anomalies) > 0
 }
 
 func (p *Pipeline) emit(ev *event.Event) {
@@ -296,6 +333,10 @@ func (p *Pipeline) health() *event.Health {
 	}
 	if p.cfg.Baseline != nil {
 		h.Baseline = p.cfg.Baseline.Status()
+	}
+	if p.cfg.Network != nil {
+		h.Counters = append(h.Counters, p.cfg.Network.Counters()...)
+		h.Dropped += p.cfg.Network.Dropped()
 	}
 	st, err := p.src.Stats()
 	if err != nil {

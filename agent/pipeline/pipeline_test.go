@@ -224,3 +224,73 @@ func TestAliveAnswersOnlyWhileRunning(t *testing.T) {
 		t.Fatal("a stopped pipeline answered")
 	}
 }
+
+// fakeNet is a network context: one zone for every network event, and its
+// own events.
+type fakeNet struct{ ch chan *event.Event }
+
+func (f *fakeNet) Enrich(ev *event.Event) {
+	if ev.Net != nil {
+		ev.Net.Interface, ev.Net.Zone = "eth1", "cell-1"
+	}
+}
+func (f *fakeNet) Events() <-chan *event.Event { return f.ch }
+func (f *fakeNet) Counters() []event.Counter {
+	return []event.Counter{{Kind: "netctx", Reason: "queue_full", Count: 2}}
+}
+func (f *fakeNet) Dropped() uint64 { return 2 }
+
+// TestNetworkContextEventsTakeThePipeline: the network context's own
+// events are enriched, tagged and numbered like the kernel's, kernel
+// network events get their zone, the context's counters are in health,
+// and what it still holds when the source stops is delivered.
+func TestNetworkContextEventsTakeThePipeline(t *testing.T) {
+	src := &fakeSource{ch: make(chan *event.Event, 4)}
+	tcfg := proctable.DefaultConfig()
+	tcfg.ProcRoot = t.TempDir()
+	table, _ := proctable.New(tcfg)
+	sink := newCaptureSink()
+	net := &fakeNet{ch: make(chan *event.Event, 4)}
+	p, err := New(Config{Host: "gw-01", HealthInterval: time.Hour, SweepInterval: time.Hour, Network: net}, zerolog.Nop(), src, table, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net.ch <- &event.Event{Kind: event.KindNetInventory, Process: event.Process{PID: 9},
+		Net: &event.Net{Family: "inet", Protocol: "tcp", SrcAddr: "10.10.1.5", SrcPort: 502, State: "listen"}}
+	src.ch <- &event.Event{Kind: event.KindNetConnect, Process: event.Process{PID: 7},
+		Net: &event.Net{Family: "inet", Protocol: "tcp", SrcAddr: "10.10.1.5", DstAddr: "10.10.1.9", DstPort: 502}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	sink.waitFor(t, 5*time.Second, func(ev *event.Event) bool { return ev.Kind == event.KindNetConnect })
+	sink.waitFor(t, 5*time.Second, func(ev *event.Event) bool { return ev.Kind == event.KindNetInventory })
+	net.ch <- &event.Event{Kind: event.KindNetInterface, Interface: &event.NetInterface{Action: "added", Name: "wwan0"}}
+	// Give the loop a chance to take it live; if it does not, the drain at stop must.
+	time.Sleep(10 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var health *event.Health
+	seen := map[event.Kind]*event.Event{}
+	for i, ev := range sink.events {
+		if ev.Seq != uint64(i+1) || ev.Host != "gw-01" {
+			t.Errorf("event %d (%s): seq %d host %q", i, ev.Kind, ev.Seq, ev.Host)
+		}
+		seen[ev.Kind] = ev
+		if ev.Kind == event.KindHealth {
+			health = ev.Health
+		}
+	}
+	for _, k := range []event.Kind{event.KindNetInventory, event.KindNetConnect} {
+		if ev := seen[k]; ev == nil || ev.Net.Zone != "cell-1" || ev.Net.Interface != "eth1" {
+			t.Errorf("%s: %+v", k, ev)
+		}
+	}
+	if seen[event.KindNetInterface] == nil {
+		t.Error("the interface event queued at stop was lost")
+	}
+	if health == nil || health.Dropped != 2 || !slices.Contains(health.Counters, event.Counter{Kind: "netctx", Reason: "queue_full", Count: 2}) {
+		t.Errorf("health %+v", health)
+	}
+}

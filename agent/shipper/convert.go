@@ -124,6 +124,7 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 			SrcAddr: utf8Safe(n.SrcAddr), SrcPort: uint32(n.SrcPort), DstAddr: utf8Safe(n.DstAddr), DstPort: uint32(n.DstPort),
 			Result: n.Result, BytesSent: n.BytesSent, BytesRecv: n.BytesRecv, DurationNs: n.DurationNS,
 			Direction: utf8Safe(n.Direction), Syscall: utf8Safe(n.Syscall),
+			State: n.State, Interface: utf8Safe(n.Interface), Zone: utf8Safe(n.Zone), PeerZone: utf8Safe(n.PeerZone),
 		}}
 	case ev.Security != nil:
 		s := ev.Security
@@ -144,6 +145,13 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		dst.Detail = &watchpostv1.Event_Gap{Gap: &watchpostv1.Gap{Reason: utf8Safe(ev.Gap.Reason), Counters: countersToProto(ev.Gap.Counters)}}
 	case ev.Alert != nil:
 		dst.Detail = &watchpostv1.Event_Alert{Alert: AlertToProto(ev.Alert)}
+	case ev.Interface != nil:
+		n := ev.Interface
+		dst.Detail = &watchpostv1.Event_NetInterface{NetInterface: &watchpostv1.NetInterface{
+			Action: n.Action, Index: n.Index, Name: utf8Safe(n.Name), Type: utf8Safe(n.Type), Mac: n.MAC, Mtu: n.MTU,
+			Up: n.Up, OperState: utf8Safe(n.OperState), Zone: utf8Safe(n.Zone), Addresses: n.Addresses,
+			Address: n.Address, AddressZone: utf8Safe(n.AddressZone), Changed: n.Changed, PreviousName: utf8Safe(n.PreviousName),
+		}}
 	case ev.Tamper != nil:
 		t := ev.Tamper
 		dst.Detail = &watchpostv1.Event_Tamper{Tamper: &watchpostv1.Tamper{

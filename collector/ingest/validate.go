@@ -32,6 +32,7 @@ const (
 	famAlert
 	famNamespace
 	famTamper
+	famNetInterface
 )
 
 func familyOf(t watchpostv1.EventType) (family, bool) {
@@ -63,6 +64,10 @@ func familyOf(t watchpostv1.EventType) (family, bool) {
 		return famAlert, true
 	case t == watchpostv1.EventType_EVENT_TYPE_AGENT_TAMPER:
 		return famTamper, true
+	case t == watchpostv1.EventType_EVENT_TYPE_NET_INVENTORY:
+		return famNet, true
+	case t == watchpostv1.EventType_EVENT_TYPE_NET_INTERFACE, t == watchpostv1.EventType_EVENT_TYPE_NET_ADDRESS:
+		return famNetInterface, true
 	}
 	return famNone, false
 }
@@ -345,6 +350,8 @@ func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.
 		got = famGap
 	case *watchpostv1.Event_Tamper:
 		got = famTamper
+	case *watchpostv1.Event_NetInterface:
+		got = famNetInterface
 	default:
 		got = famNone
 	}
@@ -403,9 +410,23 @@ func (v *validator) detailStrings(ev *watchpostv1.Event) {
 			field string
 			p     *string
 		}{{"net.family", &n.Family}, {"net.protocol", &n.Protocol}, {"net.sock_type", &n.SockType}, {"net.src_addr", &n.SrcAddr},
-			{"net.dst_addr", &n.DstAddr}, {"net.direction", &n.Direction}, {"net.syscall", &n.Syscall}} {
+			{"net.dst_addr", &n.DstAddr}, {"net.direction", &n.Direction}, {"net.syscall", &n.Syscall},
+			{"net.state", &n.State}, {"net.interface", &n.Interface}, {"net.zone", &n.Zone}, {"net.peer_zone", &n.PeerZone}} {
 			v.str(s.field, s.p)
 		}
+	case *watchpostv1.Event_NetInterface:
+		n := d.NetInterface
+		for _, s := range []struct {
+			field string
+			p     *string
+		}{{"net_interface.action", &n.Action}, {"net_interface.name", &n.Name}, {"net_interface.type", &n.Type},
+			{"net_interface.mac", &n.Mac}, {"net_interface.oper_state", &n.OperState}, {"net_interface.zone", &n.Zone},
+			{"net_interface.address", &n.Address}, {"net_interface.address_zone", &n.AddressZone},
+			{"net_interface.previous_name", &n.PreviousName}} {
+			v.str(s.field, s.p)
+		}
+		v.strs("net_interface.addresses", &n.Addresses)
+		v.strs("net_interface.changed", &n.Changed)
 	case *watchpostv1.Event_Security:
 		s := d.Security
 		for _, f := range []struct {

@@ -61,6 +61,8 @@ const HelperEnv = "WATCHPOST_TEST_HELPER"
 //	         read $WATCHPOST_TEST_M bytes back, close
 //	udp      send $WATCHPOST_TEST_N datagrams to $WATCHPOST_TEST_ADDR, reading
 //	         a reply to each
+//	listen   listen on TCP 127.0.0.1:0, print the port, hold every accepted
+//	         connection until killed
 //	setuid   setuid($WATCHPOST_TEST_N) and exit 0
 //	netns    unshare(CLONE_NEWNET), print "ready", block until killed
 //	setns    setns() into the network namespace file $WATCHPOST_TEST_PATH, exit 0
@@ -90,6 +92,8 @@ func helper(mode string) int {
 		return tcpClient(os.Getenv("WATCHPOST_TEST_ADDR"), envInt("WATCHPOST_TEST_N"), envInt("WATCHPOST_TEST_M"))
 	case mode == "udp":
 		return udpClient(os.Getenv("WATCHPOST_TEST_ADDR"), envInt("WATCHPOST_TEST_N"))
+	case mode == "listen":
+		return tcpServer()
 	case mode == "setuid":
 		if err := syscall.Setuid(envInt("WATCHPOST_TEST_N")); err != nil {
 			return 104
@@ -218,6 +222,43 @@ func udpClient(addr string, n int) int {
 		}
 	}
 	return 0
+}
+
+func tcpServer() int {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 140
+	}
+	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+	var held []net.Conn
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return 141
+		}
+		held = append(held, c)
+	}
+}
+
+// Listener starts a helper process that listens on TCP 127.0.0.1 (mode
+// listen) and returns it and its port; it is killed when the test ends.
+func Listener(t testing.TB) (*exec.Cmd, int) {
+	t.Helper()
+	cmd := exec.Command(Self(t), "-test.run=^$")
+	cmd.Env = append(os.Environ(), HelperEnv+"=listen")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var port int
+	if _, err := fmt.Fscanln(out, &port); err != nil || port == 0 {
+		t.Fatalf("listening helper: port %d: %v", port, err)
+	}
+	return cmd, port
 }
 
 // Self returns the canonical path of the running test binary: what the

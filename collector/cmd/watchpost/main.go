@@ -326,6 +326,25 @@ func detail(ev *watchpostv1.Event) string {
 	case *watchpostv1.Event_Net:
 		n := d.Net
 		s = fmt.Sprintf("%s %s:%d -> %s:%d", n.Protocol, n.SrcAddr, n.SrcPort, n.DstAddr, n.DstPort)
+		if n.State == "listen" {
+			s = fmt.Sprintf("%s listen %s:%d", n.Protocol, n.SrcAddr, n.SrcPort)
+		} else if n.State != "" {
+			s += " " + n.State
+		}
+		if n.Interface != "" || n.Zone != "" || n.PeerZone != "" {
+			s += fmt.Sprintf(" if=%s zone=%s", dash(n.Interface), dash(n.Zone))
+			if n.PeerZone != "" {
+				s += " peer_zone=" + n.PeerZone
+			}
+		}
+	case *watchpostv1.Event_NetInterface:
+		n := d.NetInterface
+		s = fmt.Sprintf("%s %s (%d, %s) zone=%s", n.Action, n.Name, n.Index, dash(n.Type), dash(n.Zone))
+		if n.Address != "" {
+			s = fmt.Sprintf("%s %s on %s zone=%s", n.Action, n.Address, n.Name, dash(n.AddressZone))
+		} else if len(n.Changed) > 0 {
+			s += " changed " + strings.Join(n.Changed, ",")
+		}
 	case *watchpostv1.Event_Security:
 		sec := d.Security
 		s = strings.TrimSpace(strings.Join([]string{sec.Operation, sec.Name, sec.Path}, " "))
@@ -343,6 +362,14 @@ func detail(ev *watchpostv1.Event) string {
 	}
 	if in := ev.GetIndustrial(); in != nil && in.Protocol != "" {
 		s += " [" + in.Protocol + "]"
+	}
+	return s
+}
+
+// dash stands in for an empty value in a one-line summary.
+func dash(s string) string {
+	if s == "" {
+		return "-"
 	}
 	return s
 }

@@ -76,6 +76,14 @@ const (
 	EventType_EVENT_TYPE_AGENT_STOP       EventType = 103
 	// A detection rule fired on the agent (detail: alert).
 	EventType_EVENT_TYPE_ALERT EventType = 104
+	// A TCP or UDP socket that was listening or established when the agent
+	// started, with its owning process (detail: net, with state).
+	EventType_EVENT_TYPE_NET_INVENTORY EventType = 115
+	// A network interface present at start, added, changed or removed
+	// (detail: net_interface).
+	EventType_EVENT_TYPE_NET_INTERFACE EventType = 116
+	// An address added to or removed from an interface (detail: net_interface).
+	EventType_EVENT_TYPE_NET_ADDRESS EventType = 117
 	// The agent killed (or would have killed) a process on a detection
 	// (detail: response).
 	EventType_EVENT_TYPE_RESPONSE EventType = 130
@@ -132,6 +140,9 @@ var (
 		102: "EVENT_TYPE_AGENT_START",
 		103: "EVENT_TYPE_AGENT_STOP",
 		104: "EVENT_TYPE_ALERT",
+		115: "EVENT_TYPE_NET_INVENTORY",
+		116: "EVENT_TYPE_NET_INTERFACE",
+		117: "EVENT_TYPE_NET_ADDRESS",
 		130: "EVENT_TYPE_RESPONSE",
 		131: "EVENT_TYPE_RESPONSE_POLICIES",
 		140: "EVENT_TYPE_AGENT_TAMPER",
@@ -180,6 +191,9 @@ var (
 		"EVENT_TYPE_AGENT_START":        102,
 		"EVENT_TYPE_AGENT_STOP":         103,
 		"EVENT_TYPE_ALERT":              104,
+		"EVENT_TYPE_NET_INVENTORY":      115,
+		"EVENT_TYPE_NET_INTERFACE":      116,
+		"EVENT_TYPE_NET_ADDRESS":        117,
 		"EVENT_TYPE_RESPONSE":           130,
 		"EVENT_TYPE_RESPONSE_POLICIES":  131,
 		"EVENT_TYPE_AGENT_TAMPER":       140,
@@ -1135,7 +1149,14 @@ type Net struct {
 	DurationNs uint64 `protobuf:"varint,11,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
 	Direction  string `protobuf:"bytes,12,opt,name=direction,proto3" json:"direction,omitempty"`
 	// The syscall that made the event (connect, accept4, sendto ...); empty for close.
-	Syscall       string `protobuf:"bytes,14,opt,name=syscall,proto3" json:"syscall,omitempty"`
+	Syscall string `protobuf:"bytes,14,opt,name=syscall,proto3" json:"syscall,omitempty"`
+	// net_inventory: listen or established.
+	State string `protobuf:"bytes,95,opt,name=state,proto3" json:"state,omitempty"`
+	// The host interface holding the local address, and its zone.
+	Interface string `protobuf:"bytes,96,opt,name=interface,proto3" json:"interface,omitempty"`
+	Zone      string `protobuf:"bytes,97,opt,name=zone,proto3" json:"zone,omitempty"`
+	// The zone of the remote address.
+	PeerZone      string `protobuf:"bytes,98,opt,name=peer_zone,json=peerZone,proto3" json:"peer_zone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1261,6 +1282,193 @@ func (x *Net) GetSyscall() string {
 	return ""
 }
 
+func (x *Net) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Net) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *Net) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *Net) GetPeerZone() string {
+	if x != nil {
+		return x.PeerZone
+	}
+	return ""
+}
+
+// NetInterface is one of the host's network interfaces (net_interface) or
+// one of its addresses (net_address).
+type NetInterface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// present (at start), added, changed, removed.
+	Action string `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	Index  uint32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Name   string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// The link type: device, veth, dummy, bridge, vlan, tun, wireguard ...
+	Type string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	Mac  string `protobuf:"bytes,5,opt,name=mac,proto3" json:"mac,omitempty"`
+	Mtu  uint32 `protobuf:"varint,6,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// Administratively up.
+	Up bool `protobuf:"varint,7,opt,name=up,proto3" json:"up,omitempty"`
+	// The kernel's RFC 2863 operational state (up, down, lowerlayerdown ...).
+	OperState string `protobuf:"bytes,8,opt,name=oper_state,json=operState,proto3" json:"oper_state,omitempty"`
+	// The interface's zone from the agent's configuration.
+	Zone string `protobuf:"bytes,9,opt,name=zone,proto3" json:"zone,omitempty"`
+	// The interface's addresses, CIDR form.
+	Addresses []string `protobuf:"bytes,10,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// net_address: the address the event is about, and its zone.
+	Address     string `protobuf:"bytes,11,opt,name=address,proto3" json:"address,omitempty"`
+	AddressZone string `protobuf:"bytes,12,opt,name=address_zone,json=addressZone,proto3" json:"address_zone,omitempty"`
+	// changed: which of name, up, oper_state, mac, mtu changed, and the
+	// name before a rename.
+	Changed       []string `protobuf:"bytes,13,rep,name=changed,proto3" json:"changed,omitempty"`
+	PreviousName  string   `protobuf:"bytes,14,opt,name=previous_name,json=previousName,proto3" json:"previous_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetInterface) Reset() {
+	*x = NetInterface{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetInterface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetInterface) ProtoMessage() {}
+
+func (x *NetInterface) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetInterface.ProtoReflect.Descriptor instead.
+func (*NetInterface) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NetInterface) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *NetInterface) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *NetInterface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetInterface) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *NetInterface) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *NetInterface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *NetInterface) GetUp() bool {
+	if x != nil {
+		return x.Up
+	}
+	return false
+}
+
+func (x *NetInterface) GetOperState() string {
+	if x != nil {
+		return x.OperState
+	}
+	return ""
+}
+
+func (x *NetInterface) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *NetInterface) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *NetInterface) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NetInterface) GetAddressZone() string {
+	if x != nil {
+		return x.AddressZone
+	}
+	return ""
+}
+
+func (x *NetInterface) GetChanged() []string {
+	if x != nil {
+		return x.Changed
+	}
+	return nil
+}
+
+func (x *NetInterface) GetPreviousName() string {
+	if x != nil {
+		return x.PreviousName
+	}
+	return ""
+}
+
 type Security struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Operation  string                 `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
@@ -1282,7 +1490,7 @@ type Security struct {
 
 func (x *Security) Reset() {
 	*x = Security{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	mi := &file_watchpost_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1502,7 @@ func (x *Security) String() string {
 func (*Security) ProtoMessage() {}
 
 func (x *Security) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[9]
+	mi := &file_watchpost_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1515,7 @@ func (x *Security) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Security.ProtoReflect.Descriptor instead.
 func (*Security) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Security) GetOperation() string {
@@ -1417,7 +1625,7 @@ type Namespace struct {
 
 func (x *Namespace) Reset() {
 	*x = Namespace{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[10]
+	mi := &file_watchpost_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1637,7 @@ func (x *Namespace) String() string {
 func (*Namespace) ProtoMessage() {}
 
 func (x *Namespace) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[10]
+	mi := &file_watchpost_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1650,7 @@ func (x *Namespace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespace.ProtoReflect.Descriptor instead.
 func (*Namespace) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Namespace) GetOperation() string {
@@ -1507,7 +1715,7 @@ type Industrial struct {
 
 func (x *Industrial) Reset() {
 	*x = Industrial{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[11]
+	mi := &file_watchpost_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1727,7 @@ func (x *Industrial) String() string {
 func (*Industrial) ProtoMessage() {}
 
 func (x *Industrial) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[11]
+	mi := &file_watchpost_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1740,7 @@ func (x *Industrial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Industrial.ProtoReflect.Descriptor instead.
 func (*Industrial) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Industrial) GetProtocol() string {
@@ -1575,7 +1783,7 @@ type Counter struct {
 
 func (x *Counter) Reset() {
 	*x = Counter{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	mi := &file_watchpost_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1795,7 @@ func (x *Counter) String() string {
 func (*Counter) ProtoMessage() {}
 
 func (x *Counter) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[12]
+	mi := &file_watchpost_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1808,7 @@ func (x *Counter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counter.ProtoReflect.Descriptor instead.
 func (*Counter) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Counter) GetKind() string {
@@ -1646,7 +1854,7 @@ type Health struct {
 
 func (x *Health) Reset() {
 	*x = Health{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1866,7 @@ func (x *Health) String() string {
 func (*Health) ProtoMessage() {}
 
 func (x *Health) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[13]
+	mi := &file_watchpost_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1879,7 @@ func (x *Health) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Health.ProtoReflect.Descriptor instead.
 func (*Health) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Health) GetVersion() string {
@@ -1785,7 +1993,7 @@ type BaselineStatus struct {
 
 func (x *BaselineStatus) Reset() {
 	*x = BaselineStatus{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +2005,7 @@ func (x *BaselineStatus) String() string {
 func (*BaselineStatus) ProtoMessage() {}
 
 func (x *BaselineStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[14]
+	mi := &file_watchpost_v1_event_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +2018,7 @@ func (x *BaselineStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BaselineStatus.ProtoReflect.Descriptor instead.
 func (*BaselineStatus) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BaselineStatus) GetMode() string {
@@ -1906,7 +2114,7 @@ type BaselineFamily struct {
 
 func (x *BaselineFamily) Reset() {
 	*x = BaselineFamily{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2126,7 @@ func (x *BaselineFamily) String() string {
 func (*BaselineFamily) ProtoMessage() {}
 
 func (x *BaselineFamily) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[15]
+	mi := &file_watchpost_v1_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2139,7 @@ func (x *BaselineFamily) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BaselineFamily.ProtoReflect.Descriptor instead.
 func (*BaselineFamily) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{15}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BaselineFamily) GetFamily() string {
@@ -1978,7 +2186,7 @@ type BaselineAnomaly struct {
 
 func (x *BaselineAnomaly) Reset() {
 	*x = BaselineAnomaly{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2198,7 @@ func (x *BaselineAnomaly) String() string {
 func (*BaselineAnomaly) ProtoMessage() {}
 
 func (x *BaselineAnomaly) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[16]
+	mi := &file_watchpost_v1_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2211,7 @@ func (x *BaselineAnomaly) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BaselineAnomaly.ProtoReflect.Descriptor instead.
 func (*BaselineAnomaly) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{16}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BaselineAnomaly) GetFamily() string {
@@ -2071,7 +2279,7 @@ type DetectionStatus struct {
 
 func (x *DetectionStatus) Reset() {
 	*x = DetectionStatus{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[17]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2291,7 @@ func (x *DetectionStatus) String() string {
 func (*DetectionStatus) ProtoMessage() {}
 
 func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[17]
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2304,7 @@ func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionStatus.ProtoReflect.Descriptor instead.
 func (*DetectionStatus) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{17}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DetectionStatus) GetRules() uint32 {
@@ -2200,7 +2408,7 @@ type DetectionAlert struct {
 
 func (x *DetectionAlert) Reset() {
 	*x = DetectionAlert{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2420,7 @@ func (x *DetectionAlert) String() string {
 func (*DetectionAlert) ProtoMessage() {}
 
 func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2433,7 @@ func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionAlert.ProtoReflect.Descriptor instead.
 func (*DetectionAlert) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DetectionAlert) GetRuleId() string {
@@ -2329,7 +2537,7 @@ type MatchedField struct {
 
 func (x *MatchedField) Reset() {
 	*x = MatchedField{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	mi := &file_watchpost_v1_event_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2341,7 +2549,7 @@ func (x *MatchedField) String() string {
 func (*MatchedField) ProtoMessage() {}
 
 func (x *MatchedField) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	mi := &file_watchpost_v1_event_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2354,7 +2562,7 @@ func (x *MatchedField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchedField.ProtoReflect.Descriptor instead.
 func (*MatchedField) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MatchedField) GetField() string {
@@ -2386,7 +2594,7 @@ type EventRef struct {
 
 func (x *EventRef) Reset() {
 	*x = EventRef{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[20]
+	mi := &file_watchpost_v1_event_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2606,7 @@ func (x *EventRef) String() string {
 func (*EventRef) ProtoMessage() {}
 
 func (x *EventRef) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[20]
+	mi := &file_watchpost_v1_event_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2619,7 @@ func (x *EventRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRef.ProtoReflect.Descriptor instead.
 func (*EventRef) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{20}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EventRef) GetSeq() uint64 {
@@ -2459,7 +2667,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[21]
+	mi := &file_watchpost_v1_event_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2679,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[21]
+	mi := &file_watchpost_v1_event_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2692,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{21}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Gap) GetReason() string {
@@ -2517,7 +2725,7 @@ type Tamper struct {
 
 func (x *Tamper) Reset() {
 	*x = Tamper{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[22]
+	mi := &file_watchpost_v1_event_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +2737,7 @@ func (x *Tamper) String() string {
 func (*Tamper) ProtoMessage() {}
 
 func (x *Tamper) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[22]
+	mi := &file_watchpost_v1_event_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +2750,7 @@ func (x *Tamper) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tamper.ProtoReflect.Descriptor instead.
 func (*Tamper) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{22}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Tamper) GetWhat() string {
@@ -2594,6 +2802,7 @@ type Event struct {
 	//	*Event_Gap
 	//	*Event_Namespace
 	//	*Event_Alert
+	//	*Event_NetInterface
 	//	*Event_Tamper
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
@@ -2602,7 +2811,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[23]
+	mi := &file_watchpost_v1_event_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2823,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[23]
+	mi := &file_watchpost_v1_event_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2836,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{23}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Event) GetHeader() *Header {
@@ -2755,6 +2964,15 @@ func (x *Event) GetAlert() *DetectionAlert {
 	return nil
 }
 
+func (x *Event) GetNetInterface() *NetInterface {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_NetInterface); ok {
+			return x.NetInterface
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetTamper() *Tamper {
 	if x != nil {
 		if x, ok := x.Detail.(*Event_Tamper); ok {
@@ -2808,6 +3026,10 @@ type Event_Alert struct {
 	Alert *DetectionAlert `protobuf:"bytes,23,opt,name=alert,proto3,oneof"`
 }
 
+type Event_NetInterface struct {
+	NetInterface *NetInterface `protobuf:"bytes,32,opt,name=net_interface,json=netInterface,proto3,oneof"`
+}
+
 type Event_Tamper struct {
 	Tamper *Tamper `protobuf:"bytes,45,opt,name=tamper,proto3,oneof"`
 }
@@ -2832,6 +3054,8 @@ func (*Event_Namespace) isEvent_Detail() {}
 
 func (*Event_Alert) isEvent_Detail() {}
 
+func (*Event_NetInterface) isEvent_Detail() {}
+
 func (*Event_Tamper) isEvent_Detail() {}
 
 // EventList is the uncompressed payload of a batch.
@@ -2844,7 +3068,7 @@ type EventList struct {
 
 func (x *EventList) Reset() {
 	*x = EventList{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[24]
+	mi := &file_watchpost_v1_event_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +3080,7 @@ func (x *EventList) String() string {
 func (*EventList) ProtoMessage() {}
 
 func (x *EventList) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[24]
+	mi := &file_watchpost_v1_event_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +3093,7 @@ func (x *EventList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventList.ProtoReflect.Descriptor instead.
 func (*EventList) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{24}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EventList) GetEvents() []*Event {
@@ -2973,7 +3197,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\towner_uid\x18\f \x01(\rR\bownerUid\x12\x1b\n" +
 	"\towner_gid\x18\r \x01(\rR\bownerGid\x12\x18\n" +
 	"\asyscall\x18\x0e \x01(\tR\asyscall\x12\x12\n" +
-	"\x04size\x18\x0f \x01(\x04R\x04size\"\x86\x03\n" +
+	"\x04size\x18\x0f \x01(\x04R\x04size\"\xeb\x03\n" +
 	"\x03Net\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\tR\x06family\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x1b\n" +
@@ -2991,7 +3215,28 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\vduration_ns\x18\v \x01(\x04R\n" +
 	"durationNs\x12\x1c\n" +
 	"\tdirection\x18\f \x01(\tR\tdirection\x12\x18\n" +
-	"\asyscall\x18\x0e \x01(\tR\asyscallJ\x04\b\r\x10\x0eR\rsocket_cookie\"\xb5\x02\n" +
+	"\asyscall\x18\x0e \x01(\tR\asyscall\x12\x14\n" +
+	"\x05state\x18_ \x01(\tR\x05state\x12\x1c\n" +
+	"\tinterface\x18` \x01(\tR\tinterface\x12\x12\n" +
+	"\x04zone\x18a \x01(\tR\x04zone\x12\x1b\n" +
+	"\tpeer_zone\x18b \x01(\tR\bpeerZoneJ\x04\b\r\x10\x0eR\rsocket_cookie\"\xe5\x02\n" +
+	"\fNetInterface\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12\x10\n" +
+	"\x03mac\x18\x05 \x01(\tR\x03mac\x12\x10\n" +
+	"\x03mtu\x18\x06 \x01(\rR\x03mtu\x12\x0e\n" +
+	"\x02up\x18\a \x01(\bR\x02up\x12\x1d\n" +
+	"\n" +
+	"oper_state\x18\b \x01(\tR\toperState\x12\x12\n" +
+	"\x04zone\x18\t \x01(\tR\x04zone\x12\x1c\n" +
+	"\taddresses\x18\n" +
+	" \x03(\tR\taddresses\x12\x18\n" +
+	"\aaddress\x18\v \x01(\tR\aaddress\x12!\n" +
+	"\faddress_zone\x18\f \x01(\tR\vaddressZone\x12\x18\n" +
+	"\achanged\x18\r \x03(\tR\achanged\x12#\n" +
+	"\rprevious_name\x18\x0e \x01(\tR\fpreviousName\"\xb5\x02\n" +
 	"\bSecurity\x12\x1c\n" +
 	"\toperation\x18\x01 \x01(\tR\toperation\x12\x1d\n" +
 	"\n" +
@@ -3125,7 +3370,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x04what\x18\x01 \x01(\tR\x04what\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xdc\x05\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x9f\x06\n" +
 	"\x05Event\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.watchpost.v1.HeaderR\x06header\x12/\n" +
 	"\aprocess\x18\x02 \x01(\v2\x15.watchpost.v1.ProcessR\aprocess\x122\n" +
@@ -3143,11 +3388,13 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x06health\x18\x10 \x01(\v2\x14.watchpost.v1.HealthH\x00R\x06health\x12%\n" +
 	"\x03gap\x18\x11 \x01(\v2\x11.watchpost.v1.GapH\x00R\x03gap\x127\n" +
 	"\tnamespace\x18\x12 \x01(\v2\x17.watchpost.v1.NamespaceH\x00R\tnamespace\x124\n" +
-	"\x05alert\x18\x17 \x01(\v2\x1c.watchpost.v1.DetectionAlertH\x00R\x05alert\x12.\n" +
+	"\x05alert\x18\x17 \x01(\v2\x1c.watchpost.v1.DetectionAlertH\x00R\x05alert\x12A\n" +
+	"\rnet_interface\x18  \x01(\v2\x1a.watchpost.v1.NetInterfaceH\x00R\fnetInterface\x12.\n" +
 	"\x06tamper\x18- \x01(\v2\x14.watchpost.v1.TamperH\x00R\x06tamperB\b\n" +
 	"\x06detail\"8\n" +
 	"\tEventList\x12+\n" +
-	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xde\t\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xb6\n" +
+	"\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_TYPE_EXEC\x10\x01\x12\x14\n" +
@@ -3192,7 +3439,10 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x0eEVENT_TYPE_GAP\x10e\x12\x1a\n" +
 	"\x16EVENT_TYPE_AGENT_START\x10f\x12\x19\n" +
 	"\x15EVENT_TYPE_AGENT_STOP\x10g\x12\x14\n" +
-	"\x10EVENT_TYPE_ALERT\x10h\x12\x18\n" +
+	"\x10EVENT_TYPE_ALERT\x10h\x12\x1c\n" +
+	"\x18EVENT_TYPE_NET_INVENTORY\x10s\x12\x1c\n" +
+	"\x18EVENT_TYPE_NET_INTERFACE\x10t\x12\x1a\n" +
+	"\x16EVENT_TYPE_NET_ADDRESS\x10u\x12\x18\n" +
 	"\x13EVENT_TYPE_RESPONSE\x10\x82\x01\x12!\n" +
 	"\x1cEVENT_TYPE_RESPONSE_POLICIES\x10\x83\x01\x12\x1c\n" +
 	"\x17EVENT_TYPE_AGENT_TAMPER\x10\x8c\x01B?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
@@ -3210,7 +3460,7 @@ func file_watchpost_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_watchpost_v1_event_proto_goTypes = []any{
 	(EventType)(0),          // 0: watchpost.v1.EventType
 	(*Header)(nil),          // 1: watchpost.v1.Header
@@ -3222,62 +3472,64 @@ var file_watchpost_v1_event_proto_goTypes = []any{
 	(*Exit)(nil),            // 7: watchpost.v1.Exit
 	(*File)(nil),            // 8: watchpost.v1.File
 	(*Net)(nil),             // 9: watchpost.v1.Net
-	(*Security)(nil),        // 10: watchpost.v1.Security
-	(*Namespace)(nil),       // 11: watchpost.v1.Namespace
-	(*Industrial)(nil),      // 12: watchpost.v1.Industrial
-	(*Counter)(nil),         // 13: watchpost.v1.Counter
-	(*Health)(nil),          // 14: watchpost.v1.Health
-	(*BaselineStatus)(nil),  // 15: watchpost.v1.BaselineStatus
-	(*BaselineFamily)(nil),  // 16: watchpost.v1.BaselineFamily
-	(*BaselineAnomaly)(nil), // 17: watchpost.v1.BaselineAnomaly
-	(*DetectionStatus)(nil), // 18: watchpost.v1.DetectionStatus
-	(*DetectionAlert)(nil),  // 19: watchpost.v1.DetectionAlert
-	(*MatchedField)(nil),    // 20: watchpost.v1.MatchedField
-	(*EventRef)(nil),        // 21: watchpost.v1.EventRef
-	(*Gap)(nil),             // 22: watchpost.v1.Gap
-	(*Tamper)(nil),          // 23: watchpost.v1.Tamper
-	(*Event)(nil),           // 24: watchpost.v1.Event
-	(*EventList)(nil),       // 25: watchpost.v1.EventList
-	nil,                     // 26: watchpost.v1.Exec.EnvEntry
-	nil,                     // 27: watchpost.v1.Namespace.InodesEntry
+	(*NetInterface)(nil),    // 10: watchpost.v1.NetInterface
+	(*Security)(nil),        // 11: watchpost.v1.Security
+	(*Namespace)(nil),       // 12: watchpost.v1.Namespace
+	(*Industrial)(nil),      // 13: watchpost.v1.Industrial
+	(*Counter)(nil),         // 14: watchpost.v1.Counter
+	(*Health)(nil),          // 15: watchpost.v1.Health
+	(*BaselineStatus)(nil),  // 16: watchpost.v1.BaselineStatus
+	(*BaselineFamily)(nil),  // 17: watchpost.v1.BaselineFamily
+	(*BaselineAnomaly)(nil), // 18: watchpost.v1.BaselineAnomaly
+	(*DetectionStatus)(nil), // 19: watchpost.v1.DetectionStatus
+	(*DetectionAlert)(nil),  // 20: watchpost.v1.DetectionAlert
+	(*MatchedField)(nil),    // 21: watchpost.v1.MatchedField
+	(*EventRef)(nil),        // 22: watchpost.v1.EventRef
+	(*Gap)(nil),             // 23: watchpost.v1.Gap
+	(*Tamper)(nil),          // 24: watchpost.v1.Tamper
+	(*Event)(nil),           // 25: watchpost.v1.Event
+	(*EventList)(nil),       // 26: watchpost.v1.EventList
+	nil,                     // 27: watchpost.v1.Exec.EnvEntry
+	nil,                     // 28: watchpost.v1.Namespace.InodesEntry
 }
 var file_watchpost_v1_event_proto_depIdxs = []int32{
 	0,  // 0: watchpost.v1.Header.type:type_name -> watchpost.v1.EventType
 	2,  // 1: watchpost.v1.Header.truncated:type_name -> watchpost.v1.Truncation
-	26, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
-	27, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
-	13, // 4: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
-	18, // 5: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
-	15, // 6: watchpost.v1.Health.baseline:type_name -> watchpost.v1.BaselineStatus
-	16, // 7: watchpost.v1.BaselineStatus.families:type_name -> watchpost.v1.BaselineFamily
-	13, // 8: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
-	13, // 9: watchpost.v1.DetectionStatus.folded:type_name -> watchpost.v1.Counter
-	20, // 10: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
-	21, // 11: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
-	17, // 12: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
+	27, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
+	28, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
+	14, // 4: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
+	19, // 5: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
+	16, // 6: watchpost.v1.Health.baseline:type_name -> watchpost.v1.BaselineStatus
+	17, // 7: watchpost.v1.BaselineStatus.families:type_name -> watchpost.v1.BaselineFamily
+	14, // 8: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
+	14, // 9: watchpost.v1.DetectionStatus.folded:type_name -> watchpost.v1.Counter
+	21, // 10: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
+	22, // 11: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
+	18, // 12: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
 	0,  // 13: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
-	13, // 14: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
+	14, // 14: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
 	1,  // 15: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
 	3,  // 16: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
 	4,  // 17: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
-	12, // 18: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
+	13, // 18: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
 	5,  // 19: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
 	6,  // 20: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
 	7,  // 21: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
 	8,  // 22: watchpost.v1.Event.file:type_name -> watchpost.v1.File
 	9,  // 23: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
-	10, // 24: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
-	14, // 25: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
-	22, // 26: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
-	11, // 27: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
-	19, // 28: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
-	23, // 29: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
-	24, // 30: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	11, // 24: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
+	15, // 25: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
+	23, // 26: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
+	12, // 27: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
+	20, // 28: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
+	10, // 29: watchpost.v1.Event.net_interface:type_name -> watchpost.v1.NetInterface
+	24, // 30: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
+	25, // 31: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_event_proto_init() }
@@ -3285,7 +3537,7 @@ func file_watchpost_v1_event_proto_init() {
 	if File_watchpost_v1_event_proto != nil {
 		return
 	}
-	file_watchpost_v1_event_proto_msgTypes[23].OneofWrappers = []any{
+	file_watchpost_v1_event_proto_msgTypes[24].OneofWrappers = []any{
 		(*Event_Exec)(nil),
 		(*Event_Clone)(nil),
 		(*Event_Exit)(nil),
@@ -3296,6 +3548,7 @@ func file_watchpost_v1_event_proto_init() {
 		(*Event_Gap)(nil),
 		(*Event_Namespace)(nil),
 		(*Event_Alert)(nil),
+		(*Event_NetInterface)(nil),
 		(*Event_Tamper)(nil),
 	}
 	type x struct{}
@@ -3304,7 +3557,7 @@ func file_watchpost_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_event_proto_rawDesc), len(file_watchpost_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
