@@ -184,6 +184,13 @@ func startBenchSensor(b *testing.B) func() {
 	cfg.Threads = true
 	cfg.Filters.ReadOpens = true
 	cfg.Filters.RatePerSec = 0
+	_, stop := runBenchSensor(b, cfg)
+	return stop
+}
+
+// runBenchSensor loads the sensor with cfg, drains and discards its queue,
+// and returns it with the function that detaches everything.
+func runBenchSensor(b *testing.B, cfg Config) (*Sensor, func()) {
 	s, err := Load(cfg, zerolog.Nop())
 	if err != nil {
 		b.Fatalf("loading the sensor: %v", err)
@@ -197,7 +204,7 @@ func startBenchSensor(b *testing.B) func() {
 		}
 		close(drained)
 	}()
-	return func() {
+	return s, func() {
 		cancel()
 		if err := <-runErr; err != nil {
 			b.Errorf("sensor run: %v", err)
