@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -140,9 +141,85 @@ func (c *Collector) noteAgentEvents(ctx context.Context, agent string, events []
 				Message:  fmt.Sprintf("the agent found %s (%s) damaged and %s: %s", t.GetWhat(), t.GetFile(), t.GetAction(), t.GetError()),
 				Severity: alerts.KindSeverity(k), State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			})
+		default:
+			if a := c.responseAlert(agent, ev); a != nil {
+				tamper = append(tamper, a)
+			}
 		}
 	}
 	c.raise(ctx, tamper)
+}
+
+// responseAlertEvery bounds the alerts one policy raises on one agent per
+// outcome: a policy that blocks a retrying client is one alert a minute,
+// its events keep every attempt.
+const responseAlertEvery = time.Minute
+
+// responseAlert raises the alert of a response event: a kill or block, a
+// monitor-mode "would have", a refused policy set, the kill switch.
+func (c *Collector) responseAlert(agent string, ev *watchpostv1.Event) *watchpostv1.Alert {
+	var k watchpostv1.AlertKind
+	var msg, key string
+	switch d := ev.Detail.(type) {
+	case *watchpostv1.Event_Response:
+		r := d.Response
+		k = watchpostv1.AlertKind_ALERT_KIND_RESPONSE
+		if r.Outcome == "would_kill" || r.Outcome == "would_block" {
+			k = watchpostv1.AlertKind_ALERT_KIND_RESPONSE_WOULD_HAVE
+		}
+		what := r.Exe
+		switch {
+		case r.DstAddr != "":
+			what = fmt.Sprintf("%s %s:%d", r.Protocol, r.DstAddr, r.DstPort)
+		case r.Device != "":
+			what = fmt.Sprintf("%s device %s", r.DevKind, r.Device)
+		case r.Family != "":
+			what = fmt.Sprintf("%s %s socket", r.Family, r.SockType)
+		case r.RuleId != "":
+			what = "rule " + r.RuleId
+		}
+		p := ev.GetProcess()
+		msg = fmt.Sprintf("policy %s (%s, %s): %s pid %d %s: %s", r.Policy, r.Action, r.Mode, r.Outcome, p.GetPid(), p.GetExe(), what)
+		if r.Error != "" {
+			msg += " (" + r.Error + ")"
+		}
+		key = agent + "\x00" + r.Policy + "\x00" + r.Outcome
+	case *watchpostv1.Event_Policies:
+		p := d.Policies
+		switch {
+		case len(p.Errors) > 0:
+			k, msg = watchpostv1.AlertKind_ALERT_KIND_POLICIES_REFUSED, "policies refused, the previous set stays: "+strings.Join(p.Errors, "; ")
+		case !p.Enforcing:
+			k, msg = watchpostv1.AlertKind_ALERT_KIND_KILL_SWITCH, "the response kill switch is on: no policy is enforced on this host"
+		default:
+			return nil
+		}
+	default:
+		return nil
+	}
+	if key != "" {
+		now := time.Now()
+		c.countMu.Lock()
+		if c.responseAlerted == nil {
+			c.responseAlerted = map[string]time.Time{}
+		}
+		last, seen := c.responseAlerted[key]
+		if seen && now.Sub(last) < responseAlertEvery {
+			c.countMu.Unlock()
+			return nil
+		}
+		if len(c.responseAlerted) > 100000 {
+			clear(c.responseAlerted) // bounded: at worst an extra alert
+		}
+		c.responseAlerted[key] = now
+		c.countMu.Unlock()
+	}
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	return &watchpostv1.Alert{AgentId: agent, Host: agent, Kind: k, TimeUnixNano: time.Now().UnixNano(), Count: 1,
+		BootId: ev.GetHeader().GetBootId(), Message: strings.ToValidUTF8(msg, "?"), Severity: alerts.KindSeverity(k),
+		State: watchpostv1.AlertState_ALERT_STATE_OPEN}
 }
 
 // raise stores alerts and logs each (alerts are rare state changes).

@@ -113,7 +113,8 @@ type Collector struct {
 	streamsActive                                                                     atomic.Int64
 	countMu                                                                           sync.Mutex
 	rejected                                                                          map[string]uint64
-	alertsRaised                                                                      map[string]uint64 // under countMu
+	alertsRaised                                                                      map[string]uint64    // under countMu
+	responseAlerted                                                                   map[string]time.Time // under countMu: the last response alert per agent, policy and outcome
 	alertStoreErr                                                                     atomic.Uint64
 	cmds                                                                              cmdStreams
 	commandsSent, detectionAlerts                                                     atomic.Uint64

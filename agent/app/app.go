@@ -29,6 +29,7 @@ import (
 	"github.com/watchpost/watchpost/agent/output"
 	"github.com/watchpost/watchpost/agent/pipeline"
 	"github.com/watchpost/watchpost/agent/proctable"
+	"github.com/watchpost/watchpost/agent/respond"
 	"github.com/watchpost/watchpost/agent/shipper"
 	"github.com/watchpost/watchpost/agent/spool"
 	"github.com/watchpost/watchpost/internal/version"
@@ -40,9 +41,11 @@ type Options struct {
 	Stdout io.Writer
 	// Ready, when set, is called once everything is attached and running.
 	Ready func(*Agent)
-	// Reload, when set, reloads the detection rules on every receive
-	// (main sends SIGHUP here).
+	// Reload, when set, reloads the detection rules and the response
+	// policies on every receive (main sends SIGHUP here).
 	Reload <-chan os.Signal
+	// NoEnforce starts with the response kill switch on (--no-enforce).
+	NoEnforce bool
 }
 
 // Agent is a running agent, as handed to Options.Ready.
@@ -56,6 +59,7 @@ type Agent struct {
 	Containers *container.Resolver
 	Detect     *detect.Engine     // nil when detection is off
 	Baseline   *baseline.Baseline // nil when the baseline is off
+	Respond    *respond.Engine    // nil when response is off
 	Commands   *commands.Log      // nil without commands.dir
 	// Network is the network context: interface and zone lookups by
 	// address or index (nil when network.inventory and
@@ -140,18 +144,44 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		}
 		defer func() { _ = a.Detect.Shutdown(context.Background()) }()
 		pcfg.Detector = a.Detect
-		if opt.Reload != nil {
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-opt.Reload:
+	}
+	if cfg.Response.Enabled {
+		rcfg := cfg.RespondConfig()
+		rcfg.SelfPID = kcfg.AgentPID
+		if opt.NoEnforce {
+			rcfg.NoEnforce = true
+		}
+		if rcfg.CgroupRoot == "" {
+			if rcfg.CgroupRoot, err = kernel.Cgroup2Root(); err != nil {
+				return fmt.Errorf("response: %w (set response.cgroup_root, or response.enabled: false)", err)
+			}
+		}
+		if a.Respond, err = respond.New(rcfg, sensor, log); err != nil {
+			return err
+		}
+		defer func() { _ = a.Respond.Close() }()
+		if err := a.Respond.Watch(ctx); err != nil {
+			log.Warn().Err(err).Msg("the policy file is not watched for changes; SIGHUP reloads it")
+		}
+		pcfg.Responder = a.Respond
+	}
+	// SIGHUP reloads the detection rules and the response policies.
+	if opt.Reload != nil && (a.Detect != nil || a.Respond != nil) {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-opt.Reload:
+					if a.Detect != nil {
 						a.Detect.Reload()
 					}
+					if a.Respond != nil {
+						_ = a.Respond.Reload()
+					}
 				}
-			}()
-		}
+			}
+		}()
 	}
 	if cfg.Baseline.Enabled {
 		if a.Baseline, err = baseline.New(cfg.BaselineConfig(), log); err != nil {
@@ -177,6 +207,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		}
 		if a.Baseline != nil {
 			handlers = append(handlers, a.Baseline.CommandHandler())
+		}
+		if a.Respond != nil {
+			handlers = append(handlers, a.Respond.CommandHandler())
 		}
 		if cmdLog, err = commands.Open(cfg.Commands.Dir, log, handlers...); err != nil {
 			return err

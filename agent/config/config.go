@@ -26,6 +26,7 @@ import (
 	"github.com/watchpost/watchpost/agent/netctx"
 	"github.com/watchpost/watchpost/agent/pipeline"
 	"github.com/watchpost/watchpost/agent/proctable"
+	"github.com/watchpost/watchpost/agent/respond"
 )
 
 // Outputs the agent can write to.
@@ -58,6 +59,7 @@ type Config struct {
 	CgroupRoot string    `yaml:"cgroup_root"`
 	Container  Container `yaml:"container"`
 	Detection  Detection `yaml:"detection"`
+	Response   Response  `yaml:"response"`
 	Commands   Commands  `yaml:"commands"`
 	Baseline   Baseline  `yaml:"baseline"`
 	Network    Network   `yaml:"network"`
@@ -96,6 +98,22 @@ type Network struct {
 	// NetNS is the network namespace watched; empty: the agent's own.
 	NetNS    string `yaml:"netns"`
 	QueueLen int    `yaml:"queue_len"`
+}
+
+// Response configures the response policies (docs/response.md).
+type Response struct {
+	Enabled bool `yaml:"enabled"`
+	// PolicyFile holds the policies; relative to the configuration file's
+	// directory. A missing file is no policies.
+	PolicyFile string `yaml:"policy_file"`
+	// NoEnforce is the kill switch at start: no hook is attached.
+	NoEnforce bool `yaml:"no_enforce"`
+	// Protected executables are never acted on (beside pid 1, kernel
+	// threads and the agent); replaces the default list when set.
+	Protected []string `yaml:"protected"`
+	// CgroupRoot is where the cgroup hooks attach; empty: the cgroup v2
+	// mount found in /proc/mounts (the whole host).
+	CgroupRoot string `yaml:"cgroup_root"`
 }
 
 // Container configures container attribution (agent/container).
@@ -272,6 +290,7 @@ func Default() Config {
 		},
 		Detection: Detection{Enabled: true, RulesDir: DefaultRulesDir, Packs: detect.Packs(), MaxGroups: 10000,
 			AlertBurst: 10, AlertWindow: time.Minute},
+		Response: Response{Enabled: true, PolicyFile: respond.DefaultPolicyFile},
 		Commands: Commands{Dir: "/var/lib/watchpost/commands"},
 		Baseline: baselineDefaults(),
 		Network:  Network{Inventory: nc.Inventory, WatchInterfaces: nc.WatchInterfaces, QueueLen: nc.QueueLen},
@@ -307,6 +326,9 @@ func Load(path string) (Config, error) {
 	c.Detection.RulesDir = ""
 	if err := decode(f, &c); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if c.Response.PolicyFile != "" && !filepath.IsAbs(c.Response.PolicyFile) {
+		c.Response.PolicyFile = filepath.Join(filepath.Dir(path), c.Response.PolicyFile)
 	}
 	switch {
 	case c.Detection.RulesDir == "":
@@ -435,7 +457,31 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	if c.Response.Enabled {
+		if c.Response.PolicyFile == "" || !filepath.IsAbs(c.Response.PolicyFile) {
+			return fmt.Errorf("response.policy_file: %q is not an absolute path", c.Response.PolicyFile)
+		}
+		if c.Response.CgroupRoot != "" && !filepath.IsAbs(c.Response.CgroupRoot) {
+			return fmt.Errorf("response.cgroup_root: %q is not an absolute path", c.Response.CgroupRoot)
+		}
+		for i, p := range c.Response.Protected {
+			if !filepath.IsAbs(p) {
+				return fmt.Errorf("response.protected[%d]: %q is not an absolute path", i, p)
+			}
+		}
+	}
 	return c.PipelineConfig().Validate()
+}
+
+// RespondConfig translates to the response engine's settings (the agent
+// fills in its pid and the cgroup root when it is not set).
+func (c Config) RespondConfig() respond.Config {
+	prot := c.Response.Protected
+	if prot == nil {
+		prot = respond.DefaultProtected
+	}
+	return respond.Config{PolicyFile: c.Response.PolicyFile, CgroupRoot: c.Response.CgroupRoot,
+		Protected: prot, NoEnforce: c.Response.NoEnforce, ProcRoot: c.ProcRoot}
 }
 
 // DetectConfig translates to the rule engine's settings.

@@ -389,6 +389,8 @@ type Health struct {
 	Detection *Detection `json:"detection,omitempty"`
 	// Baseline is the learned baseline's state (nil when it is off).
 	Baseline *Baseline `json:"baseline,omitempty"`
+	// Response is the policy set's state (nil when response is off).
+	Response *Policies `json:"response,omitempty"`
 }
 
 // Alert is raised by a detection rule (agent/detect): which rule, why it

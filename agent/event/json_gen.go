@@ -1088,6 +1088,18 @@ func appendJSONHealth(b []byte, v *Health) ([]byte, error) {
 			}
 		}
 	}
+	if v.Response != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"response\":"...)
+		if v.Response == nil {
+			b = append(b, "null"...)
+		} else {
+			if b, err = appendJSONPolicies(b, &(*v.Response)); err != nil {
+				return b, err
+			}
+		}
+	}
 	if sep == '{' {
 		b = append(b, '{')
 	}

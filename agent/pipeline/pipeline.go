@@ -75,6 +75,19 @@ type Baseline interface {
 	Startup() []*event.Event
 }
 
+// Responder carries out response policies (agent/respond).
+type Responder interface {
+	// Respond sees every event after detection (alerts included) and
+	// returns the events its own actions make (kill on detection).
+	Respond(ev *event.Event) []*event.Event
+	// Changed is signalled when the policy set or the kill switch changed.
+	Changed() <-chan struct{}
+	// PoliciesEvent reports the policy set.
+	PoliciesEvent() *event.Event
+	// Status is the policy state that health events carry.
+	Status() *event.Policies
+}
+
 // Config tunes the pipeline.
 type Config struct {
 	Host           string
@@ -99,6 +112,8 @@ type Config struct {
 	// health event (the shipper sends a heartbeat at once). It must not
 	// block.
 	Reloaded func()
+	// Responder, when set, sees every event after the detector.
+	Responder Responder
 }
 
 // Validate names the bad setting.
@@ -181,13 +196,17 @@ func (p *Pipeline) consume(ctx context.Context) error {
 		p.flush()
 	}
 	events := p.src.Events()
-	var reloaded <-chan struct{}
+	var reloaded, policies <-chan struct{}
 	if p.cfg.Detector != nil {
 		reloaded = p.cfg.Detector.Changed()
 	}
 	var netEvents <-chan *event.Event
 	if p.cfg.Network != nil {
 		netEvents = p.cfg.Network.Events()
+	}
+	if p.cfg.Responder != nil {
+		policies = p.cfg.Responder.Changed()
+		p.emit(p.cfg.Responder.PoliciesEvent())
 	}
 	for {
 		select {
@@ -215,6 +234,9 @@ func (p *Pipeline) consume(ctx context.Context) error {
 			if p.process(ev) || len(events) == 0 && len(netEvents) == 0 {
 				p.flush()
 			}
+		case <-policies:
+			p.emit(p.cfg.Responder.PoliciesEvent())
+			p.flush()
 		case <-reloaded:
 			// A reload's outcome (rules, errors) is reported at once.
 			p.emit(p.healthEvent())
@@ -248,7 +270,7 @@ func (p *Pipeline) process(ev *event.Event) bool {
 	}
 	if p.cfg.Detector == nil && p.cfg.Baseline == nil {
 		p.emit(ev)
-		return false
+		return p.respond(ev)
 	}
 	p.number(ev) // alerts name the event by its sequence number
 	var alerts, anomalies []*event.Event
@@ -259,13 +281,29 @@ func (p *Pipeline) process(ev *event.Event) bool {
 		anomalies = p.cfg.Baseline.Observe(ev)
 	}
 	p.write(ev)
+	acted := p.respond(ev)
 	for _, a := range alerts {
 		p.emit(a)
+		acted = p.respond(a) || acted
 	}
 	for _, a := range anomalies {
 		p.emit(a)
+		acted = p.respond(a) || acted
 	}
-	return len(alerts)+len(anomalies) > 0
+	return len(alerts)+len(anomalies) > 0 || acted
+}
+
+// respond hands an emitted event to the responder and emits what it did;
+// true when it reported an action (flushed at once, like alerts).
+func (p *Pipeline) respond(ev *event.Event) bool {
+	if p.cfg.Responder == nil {
+		return false
+	}
+	out := p.cfg.Responder.Respond(ev)
+	for _, r := range out {
+		p.emit(r)
+	}
+	return len(out) > 0 || ev.Response != nil
 }
 
 func (p *Pipeline) emit(ev *event.Event) {
@@ -337,6 +375,9 @@ func (p *Pipeline) health() *event.Health {
 	if p.cfg.Network != nil {
 		h.Counters = append(h.Counters, p.cfg.Network.Counters()...)
 		h.Dropped += p.cfg.Network.Dropped()
+	}
+	if p.cfg.Responder != nil {
+		h.Response = p.cfg.Responder.Status()
 	}
 	st, err := p.src.Stats()
 	if err != nil {

@@ -157,7 +157,38 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		dst.Detail = &watchpostv1.Event_Tamper{Tamper: &watchpostv1.Tamper{
 			What: utf8Safe(t.What), File: utf8Safe(t.File), Action: utf8Safe(t.Action), Error: utf8Safe(t.Error),
 		}}
+	case ev.Response != nil:
+		dst.Detail = &watchpostv1.Event_Response{Response: ResponseToProto(ev.Response)}
+	case ev.Policies != nil:
+		dst.Detail = &watchpostv1.Event_Policies{Policies: PoliciesToProto(ev.Policies)}
 	}
+}
+
+// ResponseToProto converts what a response policy did.
+func ResponseToProto(r *event.Response) *watchpostv1.Response {
+	return &watchpostv1.Response{
+		Policy: utf8Safe(r.Policy), Action: r.Action, Mode: r.Mode, Outcome: r.Outcome, Error: utf8Safe(r.Error),
+		Exe: utf8Safe(r.Exe), Family: r.Family, Protocol: r.Protocol, SockType: r.SockType, DstAddr: r.DstAddr,
+		DstPort: uint32(r.DstPort), Send: r.Send, DevKind: r.DevKind, Device: r.Device, Access: r.Access,
+		RuleId: utf8Safe(r.RuleID), Targets: r.Targets, Group: r.Group,
+	}
+}
+
+// PoliciesToProto converts the response policy set's state.
+func PoliciesToProto(p *event.Policies) *watchpostv1.Policies {
+	if p == nil {
+		return nil
+	}
+	out := &watchpostv1.Policies{File: utf8Safe(p.File), Generation: p.Generation, Source: p.Source,
+		Errors: utf8SafeAll(p.Errors), Enforcing: p.Enforcing}
+	if !p.LoadedAt.IsZero() {
+		out.LoadedAtUnixNano = p.LoadedAt.UnixNano()
+	}
+	for _, s := range p.Policies {
+		out.Policies = append(out.Policies, &watchpostv1.PolicyStatus{Id: utf8Safe(s.ID), Action: s.Action, Mode: s.Mode,
+			Unenforceable: utf8Safe(s.Unenforceable), Acted: s.Acted, WouldHave: s.WouldHave, Failed: s.Failed})
+	}
+	return out
 }
 
 // AlertToProto converts a detection alert.
@@ -224,6 +255,7 @@ func HealthToProto(h *event.Health) *watchpostv1.Health {
 		Produced: h.Produced, Delivered: h.Delivered, Filtered: h.Filtered, Dropped: h.Dropped,
 		SpoolBytes: h.SpoolBytes, Counters: countersToProto(h.Counters), Detection: DetectionToProto(h.Detection),
 		Baseline: BaselineToProto(h.Baseline),
+		Response: PoliciesToProto(h.Response),
 	}
 }
 

@@ -125,6 +125,16 @@ func KindSeverity(k watchpostv1.AlertKind) watchpostv1.Severity {
 		return watchpostv1.Severity_SEVERITY_MEDIUM
 	case watchpostv1.AlertKind_ALERT_KIND_EVENTS_TRUNCATED, watchpostv1.AlertKind_ALERT_KIND_CLOCK_SKEW:
 		return watchpostv1.Severity_SEVERITY_LOW
+	// Response: an action taken is what an operator must know at once (a
+	// false block can stop production); a kill switch leaves the host
+	// unprotected; a "would have" is evidence for the review before
+	// enforcing.
+	case watchpostv1.AlertKind_ALERT_KIND_RESPONSE, watchpostv1.AlertKind_ALERT_KIND_KILL_SWITCH:
+		return watchpostv1.Severity_SEVERITY_HIGH
+	case watchpostv1.AlertKind_ALERT_KIND_POLICIES_REFUSED:
+		return watchpostv1.Severity_SEVERITY_MEDIUM
+	case watchpostv1.AlertKind_ALERT_KIND_RESPONSE_WOULD_HAVE:
+		return watchpostv1.Severity_SEVERITY_LOW
 	}
 	return watchpostv1.Severity_SEVERITY_UNSPECIFIED
 }

@@ -33,6 +33,8 @@ const (
 	famNamespace
 	famTamper
 	famNetInterface
+	famResponse
+	famPolicies
 )
 
 func familyOf(t watchpostv1.EventType) (family, bool) {
@@ -68,6 +70,11 @@ func familyOf(t watchpostv1.EventType) (family, bool) {
 		return famNet, true
 	case t == watchpostv1.EventType_EVENT_TYPE_NET_INTERFACE, t == watchpostv1.EventType_EVENT_TYPE_NET_ADDRESS:
 		return famNetInterface, true
+	case t >= watchpostv1.EventType_EVENT_TYPE_RESPONSE_EXEC && t <= watchpostv1.EventType_EVENT_TYPE_RESPONSE_DEVICE,
+		t == watchpostv1.EventType_EVENT_TYPE_RESPONSE:
+		return famResponse, true
+	case t == watchpostv1.EventType_EVENT_TYPE_RESPONSE_POLICIES:
+		return famPolicies, true
 	}
 	return famNone, false
 }
@@ -352,6 +359,15 @@ func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.
 		got = famTamper
 	case *watchpostv1.Event_NetInterface:
 		got = famNetInterface
+	case *watchpostv1.Event_Response:
+		got, pr = famResponse, v.port("response.dst_port", d.Response.DstPort)
+		for i, p := range d.Response.Targets {
+			if pr == nil {
+				pr = v.pid("response.targets["+strconv.Itoa(i)+"]", p)
+			}
+		}
+	case *watchpostv1.Event_Policies:
+		got = famPolicies
 	default:
 		got = famNone
 	}
@@ -447,6 +463,37 @@ func (v *validator) detailStrings(ev *watchpostv1.Event) {
 		if ds := h.Detection; ds != nil {
 			v.strs("health.detection.errors", &ds.Errors)
 			v.counters("health.detection.suppressed", &ds.Suppressed)
+		}
+	case *watchpostv1.Event_Response:
+		r := d.Response
+		for _, f := range []struct {
+			field string
+			p     *string
+		}{{"response.policy", &r.Policy}, {"response.action", &r.Action}, {"response.mode", &r.Mode}, {"response.outcome", &r.Outcome},
+			{"response.error", &r.Error}, {"response.family", &r.Family}, {"response.protocol", &r.Protocol},
+			{"response.sock_type", &r.SockType}, {"response.dst_addr", &r.DstAddr}, {"response.dev_kind", &r.DevKind},
+			{"response.device", &r.Device}, {"response.rule_id", &r.RuleId}} {
+			v.str(f.field, f.p)
+		}
+		v.pathStr("response.exe", &r.Exe)
+		v.strs("response.access", &r.Access)
+		if n := len(r.Targets); n > v.limits.MaxListLen {
+			v.note("response.targets", uint32(n), 0)
+			r.Targets = r.Targets[:v.limits.MaxListLen]
+		}
+	case *watchpostv1.Event_Policies:
+		p := d.Policies
+		v.pathStr("policies.file", &p.File)
+		v.str("policies.source", &p.Source)
+		v.strs("policies.errors", &p.Errors)
+		if n := len(p.Policies); n > v.limits.MaxListLen {
+			v.note("policies.policies", uint32(n), 0)
+			p.Policies = p.Policies[:v.limits.MaxListLen]
+		}
+		for i, ps := range p.Policies {
+			f := "policies.policies[" + strconv.Itoa(i) + "]."
+			v.str(f+"id", &ps.Id)
+			v.str(f+"unenforceable", &ps.Unenforceable)
 		}
 	case *watchpostv1.Event_Alert:
 		a := d.Alert

@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	reloadEvery := fs.Duration("reload-interval", 10*time.Second, "how often the configuration file, the certificates it names and the rules directory are checked for changes; 0 disables")
 	pprofAddr := fs.String("pprof", os.Getenv("WATCHPOST_PPROF"), "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (env WATCHPOST_PPROF); off when empty")
+	noEnforce := fs.Bool("no-enforce", false, "kill switch: attach no response hook, so no policy kills or blocks anything (overrides response.no_enforce)")
 	help := fs.BoolP("help", "h", false, "print this help and exit")
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "watchpost-agent: %v\nRun 'watchpost-agent --help' for usage.\n", err)
@@ -152,7 +153,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				}
 			}()
 		}
-		err := app.Run(runCtx, cfg, log, app.Options{Stdout: stdout, Reload: reload})
+		err := app.Run(runCtx, cfg, log, app.Options{Stdout: stdout, Reload: reload, NoEnforce: *noEnforce})
 		stop()
 		if err != nil {
 			if errors.Is(err, kernel.ErrUnsupported) {

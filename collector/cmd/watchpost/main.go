@@ -305,6 +305,51 @@ func formatTime(ns int64) string {
 	return time.Unix(0, ns).Local().Format("2006-01-02 15:04:05.000")
 }
 
+// responseDetail: "blocked plc-egress (deny_connect): tcp 10.20.0.5:502".
+func responseDetail(r *watchpostv1.Response) string {
+	s := fmt.Sprintf("%s %s (%s, %s)", r.Outcome, r.Policy, r.Action, r.Mode)
+	switch {
+	case r.DstAddr != "":
+		send := ""
+		if r.Send {
+			send = " send"
+		}
+		s += fmt.Sprintf(": %s%s %s:%d", r.Protocol, send, r.DstAddr, r.DstPort)
+	case r.Device != "":
+		s += fmt.Sprintf(": %s %s %s", r.DevKind, r.Device, strings.Join(r.Access, ","))
+	case r.Family != "":
+		s += fmt.Sprintf(": %s %s socket", r.Family, r.SockType)
+	case r.RuleId != "":
+		s += fmt.Sprintf(": rule %s, pids %v", r.RuleId, r.Targets)
+	case r.Exe != "":
+		s += ": " + r.Exe
+	}
+	if r.Error != "" {
+		s += " [" + r.Error + "]"
+	}
+	return s
+}
+
+// policiesDetail lists each policy's mode and counts.
+func policiesDetail(p *watchpostv1.Policies) string {
+	var parts []string
+	for _, ps := range p.Policies {
+		part := fmt.Sprintf("%s %s/%s acted=%d would=%d", ps.Id, ps.Action, ps.Mode, ps.Acted, ps.WouldHave)
+		if ps.Unenforceable != "" {
+			part += " unenforceable"
+		}
+		parts = append(parts, part)
+	}
+	s := fmt.Sprintf("generation %d from %s: %s", p.Generation, p.Source, strings.Join(parts, "; "))
+	if !p.Enforcing {
+		s = "KILL SWITCH ON; " + s
+	}
+	if len(p.Errors) > 0 {
+		s += " refused: " + strings.Join(p.Errors, "; ")
+	}
+	return s
+}
+
 // detail is a one-line summary of an event's details.
 func detail(ev *watchpostv1.Event) string {
 	var s string
@@ -359,6 +404,10 @@ func detail(ev *watchpostv1.Event) string {
 			parts = append(parts, fmt.Sprintf("%s/%s=%d", c.Kind, c.Reason, c.Count))
 		}
 		s = d.Gap.Reason + " " + strings.Join(parts, " ")
+	case *watchpostv1.Event_Response:
+		s = responseDetail(d.Response)
+	case *watchpostv1.Event_Policies:
+		s = policiesDetail(d.Policies)
 	}
 	if in := ev.GetIndustrial(); in != nil && in.Protocol != "" {
 		s += " [" + in.Protocol + "]"

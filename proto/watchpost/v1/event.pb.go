@@ -1847,7 +1847,9 @@ type Health struct {
 	// The rule engine's state (absent when detection is off).
 	Detection *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
 	// The learned baseline's state (absent when it is off).
-	Baseline      *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	Baseline *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	// The response policies' state (absent when response is off).
+	Response      *Policies `protobuf:"bytes,150,opt,name=response,proto3" json:"response,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1962,6 +1964,13 @@ func (x *Health) GetDetection() *DetectionStatus {
 func (x *Health) GetBaseline() *BaselineStatus {
 	if x != nil {
 		return x.Baseline
+	}
+	return nil
+}
+
+func (x *Health) GetResponse() *Policies {
+	if x != nil {
+		return x.Response
 	}
 	return nil
 }
@@ -2249,6 +2258,387 @@ func (x *BaselineAnomaly) GetLearnedNs() uint64 {
 	return 0
 }
 
+// Response is what a response policy did or, in monitor mode, would have
+// done (docs/response.md).
+type Response struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy string                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// kill_exec, deny_connect, deny_socket, deny_device, kill_on_detection.
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// monitor or enforce.
+	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// would_kill, killed, would_block, blocked, failed.
+	Outcome string `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Error   string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// kill_exec: the executable.
+	Exe string `protobuf:"bytes,6,opt,name=exe,proto3" json:"exe,omitempty"`
+	// deny_connect, deny_socket: the socket and destination.
+	Family   string `protobuf:"bytes,7,opt,name=family,proto3" json:"family,omitempty"`
+	Protocol string `protobuf:"bytes,8,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	SockType string `protobuf:"bytes,9,opt,name=sock_type,json=sockType,proto3" json:"sock_type,omitempty"`
+	DstAddr  string `protobuf:"bytes,10,opt,name=dst_addr,json=dstAddr,proto3" json:"dst_addr,omitempty"`
+	DstPort  uint32 `protobuf:"varint,11,opt,name=dst_port,json=dstPort,proto3" json:"dst_port,omitempty"`
+	// An unconnected UDP send rather than a connect.
+	Send bool `protobuf:"varint,12,opt,name=send,proto3" json:"send,omitempty"`
+	// deny_device: char or block, major:minor, the access asked for.
+	DevKind string   `protobuf:"bytes,13,opt,name=dev_kind,json=devKind,proto3" json:"dev_kind,omitempty"`
+	Device  string   `protobuf:"bytes,14,opt,name=device,proto3" json:"device,omitempty"`
+	Access  []string `protobuf:"bytes,15,rep,name=access,proto3" json:"access,omitempty"`
+	// kill_on_detection: the rule, the processes signalled, whether the
+	// whole process group was.
+	RuleId        string   `protobuf:"bytes,16,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	Targets       []uint32 `protobuf:"varint,17,rep,packed,name=targets,proto3" json:"targets,omitempty"`
+	Group         bool     `protobuf:"varint,18,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Response) Reset() {
+	*x = Response{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Response) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Response) ProtoMessage() {}
+
+func (x *Response) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Response.ProtoReflect.Descriptor instead.
+func (*Response) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Response) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *Response) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Response) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Response) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *Response) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Response) GetExe() string {
+	if x != nil {
+		return x.Exe
+	}
+	return ""
+}
+
+func (x *Response) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *Response) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Response) GetSockType() string {
+	if x != nil {
+		return x.SockType
+	}
+	return ""
+}
+
+func (x *Response) GetDstAddr() string {
+	if x != nil {
+		return x.DstAddr
+	}
+	return ""
+}
+
+func (x *Response) GetDstPort() uint32 {
+	if x != nil {
+		return x.DstPort
+	}
+	return 0
+}
+
+func (x *Response) GetSend() bool {
+	if x != nil {
+		return x.Send
+	}
+	return false
+}
+
+func (x *Response) GetDevKind() string {
+	if x != nil {
+		return x.DevKind
+	}
+	return ""
+}
+
+func (x *Response) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Response) GetAccess() []string {
+	if x != nil {
+		return x.Access
+	}
+	return nil
+}
+
+func (x *Response) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *Response) GetTargets() []uint32 {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *Response) GetGroup() bool {
+	if x != nil {
+		return x.Group
+	}
+	return false
+}
+
+// Policies is an agent's response policy set.
+type Policies struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	File             string                 `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Generation       uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	LoadedAtUnixNano int64                  `protobuf:"varint,3,opt,name=loaded_at_unix_nano,json=loadedAtUnixNano,proto3" json:"loaded_at_unix_nano,omitempty"`
+	// file or collector.
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// Why the last load was refused ("file:line: key: message"); the set in
+	// force is the previous one.
+	Errors []string `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	// False while the kill switch is on.
+	Enforcing     bool            `protobuf:"varint,6,opt,name=enforcing,proto3" json:"enforcing,omitempty"`
+	Policies      []*PolicyStatus `protobuf:"bytes,7,rep,name=policies,proto3" json:"policies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Policies) Reset() {
+	*x = Policies{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Policies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Policies) ProtoMessage() {}
+
+func (x *Policies) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Policies.ProtoReflect.Descriptor instead.
+func (*Policies) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Policies) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *Policies) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Policies) GetLoadedAtUnixNano() int64 {
+	if x != nil {
+		return x.LoadedAtUnixNano
+	}
+	return 0
+}
+
+func (x *Policies) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Policies) GetErrors() []string {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *Policies) GetEnforcing() bool {
+	if x != nil {
+		return x.Enforcing
+	}
+	return false
+}
+
+func (x *Policies) GetPolicies() []*PolicyStatus {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+type PolicyStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Action string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Mode   string                 `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Why this kernel cannot carry the policy out, when it cannot.
+	Unenforceable string `protobuf:"bytes,4,opt,name=unenforceable,proto3" json:"unenforceable,omitempty"`
+	Acted         uint64 `protobuf:"varint,5,opt,name=acted,proto3" json:"acted,omitempty"`
+	WouldHave     uint64 `protobuf:"varint,6,opt,name=would_have,json=wouldHave,proto3" json:"would_have,omitempty"`
+	Failed        uint64 `protobuf:"varint,7,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyStatus) Reset() {
+	*x = PolicyStatus{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyStatus) ProtoMessage() {}
+
+func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyStatus.ProtoReflect.Descriptor instead.
+func (*PolicyStatus) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PolicyStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PolicyStatus) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *PolicyStatus) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *PolicyStatus) GetUnenforceable() string {
+	if x != nil {
+		return x.Unenforceable
+	}
+	return ""
+}
+
+func (x *PolicyStatus) GetActed() uint64 {
+	if x != nil {
+		return x.Acted
+	}
+	return 0
+}
+
+func (x *PolicyStatus) GetWouldHave() uint64 {
+	if x != nil {
+		return x.WouldHave
+	}
+	return 0
+}
+
+func (x *PolicyStatus) GetFailed() uint64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
 // DetectionStatus is the agent's rule engine as health events and
 // heartbeats report it.
 type DetectionStatus struct {
@@ -2279,7 +2669,7 @@ type DetectionStatus struct {
 
 func (x *DetectionStatus) Reset() {
 	*x = DetectionStatus{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2681,7 @@ func (x *DetectionStatus) String() string {
 func (*DetectionStatus) ProtoMessage() {}
 
 func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[18]
+	mi := &file_watchpost_v1_event_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2694,7 @@ func (x *DetectionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionStatus.ProtoReflect.Descriptor instead.
 func (*DetectionStatus) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{18}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DetectionStatus) GetRules() uint32 {
@@ -2408,7 +2798,7 @@ type DetectionAlert struct {
 
 func (x *DetectionAlert) Reset() {
 	*x = DetectionAlert{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	mi := &file_watchpost_v1_event_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2810,7 @@ func (x *DetectionAlert) String() string {
 func (*DetectionAlert) ProtoMessage() {}
 
 func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[19]
+	mi := &file_watchpost_v1_event_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2823,7 @@ func (x *DetectionAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionAlert.ProtoReflect.Descriptor instead.
 func (*DetectionAlert) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{19}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DetectionAlert) GetRuleId() string {
@@ -2537,7 +2927,7 @@ type MatchedField struct {
 
 func (x *MatchedField) Reset() {
 	*x = MatchedField{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[20]
+	mi := &file_watchpost_v1_event_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2549,7 +2939,7 @@ func (x *MatchedField) String() string {
 func (*MatchedField) ProtoMessage() {}
 
 func (x *MatchedField) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[20]
+	mi := &file_watchpost_v1_event_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2562,7 +2952,7 @@ func (x *MatchedField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchedField.ProtoReflect.Descriptor instead.
 func (*MatchedField) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{20}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MatchedField) GetField() string {
@@ -2594,7 +2984,7 @@ type EventRef struct {
 
 func (x *EventRef) Reset() {
 	*x = EventRef{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[21]
+	mi := &file_watchpost_v1_event_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2996,7 @@ func (x *EventRef) String() string {
 func (*EventRef) ProtoMessage() {}
 
 func (x *EventRef) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[21]
+	mi := &file_watchpost_v1_event_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +3009,7 @@ func (x *EventRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventRef.ProtoReflect.Descriptor instead.
 func (*EventRef) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{21}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EventRef) GetSeq() uint64 {
@@ -2667,7 +3057,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[22]
+	mi := &file_watchpost_v1_event_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +3069,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[22]
+	mi := &file_watchpost_v1_event_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +3082,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{22}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Gap) GetReason() string {
@@ -2725,7 +3115,7 @@ type Tamper struct {
 
 func (x *Tamper) Reset() {
 	*x = Tamper{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[23]
+	mi := &file_watchpost_v1_event_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +3127,7 @@ func (x *Tamper) String() string {
 func (*Tamper) ProtoMessage() {}
 
 func (x *Tamper) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[23]
+	mi := &file_watchpost_v1_event_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +3140,7 @@ func (x *Tamper) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tamper.ProtoReflect.Descriptor instead.
 func (*Tamper) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{23}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Tamper) GetWhat() string {
@@ -2804,6 +3194,8 @@ type Event struct {
 	//	*Event_Alert
 	//	*Event_NetInterface
 	//	*Event_Tamper
+	//	*Event_Response
+	//	*Event_Policies
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2811,7 +3203,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[24]
+	mi := &file_watchpost_v1_event_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +3215,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[24]
+	mi := &file_watchpost_v1_event_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +3228,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{24}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Event) GetHeader() *Header {
@@ -2982,6 +3374,24 @@ func (x *Event) GetTamper() *Tamper {
 	return nil
 }
 
+func (x *Event) GetResponse() *Response {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Response); ok {
+			return x.Response
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetPolicies() *Policies {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Policies); ok {
+			return x.Policies
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -3034,6 +3444,14 @@ type Event_Tamper struct {
 	Tamper *Tamper `protobuf:"bytes,45,opt,name=tamper,proto3,oneof"`
 }
 
+type Event_Response struct {
+	Response *Response `protobuf:"bytes,40,opt,name=response,proto3,oneof"`
+}
+
+type Event_Policies struct {
+	Policies *Policies `protobuf:"bytes,41,opt,name=policies,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Clone) isEvent_Detail() {}
@@ -3058,6 +3476,10 @@ func (*Event_NetInterface) isEvent_Detail() {}
 
 func (*Event_Tamper) isEvent_Detail() {}
 
+func (*Event_Response) isEvent_Detail() {}
+
+func (*Event_Policies) isEvent_Detail() {}
+
 // EventList is the uncompressed payload of a batch.
 type EventList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3068,7 +3490,7 @@ type EventList struct {
 
 func (x *EventList) Reset() {
 	*x = EventList{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[25]
+	mi := &file_watchpost_v1_event_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3080,7 +3502,7 @@ func (x *EventList) String() string {
 func (*EventList) ProtoMessage() {}
 
 func (x *EventList) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[25]
+	mi := &file_watchpost_v1_event_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3093,7 +3515,7 @@ func (x *EventList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventList.ProtoReflect.Descriptor instead.
 func (*EventList) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{25}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EventList) GetEvents() []*Event {
@@ -3276,7 +3698,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\aCounter\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x04R\x05count\"\xb5\x03\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xea\x03\n" +
 	"\x06Health\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12!\n" +
@@ -3291,7 +3713,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\bcounters\x18\n" +
 	" \x03(\v2\x15.watchpost.v1.CounterR\bcounters\x12;\n" +
 	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x129\n" +
-	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\"\xf6\x02\n" +
+	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\x123\n" +
+	"\bresponse\x18\x96\x01 \x01(\v2\x16.watchpost.v1.PoliciesR\bresponse\"\xf6\x02\n" +
 	"\x0eBaselineStatus\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1d\n" +
 	"\n" +
@@ -3320,7 +3743,46 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\vknown_count\x18\x04 \x01(\rR\n" +
 	"knownCount\x12\x1d\n" +
 	"\n" +
-	"learned_ns\x18\x05 \x01(\x04R\tlearnedNs\"\xc6\x02\n" +
+	"learned_ns\x18\x05 \x01(\x04R\tlearnedNs\"\xbf\x03\n" +
+	"\bResponse\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x18\n" +
+	"\aoutcome\x18\x04 \x01(\tR\aoutcome\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x10\n" +
+	"\x03exe\x18\x06 \x01(\tR\x03exe\x12\x16\n" +
+	"\x06family\x18\a \x01(\tR\x06family\x12\x1a\n" +
+	"\bprotocol\x18\b \x01(\tR\bprotocol\x12\x1b\n" +
+	"\tsock_type\x18\t \x01(\tR\bsockType\x12\x19\n" +
+	"\bdst_addr\x18\n" +
+	" \x01(\tR\adstAddr\x12\x19\n" +
+	"\bdst_port\x18\v \x01(\rR\adstPort\x12\x12\n" +
+	"\x04send\x18\f \x01(\bR\x04send\x12\x19\n" +
+	"\bdev_kind\x18\r \x01(\tR\adevKind\x12\x16\n" +
+	"\x06device\x18\x0e \x01(\tR\x06device\x12\x16\n" +
+	"\x06access\x18\x0f \x03(\tR\x06access\x12\x17\n" +
+	"\arule_id\x18\x10 \x01(\tR\x06ruleId\x12\x18\n" +
+	"\atargets\x18\x11 \x03(\rR\atargets\x12\x14\n" +
+	"\x05group\x18\x12 \x01(\bR\x05group\"\xf3\x01\n" +
+	"\bPolicies\x12\x12\n" +
+	"\x04file\x18\x01 \x01(\tR\x04file\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12-\n" +
+	"\x13loaded_at_unix_nano\x18\x03 \x01(\x03R\x10loadedAtUnixNano\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x16\n" +
+	"\x06errors\x18\x05 \x03(\tR\x06errors\x12\x1c\n" +
+	"\tenforcing\x18\x06 \x01(\bR\tenforcing\x126\n" +
+	"\bpolicies\x18\a \x03(\v2\x1a.watchpost.v1.PolicyStatusR\bpolicies\"\xbd\x01\n" +
+	"\fPolicyStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x12$\n" +
+	"\runenforceable\x18\x04 \x01(\tR\runenforceable\x12\x14\n" +
+	"\x05acted\x18\x05 \x01(\x04R\x05acted\x12\x1d\n" +
+	"\n" +
+	"would_have\x18\x06 \x01(\x04R\twouldHave\x12\x16\n" +
+	"\x06failed\x18\a \x01(\x04R\x06failed\"\xc6\x02\n" +
 	"\x0fDetectionStatus\x12\x14\n" +
 	"\x05rules\x18\x01 \x01(\rR\x05rules\x12\x1e\n" +
 	"\n" +
@@ -3370,7 +3832,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x04what\x18\x01 \x01(\tR\x04what\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x9f\x06\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x8b\a\n" +
 	"\x05Event\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.watchpost.v1.HeaderR\x06header\x12/\n" +
 	"\aprocess\x18\x02 \x01(\v2\x15.watchpost.v1.ProcessR\aprocess\x122\n" +
@@ -3390,7 +3852,9 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\tnamespace\x18\x12 \x01(\v2\x17.watchpost.v1.NamespaceH\x00R\tnamespace\x124\n" +
 	"\x05alert\x18\x17 \x01(\v2\x1c.watchpost.v1.DetectionAlertH\x00R\x05alert\x12A\n" +
 	"\rnet_interface\x18  \x01(\v2\x1a.watchpost.v1.NetInterfaceH\x00R\fnetInterface\x12.\n" +
-	"\x06tamper\x18- \x01(\v2\x14.watchpost.v1.TamperH\x00R\x06tamperB\b\n" +
+	"\x06tamper\x18- \x01(\v2\x14.watchpost.v1.TamperH\x00R\x06tamper\x124\n" +
+	"\bresponse\x18( \x01(\v2\x16.watchpost.v1.ResponseH\x00R\bresponse\x124\n" +
+	"\bpolicies\x18) \x01(\v2\x16.watchpost.v1.PoliciesH\x00R\bpoliciesB\b\n" +
 	"\x06detail\"8\n" +
 	"\tEventList\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xb6\n" +
@@ -3460,7 +3924,7 @@ func file_watchpost_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_watchpost_v1_event_proto_goTypes = []any{
 	(EventType)(0),          // 0: watchpost.v1.EventType
 	(*Header)(nil),          // 1: watchpost.v1.Header
@@ -3481,55 +3945,62 @@ var file_watchpost_v1_event_proto_goTypes = []any{
 	(*BaselineStatus)(nil),  // 16: watchpost.v1.BaselineStatus
 	(*BaselineFamily)(nil),  // 17: watchpost.v1.BaselineFamily
 	(*BaselineAnomaly)(nil), // 18: watchpost.v1.BaselineAnomaly
-	(*DetectionStatus)(nil), // 19: watchpost.v1.DetectionStatus
-	(*DetectionAlert)(nil),  // 20: watchpost.v1.DetectionAlert
-	(*MatchedField)(nil),    // 21: watchpost.v1.MatchedField
-	(*EventRef)(nil),        // 22: watchpost.v1.EventRef
-	(*Gap)(nil),             // 23: watchpost.v1.Gap
-	(*Tamper)(nil),          // 24: watchpost.v1.Tamper
-	(*Event)(nil),           // 25: watchpost.v1.Event
-	(*EventList)(nil),       // 26: watchpost.v1.EventList
-	nil,                     // 27: watchpost.v1.Exec.EnvEntry
-	nil,                     // 28: watchpost.v1.Namespace.InodesEntry
+	(*Response)(nil),        // 19: watchpost.v1.Response
+	(*Policies)(nil),        // 20: watchpost.v1.Policies
+	(*PolicyStatus)(nil),    // 21: watchpost.v1.PolicyStatus
+	(*DetectionStatus)(nil), // 22: watchpost.v1.DetectionStatus
+	(*DetectionAlert)(nil),  // 23: watchpost.v1.DetectionAlert
+	(*MatchedField)(nil),    // 24: watchpost.v1.MatchedField
+	(*EventRef)(nil),        // 25: watchpost.v1.EventRef
+	(*Gap)(nil),             // 26: watchpost.v1.Gap
+	(*Tamper)(nil),          // 27: watchpost.v1.Tamper
+	(*Event)(nil),           // 28: watchpost.v1.Event
+	(*EventList)(nil),       // 29: watchpost.v1.EventList
+	nil,                     // 30: watchpost.v1.Exec.EnvEntry
+	nil,                     // 31: watchpost.v1.Namespace.InodesEntry
 }
 var file_watchpost_v1_event_proto_depIdxs = []int32{
 	0,  // 0: watchpost.v1.Header.type:type_name -> watchpost.v1.EventType
 	2,  // 1: watchpost.v1.Header.truncated:type_name -> watchpost.v1.Truncation
-	27, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
-	28, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
+	30, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
+	31, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
 	14, // 4: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
-	19, // 5: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
+	22, // 5: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
 	16, // 6: watchpost.v1.Health.baseline:type_name -> watchpost.v1.BaselineStatus
-	17, // 7: watchpost.v1.BaselineStatus.families:type_name -> watchpost.v1.BaselineFamily
-	14, // 8: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
-	14, // 9: watchpost.v1.DetectionStatus.folded:type_name -> watchpost.v1.Counter
-	21, // 10: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
-	22, // 11: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
-	18, // 12: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
-	0,  // 13: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
-	14, // 14: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
-	1,  // 15: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
-	3,  // 16: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
-	4,  // 17: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
-	13, // 18: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
-	5,  // 19: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
-	6,  // 20: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
-	7,  // 21: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
-	8,  // 22: watchpost.v1.Event.file:type_name -> watchpost.v1.File
-	9,  // 23: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
-	11, // 24: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
-	15, // 25: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
-	23, // 26: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
-	12, // 27: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
-	20, // 28: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
-	10, // 29: watchpost.v1.Event.net_interface:type_name -> watchpost.v1.NetInterface
-	24, // 30: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
-	25, // 31: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	20, // 7: watchpost.v1.Health.response:type_name -> watchpost.v1.Policies
+	17, // 8: watchpost.v1.BaselineStatus.families:type_name -> watchpost.v1.BaselineFamily
+	21, // 9: watchpost.v1.Policies.policies:type_name -> watchpost.v1.PolicyStatus
+	14, // 10: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
+	14, // 11: watchpost.v1.DetectionStatus.folded:type_name -> watchpost.v1.Counter
+	24, // 12: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
+	25, // 13: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
+	18, // 14: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
+	0,  // 15: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
+	14, // 16: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
+	1,  // 17: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
+	3,  // 18: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
+	4,  // 19: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
+	13, // 20: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
+	5,  // 21: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
+	6,  // 22: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
+	7,  // 23: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
+	8,  // 24: watchpost.v1.Event.file:type_name -> watchpost.v1.File
+	9,  // 25: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
+	11, // 26: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
+	15, // 27: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
+	26, // 28: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
+	12, // 29: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
+	23, // 30: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
+	10, // 31: watchpost.v1.Event.net_interface:type_name -> watchpost.v1.NetInterface
+	27, // 32: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
+	19, // 33: watchpost.v1.Event.response:type_name -> watchpost.v1.Response
+	20, // 34: watchpost.v1.Event.policies:type_name -> watchpost.v1.Policies
+	28, // 35: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_event_proto_init() }
@@ -3537,7 +4008,7 @@ func file_watchpost_v1_event_proto_init() {
 	if File_watchpost_v1_event_proto != nil {
 		return
 	}
-	file_watchpost_v1_event_proto_msgTypes[24].OneofWrappers = []any{
+	file_watchpost_v1_event_proto_msgTypes[27].OneofWrappers = []any{
 		(*Event_Exec)(nil),
 		(*Event_Clone)(nil),
 		(*Event_Exit)(nil),
@@ -3550,6 +4021,8 @@ func file_watchpost_v1_event_proto_init() {
 		(*Event_Alert)(nil),
 		(*Event_NetInterface)(nil),
 		(*Event_Tamper)(nil),
+		(*Event_Response)(nil),
+		(*Event_Policies)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3557,7 +4030,7 @@ func file_watchpost_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_event_proto_rawDesc), len(file_watchpost_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

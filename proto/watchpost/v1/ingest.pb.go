@@ -390,6 +390,9 @@ type Command struct {
 	//	*Command_BaselineAllow
 	//	*Command_BaselineRelearn
 	//	*Command_BaselineMode
+	//	*Command_SetPolicies
+	//	*Command_Enforcing
+	//	*Command_SetPolicyMode
 	Action isCommand_Action `protobuf_oneof:"action"`
 	// The collector's command epoch (random per store). A command with seq
 	// 0 and no action announces it at the start of every stream: an agent
@@ -510,6 +513,33 @@ func (x *Command) GetBaselineMode() string {
 	return ""
 }
 
+func (x *Command) GetSetPolicies() *PolicyDocument {
+	if x != nil {
+		if x, ok := x.Action.(*Command_SetPolicies); ok {
+			return x.SetPolicies
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetEnforcing() bool {
+	if x != nil {
+		if x, ok := x.Action.(*Command_Enforcing); ok {
+			return x.Enforcing
+		}
+	}
+	return false
+}
+
+func (x *Command) GetSetPolicyMode() *PolicyMode {
+	if x != nil {
+		if x, ok := x.Action.(*Command_SetPolicyMode); ok {
+			return x.SetPolicyMode
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetEpoch() string {
 	if x != nil {
 		return x.Epoch
@@ -547,6 +577,24 @@ type Command_BaselineMode struct {
 	BaselineMode string `protobuf:"bytes,12,opt,name=baseline_mode,json=baselineMode,proto3,oneof"`
 }
 
+type Command_SetPolicies struct {
+	// Put a response policy document in force instead of the agent's
+	// policy file (an empty yaml: back to the file).
+	SetPolicies *PolicyDocument `protobuf:"bytes,20,opt,name=set_policies,json=setPolicies,proto3,oneof"`
+}
+
+type Command_Enforcing struct {
+	// The response kill switch: false detaches every enforcing hook,
+	// true attaches them again.
+	Enforcing bool `protobuf:"varint,21,opt,name=enforcing,proto3,oneof"`
+}
+
+type Command_SetPolicyMode struct {
+	// Switch one response policy between monitor and enforce (an empty
+	// mode: back to its file's).
+	SetPolicyMode *PolicyMode `protobuf:"bytes,22,opt,name=set_policy_mode,json=setPolicyMode,proto3,oneof"`
+}
+
 func (*Command_AddException) isCommand_Action() {}
 
 func (*Command_RemoveException) isCommand_Action() {}
@@ -556,6 +604,12 @@ func (*Command_BaselineAllow) isCommand_Action() {}
 func (*Command_BaselineRelearn) isCommand_Action() {}
 
 func (*Command_BaselineMode) isCommand_Action() {}
+
+func (*Command_SetPolicies) isCommand_Action() {}
+
+func (*Command_Enforcing) isCommand_Action() {}
+
+func (*Command_SetPolicyMode) isCommand_Action() {}
 
 // BaselineItem names one item of a host's baseline.
 type BaselineItem struct {
@@ -648,6 +702,112 @@ func (*BaselineRelearn) Descriptor() ([]byte, []int) {
 	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{4}
 }
 
+// PolicyDocument is a response policy file's content.
+type PolicyDocument struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Named in the agent's errors ("collector:<name>").
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Yaml          []byte `protobuf:"bytes,2,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyDocument) Reset() {
+	*x = PolicyDocument{}
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyDocument) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyDocument) ProtoMessage() {}
+
+func (x *PolicyDocument) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyDocument.ProtoReflect.Descriptor instead.
+func (*PolicyDocument) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PolicyDocument) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PolicyDocument) GetYaml() []byte {
+	if x != nil {
+		return x.Yaml
+	}
+	return nil
+}
+
+type PolicyMode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Mode          string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyMode) Reset() {
+	*x = PolicyMode{}
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyMode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyMode) ProtoMessage() {}
+
+func (x *PolicyMode) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyMode.ProtoReflect.Descriptor instead.
+func (*PolicyMode) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PolicyMode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PolicyMode) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
 // DetectionException suppresses the matches of rules (every rule when
 // rules is empty) that also match all of its attributes; within one
 // attribute any value may match. exe, ancestor, path, host and cgroup
@@ -672,7 +832,7 @@ type DetectionException struct {
 
 func (x *DetectionException) Reset() {
 	*x = DetectionException{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +844,7 @@ func (x *DetectionException) String() string {
 func (*DetectionException) ProtoMessage() {}
 
 func (x *DetectionException) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[5]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +857,7 @@ func (x *DetectionException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectionException.ProtoReflect.Descriptor instead.
 func (*DetectionException) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{5}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DetectionException) GetId() string {
@@ -788,7 +948,7 @@ type CommandAck struct {
 
 func (x *CommandAck) Reset() {
 	*x = CommandAck{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +960,7 @@ func (x *CommandAck) String() string {
 func (*CommandAck) ProtoMessage() {}
 
 func (x *CommandAck) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[6]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +973,7 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
 func (*CommandAck) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{6}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CommandAck) GetSeq() uint64 {
@@ -862,7 +1022,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1034,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[7]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1047,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{7}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Batch) GetAgentId() string {
@@ -966,7 +1126,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[8]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1138,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[8]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1151,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{8}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Ack) GetBatchSeq() uint64 {
@@ -1086,7 +1246,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[9]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1258,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_ingest_proto_msgTypes[9]
+	mi := &file_watchpost_v1_ingest_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1271,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{9}
+	return file_watchpost_v1_ingest_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Heartbeat) GetSeq() uint64 {
@@ -1310,7 +1470,7 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x0eIngestResponse\x12%\n" +
 	"\x03ack\x18\x01 \x01(\v2\x11.watchpost.v1.AckH\x00R\x03ack\x121\n" +
 	"\acommand\x18\x02 \x01(\v2\x15.watchpost.v1.CommandH\x00R\acommandB\x05\n" +
-	"\x03msg\"\xcc\x03\n" +
+	"\x03msg\"\xf3\x04\n" +
 	"\aCommand\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\x12\x1b\n" +
@@ -1321,13 +1481,23 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x0ebaseline_allow\x18\n" +
 	" \x01(\v2\x1a.watchpost.v1.BaselineItemH\x00R\rbaselineAllow\x12J\n" +
 	"\x10baseline_relearn\x18\v \x01(\v2\x1d.watchpost.v1.BaselineRelearnH\x00R\x0fbaselineRelearn\x12%\n" +
-	"\rbaseline_mode\x18\f \x01(\tH\x00R\fbaselineMode\x12\x14\n" +
+	"\rbaseline_mode\x18\f \x01(\tH\x00R\fbaselineMode\x12A\n" +
+	"\fset_policies\x18\x14 \x01(\v2\x1c.watchpost.v1.PolicyDocumentH\x00R\vsetPolicies\x12\x1e\n" +
+	"\tenforcing\x18\x15 \x01(\bH\x00R\tenforcing\x12B\n" +
+	"\x0fset_policy_mode\x18\x16 \x01(\v2\x18.watchpost.v1.PolicyModeH\x00R\rsetPolicyMode\x12\x14\n" +
 	"\x05epoch\x18\a \x01(\tR\x05epochB\b\n" +
 	"\x06action\":\n" +
 	"\fBaselineItem\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\tR\x06family\x12\x12\n" +
 	"\x04item\x18\x02 \x03(\tR\x04item\"\x11\n" +
-	"\x0fBaselineRelearn\"\xfe\x01\n" +
+	"\x0fBaselineRelearn\"8\n" +
+	"\x0ePolicyDocument\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04yaml\x18\x02 \x01(\fR\x04yaml\"0\n" +
+	"\n" +
+	"PolicyMode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\"\xfe\x01\n" +
 	"\x12DetectionException\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05rules\x18\x02 \x03(\tR\x05rules\x12\x10\n" +
@@ -1424,7 +1594,7 @@ func file_watchpost_v1_ingest_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_watchpost_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_watchpost_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_watchpost_v1_ingest_proto_goTypes = []any{
 	(CommandStatus)(0),         // 0: watchpost.v1.CommandStatus
 	(Compression)(0),           // 1: watchpost.v1.Compression
@@ -1434,37 +1604,41 @@ var file_watchpost_v1_ingest_proto_goTypes = []any{
 	(*Command)(nil),            // 5: watchpost.v1.Command
 	(*BaselineItem)(nil),       // 6: watchpost.v1.BaselineItem
 	(*BaselineRelearn)(nil),    // 7: watchpost.v1.BaselineRelearn
-	(*DetectionException)(nil), // 8: watchpost.v1.DetectionException
-	(*CommandAck)(nil),         // 9: watchpost.v1.CommandAck
-	(*Batch)(nil),              // 10: watchpost.v1.Batch
-	(*Ack)(nil),                // 11: watchpost.v1.Ack
-	(*Heartbeat)(nil),          // 12: watchpost.v1.Heartbeat
-	(*Counter)(nil),            // 13: watchpost.v1.Counter
-	(*DetectionStatus)(nil),    // 14: watchpost.v1.DetectionStatus
-	(*BaselineStatus)(nil),     // 15: watchpost.v1.BaselineStatus
+	(*PolicyDocument)(nil),     // 8: watchpost.v1.PolicyDocument
+	(*PolicyMode)(nil),         // 9: watchpost.v1.PolicyMode
+	(*DetectionException)(nil), // 10: watchpost.v1.DetectionException
+	(*CommandAck)(nil),         // 11: watchpost.v1.CommandAck
+	(*Batch)(nil),              // 12: watchpost.v1.Batch
+	(*Ack)(nil),                // 13: watchpost.v1.Ack
+	(*Heartbeat)(nil),          // 14: watchpost.v1.Heartbeat
+	(*Counter)(nil),            // 15: watchpost.v1.Counter
+	(*DetectionStatus)(nil),    // 16: watchpost.v1.DetectionStatus
+	(*BaselineStatus)(nil),     // 17: watchpost.v1.BaselineStatus
 }
 var file_watchpost_v1_ingest_proto_depIdxs = []int32{
-	10, // 0: watchpost.v1.IngestRequest.batch:type_name -> watchpost.v1.Batch
-	12, // 1: watchpost.v1.IngestRequest.heartbeat:type_name -> watchpost.v1.Heartbeat
-	9,  // 2: watchpost.v1.IngestRequest.command_ack:type_name -> watchpost.v1.CommandAck
-	11, // 3: watchpost.v1.IngestResponse.ack:type_name -> watchpost.v1.Ack
+	12, // 0: watchpost.v1.IngestRequest.batch:type_name -> watchpost.v1.Batch
+	14, // 1: watchpost.v1.IngestRequest.heartbeat:type_name -> watchpost.v1.Heartbeat
+	11, // 2: watchpost.v1.IngestRequest.command_ack:type_name -> watchpost.v1.CommandAck
+	13, // 3: watchpost.v1.IngestResponse.ack:type_name -> watchpost.v1.Ack
 	5,  // 4: watchpost.v1.IngestResponse.command:type_name -> watchpost.v1.Command
-	8,  // 5: watchpost.v1.Command.add_exception:type_name -> watchpost.v1.DetectionException
+	10, // 5: watchpost.v1.Command.add_exception:type_name -> watchpost.v1.DetectionException
 	6,  // 6: watchpost.v1.Command.baseline_allow:type_name -> watchpost.v1.BaselineItem
 	7,  // 7: watchpost.v1.Command.baseline_relearn:type_name -> watchpost.v1.BaselineRelearn
-	0,  // 8: watchpost.v1.CommandAck.status:type_name -> watchpost.v1.CommandStatus
-	1,  // 9: watchpost.v1.Batch.compression:type_name -> watchpost.v1.Compression
-	2,  // 10: watchpost.v1.Ack.status:type_name -> watchpost.v1.AckStatus
-	13, // 11: watchpost.v1.Heartbeat.drops:type_name -> watchpost.v1.Counter
-	14, // 12: watchpost.v1.Heartbeat.detection:type_name -> watchpost.v1.DetectionStatus
-	15, // 13: watchpost.v1.Heartbeat.baseline:type_name -> watchpost.v1.BaselineStatus
-	3,  // 14: watchpost.v1.IngestService.Ingest:input_type -> watchpost.v1.IngestRequest
-	4,  // 15: watchpost.v1.IngestService.Ingest:output_type -> watchpost.v1.IngestResponse
-	15, // [15:16] is the sub-list for method output_type
-	14, // [14:15] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	8,  // 8: watchpost.v1.Command.set_policies:type_name -> watchpost.v1.PolicyDocument
+	9,  // 9: watchpost.v1.Command.set_policy_mode:type_name -> watchpost.v1.PolicyMode
+	0,  // 10: watchpost.v1.CommandAck.status:type_name -> watchpost.v1.CommandStatus
+	1,  // 11: watchpost.v1.Batch.compression:type_name -> watchpost.v1.Compression
+	2,  // 12: watchpost.v1.Ack.status:type_name -> watchpost.v1.AckStatus
+	15, // 13: watchpost.v1.Heartbeat.drops:type_name -> watchpost.v1.Counter
+	16, // 14: watchpost.v1.Heartbeat.detection:type_name -> watchpost.v1.DetectionStatus
+	17, // 15: watchpost.v1.Heartbeat.baseline:type_name -> watchpost.v1.BaselineStatus
+	3,  // 16: watchpost.v1.IngestService.Ingest:input_type -> watchpost.v1.IngestRequest
+	4,  // 17: watchpost.v1.IngestService.Ingest:output_type -> watchpost.v1.IngestResponse
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_ingest_proto_init() }
@@ -1488,6 +1662,9 @@ func file_watchpost_v1_ingest_proto_init() {
 		(*Command_BaselineAllow)(nil),
 		(*Command_BaselineRelearn)(nil),
 		(*Command_BaselineMode)(nil),
+		(*Command_SetPolicies)(nil),
+		(*Command_Enforcing)(nil),
+		(*Command_SetPolicyMode)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1495,7 +1672,7 @@ func file_watchpost_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_ingest_proto_rawDesc), len(file_watchpost_v1_ingest_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

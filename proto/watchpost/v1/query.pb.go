@@ -62,6 +62,14 @@ const (
 	// An item outside the host's learned baseline (detection.baseline says
 	// which; detection.rule_id is baseline.<family>).
 	AlertKind_ALERT_KIND_BASELINE_ANOMALY AlertKind = 50
+	// A response policy killed or blocked (response says what and which).
+	AlertKind_ALERT_KIND_RESPONSE AlertKind = 60
+	// A monitor-mode policy would have killed or blocked.
+	AlertKind_ALERT_KIND_RESPONSE_WOULD_HAVE AlertKind = 61
+	// The agent refused a policy file or push; its previous policies stay.
+	AlertKind_ALERT_KIND_POLICIES_REFUSED AlertKind = 62
+	// The response kill switch is on: nothing is enforced on the host.
+	AlertKind_ALERT_KIND_KILL_SWITCH AlertKind = 63
 )
 
 // Enum value maps for AlertKind.
@@ -84,6 +92,10 @@ var (
 		17: "ALERT_KIND_AGENT_TAMPER",
 		18: "ALERT_KIND_STORAGE_QUOTA",
 		50: "ALERT_KIND_BASELINE_ANOMALY",
+		60: "ALERT_KIND_RESPONSE",
+		61: "ALERT_KIND_RESPONSE_WOULD_HAVE",
+		62: "ALERT_KIND_POLICIES_REFUSED",
+		63: "ALERT_KIND_KILL_SWITCH",
 	}
 	AlertKind_value = map[string]int32{
 		"ALERT_KIND_UNSPECIFIED":         0,
@@ -103,6 +115,10 @@ var (
 		"ALERT_KIND_AGENT_TAMPER":        17,
 		"ALERT_KIND_STORAGE_QUOTA":       18,
 		"ALERT_KIND_BASELINE_ANOMALY":    50,
+		"ALERT_KIND_RESPONSE":            60,
+		"ALERT_KIND_RESPONSE_WOULD_HAVE": 61,
+		"ALERT_KIND_POLICIES_REFUSED":    62,
+		"ALERT_KIND_KILL_SWITCH":         63,
 	}
 )
 
@@ -2551,7 +2567,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\vcommand_seq\x18\x01 \x01(\x04R\n" +
 	"commandSeq\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x124\n" +
-	"\aallowed\x18\x03 \x01(\v2\x1a.watchpost.v1.BaselineItemR\aallowed*\x99\x04\n" +
+	"\aallowed\x18\x03 \x01(\v2\x1a.watchpost.v1.BaselineItemR\aallowed*\x93\x05\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bALERT_KIND_MISSED_HEARTBEAT\x10\x01\x12\x1b\n" +
@@ -2570,7 +2586,11 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x1eALERT_KIND_REVOKED_CERTIFICATE\x10\x10\x12\x1b\n" +
 	"\x17ALERT_KIND_AGENT_TAMPER\x10\x11\x12\x1c\n" +
 	"\x18ALERT_KIND_STORAGE_QUOTA\x10\x12\x12\x1f\n" +
-	"\x1bALERT_KIND_BASELINE_ANOMALY\x102*\x88\x01\n" +
+	"\x1bALERT_KIND_BASELINE_ANOMALY\x102\x12\x17\n" +
+	"\x13ALERT_KIND_RESPONSE\x10<\x12\"\n" +
+	"\x1eALERT_KIND_RESPONSE_WOULD_HAVE\x10=\x12\x1f\n" +
+	"\x1bALERT_KIND_POLICIES_REFUSED\x10>\x12\x1a\n" +
+	"\x16ALERT_KIND_KILL_SWITCH\x10?*\x88\x01\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x10\n" +
