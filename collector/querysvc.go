@@ -131,6 +131,7 @@ var adminMethods = map[string]bool{
 	watchpostv1.QueryService_EnforceRetention_FullMethodName: true,
 	watchpostv1.QueryService_UpdateAlerts_FullMethodName:     true,
 	watchpostv1.QueryService_AddException_FullMethodName:     true,
+	watchpostv1.QueryService_BaselineCommand_FullMethodName:  true,
 	watchpostv1.QueryService_RemoveException_FullMethodName:  true,
 }
 

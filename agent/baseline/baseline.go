@@ -53,6 +53,11 @@ type Config struct {
 	// learned; WriteDepth the directories below a root an item keeps.
 	WriteRoots []string
 	WriteDepth int
+	// LearnUnder are programs whose descendants' new items are learned,
+	// never raised, while enforcing: the package manager's transactions
+	// (maintainer scripts, new files and directories of an upgrade). The
+	// program itself started from a new parent still alerts.
+	LearnUnder []string
 	// SaveInterval is how often a changed baseline is written.
 	SaveInterval time.Duration
 	// AlertsPerMinute bounds the anomalies raised (a burst of that many,
@@ -69,10 +74,14 @@ type Config struct {
 var DefaultWriteRoots = []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt", "/boot",
 	"/var/lib", "/var/log", "/var/spool", "/root"}
 
+// DefaultLearnUnder is the package manager: what an upgrade installs is
+// what the host is meant to run.
+var DefaultLearnUnder = []string{"/usr/bin/dpkg"}
+
 // DefaultConfig is the configuration without a file.
 func DefaultConfig() Config {
 	return Config{Learning: 7 * 24 * time.Hour, AllowLearning: time.Hour, MaxItems: 4096,
-		WriteRoots: DefaultWriteRoots, WriteDepth: 2, SaveInterval: time.Minute, AlertsPerMinute: 30}
+		WriteRoots: DefaultWriteRoots, WriteDepth: 2, LearnUnder: DefaultLearnUnder, SaveInterval: time.Minute, AlertsPerMinute: 30}
 }
 
 // Validate names the bad setting (keys of the agent's configuration).
@@ -96,6 +105,11 @@ func (c Config) Validate() error {
 	for i, r := range c.WriteRoots {
 		if !strings.HasPrefix(r, "/") {
 			return fmt.Errorf("baseline.write_roots[%d]: %q is not an absolute path", i, r)
+		}
+	}
+	for i, r := range c.LearnUnder {
+		if !strings.HasPrefix(r, "/") {
+			return fmt.Errorf("baseline.learn_under[%d]: %q is not an absolute path", i, r)
 		}
 	}
 	return nil
@@ -141,10 +155,11 @@ type Baseline struct {
 	loadErr  string
 	startup  []*event.Event
 
-	alerts    uint64
-	throttled uint64
-	tokens    float64
-	tokensAt  time.Time
+	alerts       uint64
+	throttled    uint64
+	learnedUnder uint64
+	tokens       float64
+	tokensAt     time.Time
 
 	k   keyer
 	out []*event.Event
@@ -339,7 +354,7 @@ func (b *Baseline) Observe(ev *event.Event) []*event.Event {
 			break
 		}
 		key := append(k.start(exeOf(p)), sep)
-		k.buf = appendAddrPort(key, n.DstAddr, n.DstPort, n.Protocol)
+		k.buf = appendPeer(key, n.DstAddr, n.DstPort, n.Protocol)
 		b.check(FamilyConnect, ev, k.buf)
 	case event.KindNetAccept:
 		n := ev.Net
@@ -357,7 +372,7 @@ func (b *Baseline) Observe(ev *event.Event) []*event.Event {
 			break
 		}
 		key := append(k.start(exeOf(p)), sep)
-		k.buf = appendAddrPort(key, n.DstAddr, n.DstPort, n.Protocol)
+		k.buf = appendPeer(key, n.DstAddr, n.DstPort, n.Protocol)
 		b.check(FamilyConnect, ev, k.buf)
 	case event.KindNetListen, event.KindNetBind:
 		n := ev.Net
@@ -378,10 +393,23 @@ func (b *Baseline) Observe(ev *event.Event) []*event.Event {
 		}
 		b.check(FamilyModule, ev, k.start(s.Name))
 	}
-	if len(b.out) == 0 {
+	switch len(b.out) {
+	case 0:
 		return nil
+	case 1:
+		return b.out
 	}
-	return b.out
+	// One event, one alert: the first new item (the families are checked
+	// most telling first) names the others.
+	first := b.out[0].Alert
+	for _, o := range b.out[1:] {
+		an := o.Alert.Baseline
+		first.Baseline.Also = append(first.Baseline.Also, an.Family+" "+strings.Join(an.Item[1:], " "))
+		first.Matches = append(first.Matches, o.Alert.Matches[1:]...)
+	}
+	first.Title += "; also new: " + strings.Join(first.Baseline.Also, ", ")
+	b.alerts -= uint64(len(b.out) - 1)
+	return b.out[:1]
 }
 
 func inet(f string) bool { return f == "inet" || f == "inet6" }
@@ -419,6 +447,10 @@ func (b *Baseline) check(f Family, ev *event.Event, key []byte) {
 			learning = true
 		}
 	}
+	if !learning && b.underLearner(ev) {
+		learning = true
+		b.learnedUnder++
+	}
 	full := len(fam.items) >= b.cfg.MaxItems
 	if full {
 		fam.dropped++
@@ -442,6 +474,23 @@ func (b *Baseline) check(f Family, ev *event.Event, key []byte) {
 	}
 	b.alerts++
 	b.out = append(b.out, b.anomaly(f, s, ev))
+}
+
+// underLearner reports whether the event's process or one of its
+// ancestors is a LearnUnder program.
+func (b *Baseline) underLearner(ev *event.Event) bool {
+	if len(b.cfg.LearnUnder) == 0 {
+		return false
+	}
+	if slices.Contains(b.cfg.LearnUnder, ev.Process.Exe) {
+		return true
+	}
+	for i := range ev.Ancestry {
+		if slices.Contains(b.cfg.LearnUnder, ev.Ancestry[i].Exe) {
+			return true
+		}
+	}
+	return false
 }
 
 // allowAlert takes a token of the alert rate.
@@ -592,7 +641,7 @@ func (b *Baseline) Status() *event.Baseline {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := &event.Baseline{Mode: b.mode, LearnedNS: uint64(b.learned), PeriodNS: uint64(b.cfg.Learning), Since: b.since,
-		Alerts: b.alerts, Throttled: b.throttled, Clocks: len(b.clocks), SavedAt: b.savedAt, LoadError: b.loadErr}
+		Alerts: b.alerts, Throttled: b.throttled, LearnedUnder: b.learnedUnder, Clocks: len(b.clocks), SavedAt: b.savedAt, LoadError: b.loadErr}
 	if b.saveErr != nil {
 		st.SaveError = b.saveErr.Error()
 	}
@@ -670,6 +719,7 @@ func (b *Baseline) Allow(family string, fields []string, replay bool) error {
 	case ok && it.state == statePending:
 		it.state = stateAllowed
 		fam.pending--
+		b.allowWithLocked(fields[0], it.first)
 	case ok:
 	case len(fam.items) >= b.cfg.MaxItems:
 		fam.dropped++
@@ -688,6 +738,21 @@ func (b *Baseline) Allow(family string, fields []string, replay bool) error {
 	}
 	b.log.Info().Str("family", family).Strs("item", fields).Msg("baseline item allowed")
 	return b.Save()
+}
+
+// allowWithLocked allows the pending items of a subject first seen in the
+// same second as an allowed one: the items its alert named as also new.
+func (b *Baseline) allowWithLocked(subject string, first int64) {
+	prefix := subject + string(sep)
+	for i := range b.fams {
+		f := &b.fams[i]
+		for k, it := range f.items {
+			if it.state == statePending && it.first == first && strings.HasPrefix(k, prefix) {
+				it.state = stateAllowed
+				f.pending--
+			}
+		}
+	}
 }
 
 // Relearn forgets everything and learns again for the learning period.

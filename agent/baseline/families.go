@@ -1,6 +1,7 @@
 package baseline
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -249,4 +250,26 @@ func appendAddrPort(b []byte, addr string, port uint16, proto string) []byte {
 	b = appendUint(b, uint64(port))
 	b = append(b, '/')
 	return append(b, proto...)
+}
+
+// appendPeer appends an outgoing peer as addr:port/protocol. A public
+// (globally routed) address counts by its network, /16 for IPv4 and /32
+// for IPv6: mirrors, NTP pools and cloud endpoints rotate addresses within
+// their provider's networks, while plant networks are private and keep
+// every address.
+func appendPeer(b []byte, addr string, port uint16, proto string) []byte {
+	if a, err := netip.ParseAddr(addr); err == nil && a.IsGlobalUnicast() && !a.IsPrivate() {
+		bits := 16
+		if a.Is6() {
+			bits = 32
+		}
+		if p, err := a.Prefix(bits); err == nil {
+			b = p.AppendTo(b)
+			b = append(b, ':')
+			b = appendUint(b, uint64(port))
+			b = append(b, '/')
+			return append(b, proto...)
+		}
+	}
+	return appendAddrPort(b, addr, port, proto)
 }

@@ -81,6 +81,9 @@ type Baseline struct {
 	// how many directories below a root an item keeps.
 	WriteRoots []string `yaml:"write_roots"`
 	WriteDepth int      `yaml:"write_depth"`
+	// LearnUnder: programs whose descendants' new items are learned
+	// while enforcing (the package manager).
+	LearnUnder []string `yaml:"learn_under"`
 	// SaveInterval: how often a changed baseline is written.
 	SaveInterval    time.Duration `yaml:"save_interval"`
 	AlertsPerMinute int           `yaml:"alerts_per_minute"`
@@ -300,16 +303,16 @@ func Default() Config {
 func baselineDefaults() Baseline {
 	b := baseline.DefaultConfig()
 	return Baseline{Enabled: true, Dir: "/var/lib/watchpost/baseline", Learning: b.Learning, AllowLearning: b.AllowLearning,
-		MaxItems: b.MaxItems, WriteRoots: b.WriteRoots, WriteDepth: b.WriteDepth, SaveInterval: b.SaveInterval,
-		AlertsPerMinute: b.AlertsPerMinute}
+		MaxItems: b.MaxItems, WriteRoots: b.WriteRoots, WriteDepth: b.WriteDepth, LearnUnder: b.LearnUnder,
+		SaveInterval: b.SaveInterval, AlertsPerMinute: b.AlertsPerMinute}
 }
 
 // BaselineConfig translates to the baseline's settings.
 func (c Config) BaselineConfig() baseline.Config {
 	b := c.Baseline
 	return baseline.Config{Dir: b.Dir, Host: c.Host, Learning: b.Learning, AllowLearning: b.AllowLearning,
-		MaxItems: b.MaxItems, WriteRoots: b.WriteRoots, WriteDepth: b.WriteDepth, SaveInterval: b.SaveInterval,
-		AlertsPerMinute: b.AlertsPerMinute}
+		MaxItems: b.MaxItems, WriteRoots: b.WriteRoots, WriteDepth: b.WriteDepth, LearnUnder: b.LearnUnder,
+		SaveInterval: b.SaveInterval, AlertsPerMinute: b.AlertsPerMinute}
 }
 
 // Load reads a YAML file over the defaults. Unknown keys are errors.

@@ -430,6 +430,9 @@ type Anomaly struct {
 	Known      []string `json:"known,omitempty"`
 	KnownCount int      `json:"known_count"` // items of the same subject in the baseline
 	LearnedNS  uint64   `json:"learned_ns"`  // how long the baseline learned (uptime)
+	// Also are the other new items of the same event ("family fields"):
+	// one event raises one alert.
+	Also []string `json:"also,omitempty"`
 }
 
 // Baseline is the learned baseline's state as health events report it.
@@ -442,6 +445,9 @@ type Baseline struct {
 	Families  []BaselineFamily `json:"families"`
 	Alerts    uint64           `json:"alerts"`              // anomalies raised since the agent started
 	Throttled uint64           `json:"throttled,omitempty"` // anomalies not raised: over the alert rate
+	// LearnedUnder counts items learned while enforcing because a
+	// package manager (baseline.learn_under) made them.
+	LearnedUnder uint64 `json:"learned_under,omitempty"`
 	// Clocks are the items an operator allowed that still learn on their own.
 	Clocks    int       `json:"clocks,omitempty"`
 	SavedAt   time.Time `json:"saved_at"`

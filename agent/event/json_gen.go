@@ -1805,6 +1805,12 @@ func appendJSONBaseline(b []byte, v *Baseline) ([]byte, error) {
 		b = append(b, "\"throttled\":"...)
 		b = appendUint(b, uint64(v.Throttled))
 	}
+	if v.LearnedUnder != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"learned_under\":"...)
+		b = appendUint(b, uint64(v.LearnedUnder))
+	}
 	if v.Clocks != 0 {
 		b = append(b, sep)
 		sep = ','
@@ -1935,6 +1941,23 @@ func appendJSONAnomaly(b []byte, v *Anomaly) ([]byte, error) {
 	sep = ','
 	b = append(b, "\"learned_ns\":"...)
 	b = appendUint(b, uint64(v.LearnedNS))
+	if len(v.Also) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"also\":"...)
+		if v.Also == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Also {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.Also[i1])
+			}
+			b = append(b, ']')
+		}
+	}
 	if sep == '{' {
 		b = append(b, '{')
 	}

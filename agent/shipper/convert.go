@@ -200,7 +200,7 @@ func AlertToProto(a *event.Alert) *watchpostv1.DetectionAlert {
 	}
 	if an := a.Baseline; an != nil {
 		out.Baseline = &watchpostv1.BaselineAnomaly{Family: an.Family, Item: utf8SafeAll(an.Item), Known: utf8SafeAll(an.Known),
-			KnownCount: uint32(an.KnownCount), LearnedNs: an.LearnedNS}
+			KnownCount: uint32(an.KnownCount), LearnedNs: an.LearnedNS, Also: utf8SafeAll(an.Also)}
 	}
 	for _, m := range a.Matches {
 		out.Matches = append(out.Matches, &watchpostv1.MatchedField{Field: utf8Safe(m.Field), Value: utf8Safe(m.Value)})
@@ -265,7 +265,7 @@ func BaselineToProto(b *event.Baseline) *watchpostv1.BaselineStatus {
 		return nil
 	}
 	out := &watchpostv1.BaselineStatus{Mode: b.Mode, LearnedNs: b.LearnedNS, PeriodNs: b.PeriodNS, Alerts: b.Alerts,
-		Throttled: b.Throttled, Clocks: uint32(b.Clocks), SaveError: utf8Safe(b.SaveError), LoadError: utf8Safe(b.LoadError)}
+		Throttled: b.Throttled, LearnedUnder: b.LearnedUnder, Clocks: uint32(b.Clocks), SaveError: utf8Safe(b.SaveError), LoadError: utf8Safe(b.LoadError)}
 	if !b.Since.IsZero() {
 		out.SinceUnixNano = b.Since.UnixNano()
 	}

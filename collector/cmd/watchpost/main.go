@@ -61,7 +61,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.token, "token", os.Getenv("WATCHPOST_TOKEN"), "bearer token (env WATCHPOST_TOKEN)")
 	pf.StringVar(&g.caFile, "ca-file", os.Getenv("WATCHPOST_CA_FILE"), "CA of the collector's query certificate; plain HTTP/2 when empty (env WATCHPOST_CA_FILE)")
 	pf.BoolVar(&g.json, "json", false, "print JSON, one object per line")
-	root.AddCommand(newEvents(g), newTail(g), newHosts(g), newAlerts(g), newExceptions(g))
+	root.AddCommand(newEvents(g), newTail(g), newHosts(g), newAlerts(g), newExceptions(g), newBaseline(g))
 	return root
 }
 

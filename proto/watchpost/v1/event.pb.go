@@ -1995,7 +1995,10 @@ type BaselineStatus struct {
 	SavedUnixNano int64  `protobuf:"varint,9,opt,name=saved_unix_nano,json=savedUnixNano,proto3" json:"saved_unix_nano,omitempty"`
 	SaveError     string `protobuf:"bytes,10,opt,name=save_error,json=saveError,proto3" json:"save_error,omitempty"`
 	// Why the baseline file found at start was set aside.
-	LoadError     string `protobuf:"bytes,11,opt,name=load_error,json=loadError,proto3" json:"load_error,omitempty"`
+	LoadError string `protobuf:"bytes,11,opt,name=load_error,json=loadError,proto3" json:"load_error,omitempty"`
+	// Items learned while enforcing because a package manager
+	// (baseline.learn_under) made them.
+	LearnedUnder  uint64 `protobuf:"varint,12,opt,name=learned_under,json=learnedUnder,proto3" json:"learned_under,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2107,6 +2110,13 @@ func (x *BaselineStatus) GetLoadError() string {
 	return ""
 }
 
+func (x *BaselineStatus) GetLearnedUnder() uint64 {
+	if x != nil {
+		return x.LearnedUnder
+	}
+	return 0
+}
+
 // BaselineFamily counts one family's items.
 type BaselineFamily struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2186,9 +2196,11 @@ type BaselineAnomaly struct {
 	// The item's fields in the family's order (docs/baseline.md).
 	Item []string `protobuf:"bytes,2,rep,name=item,proto3" json:"item,omitempty"`
 	// A few items of the same family and program the baseline has.
-	Known         []string `protobuf:"bytes,3,rep,name=known,proto3" json:"known,omitempty"`
-	KnownCount    uint32   `protobuf:"varint,4,opt,name=known_count,json=knownCount,proto3" json:"known_count,omitempty"`
-	LearnedNs     uint64   `protobuf:"varint,5,opt,name=learned_ns,json=learnedNs,proto3" json:"learned_ns,omitempty"`
+	Known      []string `protobuf:"bytes,3,rep,name=known,proto3" json:"known,omitempty"`
+	KnownCount uint32   `protobuf:"varint,4,opt,name=known_count,json=knownCount,proto3" json:"known_count,omitempty"`
+	LearnedNs  uint64   `protobuf:"varint,5,opt,name=learned_ns,json=learnedNs,proto3" json:"learned_ns,omitempty"`
+	// The other new items of the same event ("family fields").
+	Also          []string `protobuf:"bytes,6,rep,name=also,proto3" json:"also,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2256,6 +2268,13 @@ func (x *BaselineAnomaly) GetLearnedNs() uint64 {
 		return x.LearnedNs
 	}
 	return 0
+}
+
+func (x *BaselineAnomaly) GetAlso() []string {
+	if x != nil {
+		return x.Also
+	}
+	return nil
 }
 
 // Response is what a response policy did or, in monitor mode, would have
@@ -3714,7 +3733,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	" \x03(\v2\x15.watchpost.v1.CounterR\bcounters\x12;\n" +
 	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x129\n" +
 	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\x123\n" +
-	"\bresponse\x18\x96\x01 \x01(\v2\x16.watchpost.v1.PoliciesR\bresponse\"\xf6\x02\n" +
+	"\bresponse\x18\x96\x01 \x01(\v2\x16.watchpost.v1.PoliciesR\bresponse\"\x9b\x03\n" +
 	"\x0eBaselineStatus\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1d\n" +
 	"\n" +
@@ -3730,12 +3749,13 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"save_error\x18\n" +
 	" \x01(\tR\tsaveError\x12\x1d\n" +
 	"\n" +
-	"load_error\x18\v \x01(\tR\tloadError\"r\n" +
+	"load_error\x18\v \x01(\tR\tloadError\x12#\n" +
+	"\rlearned_under\x18\f \x01(\x04R\flearnedUnder\"r\n" +
 	"\x0eBaselineFamily\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\tR\x06family\x12\x14\n" +
 	"\x05items\x18\x02 \x01(\rR\x05items\x12\x18\n" +
 	"\apending\x18\x03 \x01(\rR\apending\x12\x18\n" +
-	"\adropped\x18\x04 \x01(\x04R\adropped\"\x93\x01\n" +
+	"\adropped\x18\x04 \x01(\x04R\adropped\"\xa7\x01\n" +
 	"\x0fBaselineAnomaly\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\tR\x06family\x12\x12\n" +
 	"\x04item\x18\x02 \x03(\tR\x04item\x12\x14\n" +
@@ -3743,7 +3763,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\vknown_count\x18\x04 \x01(\rR\n" +
 	"knownCount\x12\x1d\n" +
 	"\n" +
-	"learned_ns\x18\x05 \x01(\x04R\tlearnedNs\"\xbf\x03\n" +
+	"learned_ns\x18\x05 \x01(\x04R\tlearnedNs\x12\x12\n" +
+	"\x04also\x18\x06 \x03(\tR\x04also\"\xbf\x03\n" +
 	"\bResponse\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x12\n" +

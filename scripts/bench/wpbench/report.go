@@ -500,11 +500,13 @@ func (r *report) renderCommands(p func(string, ...any)) {
 		"tracefs/bpffs are unmounted if scripts/bench.sh mounted them; no agent is left running.\n\n")
 }
 
-// renderCollector folds in docs/benchmarks-collector.md and
-// docs/benchmarks-fleet.md, one heading level down.
+// renderCollector folds in docs/benchmarks-collector.md,
+// docs/benchmarks-fleet.md and docs/benchmarks-baseline.md, one heading
+// level down.
 func (r *report) renderCollector(p func(string, ...any)) {
 	fold(p, "docs/benchmarks-collector.md", "Collector", "Measured by the collector's Go benchmarks")
 	fold(p, "docs/benchmarks-fleet.md", "Fleet mode", "Measured by scripts/fleetbench (`make bench-fleet`)")
+	fold(p, "docs/benchmarks-baseline.md", "Baseline", "Measured by the baseline's simulator and Go benchmark")
 }
 
 func fold(p func(string, ...any), file, title, by string) {
