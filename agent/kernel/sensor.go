@@ -167,10 +167,7 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 			return nil, fmt.Errorf("BTF field reads need bpf_get_current_task_btf (kernel >= 5.11), which this kernel lacks")
 		}
 	}
-	// The directory cache runs with BTF reads (5.11+); on 5.10 every path
-	// is walked, as the 5.10 verifier proved unable to keep the bounds of
-	// the cache's copies.
-	feat.PathCache = !cfg.noPathCache && feat.FieldReads == fieldReadsBTF
+	feat.PathCache = !cfg.noPathCache
 	feat.CapturePath += "," + feat.FieldReads
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit (kernels before 5.11 charge BPF maps to it): %w", err)

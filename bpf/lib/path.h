@@ -394,10 +394,9 @@ static __always_inline int wp_dcache_lookup(char *dst, struct dentry *d, struct 
 	if (len > WP_DCACHE_PATH)
 		return -1;
 	/* The masks change no value (len <= 448, nlen <= 255): they keep the
-	 * bounds visible to verifiers that lose them across stack spills. In
-	 * asm, so that the compiler, which knows them redundant, keeps them. */
-	asm volatile("%[v] &= 511" : [v] "+r"(len));
-	asm volatile("%[v] &= 255" : [v] "+r"(nlen));
+	 * bounds visible to older verifiers, which lose them across copies. */
+	len &= 511;
+	nlen &= WP_NAME_MAX;
 	if (!nlen) {
 		if (!len) {
 			dst[0] = '/';
@@ -428,8 +427,7 @@ static __always_inline void wp_dcache_insert(struct wp_path_scratch *s, int off)
 	int slen = end - off;
 	if (slen < 0 || slen > WP_DCACHE_PATH)
 		return;
-	__u32 len = (__u32)slen;
-	asm volatile("%[v] &= 511" : [v] "+r"(len)); /* as in the lookup */
+	__u32 len = (__u32)slen & 511; /* as above: for older verifiers */
 	if (len > WP_DCACHE_PATH)
 		return;
 	if (!nlen && len == 1) /* the root: "/" */
