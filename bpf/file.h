@@ -29,15 +29,23 @@ const struct wp_file_event *wp_unused_file __attribute__((unused));
 static __always_inline __u32 wp_dir_path(struct task_struct *task, char *dst, long dirfd, bool *trunc)
 {
 	if (dirfd == WP_AT_FDCWD) {
-		struct fs_struct *fs = WP_RD(true, task, fs);
-		return wp_copy_path_btf(dst, &fs->pwd, trunc);
+		struct fs_struct *fs = BPF_CORE_READ(task, fs);
+		return wp_copy_path(dst, &fs->pwd, trunc);
 	}
-	struct file *f = wp_fd_file_btf(task, dirfd);
+	struct file *f = wp_fd_file(task, dirfd);
 	if (!f)
 		return 0;
 	return wp_copy_path(dst, &f->f_path, trunc);
 }
 
+static __always_inline void wp_file_inode(struct wp_file_event *e, struct file *f)
+{
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	e->ino = BPF_CORE_READ(ino, i_ino);
+	e->dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	e->rdev = BPF_CORE_READ(ino, i_rdev);
+	e->i_mode = BPF_CORE_READ(ino, i_mode);
+}
 
 /* wp_name_region fills one (directory, name) pair at offset off of buf and
  * returns the new offset. An absolute name needs no directory. */
@@ -81,66 +89,27 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 	if (!task)
 		return 0;
 
-	/* What decides a filtered open comes first: the flags, the result and
-	 * the inode's type. Nothing else is read for an open the
-	 * configuration drops. */
-	__u32 flags = 0;
-	if (d->how_flags) {
-		__u64 how_flags = 0;
-		bpf_probe_read_user(&how_flags, sizeof(how_flags), (const void *)a.args[2]);
-		flags = (__u32)how_flags;
-	} else if (d->flags_idx != WP_ARG_NONE) {
-		flags = wp_arg(&a, d->flags_idx);
-	}
-	bool write = d->write != 0;
-	if (type == WP_EV_FILE_OPEN && !write) /* creat() is a write by definition */
-		write = flags & (WP_O_WRONLY | WP_O_RDWR | WP_O_CREAT | WP_O_TRUNC | WP_O_APPEND);
-
-	struct file *f = NULL;
-	if (d->kind == WP_PATH_RET_FD && ctx->ret >= 0)
-		f = wp_fd_file_btf(task, ctx->ret);
-	else if (d->kind == WP_PATH_ARG_FD)
-		f = wp_fd_file_btf(task, (long)wp_arg(&a, d->fd_idx));
-	struct dentry *dentry = NULL;
-	struct vfsmount *vfsmnt = NULL;
-	struct inode *inode = NULL;
-	struct wp_inode_f inf = {};
-	struct wp_path_scratch *s = wp_path_scratch();
-	if (!s)
-		return 0;
-	if (f) {
-		wp_file_fields(f, &dentry, &vfsmnt, &inode, s->raw);
-		if (inode)
-			wp_inode_fields(inode, &inf, s->raw, false);
-	}
-	__u32 i_mode = inf.mode;
-
-	/* Read-only opens of regular files are the noisiest events of all:
-	 * reported only when asked for. Device opens (serial ports, fieldbus
-	 * adapters) and failed opens are always kept. */
-	if (type == WP_EV_FILE_OPEN && !write && !(cfg->flags & WP_CFG_READ_OPENS) && ctx->ret >= 0) {
-		__u32 fmt = i_mode & WP_S_IFMT;
-		if (fmt != WP_S_IFCHR && fmt != WP_S_IFBLK) {
-			wp_count(type, WP_STAT_FILTERED);
-			return 0;
-		}
-	}
-
 	__u32 zero = 0;
 	struct wp_file_event *e = bpf_map_lookup_elem(&wp_file_heap, &zero);
 	if (!e)
 		return 0;
-	wp_fill_hdr_btf(&e->hdr, type, task);
+	wp_fill_hdr(&e->hdr, type, task);
 	e->ret = ctx->ret;
 	e->op = d->op;
 	e->ino = 0;
-	e->dev = e->rdev = 0;
-	e->i_mode = i_mode;
+	e->dev = e->rdev = e->i_mode = 0;
 	e->path_len = e->name_len = e->path2_len = e->name2_len = 0;
 	e->_pad0 = 0;
 	e->size = 0;
 	e->owner_uid = e->owner_gid = 0;
-	e->flags = flags;
+	e->flags = 0;
+	if (d->how_flags) {
+		__u64 how_flags = 0;
+		bpf_probe_read_user(&how_flags, sizeof(how_flags), (const void *)a.args[2]);
+		e->flags = (__u32)how_flags;
+	} else if (d->flags_idx != WP_ARG_NONE) {
+		e->flags = wp_arg(&a, d->flags_idx);
+	}
 	e->mode = d->mode_idx != WP_ARG_NONE ? wp_arg(&a, d->mode_idx) : 0;
 	if (d->write == 2) { /* chown family: uid, gid follow the path or fd */
 		e->owner_uid = wp_arg(&a, d->mode_idx);
@@ -151,17 +120,35 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 		e->mode = 0;
 	}
 
+	bool write = d->write != 0;
+	if (type == WP_EV_FILE_OPEN && !write) /* creat() is a write by definition */
+		write = e->flags & (WP_O_WRONLY | WP_O_RDWR | WP_O_CREAT | WP_O_TRUNC | WP_O_APPEND);
+
 	__u32 off = 0;
-	if (inode) {
-		e->ino = inf.ino;
-		struct super_block *sb = inf.sb;
-		e->dev = BPF_CORE_READ(sb, s_dev);
-		e->rdev = inf.rdev;
+	struct file *f = NULL;
+	if (d->kind == WP_PATH_RET_FD && ctx->ret >= 0)
+		f = wp_fd_file(task, ctx->ret);
+	else if (d->kind == WP_PATH_ARG_FD)
+		f = wp_fd_file(task, (long)wp_arg(&a, d->fd_idx));
+
+	if (f)
+		wp_file_inode(e, f);
+
+	/* Read-only opens of regular files are the noisiest events of all:
+	 * reported only when asked for. Device opens (serial ports, fieldbus
+	 * adapters) and failed opens are always kept. Decided before the path
+	 * is resolved: a filtered open costs no dentry walk. */
+	if (type == WP_EV_FILE_OPEN && !write && !(cfg->flags & WP_CFG_READ_OPENS) && ctx->ret >= 0) {
+		__u32 fmt = e->i_mode & WP_S_IFMT;
+		if (fmt != WP_S_IFCHR && fmt != WP_S_IFBLK) {
+			wp_count(type, WP_STAT_FILTERED);
+			return 0;
+		}
 	}
 
 	if (f) {
 		bool trunc = false;
-		__u32 n = wp_copy_dpath(e->buf, dentry, vfsmnt, i_mode, &trunc, false);
+		__u32 n = wp_copy_path(e->buf, &f->f_path, &trunc);
 		if (trunc)
 			e->hdr.flags |= WP_F_PATH_TRUNC;
 		e->path_len = n;

@@ -184,13 +184,6 @@ func startBenchSensor(b *testing.B) func() {
 	cfg.Threads = true
 	cfg.Filters.ReadOpens = true
 	cfg.Filters.RatePerSec = 0
-	_, stop := runBenchSensor(b, cfg)
-	return stop
-}
-
-// runBenchSensor loads the sensor with cfg, drains and discards its queue,
-// and returns it with the function that detaches everything.
-func runBenchSensor(b *testing.B, cfg Config) (*Sensor, func()) {
 	s, err := Load(cfg, zerolog.Nop())
 	if err != nil {
 		b.Fatalf("loading the sensor: %v", err)
@@ -204,7 +197,7 @@ func runBenchSensor(b *testing.B, cfg Config) (*Sensor, func()) {
 		}
 		close(drained)
 	}()
-	return s, func() {
+	return func() {
 		cancel()
 		if err := <-runErr; err != nil {
 			b.Errorf("sensor run: %v", err)

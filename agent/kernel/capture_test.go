@@ -39,8 +39,7 @@ func with(ms ...func(*Config)) func(*Config) {
 // eachArgsPath runs a capture test once per way syscall arguments can reach
 // the sys_exit programs on this kernel: registers read at sys_exit where
 // bpf_task_pt_regs exists (5.15+), and the sys_enter stash, which older
-// kernels use, on every kernel. The stash run also reads kernel fields by
-// probe-read helper, as on 5.10, where the other uses BTF pointers.
+// kernels use, on every kernel.
 func eachArgsPath(t *testing.T, run func(t *testing.T, args func(*Config))) {
 	privtest.Require(t)
 	f, err := Probe()
@@ -53,13 +52,7 @@ func eachArgsPath(t *testing.T, run func(t *testing.T, args func(*Config))) {
 	}
 	for _, p := range paths {
 		t.Run(p, func(t *testing.T) {
-			run(t, func(c *Config) {
-				c.SyscallArgs = p
-				if p == syscallArgsEnterStash {
-					// the 5.10 combination: no BTF field reads either
-					c.fieldReads = fieldReadsProbe
-				}
-			})
+			run(t, func(c *Config) { c.SyscallArgs = p })
 		})
 	}
 }

@@ -29,9 +29,6 @@ type Features struct {
 	Fentry       bool     `json:"fentry"`
 	LSM          bool     `json:"lsm"`
 	TaskPtRegs   bool     `json:"task_pt_regs"`
-	TaskBTF      bool     `json:"task_btf"`
-	FieldReads   string   `json:"field_reads"`
-	PathCache    bool     `json:"path_cache"`
 	CapturePath  string   `json:"capture_path"`
 	SyscallArgs  string   `json:"syscall_args"`
 	Missing      []string `json:"missing,omitempty"`
@@ -45,15 +42,6 @@ const (
 	// syscallArgsEnterStash: a sys_enter program saves them in a hash map
 	// keyed by thread (5.10-5.14).
 	syscallArgsEnterStash = "enter_stash"
-)
-
-// How the file programs read kernel fields (Features.FieldReads).
-const (
-	// fieldReadsBTF: plain loads through BTF-typed pointers from
-	// bpf_get_current_task_btf (5.11+), fault-safe, no helper call each.
-	fieldReadsBTF = "btf"
-	// fieldReadsProbe: one bpf_probe_read_kernel per field (5.10).
-	fieldReadsProbe = "probe_read"
 )
 
 // probeOptions lets tests simulate a host without a feature.
@@ -131,13 +119,6 @@ func probe(o probeOptions) (Features, error) {
 	// bpf_task_pt_regs (5.15+) lets the sys_exit programs read a syscall's
 	// arguments from its saved registers, so no program runs at sys_enter.
 	f.TaskPtRegs = features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
-	// bpf_get_current_task_btf (5.11+) lets the file programs load fields
-	// through BTF pointers instead of a helper call per field.
-	f.TaskBTF = features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentTaskBtf) == nil
-	f.FieldReads = fieldReadsProbe
-	if f.TaskBTF {
-		f.FieldReads = fieldReadsBTF
-	}
 	f.SyscallArgs = syscallArgsEnterStash
 	if f.TaskPtRegs {
 		f.SyscallArgs = syscallArgsExitRegs

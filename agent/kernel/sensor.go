@@ -48,14 +48,6 @@ type Config struct {
 	// bpf_task_pt_regs, else "enter_stash"), "exit_regs" (fails to load
 	// where the helper is missing) or "enter_stash".
 	SyscallArgs string
-
-	// fieldReads forces how the file programs read kernel fields
-	// (fieldReadsBTF or fieldReadsProbe; empty: what the kernel allows),
-	// so that tests and benchmarks exercise the 5.10 path on newer kernels.
-	fieldReads string
-	// noPathCache switches the per-CPU directory path cache off (the
-	// benchmarks' full-walk case).
-	noPathCache bool
 }
 
 // DefaultConfig returns the settings documented in docs/configuration.md.
@@ -159,16 +151,6 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		}
 	}
 	feat.CapturePath += "," + feat.SyscallArgs
-	switch cfg.fieldReads {
-	case fieldReadsProbe:
-		feat.FieldReads = fieldReadsProbe
-	case fieldReadsBTF:
-		if !feat.TaskBTF {
-			return nil, fmt.Errorf("BTF field reads need bpf_get_current_task_btf (kernel >= 5.11), which this kernel lacks")
-		}
-	}
-	feat.PathCache = !cfg.noPathCache
-	feat.CapturePath += "," + feat.FieldReads
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit (kernels before 5.11 charge BPF maps to it): %w", err)
 	}
@@ -185,20 +167,6 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		// enter program is neither loaded nor attached.
 		spec.Maps["wp_inflight"].MaxEntries = 1
 		delete(spec.Programs, "wp_sys_enter")
-	}
-
-	if feat.FieldReads == fieldReadsBTF {
-		if err := spec.Variables["wp_btf_reads"].Set(uint32(1)); err != nil {
-			return nil, fmt.Errorf("selecting the field read path: %w", err)
-		}
-	}
-	if feat.PathCache {
-		if err := spec.Variables["wp_path_cache"].Set(uint32(1)); err != nil {
-			return nil, fmt.Errorf("switching the directory path cache on: %w", err)
-		}
-	} else {
-		spec.Maps["wp_dcache"].MaxEntries = 1
-		delete(spec.Programs, "wp_sys_exit_pathgen")
 	}
 
 	full := spec.Copy()
@@ -290,20 +258,12 @@ func (s *Sensor) configure() error {
 // their section name: the enter program saves arguments, one exit program
 // per class reads them.
 var syscallPrograms = map[string]uint8{
-	"wp_sys_enter":        0,
-	"wp_sys_exit_file":    classFile,
-	"wp_sys_exit_net":     classNet,
-	"wp_sys_exit_sec":     classSec,
-	"wp_sys_exit_ns":      classNs,
-	"wp_sys_exit_pathgen": 0,
+	"wp_sys_enter":     0,
+	"wp_sys_exit_file": classFile,
+	"wp_sys_exit_net":  classNet,
+	"wp_sys_exit_sec":  classSec,
+	"wp_sys_exit_ns":   classNs,
 }
-
-// pathGenTracepoints are the syscalls after which cached directory paths
-// may be stale (a directory renamed, a mount moved or removed): the
-// wp_sys_exit_pathgen program starts a new cache generation at their exit.
-// Attached whatever kinds are wanted; those a kernel or an architecture
-// lacks (rename on arm64, move_mount before 5.2) are skipped.
-var pathGenTracepoints = []string{"rename", "renameat", "renameat2", "mount", "umount", "move_mount", "pivot_root"}
 
 // attach links every loaded program, in a stable order: the syscall
 // programs to each captured syscall's tracepoints, the others by their
@@ -371,18 +331,6 @@ func (s *Sensor) attachSyscalls() error {
 		}
 		s.links = append(s.links, lx)
 		s.attached = append(s.attached, "tracepoint/syscalls/"+tp)
-	}
-	if gen := s.coll.Programs["wp_sys_exit_pathgen"]; gen != nil {
-		for _, tp := range pathGenTracepoints {
-			if !tracepointExists("syscalls", "sys_exit_"+tp) {
-				continue
-			}
-			l, err := link.Tracepoint("syscalls", "sys_exit_"+tp, gen, nil)
-			if err != nil {
-				return fmt.Errorf("attaching the path cache invalidation to syscalls/sys_exit_%s: %w", tp, err)
-			}
-			s.links = append(s.links, l)
-		}
 	}
 	if len(s.missing) > 0 {
 		s.log.Info().Strs("tracepoints", s.missing).Msg("syscalls this kernel does not have are not captured")

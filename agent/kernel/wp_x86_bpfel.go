@@ -72,20 +72,6 @@ const (
 	wpWpConfigFlagsWP_CFG_USER_RATE_LIMIT wpWpConfigFlags = 2048
 )
 
-type wpWpDcacheEnt struct {
-	_       structs.HostLayout
-	Dentry  uint64
-	Mnt     uint64
-	HashLen uint64
-	Ino     uint64
-	Ns      uint64
-	Gen     uint64
-	Ts      uint64
-	Len     uint32
-	Pad0    uint32
-	Path    [448]int8
-}
-
 type wpWpEnvKey struct {
 	_    structs.HostLayout
 	Name [64]int8
@@ -351,22 +337,10 @@ const (
 )
 
 type wpWpPathScratch struct {
-	_         structs.HostLayout
-	Buf       [8192]int8
-	Off       int32
-	Clean     uint32
-	PrSlot    uint32
-	PrNameLen uint32
-	PrDir     uint64
-	PrMnt     uint64
-	PrHashLen uint64
-	PrIno     uint64
-	PrNs      uint64
-	PrGen     uint64
-	PrNow     uint64
-	Raw       [128]uint8
-	W_dentry  uint64
-	W_mnt     uint64
+	_    structs.HostLayout
+	Buf  [8192]int8
+	Off  int32
+	Pad0 uint32
 }
 
 type wpWpRespConfig struct {
@@ -581,7 +555,6 @@ const (
 	wpMapWpCgroupFilter        = "wp_cgroup_filter"
 	wpMapWpCidrFilter          = "wp_cidr_filter"
 	wpMapWpConfigMap           = "wp_config_map"
-	wpMapWpDcache              = "wp_dcache"
 	wpMapWpEnvKeyHeap          = "wp_env_key_heap"
 	wpMapWpEnvNames            = "wp_env_names"
 	wpMapWpEvents              = "wp_events"
@@ -622,12 +595,8 @@ const (
 	wpProgWpSysExitFile        = "wp_sys_exit_file"
 	wpProgWpSysExitNet         = "wp_sys_exit_net"
 	wpProgWpSysExitNs          = "wp_sys_exit_ns"
-	wpProgWpSysExitPathgen     = "wp_sys_exit_pathgen"
 	wpProgWpSysExitSec         = "wp_sys_exit_sec"
 	wpVarWpArgsFromRegs        = "wp_args_from_regs"
-	wpVarWpBtfReads            = "wp_btf_reads"
-	wpVarWpPathCache           = "wp_path_cache"
-	wpVarWpPathGen             = "wp_path_gen"
 	wpVarWpUnusedAction        = "wp_unused_action"
 	wpVarWpUnusedArgNone       = "wp_unused_arg_none"
 	wpVarWpUnusedArgs          = "wp_unused_args"
@@ -732,7 +701,6 @@ type wpProgramSpecs struct {
 	WpSysExitFile        *ebpf.ProgramSpec `ebpf:"wp_sys_exit_file"`
 	WpSysExitNet         *ebpf.ProgramSpec `ebpf:"wp_sys_exit_net"`
 	WpSysExitNs          *ebpf.ProgramSpec `ebpf:"wp_sys_exit_ns"`
-	WpSysExitPathgen     *ebpf.ProgramSpec `ebpf:"wp_sys_exit_pathgen"`
 	WpSysExitSec         *ebpf.ProgramSpec `ebpf:"wp_sys_exit_sec"`
 }
 
@@ -744,7 +712,6 @@ type wpMapSpecs struct {
 	WpCgroupFilter  *ebpf.MapSpec `ebpf:"wp_cgroup_filter"`
 	WpCidrFilter    *ebpf.MapSpec `ebpf:"wp_cidr_filter"`
 	WpConfigMap     *ebpf.MapSpec `ebpf:"wp_config_map"`
-	WpDcache        *ebpf.MapSpec `ebpf:"wp_dcache"`
 	WpEnvKeyHeap    *ebpf.MapSpec `ebpf:"wp_env_key_heap"`
 	WpEnvNames      *ebpf.MapSpec `ebpf:"wp_env_names"`
 	WpEvents        *ebpf.MapSpec `ebpf:"wp_events"`
@@ -774,9 +741,6 @@ type wpMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpVariableSpecs struct {
 	WpArgsFromRegs     *ebpf.VariableSpec `ebpf:"wp_args_from_regs"`
-	WpBtfReads         *ebpf.VariableSpec `ebpf:"wp_btf_reads"`
-	WpPathCache        *ebpf.VariableSpec `ebpf:"wp_path_cache"`
-	WpPathGen          *ebpf.VariableSpec `ebpf:"wp_path_gen"`
 	WpUnusedAction     *ebpf.VariableSpec `ebpf:"wp_unused_action"`
 	WpUnusedArgNone    *ebpf.VariableSpec `ebpf:"wp_unused_arg_none"`
 	WpUnusedArgs       *ebpf.VariableSpec `ebpf:"wp_unused_args"`
@@ -845,7 +809,6 @@ type wpMaps struct {
 	WpCgroupFilter  *ebpf.Map `ebpf:"wp_cgroup_filter"`
 	WpCidrFilter    *ebpf.Map `ebpf:"wp_cidr_filter"`
 	WpConfigMap     *ebpf.Map `ebpf:"wp_config_map"`
-	WpDcache        *ebpf.Map `ebpf:"wp_dcache"`
 	WpEnvKeyHeap    *ebpf.Map `ebpf:"wp_env_key_heap"`
 	WpEnvNames      *ebpf.Map `ebpf:"wp_env_names"`
 	WpEvents        *ebpf.Map `ebpf:"wp_events"`
@@ -876,7 +839,6 @@ func (m *wpMaps) Close() error {
 		m.WpCgroupFilter,
 		m.WpCidrFilter,
 		m.WpConfigMap,
-		m.WpDcache,
 		m.WpEnvKeyHeap,
 		m.WpEnvNames,
 		m.WpEvents,
@@ -907,9 +869,6 @@ func (m *wpMaps) Close() error {
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpVariables struct {
 	WpArgsFromRegs     *ebpf.Variable `ebpf:"wp_args_from_regs"`
-	WpBtfReads         *ebpf.Variable `ebpf:"wp_btf_reads"`
-	WpPathCache        *ebpf.Variable `ebpf:"wp_path_cache"`
-	WpPathGen          *ebpf.Variable `ebpf:"wp_path_gen"`
 	WpUnusedAction     *ebpf.Variable `ebpf:"wp_unused_action"`
 	WpUnusedArgNone    *ebpf.Variable `ebpf:"wp_unused_arg_none"`
 	WpUnusedArgs       *ebpf.Variable `ebpf:"wp_unused_args"`
@@ -976,7 +935,6 @@ type wpPrograms struct {
 	WpSysExitFile        *ebpf.Program `ebpf:"wp_sys_exit_file"`
 	WpSysExitNet         *ebpf.Program `ebpf:"wp_sys_exit_net"`
 	WpSysExitNs          *ebpf.Program `ebpf:"wp_sys_exit_ns"`
-	WpSysExitPathgen     *ebpf.Program `ebpf:"wp_sys_exit_pathgen"`
 	WpSysExitSec         *ebpf.Program `ebpf:"wp_sys_exit_sec"`
 }
 
@@ -1000,7 +958,6 @@ func (p *wpPrograms) Close() error {
 		p.WpSysExitFile,
 		p.WpSysExitNet,
 		p.WpSysExitNs,
-		p.WpSysExitPathgen,
 		p.WpSysExitSec,
 	)
 }

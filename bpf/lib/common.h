@@ -106,73 +106,22 @@ static __always_inline void wp_output(struct wp_config *cfg, void *data, __u64 s
 		wp_count(type, WP_STAT_EMITTED);
 }
 
-/* Set by the agent before loading: 1 where the kernel has
- * bpf_get_current_task_btf (5.11+). The hot file path then loads task,
- * file-table, dentry and inode fields directly through BTF-typed pointers
- * (the verifier turns such loads into fault-safe PROBE_MEM loads, without a
- * helper call per field); 0 keeps one bpf_probe_read_kernel per field, the
- * only way on 5.10. The verifier drops the branch not taken, so neither the
- * helper nor a direct load is ever seen where it is refused. */
-volatile const __u32 wp_btf_reads = 0;
-
-/* WP_RD reads p->field: directly when btf (a constant of the caller: p is
- * a BTF pointer whenever wp_btf_reads is set) and the kernel allows it,
- * otherwise through the probe-read helper (any pointer). */
-#define WP_RD(btf, p, field)                                                                  \
-	({                                                                                    \
-		typeof(p) ___wp_p = (p);                                                      \
-		((btf) && wp_btf_reads) ? ___wp_p->field : BPF_CORE_READ(___wp_p, field);     \
-	})
-
-/* wp_cur_task returns the current task: a BTF pointer where wp_btf_reads
- * is set, a plain address otherwise. Both work with BPF_CORE_READ. */
-static __always_inline struct task_struct *wp_cur_task(void)
+static __always_inline void wp_fill_hdr(struct wp_event_hdr *h, __u16 type, struct task_struct *task)
 {
-	if (wp_btf_reads)
-		return bpf_get_current_task_btf();
-	return (struct task_struct *)bpf_get_current_task();
-}
-
-static __always_inline void wp_fill_hdr_x(struct wp_event_hdr *h, __u16 type, struct task_struct *task, bool btf)
-{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
 	h->type = type;
 	h->flags = 0;
 	h->cpu = bpf_get_smp_processor_id();
 	h->ts_boot_ns = bpf_ktime_get_boot_ns();
+	h->pid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
 	h->_pad0 = 0;
-	if (btf && wp_btf_reads) {
-		/* What bpf_get_current_{pid_tgid,uid_gid,cgroup_id} return, as
-		 * loads from the current task: no helper call each. */
-		const struct cred *cred = task->cred;
-		h->pid = task->tgid;
-		h->tid = task->pid;
-		h->uid = cred->uid.val;
-		h->gid = cred->gid.val;
-		h->ppid = task->real_parent->tgid;
-		h->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
-	} else {
-		__u64 pid_tgid = bpf_get_current_pid_tgid();
-		__u64 uid_gid = bpf_get_current_uid_gid();
-		h->pid = pid_tgid >> 32;
-		h->tid = (__u32)pid_tgid;
-		h->uid = (__u32)uid_gid;
-		h->gid = uid_gid >> 32;
-		h->ppid = BPF_CORE_READ(task, real_parent, tgid);
-		h->cgroup_id = bpf_get_current_cgroup_id();
-	}
+	h->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
-}
-
-/* wp_fill_hdr fills the header for any task pointer. */
-static __always_inline void wp_fill_hdr(struct wp_event_hdr *h, __u16 type, struct task_struct *task)
-{
-	wp_fill_hdr_x(h, type, task, false);
-}
-
-/* wp_fill_hdr_btf: task comes from wp_cur_task (or is a BTF argument). */
-static __always_inline void wp_fill_hdr_btf(struct wp_event_hdr *h, __u16 type, struct task_struct *task)
-{
-	wp_fill_hdr_x(h, type, task, true);
 }
 
 #endif /* WP_COMMON_H */

@@ -141,15 +141,6 @@ static __always_inline void wp_regs_args(struct wp_sys_args *out)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 #if defined(__TARGET_ARCH_x86)
-	if (wp_btf_reads) { /* regs is a BTF pointer: plain loads */
-		out->args[0] = regs->di;
-		out->args[1] = regs->si;
-		out->args[2] = regs->dx;
-		out->args[3] = regs->r10;
-		out->args[4] = regs->r8;
-		out->args[5] = regs->r9;
-		return;
-	}
 	/* r10 r9 r8 ax cx dx si di, adjacent; arguments: di si dx r10 r8 r9 */
 	__u64 r[8];
 	bpf_probe_read_kernel(r, sizeof(r), &regs->r10);
@@ -160,15 +151,6 @@ static __always_inline void wp_regs_args(struct wp_sys_args *out)
 	out->args[4] = r[2];
 	out->args[5] = r[1];
 #elif defined(__TARGET_ARCH_arm64)
-	if (wp_btf_reads) {
-		out->args[0] = regs->orig_x0;
-		out->args[1] = regs->regs[1];
-		out->args[2] = regs->regs[2];
-		out->args[3] = regs->regs[3];
-		out->args[4] = regs->regs[4];
-		out->args[5] = regs->regs[5];
-		return;
-	}
 	/* x0 holds the return value by now; orig_x0 keeps the first argument */
 	bpf_probe_read_kernel(&out->args[0], sizeof(out->args[0]), &regs->orig_x0);
 	bpf_probe_read_kernel(&out->args[1], 5 * sizeof(out->args[0]), &regs->regs[1]);
@@ -210,33 +192,19 @@ static __always_inline struct wp_sys_desc *wp_exit_desc(struct trace_event_raw_s
 	return d;
 }
 
-static __always_inline struct file *wp_fd_file_x(struct task_struct *task, long fd, bool btf)
+static __always_inline struct file *wp_fd_file(struct task_struct *task, long fd)
 {
 	if (fd < 0)
 		return NULL;
-	struct files_struct *files = WP_RD(btf, task, files);
-	struct fdtable *fdt = WP_RD(btf, files, fdt);
-	unsigned int max = WP_RD(btf, fdt, max_fds);
+	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
 	if ((unsigned long)fd >= max)
 		return NULL;
-	/* fd is an array of pointers, which BTF does not type: the entry is
-	 * read by helper, and the file it names is a plain address. */
-	struct file **fds = WP_RD(btf, fdt, fd);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
-}
-
-/* wp_fd_file returns the file of the task's descriptor fd, or NULL. */
-static __always_inline struct file *wp_fd_file(struct task_struct *task, long fd)
-{
-	return wp_fd_file_x(task, fd, false);
-}
-
-/* wp_fd_file_btf is wp_fd_file for a task from wp_cur_task. */
-static __always_inline struct file *wp_fd_file_btf(struct task_struct *task, long fd)
-{
-	return wp_fd_file_x(task, fd, true);
 }
 
 #define WP_S_IFMT 00170000
@@ -293,13 +261,14 @@ static __always_inline bool wp_task_filtered(struct wp_config *cfg, struct task_
 }
 
 /* wp_want_task is wp_want plus the cgroup and executable filters, for the
- * current task. It returns the task (from wp_cur_task), or NULL when the event is not wanted
+ * current task. It returns the task, or NULL when the event is not wanted
  * (already counted). */
 static __always_inline struct task_struct *wp_want_task(__u32 type, struct wp_config **cfgp)
 {
 	if (!wp_want(type, cfgp))
 		return NULL;
-	struct task_struct *task = wp_cur_task();
+	/* bpf_get_current_task_btf needs 5.11; CO-RE reads work from 5.10 */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	if (wp_task_filtered(*cfgp, task)) {
 		wp_count(type, WP_STAT_FILTERED);
 		return NULL;
