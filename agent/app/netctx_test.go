@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/watchpost/watchpost/agent/app"
 	"github.com/watchpost/watchpost/agent/config"
@@ -55,6 +57,9 @@ func (l *lockedBuffer) events(t *testing.T) []event.Event {
 // with its zone.
 func TestStartupInventoryThroughTheAgent(t *testing.T) {
 	privtest.Require(t)
+	if _, err := netlink.SocketDiagTCP(unix.AF_INET); err != nil {
+		t.Skipf("this kernel has no TCP socket diagnostics (inet_diag/tcp_diag), so there is no start-up inventory: %v", err)
+	}
 	srv, port := privtest.Listener(t)
 	cfg := config.Default()
 	cfg.Host = "inventory-gw"
