@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"path"
 	"sort"
 	"strings"
@@ -192,20 +193,61 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 	return s, nil
 }
 
+// schemaVersion names the schema text above: a store whose meta row holds
+// it has every table, column and index, and EnsureSchema takes no lock on
+// it. Change it with the schema.
+var schemaVersion = fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(schema)))
+
 // EnsureSchema creates the tables, indexes and the partitions of this hour
 // and the next when they are missing (any number of processes may at once).
+// A database already at this schema version is only read: the schema's
+// ALTER TABLE statements take exclusive locks, and running them beside
+// writers that hold row locks deadlocks. A transaction that PostgreSQL
+// chose as a deadlock's victim is run again.
 func (s *Store) EnsureSchema(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+	var have string
+	err := s.pool.QueryRow(ctx, "SELECT value FROM meta WHERE key = 'schema_version'").Scan(&have)
+	if err == nil && have == schemaVersion {
+		return s.ensurePartitions(ctx, s.now())
+	}
+	err = retryDeadlock(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, schema); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('schema_version', $1)
+				ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, schemaVersion)
 			return err
-		}
-		_, err := tx.Exec(ctx, schema)
-		return err
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("creating the schema: %w", err)
 	}
 	return s.ensurePartitions(ctx, s.now())
+}
+
+// retryDeadlock runs f again, up to five times, while PostgreSQL aborts it
+// as the victim of a deadlock (SQLSTATE 40P01) or a serialization failure.
+func retryDeadlock(ctx context.Context, f func() error) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = f(); err == nil {
+			return nil
+		}
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || (pe.Code != "40P01" && pe.Code != "40001") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // Close closes the pool.
@@ -233,16 +275,18 @@ func (s *Store) ensurePartitions(ctx context.Context, t time.Time) error {
 		if known {
 			continue
 		}
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+		err := retryDeadlock(ctx, func() error {
+			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF events FOR VALUES FROM (%d) TO (%d)",
+					name, start, start+int64(time.Hour))); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "INSERT INTO partitions (name, start_ns) VALUES ($1, $2) ON CONFLICT DO NOTHING", name, start)
 				return err
-			}
-			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF events FOR VALUES FROM (%d) TO (%d)",
-				name, start, start+int64(time.Hour))); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, "INSERT INTO partitions (name, start_ns) VALUES ($1, $2) ON CONFLICT DO NOTHING", name, start)
-			return err
+			})
 		})
 		if err != nil {
 			return fmt.Errorf("creating partition %s: %w", name, err)
