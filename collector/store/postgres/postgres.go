@@ -210,23 +210,31 @@ func (s *Store) EnsureSchema(ctx context.Context) error {
 	if err == nil && have == schemaVersion {
 		return s.ensurePartitions(ctx, s.now())
 	}
-	err = retryDeadlock(ctx, func() error {
-		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, schema); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('schema_version', $1)
-				ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, schemaVersion)
+	err = s.schemaTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, schema); err != nil {
 			return err
-		})
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('schema_version', $1)
+			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, schemaVersion)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("creating the schema: %w", err)
 	}
 	return s.ensurePartitions(ctx, s.now())
+}
+
+// schemaTx runs f in a transaction holding the schema lock, run again when
+// PostgreSQL aborts it to break a deadlock.
+func (s *Store) schemaTx(ctx context.Context, f func(pgx.Tx) error) error {
+	return retryDeadlock(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
+				return err
+			}
+			return f(tx)
+		})
+	})
 }
 
 // retryDeadlock runs f again, up to five times, while PostgreSQL aborts it
@@ -275,18 +283,13 @@ func (s *Store) ensurePartitions(ctx context.Context, t time.Time) error {
 		if known {
 			continue
 		}
-		err := retryDeadlock(ctx, func() error {
-			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockSchema); err != nil {
-					return err
-				}
-				if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF events FOR VALUES FROM (%d) TO (%d)",
-					name, start, start+int64(time.Hour))); err != nil {
-					return err
-				}
-				_, err := tx.Exec(ctx, "INSERT INTO partitions (name, start_ns) VALUES ($1, $2) ON CONFLICT DO NOTHING", name, start)
+		err := s.schemaTx(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF events FOR VALUES FROM (%d) TO (%d)",
+				name, start, start+int64(time.Hour))); err != nil {
 				return err
-			})
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO partitions (name, start_ns) VALUES ($1, $2) ON CONFLICT DO NOTHING", name, start)
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("creating partition %s: %w", name, err)
