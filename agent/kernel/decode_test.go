@@ -157,6 +157,13 @@ func FuzzDecode(f *testing.F) {
 	var ns wpWpNsEvent
 	ns.Hdr.Type = uint16(wpWpEventTypeWP_EV_NAMESPACE)
 	f.Add(append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&ns)), unsafe.Sizeof(ns))...))
+	for _, t := range []wpWpEventType{wpWpEventTypeWP_EV_RESP_EXEC, wpWpEventTypeWP_EV_RESP_CONNECT, wpWpEventTypeWP_EV_RESP_SOCKET, wpWpEventTypeWP_EV_RESP_DEVICE} {
+		var r wpWpRespEvent
+		r.Hdr.Type = uint16(t)
+		f.Add(append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&r)), unsafe.Sizeof(r))...))
+	}
+	// A decoder outside a sensor has no policy table: response records
+	// still decode, with numbered policies.
 	d := newDecoder(newBootClock(), DefaultEnv().MaxValueBytes)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ev, err := d.decode(raw)

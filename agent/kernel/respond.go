@@ -687,6 +687,15 @@ func UnitCgroups(root, unit string) []string {
 
 var respEventSize = int(unsafe.Sizeof(wpWpRespEvent{}))
 
+// respTable is the policy table that names response records, nil when the
+// decoder has none (a decoder built outside a sensor, as in tests).
+func (d *decoder) respTable() *respTable {
+	if d.resp == nil {
+		return nil
+	}
+	return d.resp.Load()
+}
+
 // decodeResp turns a response record into an event.
 func (d *decoder) decodeResp(ev *event.Event, raw []byte) error {
 	if len(raw) < respEventSize {
@@ -698,7 +707,7 @@ func (d *decoder) decodeResp(ev *event.Event, raw []byte) error {
 	if enforced {
 		resp.Mode = "enforce"
 	}
-	if t := d.resp.Load(); t != nil {
+	if t := d.respTable(); t != nil {
 		g := r.Generation & 1
 		if int(r.Policy) < len(t.policies[g]) {
 			resp.Policy = t.policies[g][r.Policy].ID
