@@ -193,12 +193,42 @@ static __always_inline struct wp_resp_config *wp_resp_get_config(void)
 	return bpf_map_lookup_elem(&wp_resp_config_map, &zero);
 }
 
+/* Set by the agent when tracing and tracepoint programs may call
+ * bpf_get_current_ancestor_cgroup_id (kernel >= 5.14; cgroup programs have
+ * it on every supported kernel). Without it they read the ids from the
+ * task's cgroup, whose layout before 6.0 keeps them in ancestor_ids[]; the
+ * verifier drops whichever branch the constant rules out. */
+volatile const __u32 wp_tracing_ancestor_cgroup_helper = 0;
+
+struct cgroup___pre60 {
+	int level;
+	int pad_; /* never read: the offsets come from the kernel's BTF */
+	__u64 ancestor_ids[];
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 wp_resp_task_ancestor_cgroup_id(int level)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct cgroup___pre60 *cg = (void *)BPF_CORE_READ(t, cgroups, dfl_cgrp);
+	if (!cg || level > BPF_CORE_READ(cg, level))
+		return 0;
+	__u64 id = 0;
+	bpf_probe_read_kernel(&id, sizeof(id),
+			      (void *)cg + bpf_core_field_offset(struct cgroup___pre60, ancestor_ids) + level * sizeof(id));
+	return id;
+}
+
 /* wp_resp_cgroup_masks adds the masks of the current cgroup and of every
- * cgroup above it. */
-static __always_inline void wp_resp_cgroup_masks(struct wp_resp_who *w)
+ * cgroup above it; tracing says whether a tracing or tracepoint program
+ * asks. */
+static __always_inline void wp_resp_cgroup_masks(struct wp_resp_who *w, bool tracing)
 {
 	for (int level = 0; level < WP_RESP_CG_DEPTH; level++) {
-		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		__u64 id;
+		if (tracing && !wp_tracing_ancestor_cgroup_helper)
+			id = wp_resp_task_ancestor_cgroup_id(level);
+		else
+			id = bpf_get_current_ancestor_cgroup_id(level);
 		if (!id)
 			break;
 		struct wp_resp_masks *m = bpf_map_lookup_elem(&wp_resp_cgroups, &id);
@@ -211,7 +241,7 @@ static __always_inline void wp_resp_cgroup_masks(struct wp_resp_who *w)
 
 /* wp_resp_who_current fills w for the current process; false when it is
  * never acted on (pid 1, the agent, a protected image). */
-static __always_inline bool wp_resp_who_current(struct wp_resp_config *rc, struct wp_resp_who *w)
+static __always_inline bool wp_resp_who_current(struct wp_resp_config *rc, struct wp_resp_who *w, bool tracing)
 {
 	struct wp_config *cfg = wp_get_config();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -228,7 +258,7 @@ static __always_inline bool wp_resp_who_current(struct wp_resp_config *rc, struc
 		w->allow = p->allow[w->gen];
 	}
 	if (rc->cgroups)
-		wp_resp_cgroup_masks(w);
+		wp_resp_cgroup_masks(w, tracing);
 	return true;
 }
 
@@ -282,12 +312,12 @@ static __always_inline void wp_resp_report(struct wp_resp_event *e, __u16 type, 
  * the one at hand, act runs before the record of an enforcing rule is
  * sent. The first enforcing rule ends the walk. Returns the verdict of
  * cgroup programs: 1 allow, 0 deny. */
-#define WP_RESP_MATCH(hook, type, ev, target, act)                                                \
+#define WP_RESP_MATCH(hook, type, ev, target, act, tracing)                                          \
 	({                                                                                     \
 		int verdict_ = 1;                                                              \
 		struct wp_resp_config *rc_ = wp_resp_get_config();                              \
 		struct wp_resp_who w_ = {};                                                    \
-		if (rc_ && rc_->count[rc_->active & 1][hook] && wp_resp_who_current(rc_, &w_)) { \
+		if (rc_ && rc_->count[rc_->active & 1][hook] && wp_resp_who_current(rc_, &w_, tracing)) { \
 			__u32 n_ = rc_->count[w_.gen][hook];                                   \
 			for (__u32 i = 0; i < WP_RESP_RULES; i++) {                            \
 				if (i >= n_)                                                   \
@@ -358,7 +388,7 @@ static __always_inline int wp_resp_connect(struct bpf_sock_addr *ctx, struct wp_
 		e->daddr[11] = 0xff;
 		*(__u32 *)&e->daddr[12] = ctx->user_ip4;
 	}
-	return WP_RESP_MATCH(WP_RESP_HOOK_CONNECT, WP_EV_RESP_CONNECT, e, wp_resp_net_match(r, e), {});
+	return WP_RESP_MATCH(WP_RESP_HOOK_CONNECT, WP_EV_RESP_CONNECT, e, wp_resp_net_match(r, e), {}, false);
 }
 
 SEC("cgroup/connect4")
@@ -405,7 +435,7 @@ int wp_respond_sock_create(struct bpf_sock *sk)
 	e.family = sk->family;
 	e.sock_type = sk->type;
 	e.protocol = sk->protocol;
-	return WP_RESP_MATCH(WP_RESP_HOOK_SOCKET, WP_EV_RESP_SOCKET, &e, wp_resp_sock_match(r, &e), {});
+	return WP_RESP_MATCH(WP_RESP_HOOK_SOCKET, WP_EV_RESP_SOCKET, &e, wp_resp_sock_match(r, &e), {}, false);
 }
 
 /* cgroup/sock_create runs only for inet and inet6 sockets (inet_create,
@@ -424,7 +454,7 @@ int wp_respond_socket_enter(struct trace_event_raw_sys_enter *ctx)
 	WP_RESP_MATCH(WP_RESP_HOOK_SOCKET, WP_EV_RESP_SOCKET, &e, wp_resp_sock_match(r, &e), {
 		if (bpf_send_signal(WP_RESP_SIGKILL))
 			e.resp_flags |= WP_RESP_F_SIGNAL_FAILED;
-	});
+	}, true);
 	return 0;
 }
 
@@ -447,7 +477,7 @@ int wp_respond_dev(struct bpf_cgroup_dev_ctx *ctx)
 	e.dev_access = ctx->access_type >> 16;
 	e.dev_major = ctx->major;
 	e.dev_minor = ctx->minor;
-	return WP_RESP_MATCH(WP_RESP_HOOK_DEVICE, WP_EV_RESP_DEVICE, &e, wp_resp_dev_match(r, &e), {});
+	return WP_RESP_MATCH(WP_RESP_HOOK_DEVICE, WP_EV_RESP_DEVICE, &e, wp_resp_dev_match(r, &e), {}, false);
 }
 
 /* The new image's masks: its own from the executable table, its
@@ -486,7 +516,7 @@ int BPF_PROG(wp_respond_exec, struct task_struct *task, pid_t old_pid, struct li
 	WP_RESP_MATCH(WP_RESP_HOOK_EXEC, WP_EV_RESP_EXEC, &e, true, {
 		if (bpf_send_signal(WP_RESP_SIGKILL))
 			e.resp_flags |= WP_RESP_F_SIGNAL_FAILED;
-	});
+	}, true);
 	return 0;
 }
 

@@ -29,7 +29,7 @@ func TestHostileUserCannotBlindTheSensor(t *testing.T) {
 	privtest.Require(t)
 	const id = "gw-hostile"
 	c, pki := collectortest.Loopback(t, []string{id}, nil)
-	agenttest.Start(t, agenttest.Options{ID: id, CollectorAddr: c.Addr(), PKI: pki})
+	ag := agenttest.Start(t, agenttest.Options{ID: id, CollectorAddr: c.Addr(), PKI: pki})
 	dir := privtest.Dir(t)
 
 	flood := privtest.AsUser(t, privtest.Nobody, "/bin/sh", "-c", privtest.FailedOpenLoop(40, 300))
@@ -88,7 +88,7 @@ func TestHostileUserCannotBlindTheSensor(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("root's actions stored: %d of 50 execs, %d of 50 writes", rootExecs, writes)
+			t.Fatalf("root's actions stored: %d of 50 execs, %d of 50 writes; %s", rootExecs, writes, lossReport(ag))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -131,6 +131,24 @@ func TestHostileUserCannotBlindTheSensor(t *testing.T) {
 			t.Fatalf("the collector refused: %v", r)
 		}
 	}
+}
+
+// lossReport names every counter that could account for a missing event.
+func lossReport(ag *agenttest.Agent) string {
+	var b strings.Builder
+	if st, err := ag.App.Sensor.Stats(); err == nil {
+		for k, ks := range st.Kinds {
+			if ks.Missed+ks.RingFull+ks.RateLimited+ks.QueueFull > 0 {
+				fmt.Fprintf(&b, "%s %+v; ", k, ks)
+			}
+		}
+		fmt.Fprintf(&b, "program misses %v, decode errors %d; ", st.ProgramMisses, st.DecodeErrors)
+	}
+	if ag.App.Shipper != nil {
+		sh := ag.App.Shipper.Stats()
+		fmt.Fprintf(&b, "shipper dropped %v by kind %v, refused %d", sh.Dropped, sh.DroppedByKind, sh.EventsRefused)
+	}
+	return b.String()
 }
 
 func hostInfo(t *testing.T, c interface {

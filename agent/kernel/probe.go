@@ -20,18 +20,22 @@ var ErrUnsupported = errors.New("this host cannot run the Watchpost agent")
 // Features is what the start-up probe found. It is reported in the agent's
 // health so an operator can see which capture path a gateway uses.
 type Features struct {
-	Kernel       string   `json:"kernel"`
-	BTF          bool     `json:"btf"`
-	RingBuf      bool     `json:"ringbuf"`
-	TPBTF        bool     `json:"tp_btf"`
-	RingbufQuery bool     `json:"ringbuf_query"`
-	Kprobes      bool     `json:"kprobes"`
-	Fentry       bool     `json:"fentry"`
-	LSM          bool     `json:"lsm"`
-	TaskPtRegs   bool     `json:"task_pt_regs"`
-	CapturePath  string   `json:"capture_path"`
-	SyscallArgs  string   `json:"syscall_args"`
-	Missing      []string `json:"missing,omitempty"`
+	Kernel       string `json:"kernel"`
+	BTF          bool   `json:"btf"`
+	RingBuf      bool   `json:"ringbuf"`
+	TPBTF        bool   `json:"tp_btf"`
+	RingbufQuery bool   `json:"ringbuf_query"`
+	Kprobes      bool   `json:"kprobes"`
+	Fentry       bool   `json:"fentry"`
+	LSM          bool   `json:"lsm"`
+	TaskPtRegs   bool   `json:"task_pt_regs"`
+	// TracingAncestorCgroup: tracepoint programs may call
+	// bpf_get_current_ancestor_cgroup_id (5.14+); before that the response
+	// programs read the ancestors from the task's cgroup.
+	TracingAncestorCgroup bool     `json:"tracing_ancestor_cgroup"`
+	CapturePath           string   `json:"capture_path"`
+	SyscallArgs           string   `json:"syscall_args"`
+	Missing               []string `json:"missing,omitempty"`
 }
 
 // How the sys_exit programs get a syscall's arguments (Features.SyscallArgs).
@@ -119,6 +123,7 @@ func probe(o probeOptions) (Features, error) {
 	// bpf_task_pt_regs (5.15+) lets the sys_exit programs read a syscall's
 	// arguments from its saved registers, so no program runs at sys_enter.
 	f.TaskPtRegs = features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
+	f.TracingAncestorCgroup = features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentAncestorCgroupId) == nil
 	f.SyscallArgs = syscallArgsEnterStash
 	if f.TaskPtRegs {
 		f.SyscallArgs = syscallArgsExitRegs

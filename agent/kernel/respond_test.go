@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +27,11 @@ type respondHarness struct {
 	cg string
 }
 
-func startResponder(t *testing.T, children ...string) *respondHarness {
+// startResponder attaches a responder; a test that needs a hook this
+// kernel's program type cannot run (the verifier knows no such helper
+// there, e.g. cgroup/dev programs on 5.10 cannot read the caller's pid)
+// is skipped and says so. Any other load failure fails the test.
+func startResponder(t *testing.T, need []Hook, children ...string) *respondHarness {
 	t.Helper()
 	h := startSensor(t, nil)
 	cg := privtest.Cgroup(t, children...)
@@ -38,9 +44,15 @@ func startResponder(t *testing.T, children ...string) *respondHarness {
 			t.Errorf("closing the responder: %v", err)
 		}
 	})
-	for _, st := range r.Hooks() {
-		if !st.Attached {
-			t.Fatalf("hook %s not attached on this kernel: %s", st.Hook, st.Error)
+	for i, st := range r.Hooks() {
+		if st.Attached {
+			continue
+		}
+		if !strings.Contains(st.Error, "unknown func") {
+			t.Fatalf("hook %s not attached: %s", st.Hook, st.Error)
+		}
+		if slices.Contains(need, Hook(i)) {
+			t.Skipf("hook %s cannot load on this kernel, which lacks a helper for its program type: %s", st.Hook, st.Error)
 		}
 	}
 	return &respondHarness{harness: h, r: r, cg: cg}
@@ -60,7 +72,7 @@ func respOf(k event.Kind, pid int) func(*event.Event) bool {
 }
 
 func TestRespondKillAtExec(t *testing.T) {
-	h := startResponder(t)
+	h := startResponder(t, []Hook{HookExec})
 	dir := privtest.Dir(t)
 	touch, err := exec.LookPath("touch")
 	if err != nil {
@@ -77,6 +89,7 @@ func TestRespondKillAtExec(t *testing.T) {
 			})
 			marker := filepath.Join(dir, "marker-"+name)
 			cmd := exec.Command(denied, marker)
+			cmd.Args[0] = "touch" // a multi-call binary (busybox) picks its applet by argv[0]; the policy matches the inode
 			err := cmd.Run()
 			_, statErr := os.Stat(marker)
 			if enforce {
@@ -102,13 +115,15 @@ func TestRespondKillAtExec(t *testing.T) {
 	}
 	// An exe that is not named runs.
 	other := privtest.CopyExe(t, touch, dir, "other-touch")
-	if err := exec.Command(other, filepath.Join(dir, "other")).Run(); err != nil {
+	cmd := exec.Command(other, filepath.Join(dir, "other"))
+	cmd.Args[0] = "touch"
+	if err := cmd.Run(); err != nil {
 		t.Fatalf("an executable no policy names: %v", err)
 	}
 }
 
 func TestRespondConnectAllowlist(t *testing.T) {
-	h := startResponder(t)
+	h := startResponder(t, []Hook{HookConnect})
 	dir := privtest.Dir(t)
 	allowed := privtest.CopyExe(t, privtest.Self(t), dir, "poller")
 	other := privtest.CopyExe(t, privtest.Self(t), dir, "intruder")
@@ -170,7 +185,7 @@ func TestRespondConnectAllowlist(t *testing.T) {
 // Raw IP sockets are refused by cgroup/sock_create with EPERM; packet
 // sockets (which that hook never sees) kill the caller at socket() entry.
 func TestRespondRawAndPacketSockets(t *testing.T) {
-	h := startResponder(t)
+	h := startResponder(t, []Hook{HookSocket})
 	dir := privtest.Dir(t)
 	sniffer := privtest.CopyExe(t, privtest.Self(t), dir, "sniffer")
 	capture := privtest.CopyExe(t, privtest.Self(t), dir, "approved-capture")
@@ -219,7 +234,7 @@ func TestRespondRawAndPacketSockets(t *testing.T) {
 }
 
 func TestRespondDeviceForUnit(t *testing.T) {
-	h := startResponder(t, "fieldbus-gw.service", "hmi.service")
+	h := startResponder(t, []Hook{HookDevice}, "fieldbus-gw.service", "hmi.service")
 	dir := privtest.Dir(t)
 	node := filepath.Join(dir, "ttyUSB-test")
 	// major 188 (USB serial), a minor no adapter on a test host uses
@@ -267,7 +282,7 @@ func TestRespondDeviceForUnit(t *testing.T) {
 }
 
 func TestRespondDetachLiftsEveryEffect(t *testing.T) {
-	h := startResponder(t)
+	h := startResponder(t, []Hook{HookExec, HookSocket})
 	dir := privtest.Dir(t)
 	self := privtest.Self(t)
 	denied := privtest.CopyExe(t, self, dir, "denied")

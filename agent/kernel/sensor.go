@@ -169,6 +169,11 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		delete(spec.Programs, "wp_sys_enter")
 	}
 
+	if feat.TracingAncestorCgroup {
+		if err := spec.Variables["wp_tracing_ancestor_cgroup_helper"].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("selecting the cgroup ancestry path: %w", err)
+		}
+	}
 	full := spec.Copy()
 	for name := range spec.Programs {
 		if isRespondProgram(name) {
