@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,11 +26,10 @@ type respondHarness struct {
 	cg string
 }
 
-// startResponder attaches a responder; a test that needs a hook this
-// kernel's program type cannot run (the verifier knows no such helper
-// there, e.g. cgroup/dev programs on 5.10 cannot read the caller's pid)
-// is skipped and says so. Any other load failure fails the test.
-func startResponder(t *testing.T, need []Hook, children ...string) *respondHarness {
+// startResponder attaches a responder at a test cgroup (with children
+// cgroups); a hook this kernel cannot load for lack of a helper is noted
+// for need, any other load failure fails the test.
+func startResponder(t *testing.T, children ...string) *respondHarness {
 	t.Helper()
 	h := startSensor(t, nil)
 	cg := privtest.Cgroup(t, children...)
@@ -44,18 +42,42 @@ func startResponder(t *testing.T, need []Hook, children ...string) *respondHarne
 			t.Errorf("closing the responder: %v", err)
 		}
 	})
-	for i, st := range r.Hooks() {
-		if st.Attached {
-			continue
-		}
-		if !strings.Contains(st.Error, "unknown func") {
+	for _, st := range r.Hooks() {
+		if !st.Attached && !strings.Contains(st.Error, "unknown func") {
 			t.Fatalf("hook %s not attached: %s", st.Hook, st.Error)
-		}
-		if slices.Contains(need, Hook(i)) {
-			t.Skipf("hook %s cannot load on this kernel, which lacks a helper for its program type: %s", st.Hook, st.Error)
 		}
 	}
 	return &respondHarness{harness: h, r: r, cg: cg}
+}
+
+// need skips a test whose hooks this kernel's program types cannot run
+// (the verifier knows no such helper there, e.g. cgroup/dev programs on
+// 5.10 cannot read the caller's pid), and clears the rules after it.
+func (h *respondHarness) need(t *testing.T, hooks ...Hook) {
+	t.Helper()
+	states := h.r.Hooks()
+	for _, hk := range hooks {
+		if st := states[hk]; !st.Attached {
+			t.Skipf("hook %s cannot load on this kernel, which lacks a helper for its program type: %s", st.Hook, st.Error)
+		}
+	}
+	t.Cleanup(func() {
+		if err := h.r.Apply(RuleSet{}); err != nil {
+			t.Errorf("clearing the rules: %v", err)
+		}
+	})
+}
+
+// TestRespond runs the response hooks' tests against one sensor and
+// responder (loading them is most of a test's time under emulation); the
+// kill switch test detaches it, so it runs last.
+func TestRespond(t *testing.T) {
+	h := startResponder(t, "fieldbus-gw.service", "hmi.service")
+	t.Run("KillAtExec", func(t *testing.T) { respondKillAtExec(t, h) })
+	t.Run("ConnectAllowlist", func(t *testing.T) { respondConnectAllowlist(t, h) })
+	t.Run("RawAndPacketSockets", func(t *testing.T) { respondRawAndPacketSockets(t, h) })
+	t.Run("DeviceForUnit", func(t *testing.T) { respondDeviceForUnit(t, h) })
+	t.Run("DetachLiftsEveryEffect", func(t *testing.T) { respondDetachLiftsEveryEffect(t, h) })
 }
 
 func (h *respondHarness) apply(t *testing.T, set RuleSet) {
@@ -71,8 +93,8 @@ func respOf(k event.Kind, pid int) func(*event.Event) bool {
 	}
 }
 
-func TestRespondKillAtExec(t *testing.T) {
-	h := startResponder(t, []Hook{HookExec})
+func respondKillAtExec(t *testing.T, h *respondHarness) {
+	h.need(t, HookExec)
 	dir := privtest.Dir(t)
 	touch, err := exec.LookPath("touch")
 	if err != nil {
@@ -122,8 +144,8 @@ func TestRespondKillAtExec(t *testing.T) {
 	}
 }
 
-func TestRespondConnectAllowlist(t *testing.T) {
-	h := startResponder(t, []Hook{HookConnect})
+func respondConnectAllowlist(t *testing.T, h *respondHarness) {
+	h.need(t, HookConnect)
 	dir := privtest.Dir(t)
 	allowed := privtest.CopyExe(t, privtest.Self(t), dir, "poller")
 	other := privtest.CopyExe(t, privtest.Self(t), dir, "intruder")
@@ -184,8 +206,8 @@ func TestRespondConnectAllowlist(t *testing.T) {
 
 // Raw IP sockets are refused by cgroup/sock_create with EPERM; packet
 // sockets (which that hook never sees) kill the caller at socket() entry.
-func TestRespondRawAndPacketSockets(t *testing.T) {
-	h := startResponder(t, []Hook{HookSocket})
+func respondRawAndPacketSockets(t *testing.T, h *respondHarness) {
+	h.need(t, HookSocket)
 	dir := privtest.Dir(t)
 	sniffer := privtest.CopyExe(t, privtest.Self(t), dir, "sniffer")
 	capture := privtest.CopyExe(t, privtest.Self(t), dir, "approved-capture")
@@ -233,8 +255,8 @@ func TestRespondRawAndPacketSockets(t *testing.T) {
 	}
 }
 
-func TestRespondDeviceForUnit(t *testing.T) {
-	h := startResponder(t, []Hook{HookDevice}, "fieldbus-gw.service", "hmi.service")
+func respondDeviceForUnit(t *testing.T, h *respondHarness) {
+	h.need(t, HookDevice)
 	dir := privtest.Dir(t)
 	node := filepath.Join(dir, "ttyUSB-test")
 	// major 188 (USB serial), a minor no adapter on a test host uses
@@ -281,8 +303,8 @@ func TestRespondDeviceForUnit(t *testing.T) {
 	}
 }
 
-func TestRespondDetachLiftsEveryEffect(t *testing.T) {
-	h := startResponder(t, []Hook{HookExec, HookSocket})
+func respondDetachLiftsEveryEffect(t *testing.T, h *respondHarness) {
+	h.need(t, HookExec, HookSocket)
 	dir := privtest.Dir(t)
 	self := privtest.Self(t)
 	denied := privtest.CopyExe(t, self, dir, "denied")

@@ -118,20 +118,30 @@ func (h *harness) stop() {
 // waitFor returns the first event matching pred, failing after the timeout.
 func (h *harness) waitFor(desc string, pred func(*event.Event) bool) *event.Event {
 	h.t.Helper()
-	deadline := time.Now().Add(waitTimeout())
-	timer := time.AfterFunc(waitTimeout(), func() { h.mu.Lock(); h.cond.Broadcast(); h.mu.Unlock() })
+	ev, misses := h.tryWaitFor(waitTimeout(), pred)
+	if ev == nil {
+		h.t.Fatalf("no %s event within %s (%d events seen%s)", desc, waitTimeout(), h.count(func(*event.Event) bool { return true }), misses)
+	}
+	return ev
+}
+
+// tryWaitFor returns the first event matching pred within d, or nil and
+// the skipped program runs the kernel counted so far (on preemptible
+// kernels a run can be skipped, a recursion miss: naming them tells such
+// a loss apart).
+func (h *harness) tryWaitFor(d time.Duration, pred func(*event.Event) bool) (*event.Event, string) {
+	deadline := time.Now().Add(d)
+	timer := time.AfterFunc(d, func() { h.mu.Lock(); h.cond.Broadcast(); h.mu.Unlock() })
 	defer timer.Stop()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for {
 		for _, ev := range h.events {
 			if pred(ev) {
-				return ev
+				return ev, ""
 			}
 		}
 		if h.closed || time.Now().After(deadline) {
-			// On preemptible kernels a program run can be skipped (a
-			// recursion miss): name them, so such a loss is told apart.
 			misses := ""
 			if st, err := h.sensor.Stats(); err == nil {
 				misses = fmt.Sprintf("; skipped program runs: %v", st.ProgramMisses)
@@ -141,10 +151,19 @@ func (h *harness) waitFor(desc string, pred func(*event.Event) bool) *event.Even
 					}
 				}
 			}
-			h.t.Fatalf("no %s event within %s (%d events seen%s)", desc, waitTimeout(), len(h.events), misses)
+			return nil, misses
 		}
 		h.cond.Wait()
 	}
+}
+
+// missed is the number of runs of kind k's program the kernel skipped.
+func (h *harness) missed(k event.Kind) uint64 {
+	st, err := h.sensor.Stats()
+	if err != nil {
+		return 0
+	}
+	return st.Kinds[k].Missed
 }
 
 func (h *harness) count(pred func(*event.Event) bool) int {

@@ -21,7 +21,8 @@ import (
 // which inotify on the file would miss) and
 //   - for the detection rules directory, reloads the rules in place (the
 //     same as SIGHUP);
-//   - for the configuration file and the certificates it names, loads and
+//   - for the configuration file and the certificates it names, once they
+//     stopped changing for one interval, loads and
 //     validates the new configuration and, only if it is valid, restarts
 //     the agent with it. An invalid one is reported once, naming the key,
 //     and the running agent keeps its configuration.
@@ -111,7 +112,7 @@ func newWatcher(interval time.Duration, path string, cfg config.Config, load fun
 // (without blocking); a changed, valid configuration is sent on restart
 // and run returns.
 func (w *watcher) run(ctx context.Context, reload chan<- os.Signal, restart chan<- config.Config) {
-	refused := ""
+	refused, pending := "", ""
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
 	for {
@@ -130,6 +131,14 @@ func (w *watcher) run(ctx context.Context, reload chan<- os.Signal, restart chan
 		}
 		p := fingerprint(configFiles(w.path, w.cfg)...)
 		if p == w.confPrint || p == refused {
+			pending = ""
+			continue
+		}
+		// A file being written in place (truncated, then filled) is read
+		// only once it stopped changing for one interval: a half-written
+		// configuration, an empty one included, must not restart the agent.
+		if p != pending {
+			pending = p
 			continue
 		}
 		next, err := w.load()

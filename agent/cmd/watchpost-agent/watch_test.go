@@ -126,7 +126,11 @@ func TestAgentRestartsWithChangedConfig(t *testing.T) {
 	go func() { code <- run(ctx, []string{"--config", conf, "--reload-interval", "50ms"}, &stdout, &stderr) }()
 	waitOut := func(s string) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
+		wait := 60 * time.Second
+		if _, vm := privtest.InVM(); vm {
+			wait = 3 * time.Minute // a restart loads every program again, slowly under emulation
+		}
+		deadline := time.Now().Add(wait)
 		for !strings.Contains(stdout.String(), s) {
 			if time.Now().After(deadline) {
 				t.Fatalf("no %s in the output; stderr:\n%s", s, stderr.String())

@@ -83,7 +83,7 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&pkgs, "packages", "./agent/...", "space-separated Go package patterns whose tests run in the guests (packages without tests are skipped)")
 	flag.IntVar(&c.jobs, "j", 2, "VMs run in parallel (each has one CPU)")
 	flag.IntVar(&c.memMB, "mem", 0, "guest memory in MiB (0: 256, more for a large initramfs)")
-	flag.DurationVar(&c.testTimeout, "test-timeout", 15*time.Minute, "-test.timeout of each test binary in the guest")
+	flag.DurationVar(&c.testTimeout, "test-timeout", 20*time.Minute, "-test.timeout of each test binary in the guest")
 	flag.DurationVar(&c.vmTimeout, "vm-timeout", 0, "limit of one VM (0: derived from -test-timeout and the number of binaries)")
 	flag.StringVar(&c.run, "run", "", "-test.run regexp passed to every binary")
 	flag.StringVar(&c.appendArgs, "append", "", "extra kernel command line (e.g. lsm=lockdown,capability,bpf)")
