@@ -257,10 +257,13 @@ func (q *queryService) ListAlerts(ctx context.Context, req *watchpostv1.ListAler
 		f.Until = time.Unix(0, req.GetUntilUnixNano())
 	}
 	// One more than asked tells whether more matched.
-	as, err := q.c.store.Alerts(ctx, f, limit+1)
+	var as []*watchpostv1.Alert
+	err := q.c.bounded(ctx, "listing alerts", func(ctx context.Context) (err error) {
+		as, err = q.c.store.Alerts(ctx, f, limit+1)
+		return err
+	})
 	if err != nil {
-		q.c.log.Error().Err(err).Msg("listing alerts failed")
-		return nil, status.Error(codes.Internal, "listing alerts failed")
+		return nil, err
 	}
 	resp := &watchpostv1.ListAlertsResponse{Alerts: as}
 	if len(as) > limit {

@@ -2,14 +2,12 @@ package collector
 
 import (
 	"context"
-	"errors"
 	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/watchpost/watchpost/collector/alerts"
-	"github.com/watchpost/watchpost/collector/store"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -28,13 +26,9 @@ func (q *queryService) BaselineCommand(ctx context.Context, req *watchpostv1.Bas
 	resp := &watchpostv1.BaselineCommandResponse{}
 	switch a := req.GetAction().(type) {
 	case *watchpostv1.BaselineCommandRequest_AllowAlertId:
-		al, err := c.store.AlertByID(ctx, a.AllowAlertId)
-		switch {
-		case errors.Is(err, store.ErrUnknownAlert):
-			return nil, status.Error(codes.NotFound, err.Error())
-		case err != nil:
-			c.log.Error().Err(err).Msg("reading an alert failed")
-			return nil, status.Error(codes.Internal, "reading the alert failed")
+		al, err := c.alertByID(ctx, a.AllowAlertId)
+		if err != nil {
+			return nil, err
 		}
 		an := al.GetDetection().GetBaseline()
 		if an == nil {

@@ -60,9 +60,11 @@ type Stats struct {
 	StreamsRefused                                uint64
 	Alerts                                        map[string]uint64 // raised, by kind
 	AlertStoreErrors                              uint64
-	// QueryRefused counts query requests refused before any work, by
-	// reason: host (a Host header a loopback listener does not answer
-	// for), auth_throttled (unknown tokens beyond the failure budget).
+	// QueryRefused counts query requests refused, by reason: host (a Host
+	// header a loopback listener does not answer for), auth_throttled
+	// (unknown tokens beyond the failure budget), max_concurrent (no slot
+	// free within query.timeout), timeout (store reads outlasted
+	// query.timeout).
 	QueryRefused map[string]uint64
 }
 
@@ -101,6 +103,9 @@ type Collector struct {
 	authFailures  *rate.Limiter
 	hostsRefused  atomic.Uint64
 	authThrottled atomic.Uint64
+	// Client requests refused by the query limits: no slot in time, or
+	// reads that outlasted query.timeout.
+	queriesBusy, queriesTimedOut atomic.Uint64
 
 	started  atomic.Bool
 	stopping chan struct{} // closed when Shutdown begins
@@ -449,7 +454,8 @@ func (c *Collector) Stats() Stats {
 		EventsStored: c.eventsStored.Load(), EventsRefused: c.eventsRefused.Load(), Heartbeats: c.heartbeats.Load(),
 		StreamsActive: c.streamsActive.Load(), StreamsRefused: c.streamsRefused.Load(),
 		Rejected: map[string]uint64{}, Alerts: map[string]uint64{}, AlertStoreErrors: c.alertStoreErr.Load(),
-		QueryRefused: map[string]uint64{"host": c.hostsRefused.Load(), "auth_throttled": c.authThrottled.Load()},
+		QueryRefused: map[string]uint64{"host": c.hostsRefused.Load(), "auth_throttled": c.authThrottled.Load(),
+			"max_concurrent": c.queriesBusy.Load(), "timeout": c.queriesTimedOut.Load()},
 	}
 	c.countMu.Lock()
 	for k, v := range c.rejected {

@@ -178,11 +178,12 @@ type QueryConfig struct {
 	Tokens       []Token `yaml:"tokens"`
 	DefaultLimit int     `yaml:"default_limit"`
 	MaxLimit     int     `yaml:"max_limit"`
-	// Timeout is each event query's deadline; MaxScanRows bounds the
-	// stored rows one query reads. A query that reaches either returns the
-	// newest events it found, marked cost_limited. MaxConcurrent event
-	// queries run at once (the others wait), so that ingest keeps its share
-	// of the CPU.
+	// Timeout is the deadline of each client request's store reads (the
+	// wait for a slot included); MaxScanRows bounds the stored rows one
+	// event search reads. A search that reaches either returns the newest
+	// events it found, marked cost_limited. MaxConcurrent client requests
+	// read the store at once (the others wait, within their Timeout), so
+	// that ingest keeps its share of the CPU.
 	Timeout       time.Duration `yaml:"timeout"`
 	MaxScanRows   uint64        `yaml:"max_scan_rows"`
 	MaxConcurrent int           `yaml:"max_concurrent"`

@@ -71,7 +71,17 @@ func (c *Collector) mountDashboard(mux *http.ServeMux) {
 	if c.web == nil {
 		return
 	}
-	mux.Handle(web.Prefix, c.web.Handler())
+	h := c.web.Handler()
+	mux.Handle(web.Prefix, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A view's reads share one query budget; the live stream runs
+		// on (its backfill has a budget of its own).
+		if r.URL.Path != web.Prefix+"api/stream" {
+			ctx, cancel := c.withQueryBudget(r.Context())
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		h.ServeHTTP(w, r)
+	}))
 	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
 }
 

@@ -218,45 +218,56 @@ func (c *Collector) commandAck(ctx context.Context, agent string, ack *watchpost
 
 // AlertEvents implements QueryService: the stored events an alert names.
 func (q *queryService) AlertEvents(ctx context.Context, req *watchpostv1.AlertEventsRequest) (*watchpostv1.AlertEventsResponse, error) {
-	a, err := q.c.store.AlertByID(ctx, req.GetAlertId())
-	switch {
-	case errors.Is(err, store.ErrUnknownAlert):
-		return nil, status.Error(codes.NotFound, err.Error())
-	case err != nil:
-		q.c.log.Error().Err(err).Msg("reading an alert failed")
-		return nil, status.Error(codes.Internal, "reading the alert failed")
-	}
-	resp := &watchpostv1.AlertEventsResponse{Alert: a}
-	for _, ref := range a.GetDetection().GetEvents() {
-		ev, err := q.c.findEvent(ctx, a, ref)
+	var resp *watchpostv1.AlertEventsResponse
+	err := q.c.bounded(ctx, "reading the alert's events", func(ctx context.Context) error {
+		a, err := q.c.alertByID(ctx, req.GetAlertId())
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if ev == nil {
-			resp.Missing = append(resp.Missing, ref)
-			continue
+		resp = &watchpostv1.AlertEventsResponse{Alert: a}
+		for _, ref := range a.GetDetection().GetEvents() {
+			ev, err := q.c.findEvent(ctx, a, ref)
+			if err != nil {
+				return err
+			}
+			if ev == nil {
+				resp.Missing = append(resp.Missing, ref)
+				continue
+			}
+			resp.Events = append(resp.Events, ev)
 		}
-		resp.Events = append(resp.Events, ev)
-	}
-	return resp, nil
+		return nil
+	})
+	return resp, err
+}
+
+// alertByID reads one alert for a client (NotFound when unknown).
+func (c *Collector) alertByID(ctx context.Context, id uint64) (a *watchpostv1.Alert, err error) {
+	err = c.bounded(ctx, "reading the alert", func(ctx context.Context) error {
+		a, err = c.store.AlertByID(ctx, id)
+		if errors.Is(err, store.ErrUnknownAlert) {
+			return status.Error(codes.NotFound, err.Error())
+		}
+		return err
+	})
+	return a, err
 }
 
 // findEvent looks an alert's event up by agent, time, type and pid, and
 // picks it by boot id and sequence number.
-func (c *Collector) findEvent(ctx context.Context, a *watchpostv1.Alert, ref *watchpostv1.EventRef) (*watchpostv1.Event, error) {
+func (c *Collector) findEvent(ctx context.Context, a *watchpostv1.Alert, ref *watchpostv1.EventRef) (ev *watchpostv1.Event, err error) {
 	t := time.Unix(0, ref.TimeUnixNano)
 	f := store.Filter{AgentID: a.AgentId, Since: t, Until: t, Types: []watchpostv1.EventType{ref.Type}, PID: ref.Pid}
-	res, err := c.store.Query(ctx, store.Query{Filter: f, Limit: c.cfg.Query.MaxLimit, MaxRows: c.cfg.Query.MaxScanRows})
-	if err != nil {
-		c.log.Error().Err(err).Msg("reading an alert's events failed")
-		return nil, status.Error(codes.Internal, "reading the alert's events failed")
-	}
-	for _, ev := range res.Events {
-		if ev.Header.GetSeq() == ref.Seq && (a.BootId == "" || ev.Header.GetBootId() == a.BootId) {
-			return ev, nil
+	err = c.bounded(ctx, "reading the alert's events", func(ctx context.Context) error {
+		res, err := c.store.Query(ctx, store.Query{Filter: f, Limit: c.cfg.Query.MaxLimit, MaxRows: c.cfg.Query.MaxScanRows})
+		for _, e := range res.Events {
+			if e.Header.GetSeq() == ref.Seq && (a.BootId == "" || e.Header.GetBootId() == a.BootId) {
+				ev = e
+			}
 		}
-	}
-	return nil, nil
+		return err
+	})
+	return ev, err
 }
 
 // Exception attributes an alert can give (AddExceptionRequest.by).
@@ -274,21 +285,20 @@ func (c *Collector) addException(ctx context.Context, who string, req *watchpost
 	case req.GetAlertId() != 0 && req.GetException() != nil:
 		return nil, status.Error(codes.InvalidArgument, "alert_id and exception: give one")
 	case req.GetAlertId() != 0:
-		a, err := c.store.AlertByID(ctx, req.GetAlertId())
-		switch {
-		case errors.Is(err, store.ErrUnknownAlert):
-			return nil, status.Error(codes.NotFound, err.Error())
-		case err != nil:
-			c.log.Error().Err(err).Msg("reading an alert failed")
-			return nil, status.Error(codes.Internal, "reading the alert failed")
-		}
-		if a.GetDetection() == nil {
-			return nil, status.Errorf(codes.InvalidArgument, "alert_id: alert %d is a %s alert, not a detection: nothing to except", a.Id, alerts.KindName(a.Kind))
-		}
-		if a.GetDetection().GetBaseline() != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "alert_id: alert %d is a baseline anomaly: allow its item (watchpost baseline allow %d) instead of an exception", a.Id, a.Id)
-		}
-		if ex, err = c.exceptionFromAlert(ctx, a, req.GetBy()); err != nil {
+		var a *watchpostv1.Alert
+		if err := c.bounded(ctx, "reading the alert", func(ctx context.Context) (err error) {
+			if a, err = c.alertByID(ctx, req.GetAlertId()); err != nil {
+				return err
+			}
+			if a.GetDetection() == nil {
+				return status.Errorf(codes.InvalidArgument, "alert_id: alert %d is a %s alert, not a detection: nothing to except", a.Id, alerts.KindName(a.Kind))
+			}
+			if a.GetDetection().GetBaseline() != nil {
+				return status.Errorf(codes.InvalidArgument, "alert_id: alert %d is a baseline anomaly: allow its item (watchpost baseline allow %d) instead of an exception", a.Id, a.Id)
+			}
+			ex, err = c.exceptionFromAlert(ctx, a, req.GetBy())
+			return err
+		}); err != nil {
 			return nil, err
 		}
 		if agent == "" && !req.GetAllAgents() {
@@ -508,10 +518,12 @@ func (q *queryService) ListExceptions(ctx context.Context, req *watchpostv1.List
 // exceptionsInForce replays the exception commands: those added and not
 // removed, with the acknowledgements of their adding command.
 func (c *Collector) exceptionsInForce(ctx context.Context, agent string) ([]*watchpostv1.ExceptionStatus, error) {
-	cmds, err := c.store.Commands(ctx, agent)
-	if err != nil {
-		c.log.Error().Err(err).Msg("listing commands failed")
-		return nil, status.Error(codes.Internal, "listing exceptions failed")
+	var cmds []store.StoredCommand
+	if err := c.bounded(ctx, "listing exceptions", func(ctx context.Context) (err error) {
+		cmds, err = c.store.Commands(ctx, agent)
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	var out []*watchpostv1.ExceptionStatus
 	for _, sc := range cmds {

@@ -39,7 +39,7 @@ func newMetricsCollector(c *Collector) *metricsCollector {
 		alertStoreErrors: prometheus.NewDesc("watchpost_collector_alert_store_errors_total",
 			"Alerts raised that the store failed to keep (they were logged).", nil, nil),
 		queryRefused: prometheus.NewDesc("watchpost_collector_query_refused_total",
-			"Query requests refused before any work, by reason: host (a Host header the loopback listener does not answer for), auth_throttled (unknown bearer tokens beyond query.auth_failures_per_second).",
+			"Query requests refused, by reason: host (a Host header the loopback listener does not answer for), auth_throttled (unknown bearer tokens beyond query.auth_failures_per_second), max_concurrent (no query.max_concurrent slot free within query.timeout), timeout (store reads outlasted query.timeout).",
 			[]string{"reason"}, nil),
 	}
 }

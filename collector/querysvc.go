@@ -49,26 +49,83 @@ func (q *queryService) QueryEvents(ctx context.Context, req *watchpostv1.QueryEv
 	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
 		return nil, status.Error(codes.InvalidArgument, "filter.until: before filter.since")
 	}
-	// A deadline and a row bound for every query, and at most
-	// max_concurrent at once: a query cannot starve ingest.
-	ctx, cancel := context.WithTimeout(ctx, q.c.cfg.Query.Timeout)
-	defer cancel()
-	select {
-	case q.c.queries <- struct{}{}:
-		defer func() { <-q.c.queries }()
-	case <-ctx.Done():
-		return &watchpostv1.QueryEventsResponse{CostLimited: true}, nil
-	}
-	res, err := q.c.store.Query(ctx, store.Query{Filter: f, Limit: limit, MaxRows: q.c.cfg.Query.MaxScanRows})
+	var res store.QueryResult
+	err := q.c.bounded(ctx, "query", func(ctx context.Context) (err error) {
+		res, err = q.c.store.Query(ctx, store.Query{Filter: f, Limit: limit, MaxRows: q.c.cfg.Query.MaxScanRows})
+		return err
+	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-		q.c.log.Error().Err(err).Msg("query failed")
-		return nil, status.Error(codes.Internal, "query failed")
+		return nil, err
 	}
 	return &watchpostv1.QueryEventsResponse{Events: res.Events, Truncated: res.Truncated, CostLimited: res.CostLimited,
 		RowsScanned: res.RowsScanned, SummariesRead: res.SummariesRead}, nil
+}
+
+// queryBudgetKey marks a context whose deadline is a request's query
+// budget; its value is the caller's own context.
+type queryBudgetKey struct{}
+
+// querySlotKey marks a context that holds a query.max_concurrent slot.
+type querySlotKey struct{}
+
+// withQueryBudget gives every store read of one request, however many,
+// query.timeout in all (a dashboard view that reads alerts, hosts and
+// events shares it).
+func (c *Collector) withQueryBudget(ctx context.Context) (context.Context, context.CancelFunc) {
+	qctx, cancel := context.WithTimeout(ctx, c.cfg.Query.Timeout)
+	return context.WithValue(qctx, queryBudgetKey{}, ctx), cancel
+}
+
+// bounded runs read, store reads on behalf of a client, under the query
+// limits: the request's budget of query.timeout is its deadline (the wait
+// for a slot included) and it holds one of query.max_concurrent slots, so
+// that no client keeps the store from ingest longer or more often than
+// that. Every request that reads the store for a client (events, alerts,
+// an alert's events, hosts, exceptions; the CLI, the HTTP API and the
+// dashboard call these) goes through it. A request that finds no slot in
+// time, or whose reads outlast its budget, is refused ResourceExhausted
+// naming the limit; one whose caller went away ends with the caller's
+// context error. Other errors of read are passed on when they are gRPC
+// statuses, and logged and answered Internal otherwise. A read may call
+// bounded again: it runs in the slot and budget it already has.
+func (c *Collector) bounded(ctx context.Context, what string, read func(ctx context.Context) error) error {
+	if ctx.Value(querySlotKey{}) != nil {
+		// Called from within bounded: the same request, slot and budget.
+		return read(ctx)
+	}
+	if _, ok := ctx.Value(queryBudgetKey{}).(context.Context); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = c.withQueryBudget(ctx)
+		defer cancel()
+	}
+	caller := ctx.Value(queryBudgetKey{}).(context.Context)
+	select {
+	case c.queries <- struct{}{}:
+		defer func() { <-c.queries }()
+		ctx = context.WithValue(ctx, querySlotKey{}, true)
+	case <-ctx.Done():
+		if caller.Err() != nil {
+			return status.FromContextError(caller.Err()).Err()
+		}
+		c.queriesBusy.Add(1)
+		return status.Errorf(codes.ResourceExhausted, "%s: query.max_concurrent (%d) requests kept the store busy for all of query.timeout (%s); try again",
+			what, c.cfg.Query.MaxConcurrent, c.cfg.Query.Timeout)
+	}
+	err := read(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case caller.Err() != nil:
+		return status.FromContextError(caller.Err()).Err()
+	case ctx.Err() != nil:
+		c.queriesTimedOut.Add(1)
+		return status.Errorf(codes.ResourceExhausted, "%s: took longer than query.timeout (%s); narrow the time range or the filter", what, c.cfg.Query.Timeout)
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	c.log.Error().Err(err).Msg(what + " failed")
+	return status.Error(codes.Internal, what+" failed")
 }
 
 func (q *queryService) TailEvents(req *watchpostv1.TailEventsRequest, st grpc.ServerStreamingServer[watchpostv1.TailEventsResponse]) error {
@@ -93,10 +150,13 @@ func (q *queryService) TailEvents(req *watchpostv1.TailEventsRequest, st grpc.Se
 }
 
 func (q *queryService) ListHosts(ctx context.Context, _ *watchpostv1.ListHostsRequest) (*watchpostv1.ListHostsResponse, error) {
-	hosts, err := q.c.store.Hosts(ctx)
+	var hosts []*watchpostv1.HostInfo
+	err := q.c.bounded(ctx, "listing hosts", func(ctx context.Context) (err error) {
+		hosts, err = q.c.store.Hosts(ctx)
+		return err
+	})
 	if err != nil {
-		q.c.log.Error().Err(err).Msg("listing hosts failed")
-		return nil, status.Error(codes.Internal, "listing hosts failed")
+		return nil, err
 	}
 	share := q.c.cfg.Retention.MaxBytesPerAgent
 	if share == 0 && len(hosts) > 0 {

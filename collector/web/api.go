@@ -70,6 +70,8 @@ func (d *Dashboard) queryError(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case codes.PermissionDenied:
 		code = http.StatusForbidden
+	case codes.ResourceExhausted:
+		code = http.StatusTooManyRequests
 	}
 	writeError(w, code, st.Message())
 }
@@ -79,6 +81,11 @@ type eventsPage struct {
 	// More older events match: ask again with before_ns = NextBeforeNS.
 	More         bool   `json:"more"`
 	NextBeforeNS string `json:"next_before_ns,omitempty"`
+	// CostLimited: the search stopped at query.max_scan_rows or
+	// query.timeout after RowsScanned stored rows; older events may match
+	// (the next page goes on from the oldest found).
+	CostLimited bool   `json:"cost_limited,omitempty"`
+	RowsScanned uint64 `json:"rows_scanned,string,omitempty"`
 }
 
 // events is the search: the CLI's filters, newest page first; before_ns
@@ -110,7 +117,8 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 	}
 	evs := slices.Clone(resp.GetEvents())
 	slices.Reverse(evs) // newest first
-	page := eventsPage{Events: rawEvents(evs), More: resp.GetTruncated()}
+	page := eventsPage{Events: rawEvents(evs), More: resp.GetTruncated() || resp.GetCostLimited(),
+		CostLimited: resp.GetCostLimited(), RowsScanned: resp.GetRowsScanned()}
 	if page.More && len(evs) > 0 {
 		page.NextBeforeNS = strconv.FormatInt(evs[len(evs)-1].GetHeader().GetTimeUnixNano(), 10)
 	}

@@ -658,8 +658,9 @@ async function searchView(params) {
     return;
   }
   document.querySelector('#search-table tbody').replaceChildren(...d.events.map(eventRow));
-  status.textContent = d.events.length + ' events' + (d.more ? ', more older ones match' : '') + (q.get('before_ns') ? ' (older page)' : '');
-  if (d.more) {
+  status.textContent = d.events.length + ' events' + (d.cost_limited ? ', the search stopped after ' + d.rows_scanned + ' stored rows (the collector\'s query limits): older ones may match; narrow the time range or the filter' :
+    d.more ? ', more older ones match' : '') + (q.get('before_ns') ? ' (older page)' : '');
+  if (d.more && d.next_before_ns) {
     older.hidden = false;
     older.onclick = () => { const p = new URLSearchParams(params); p.set('before_ns', d.next_before_ns); location.hash = '#/search?' + p; };
   }
