@@ -78,6 +78,17 @@ func (c *Collector) queryHandler() http.Handler {
 		resp, err := q.RemoveException(r.Context(), &watchpostv1.RemoveExceptionRequest{Id: r.PathValue("id")})
 		writeProto(w, resp, err)
 	}))
+	mux.HandleFunc("GET /api/v1/policies", c.httpAuth(watchpostv1.QueryService_ListPolicies_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		resp, err := q.ListPolicies(r.Context(), &watchpostv1.ListPoliciesRequest{AgentId: r.URL.Query().Get("agent")})
+		writeProto(w, resp, err)
+	}))
+	mux.HandleFunc("POST /api/v1/policies", c.httpAuth(watchpostv1.QueryService_PolicyCommand_FullMethodName, func(w http.ResponseWriter, r *http.Request) {
+		req := &watchpostv1.PolicyCommandRequest{}
+		if readJSON(w, r, req) {
+			resp, err := q.PolicyCommand(r.Context(), req)
+			writeProto(w, resp, err)
+		}
+	}))
 	c.mountDashboard(mux)
 	// A browser sends state-changing requests of another site with
 	// Sec-Fetch-Site or an Origin that is not this listener: refused, token

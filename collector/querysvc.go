@@ -193,6 +193,7 @@ var adminMethods = map[string]bool{
 	watchpostv1.QueryService_AddException_FullMethodName:     true,
 	watchpostv1.QueryService_BaselineCommand_FullMethodName:  true,
 	watchpostv1.QueryService_RemoveException_FullMethodName:  true,
+	watchpostv1.QueryService_PolicyCommand_FullMethodName:    true,
 }
 
 // localCaller is who calls when no token is needed (loopback without tokens).

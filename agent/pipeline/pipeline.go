@@ -109,8 +109,8 @@ type Config struct {
 	// are emitted like the detector's.
 	Baseline Baseline
 	// Reloaded, when set, is called after a rules reload was reported in a
-	// health event (the shipper sends a heartbeat at once). It must not
-	// block.
+	// health event, and after the response policies changed (the shipper
+	// sends a heartbeat at once). It must not block.
 	Reloaded func()
 	// Responder, when set, sees every event after the detector.
 	Responder Responder
@@ -237,6 +237,10 @@ func (p *Pipeline) consume(ctx context.Context) error {
 		case <-policies:
 			p.emit(p.cfg.Responder.PoliciesEvent())
 			p.flush()
+			// And in a heartbeat at once (`watchpost policies`).
+			if p.cfg.Reloaded != nil {
+				p.cfg.Reloaded()
+			}
 		case <-reloaded:
 			// A reload's outcome (rules, errors) is reported at once.
 			p.emit(p.healthEvent())

@@ -930,6 +930,7 @@ func (s *Shipper) heartbeat(final bool) *watchpostv1.Heartbeat {
 	hb.Produced, hb.Delivered, hb.Filtered, hb.Dropped = ph.Produced, ph.Delivered, ph.Filtered, ph.Dropped
 	hb.Detection = ph.Detection
 	hb.Baseline = ph.Baseline
+	hb.Response = ph.Response
 	if s.deps.Commands != nil {
 		hb.CommandsEpoch, hb.CommandsApplied = s.deps.Commands.State()
 	}

@@ -562,6 +562,16 @@ func (d *Decoder) ValidateHeartbeat(hb *watchpostv1.Heartbeat) error {
 	if ds := hb.Detection; ds != nil && (len(ds.Errors) > d.limits.MaxListLen || len(ds.Suppressed) > d.limits.MaxListLen) {
 		return tooLarge("heartbeat.detection", "more than %d errors or suppressed counters", d.limits.MaxListLen)
 	}
+	if p := hb.Response; p != nil {
+		if len(p.Errors) > d.limits.MaxListLen || len(p.Policies) > d.limits.MaxListLen {
+			return tooLarge("heartbeat.response", "more than %d errors or policies", d.limits.MaxListLen)
+		}
+		for i, ps := range p.Policies {
+			if len(ps.Id) > limits.NameBytes {
+				return tooLarge("heartbeat.response.policies["+strconv.Itoa(i)+"].id", "%d bytes exceeds the limit of %d", len(ps.Id), limits.NameBytes)
+			}
+		}
+	}
 	for _, s := range []struct{ field, s string }{{"boot_id", hb.BootId}, {"run_id", hb.RunId}, {"host", hb.Host},
 		{"version", hb.Version}, {"kernel", hb.Kernel}, {"capture_path", hb.CapturePath}, {"instance_id", hb.InstanceId}} {
 		if len(s.s) > limits.NameBytes {

@@ -178,7 +178,7 @@ func FillHostHeartbeat(h *watchpostv1.HostInfo, hb *watchpostv1.Heartbeat) {
 	h.BootId, h.Version, h.Kernel, h.CapturePath, h.Programs = hb.BootId, hb.Version, hb.Kernel, hb.CapturePath, hb.Programs
 	h.Produced, h.Delivered, h.Filtered, h.Dropped = hb.Produced, hb.Delivered, hb.Filtered, hb.Dropped
 	h.Drops, h.SpoolBytes, h.HeartbeatSeq = hb.Drops, hb.SpoolBytes, hb.Seq
-	h.Detection, h.CommandsApplied, h.Baseline = hb.Detection, hb.CommandsApplied, hb.Baseline
+	h.Detection, h.CommandsApplied, h.Baseline, h.Response = hb.Detection, hb.CommandsApplied, hb.Baseline, hb.Response
 	h.Stopped, h.HeartbeatIntervalNanos = hb.Final, hb.IntervalNanos
 }
 

@@ -1239,7 +1239,9 @@ type Heartbeat struct {
 	// The rule engine's state.
 	Detection *DetectionStatus `protobuf:"bytes,81,opt,name=detection,proto3" json:"detection,omitempty"`
 	// The learned baseline's state.
-	Baseline      *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	Baseline *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	// The response policies' state (absent when response is off).
+	Response      *Policies `protobuf:"bytes,151,opt,name=response,proto3" json:"response,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1456,6 +1458,13 @@ func (x *Heartbeat) GetBaseline() *BaselineStatus {
 	return nil
 }
 
+func (x *Heartbeat) GetResponse() *Policies {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
 var File_watchpost_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_ingest_proto_rawDesc = "" +
@@ -1532,7 +1541,7 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12%\n" +
 	"\x0eevents_refused\x182 \x01(\rR\reventsRefused\x12)\n" +
-	"\x10events_truncated\x183 \x01(\rR\x0feventsTruncated\"\x83\a\n" +
+	"\x10events_truncated\x183 \x01(\rR\x0feventsTruncated\"\xb8\a\n" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x15\n" +
@@ -1562,7 +1571,8 @@ const file_watchpost_v1_ingest_proto_rawDesc = "" +
 	"\x10commands_applied\x18P \x01(\x04R\x0fcommandsApplied\x12%\n" +
 	"\x0ecommands_epoch\x18R \x01(\tR\rcommandsEpoch\x12;\n" +
 	"\tdetection\x18Q \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x129\n" +
-	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline*\x82\x01\n" +
+	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\x123\n" +
+	"\bresponse\x18\x97\x01 \x01(\v2\x16.watchpost.v1.PoliciesR\bresponse*\x82\x01\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16COMMAND_STATUS_PENDING\x10\x01\x12\x1a\n" +
@@ -1614,6 +1624,7 @@ var file_watchpost_v1_ingest_proto_goTypes = []any{
 	(*Counter)(nil),            // 15: watchpost.v1.Counter
 	(*DetectionStatus)(nil),    // 16: watchpost.v1.DetectionStatus
 	(*BaselineStatus)(nil),     // 17: watchpost.v1.BaselineStatus
+	(*Policies)(nil),           // 18: watchpost.v1.Policies
 }
 var file_watchpost_v1_ingest_proto_depIdxs = []int32{
 	12, // 0: watchpost.v1.IngestRequest.batch:type_name -> watchpost.v1.Batch
@@ -1632,13 +1643,14 @@ var file_watchpost_v1_ingest_proto_depIdxs = []int32{
 	15, // 13: watchpost.v1.Heartbeat.drops:type_name -> watchpost.v1.Counter
 	16, // 14: watchpost.v1.Heartbeat.detection:type_name -> watchpost.v1.DetectionStatus
 	17, // 15: watchpost.v1.Heartbeat.baseline:type_name -> watchpost.v1.BaselineStatus
-	3,  // 16: watchpost.v1.IngestService.Ingest:input_type -> watchpost.v1.IngestRequest
-	4,  // 17: watchpost.v1.IngestService.Ingest:output_type -> watchpost.v1.IngestResponse
-	17, // [17:18] is the sub-list for method output_type
-	16, // [16:17] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	18, // 16: watchpost.v1.Heartbeat.response:type_name -> watchpost.v1.Policies
+	3,  // 17: watchpost.v1.IngestService.Ingest:input_type -> watchpost.v1.IngestRequest
+	4,  // 18: watchpost.v1.IngestService.Ingest:output_type -> watchpost.v1.IngestResponse
+	18, // [18:19] is the sub-list for method output_type
+	17, // [17:18] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_ingest_proto_init() }

@@ -682,8 +682,11 @@ type HostInfo struct {
 	// The agent's rule engine, from its last heartbeat.
 	Detection *DetectionStatus `protobuf:"bytes,80,opt,name=detection,proto3" json:"detection,omitempty"`
 	// The agent's learned baseline, from its last heartbeat.
-	Baseline        *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
-	CommandsApplied uint64          `protobuf:"varint,81,opt,name=commands_applied,json=commandsApplied,proto3" json:"commands_applied,omitempty"`
+	Baseline *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	// The agent's response policies, from its last heartbeat (absent when
+	// response is off).
+	Response        *Policies `protobuf:"bytes,151,opt,name=response,proto3" json:"response,omitempty"`
+	CommandsApplied uint64    `protobuf:"varint,81,opt,name=commands_applied,json=commandsApplied,proto3" json:"commands_applied,omitempty"`
 	// The last heartbeat was the final one of a clean stop.
 	Stopped bool `protobuf:"varint,130,opt,name=stopped,proto3" json:"stopped,omitempty"`
 	// The agent's heartbeat interval (silence is judged against it).
@@ -873,6 +876,13 @@ func (x *HostInfo) GetDetection() *DetectionStatus {
 func (x *HostInfo) GetBaseline() *BaselineStatus {
 	if x != nil {
 		return x.Baseline
+	}
+	return nil
+}
+
+func (x *HostInfo) GetResponse() *Policies {
+	if x != nil {
+		return x.Response
 	}
 	return nil
 }
@@ -2385,6 +2395,367 @@ func (x *BaselineCommandResponse) GetAllowed() *BaselineItem {
 	return nil
 }
 
+type ListPoliciesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this agent (an unknown one is NOT_FOUND); empty: every agent.
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoliciesRequest) Reset() {
+	*x = ListPoliciesRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoliciesRequest) ProtoMessage() {}
+
+func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
+func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListPoliciesRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+type ListPoliciesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hosts         []*HostPolicies        `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoliciesResponse) Reset() {
+	*x = ListPoliciesResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoliciesResponse) ProtoMessage() {}
+
+func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
+func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListPoliciesResponse) GetHosts() []*HostPolicies {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+// HostPolicies is one agent's response policies.
+type HostPolicies struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	AgentId          string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Host             string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	LastSeenUnixNano int64                  `protobuf:"varint,3,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
+	// A heartbeat arrived within three intervals and was not the last of a
+	// clean stop: a command reaches the agent now.
+	Online bool `protobuf:"varint,4,opt,name=online,proto3" json:"online,omitempty"`
+	// As the agent's last heartbeat reported them; absent when the agent
+	// runs without response (response.enabled: false, or an older agent).
+	Policies      *Policies `protobuf:"bytes,5,opt,name=policies,proto3" json:"policies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostPolicies) Reset() {
+	*x = HostPolicies{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostPolicies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostPolicies) ProtoMessage() {}
+
+func (x *HostPolicies) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostPolicies.ProtoReflect.Descriptor instead.
+func (*HostPolicies) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *HostPolicies) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *HostPolicies) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HostPolicies) GetLastSeenUnixNano() int64 {
+	if x != nil {
+		return x.LastSeenUnixNano
+	}
+	return 0
+}
+
+func (x *HostPolicies) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *HostPolicies) GetPolicies() *Policies {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+type PolicyCommandRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Types that are valid to be assigned to Action:
+	//
+	//	*PolicyCommandRequest_SetMode
+	//	*PolicyCommandRequest_KillSwitch
+	Action  isPolicyCommandRequest_Action `protobuf_oneof:"action"`
+	Comment string                        `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// How long to wait for the agent's acknowledgement: 0 is 10s, at most
+	// 60s. An offline agent is not waited for.
+	WaitMillis    uint32 `protobuf:"varint,5,opt,name=wait_millis,json=waitMillis,proto3" json:"wait_millis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyCommandRequest) Reset() {
+	*x = PolicyCommandRequest{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyCommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyCommandRequest) ProtoMessage() {}
+
+func (x *PolicyCommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyCommandRequest.ProtoReflect.Descriptor instead.
+func (*PolicyCommandRequest) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PolicyCommandRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *PolicyCommandRequest) GetAction() isPolicyCommandRequest_Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+func (x *PolicyCommandRequest) GetSetMode() *PolicyMode {
+	if x != nil {
+		if x, ok := x.Action.(*PolicyCommandRequest_SetMode); ok {
+			return x.SetMode
+		}
+	}
+	return nil
+}
+
+func (x *PolicyCommandRequest) GetKillSwitch() bool {
+	if x != nil {
+		if x, ok := x.Action.(*PolicyCommandRequest_KillSwitch); ok {
+			return x.KillSwitch
+		}
+	}
+	return false
+}
+
+func (x *PolicyCommandRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *PolicyCommandRequest) GetWaitMillis() uint32 {
+	if x != nil {
+		return x.WaitMillis
+	}
+	return 0
+}
+
+type isPolicyCommandRequest_Action interface {
+	isPolicyCommandRequest_Action()
+}
+
+type PolicyCommandRequest_SetMode struct {
+	// A policy's mode: monitor or enforce. The policy must be one the
+	// agent reported.
+	SetMode *PolicyMode `protobuf:"bytes,2,opt,name=set_mode,json=setMode,proto3,oneof"`
+}
+
+type PolicyCommandRequest_KillSwitch struct {
+	// true: the kill switch on (every enforcing hook detached, nothing is
+	// blocked or reported); false: off again.
+	KillSwitch bool `protobuf:"varint,3,opt,name=kill_switch,json=killSwitch,proto3,oneof"`
+}
+
+func (*PolicyCommandRequest_SetMode) isPolicyCommandRequest_Action() {}
+
+func (*PolicyCommandRequest_KillSwitch) isPolicyCommandRequest_Action() {}
+
+type PolicyCommandResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	CommandSeq uint64                 `protobuf:"varint,1,opt,name=command_seq,json=commandSeq,proto3" json:"command_seq,omitempty"`
+	AgentId    string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// APPLIED or FAILED as the agent acknowledged it; PENDING: queued, the
+	// agent applies it when it next connects (or did not answer in time).
+	Status CommandStatus `protobuf:"varint,3,opt,name=status,proto3,enum=watchpost.v1.CommandStatus" json:"status,omitempty"`
+	// The agent's reason for FAILED; for PENDING, why it is queued.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	AgentOnline   bool   `protobuf:"varint,5,opt,name=agent_online,json=agentOnline,proto3" json:"agent_online,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyCommandResponse) Reset() {
+	*x = PolicyCommandResponse{}
+	mi := &file_watchpost_v1_query_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyCommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyCommandResponse) ProtoMessage() {}
+
+func (x *PolicyCommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_query_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyCommandResponse.ProtoReflect.Descriptor instead.
+func (*PolicyCommandResponse) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_query_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PolicyCommandResponse) GetCommandSeq() uint64 {
+	if x != nil {
+		return x.CommandSeq
+	}
+	return 0
+}
+
+func (x *PolicyCommandResponse) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *PolicyCommandResponse) GetStatus() CommandStatus {
+	if x != nil {
+		return x.Status
+	}
+	return CommandStatus_COMMAND_STATUS_UNSPECIFIED
+}
+
+func (x *PolicyCommandResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PolicyCommandResponse) GetAgentOnline() bool {
+	if x != nil {
+		return x.AgentOnline
+	}
+	return false
+}
+
 var File_watchpost_v1_query_proto protoreflect.FileDescriptor
 
 const file_watchpost_v1_query_proto_rawDesc = "" +
@@ -2418,7 +2789,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x12TailEventsResponse\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"\x12\n" +
-	"\x10ListHostsRequest\"\xc7\b\n" +
+	"\x10ListHostsRequest\"\xfc\b\n" +
 	"\bHostInfo\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x17\n" +
@@ -2441,7 +2812,8 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x0ebatches_stored\x18\x11 \x01(\x04R\rbatchesStored\x12)\n" +
 	"\x10batches_rejected\x18\x12 \x01(\x04R\x0fbatchesRejected\x12;\n" +
 	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x129\n" +
-	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\x12)\n" +
+	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\x123\n" +
+	"\bresponse\x18\x97\x01 \x01(\v2\x16.watchpost.v1.PoliciesR\bresponse\x12)\n" +
 	"\x10commands_applied\x18Q \x01(\x04R\x0fcommandsApplied\x12\x19\n" +
 	"\astopped\x18\x82\x01 \x01(\bR\astopped\x129\n" +
 	"\x18heartbeat_interval_nanos\x18\x83\x01 \x01(\x03R\x16heartbeatIntervalNanos\x121\n" +
@@ -2567,7 +2939,33 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\vcommand_seq\x18\x01 \x01(\x04R\n" +
 	"commandSeq\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x124\n" +
-	"\aallowed\x18\x03 \x01(\v2\x1a.watchpost.v1.BaselineItemR\aallowed*\x93\x05\n" +
+	"\aallowed\x18\x03 \x01(\v2\x1a.watchpost.v1.BaselineItemR\aallowed\"0\n" +
+	"\x13ListPoliciesRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"H\n" +
+	"\x14ListPoliciesResponse\x120\n" +
+	"\x05hosts\x18\x01 \x03(\v2\x1a.watchpost.v1.HostPoliciesR\x05hosts\"\xb8\x01\n" +
+	"\fHostPolicies\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12-\n" +
+	"\x13last_seen_unix_nano\x18\x03 \x01(\x03R\x10lastSeenUnixNano\x12\x16\n" +
+	"\x06online\x18\x04 \x01(\bR\x06online\x122\n" +
+	"\bpolicies\x18\x05 \x01(\v2\x16.watchpost.v1.PoliciesR\bpolicies\"\xd0\x01\n" +
+	"\x14PolicyCommandRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x125\n" +
+	"\bset_mode\x18\x02 \x01(\v2\x18.watchpost.v1.PolicyModeH\x00R\asetMode\x12!\n" +
+	"\vkill_switch\x18\x03 \x01(\bH\x00R\n" +
+	"killSwitch\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12\x1f\n" +
+	"\vwait_millis\x18\x05 \x01(\rR\n" +
+	"waitMillisB\b\n" +
+	"\x06action\"\xc5\x01\n" +
+	"\x15PolicyCommandResponse\x12\x1f\n" +
+	"\vcommand_seq\x18\x01 \x01(\x04R\n" +
+	"commandSeq\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x123\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x1b.watchpost.v1.CommandStatusR\x06status\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12!\n" +
+	"\fagent_online\x18\x05 \x01(\bR\vagentOnline*\x93\x05\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bALERT_KIND_MISSED_HEARTBEAT\x10\x01\x12\x1b\n" +
@@ -2603,7 +3001,7 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\x17ALERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ALERT_STATE_OPEN\x10\x01\x12\x1c\n" +
 	"\x18ALERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n" +
-	"\x14ALERT_STATE_RESOLVED\x10\x032\xd6\a\n" +
+	"\x14ALERT_STATE_RESOLVED\x10\x032\x87\t\n" +
 	"\fQueryService\x12R\n" +
 	"\vQueryEvents\x12 .watchpost.v1.QueryEventsRequest\x1a!.watchpost.v1.QueryEventsResponse\x12Q\n" +
 	"\n" +
@@ -2617,7 +3015,9 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\fAddException\x12!.watchpost.v1.AddExceptionRequest\x1a\".watchpost.v1.AddExceptionResponse\x12^\n" +
 	"\x0fRemoveException\x12$.watchpost.v1.RemoveExceptionRequest\x1a%.watchpost.v1.RemoveExceptionResponse\x12[\n" +
 	"\x0eListExceptions\x12#.watchpost.v1.ListExceptionsRequest\x1a$.watchpost.v1.ListExceptionsResponse\x12^\n" +
-	"\x0fBaselineCommand\x12$.watchpost.v1.BaselineCommandRequest\x1a%.watchpost.v1.BaselineCommandResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
+	"\x0fBaselineCommand\x12$.watchpost.v1.BaselineCommandRequest\x1a%.watchpost.v1.BaselineCommandResponse\x12U\n" +
+	"\fListPolicies\x12!.watchpost.v1.ListPoliciesRequest\x1a\".watchpost.v1.ListPoliciesResponse\x12X\n" +
+	"\rPolicyCommand\x12\".watchpost.v1.PolicyCommandRequest\x1a#.watchpost.v1.PolicyCommandResponseB?Z=github.com/watchpost/watchpost/proto/watchpost/v1;watchpostv1b\x06proto3"
 
 var (
 	file_watchpost_v1_query_proto_rawDescOnce sync.Once
@@ -2632,7 +3032,7 @@ func file_watchpost_v1_query_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_watchpost_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_watchpost_v1_query_proto_goTypes = []any{
 	(AlertKind)(0),                   // 0: watchpost.v1.AlertKind
 	(Severity)(0),                    // 1: watchpost.v1.Severity
@@ -2664,85 +3064,101 @@ var file_watchpost_v1_query_proto_goTypes = []any{
 	(*UpdateAlertsResponse)(nil),     // 27: watchpost.v1.UpdateAlertsResponse
 	(*BaselineCommandRequest)(nil),   // 28: watchpost.v1.BaselineCommandRequest
 	(*BaselineCommandResponse)(nil),  // 29: watchpost.v1.BaselineCommandResponse
-	(EventType)(0),                   // 30: watchpost.v1.EventType
-	(*Event)(nil),                    // 31: watchpost.v1.Event
-	(*Counter)(nil),                  // 32: watchpost.v1.Counter
-	(*DetectionStatus)(nil),          // 33: watchpost.v1.DetectionStatus
-	(*BaselineStatus)(nil),           // 34: watchpost.v1.BaselineStatus
-	(*DetectionAlert)(nil),           // 35: watchpost.v1.DetectionAlert
-	(*Process)(nil),                  // 36: watchpost.v1.Process
-	(*Ancestor)(nil),                 // 37: watchpost.v1.Ancestor
-	(*Industrial)(nil),               // 38: watchpost.v1.Industrial
-	(*EventRef)(nil),                 // 39: watchpost.v1.EventRef
-	(*DetectionException)(nil),       // 40: watchpost.v1.DetectionException
-	(CommandStatus)(0),               // 41: watchpost.v1.CommandStatus
-	(*BaselineItem)(nil),             // 42: watchpost.v1.BaselineItem
-	(*BaselineRelearn)(nil),          // 43: watchpost.v1.BaselineRelearn
+	(*ListPoliciesRequest)(nil),      // 30: watchpost.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),     // 31: watchpost.v1.ListPoliciesResponse
+	(*HostPolicies)(nil),             // 32: watchpost.v1.HostPolicies
+	(*PolicyCommandRequest)(nil),     // 33: watchpost.v1.PolicyCommandRequest
+	(*PolicyCommandResponse)(nil),    // 34: watchpost.v1.PolicyCommandResponse
+	(EventType)(0),                   // 35: watchpost.v1.EventType
+	(*Event)(nil),                    // 36: watchpost.v1.Event
+	(*Counter)(nil),                  // 37: watchpost.v1.Counter
+	(*DetectionStatus)(nil),          // 38: watchpost.v1.DetectionStatus
+	(*BaselineStatus)(nil),           // 39: watchpost.v1.BaselineStatus
+	(*Policies)(nil),                 // 40: watchpost.v1.Policies
+	(*DetectionAlert)(nil),           // 41: watchpost.v1.DetectionAlert
+	(*Process)(nil),                  // 42: watchpost.v1.Process
+	(*Ancestor)(nil),                 // 43: watchpost.v1.Ancestor
+	(*Industrial)(nil),               // 44: watchpost.v1.Industrial
+	(*EventRef)(nil),                 // 45: watchpost.v1.EventRef
+	(*DetectionException)(nil),       // 46: watchpost.v1.DetectionException
+	(CommandStatus)(0),               // 47: watchpost.v1.CommandStatus
+	(*BaselineItem)(nil),             // 48: watchpost.v1.BaselineItem
+	(*BaselineRelearn)(nil),          // 49: watchpost.v1.BaselineRelearn
+	(*PolicyMode)(nil),               // 50: watchpost.v1.PolicyMode
 }
 var file_watchpost_v1_query_proto_depIdxs = []int32{
-	30, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
+	35, // 0: watchpost.v1.EventFilter.types:type_name -> watchpost.v1.EventType
 	3,  // 1: watchpost.v1.QueryEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	31, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
+	36, // 2: watchpost.v1.QueryEventsResponse.events:type_name -> watchpost.v1.Event
 	3,  // 3: watchpost.v1.TailEventsRequest.filter:type_name -> watchpost.v1.EventFilter
-	31, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
-	32, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
-	33, // 6: watchpost.v1.HostInfo.detection:type_name -> watchpost.v1.DetectionStatus
-	34, // 7: watchpost.v1.HostInfo.baseline:type_name -> watchpost.v1.BaselineStatus
-	32, // 8: watchpost.v1.HostInfo.refusals:type_name -> watchpost.v1.Counter
-	9,  // 9: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
-	0,  // 10: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
-	32, // 11: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
-	1,  // 12: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
-	2,  // 13: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
-	35, // 14: watchpost.v1.Alert.detection:type_name -> watchpost.v1.DetectionAlert
-	36, // 15: watchpost.v1.Alert.process:type_name -> watchpost.v1.Process
-	37, // 16: watchpost.v1.Alert.ancestry:type_name -> watchpost.v1.Ancestor
-	38, // 17: watchpost.v1.Alert.industrial:type_name -> watchpost.v1.Industrial
-	2,  // 18: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
-	1,  // 19: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
-	0,  // 20: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
-	13, // 21: watchpost.v1.AlertEventsResponse.alert:type_name -> watchpost.v1.Alert
-	31, // 22: watchpost.v1.AlertEventsResponse.events:type_name -> watchpost.v1.Event
-	39, // 23: watchpost.v1.AlertEventsResponse.missing:type_name -> watchpost.v1.EventRef
-	40, // 24: watchpost.v1.AddExceptionRequest.exception:type_name -> watchpost.v1.DetectionException
-	40, // 25: watchpost.v1.AddExceptionResponse.exception:type_name -> watchpost.v1.DetectionException
-	23, // 26: watchpost.v1.ListExceptionsResponse.exceptions:type_name -> watchpost.v1.ExceptionStatus
-	40, // 27: watchpost.v1.ExceptionStatus.exception:type_name -> watchpost.v1.DetectionException
-	24, // 28: watchpost.v1.ExceptionStatus.deliveries:type_name -> watchpost.v1.CommandDelivery
-	41, // 29: watchpost.v1.CommandDelivery.status:type_name -> watchpost.v1.CommandStatus
-	13, // 30: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	2,  // 31: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
-	13, // 32: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
-	42, // 33: watchpost.v1.BaselineCommandRequest.allow:type_name -> watchpost.v1.BaselineItem
-	43, // 34: watchpost.v1.BaselineCommandRequest.relearn:type_name -> watchpost.v1.BaselineRelearn
-	42, // 35: watchpost.v1.BaselineCommandResponse.allowed:type_name -> watchpost.v1.BaselineItem
-	4,  // 36: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
-	6,  // 37: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
-	8,  // 38: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
-	11, // 39: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
-	14, // 40: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
-	26, // 41: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
-	15, // 42: watchpost.v1.QueryService.AlertEvents:input_type -> watchpost.v1.AlertEventsRequest
-	17, // 43: watchpost.v1.QueryService.AddException:input_type -> watchpost.v1.AddExceptionRequest
-	19, // 44: watchpost.v1.QueryService.RemoveException:input_type -> watchpost.v1.RemoveExceptionRequest
-	21, // 45: watchpost.v1.QueryService.ListExceptions:input_type -> watchpost.v1.ListExceptionsRequest
-	28, // 46: watchpost.v1.QueryService.BaselineCommand:input_type -> watchpost.v1.BaselineCommandRequest
-	5,  // 47: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
-	7,  // 48: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
-	10, // 49: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
-	12, // 50: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
-	25, // 51: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
-	27, // 52: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
-	16, // 53: watchpost.v1.QueryService.AlertEvents:output_type -> watchpost.v1.AlertEventsResponse
-	18, // 54: watchpost.v1.QueryService.AddException:output_type -> watchpost.v1.AddExceptionResponse
-	20, // 55: watchpost.v1.QueryService.RemoveException:output_type -> watchpost.v1.RemoveExceptionResponse
-	22, // 56: watchpost.v1.QueryService.ListExceptions:output_type -> watchpost.v1.ListExceptionsResponse
-	29, // 57: watchpost.v1.QueryService.BaselineCommand:output_type -> watchpost.v1.BaselineCommandResponse
-	47, // [47:58] is the sub-list for method output_type
-	36, // [36:47] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	36, // 4: watchpost.v1.TailEventsResponse.events:type_name -> watchpost.v1.Event
+	37, // 5: watchpost.v1.HostInfo.drops:type_name -> watchpost.v1.Counter
+	38, // 6: watchpost.v1.HostInfo.detection:type_name -> watchpost.v1.DetectionStatus
+	39, // 7: watchpost.v1.HostInfo.baseline:type_name -> watchpost.v1.BaselineStatus
+	40, // 8: watchpost.v1.HostInfo.response:type_name -> watchpost.v1.Policies
+	37, // 9: watchpost.v1.HostInfo.refusals:type_name -> watchpost.v1.Counter
+	9,  // 10: watchpost.v1.ListHostsResponse.hosts:type_name -> watchpost.v1.HostInfo
+	0,  // 11: watchpost.v1.Alert.kind:type_name -> watchpost.v1.AlertKind
+	37, // 12: watchpost.v1.Alert.drops:type_name -> watchpost.v1.Counter
+	1,  // 13: watchpost.v1.Alert.severity:type_name -> watchpost.v1.Severity
+	2,  // 14: watchpost.v1.Alert.state:type_name -> watchpost.v1.AlertState
+	41, // 15: watchpost.v1.Alert.detection:type_name -> watchpost.v1.DetectionAlert
+	42, // 16: watchpost.v1.Alert.process:type_name -> watchpost.v1.Process
+	43, // 17: watchpost.v1.Alert.ancestry:type_name -> watchpost.v1.Ancestor
+	44, // 18: watchpost.v1.Alert.industrial:type_name -> watchpost.v1.Industrial
+	2,  // 19: watchpost.v1.ListAlertsRequest.states:type_name -> watchpost.v1.AlertState
+	1,  // 20: watchpost.v1.ListAlertsRequest.min_severity:type_name -> watchpost.v1.Severity
+	0,  // 21: watchpost.v1.ListAlertsRequest.kinds:type_name -> watchpost.v1.AlertKind
+	13, // 22: watchpost.v1.AlertEventsResponse.alert:type_name -> watchpost.v1.Alert
+	36, // 23: watchpost.v1.AlertEventsResponse.events:type_name -> watchpost.v1.Event
+	45, // 24: watchpost.v1.AlertEventsResponse.missing:type_name -> watchpost.v1.EventRef
+	46, // 25: watchpost.v1.AddExceptionRequest.exception:type_name -> watchpost.v1.DetectionException
+	46, // 26: watchpost.v1.AddExceptionResponse.exception:type_name -> watchpost.v1.DetectionException
+	23, // 27: watchpost.v1.ListExceptionsResponse.exceptions:type_name -> watchpost.v1.ExceptionStatus
+	46, // 28: watchpost.v1.ExceptionStatus.exception:type_name -> watchpost.v1.DetectionException
+	24, // 29: watchpost.v1.ExceptionStatus.deliveries:type_name -> watchpost.v1.CommandDelivery
+	47, // 30: watchpost.v1.CommandDelivery.status:type_name -> watchpost.v1.CommandStatus
+	13, // 31: watchpost.v1.ListAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	2,  // 32: watchpost.v1.UpdateAlertsRequest.state:type_name -> watchpost.v1.AlertState
+	13, // 33: watchpost.v1.UpdateAlertsResponse.alerts:type_name -> watchpost.v1.Alert
+	48, // 34: watchpost.v1.BaselineCommandRequest.allow:type_name -> watchpost.v1.BaselineItem
+	49, // 35: watchpost.v1.BaselineCommandRequest.relearn:type_name -> watchpost.v1.BaselineRelearn
+	48, // 36: watchpost.v1.BaselineCommandResponse.allowed:type_name -> watchpost.v1.BaselineItem
+	32, // 37: watchpost.v1.ListPoliciesResponse.hosts:type_name -> watchpost.v1.HostPolicies
+	40, // 38: watchpost.v1.HostPolicies.policies:type_name -> watchpost.v1.Policies
+	50, // 39: watchpost.v1.PolicyCommandRequest.set_mode:type_name -> watchpost.v1.PolicyMode
+	47, // 40: watchpost.v1.PolicyCommandResponse.status:type_name -> watchpost.v1.CommandStatus
+	4,  // 41: watchpost.v1.QueryService.QueryEvents:input_type -> watchpost.v1.QueryEventsRequest
+	6,  // 42: watchpost.v1.QueryService.TailEvents:input_type -> watchpost.v1.TailEventsRequest
+	8,  // 43: watchpost.v1.QueryService.ListHosts:input_type -> watchpost.v1.ListHostsRequest
+	11, // 44: watchpost.v1.QueryService.EnforceRetention:input_type -> watchpost.v1.EnforceRetentionRequest
+	14, // 45: watchpost.v1.QueryService.ListAlerts:input_type -> watchpost.v1.ListAlertsRequest
+	26, // 46: watchpost.v1.QueryService.UpdateAlerts:input_type -> watchpost.v1.UpdateAlertsRequest
+	15, // 47: watchpost.v1.QueryService.AlertEvents:input_type -> watchpost.v1.AlertEventsRequest
+	17, // 48: watchpost.v1.QueryService.AddException:input_type -> watchpost.v1.AddExceptionRequest
+	19, // 49: watchpost.v1.QueryService.RemoveException:input_type -> watchpost.v1.RemoveExceptionRequest
+	21, // 50: watchpost.v1.QueryService.ListExceptions:input_type -> watchpost.v1.ListExceptionsRequest
+	28, // 51: watchpost.v1.QueryService.BaselineCommand:input_type -> watchpost.v1.BaselineCommandRequest
+	30, // 52: watchpost.v1.QueryService.ListPolicies:input_type -> watchpost.v1.ListPoliciesRequest
+	33, // 53: watchpost.v1.QueryService.PolicyCommand:input_type -> watchpost.v1.PolicyCommandRequest
+	5,  // 54: watchpost.v1.QueryService.QueryEvents:output_type -> watchpost.v1.QueryEventsResponse
+	7,  // 55: watchpost.v1.QueryService.TailEvents:output_type -> watchpost.v1.TailEventsResponse
+	10, // 56: watchpost.v1.QueryService.ListHosts:output_type -> watchpost.v1.ListHostsResponse
+	12, // 57: watchpost.v1.QueryService.EnforceRetention:output_type -> watchpost.v1.EnforceRetentionResponse
+	25, // 58: watchpost.v1.QueryService.ListAlerts:output_type -> watchpost.v1.ListAlertsResponse
+	27, // 59: watchpost.v1.QueryService.UpdateAlerts:output_type -> watchpost.v1.UpdateAlertsResponse
+	16, // 60: watchpost.v1.QueryService.AlertEvents:output_type -> watchpost.v1.AlertEventsResponse
+	18, // 61: watchpost.v1.QueryService.AddException:output_type -> watchpost.v1.AddExceptionResponse
+	20, // 62: watchpost.v1.QueryService.RemoveException:output_type -> watchpost.v1.RemoveExceptionResponse
+	22, // 63: watchpost.v1.QueryService.ListExceptions:output_type -> watchpost.v1.ListExceptionsResponse
+	29, // 64: watchpost.v1.QueryService.BaselineCommand:output_type -> watchpost.v1.BaselineCommandResponse
+	31, // 65: watchpost.v1.QueryService.ListPolicies:output_type -> watchpost.v1.ListPoliciesResponse
+	34, // 66: watchpost.v1.QueryService.PolicyCommand:output_type -> watchpost.v1.PolicyCommandResponse
+	54, // [54:67] is the sub-list for method output_type
+	41, // [41:54] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_query_proto_init() }
@@ -2758,13 +3174,17 @@ func file_watchpost_v1_query_proto_init() {
 		(*BaselineCommandRequest_Relearn)(nil),
 		(*BaselineCommandRequest_Mode)(nil),
 	}
+	file_watchpost_v1_query_proto_msgTypes[30].OneofWrappers = []any{
+		(*PolicyCommandRequest_SetMode)(nil),
+		(*PolicyCommandRequest_KillSwitch)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_query_proto_rawDesc), len(file_watchpost_v1_query_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

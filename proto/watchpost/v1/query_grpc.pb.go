@@ -32,6 +32,8 @@ const (
 	QueryService_RemoveException_FullMethodName  = "/watchpost.v1.QueryService/RemoveException"
 	QueryService_ListExceptions_FullMethodName   = "/watchpost.v1.QueryService/ListExceptions"
 	QueryService_BaselineCommand_FullMethodName  = "/watchpost.v1.QueryService/BaselineCommand"
+	QueryService_ListPolicies_FullMethodName     = "/watchpost.v1.QueryService/ListPolicies"
+	QueryService_PolicyCommand_FullMethodName    = "/watchpost.v1.QueryService/PolicyCommand"
 )
 
 // QueryServiceClient is the client API for QueryService service.
@@ -64,6 +66,14 @@ type QueryServiceClient interface {
 	// (given, or the item of a baseline alert), relearn, or set the mode
 	// (admin role).
 	BaselineCommand(ctx context.Context, in *BaselineCommandRequest, opts ...grpc.CallOption) (*BaselineCommandResponse, error)
+	// ListPolicies returns each agent's response policies as its last
+	// heartbeat reported them: mode, whether they can be enforced there, and
+	// what each blocked or would have blocked.
+	ListPolicies(ctx context.Context, in *ListPoliciesRequest, opts ...grpc.CallOption) (*ListPoliciesResponse, error)
+	// PolicyCommand switches one policy of an agent between monitor and
+	// enforce, or turns the agent's kill switch on or off, and waits a
+	// moment for the agent to apply it (admin role).
+	PolicyCommand(ctx context.Context, in *PolicyCommandRequest, opts ...grpc.CallOption) (*PolicyCommandResponse, error)
 }
 
 type queryServiceClient struct {
@@ -193,6 +203,26 @@ func (c *queryServiceClient) BaselineCommand(ctx context.Context, in *BaselineCo
 	return out, nil
 }
 
+func (c *queryServiceClient) ListPolicies(ctx context.Context, in *ListPoliciesRequest, opts ...grpc.CallOption) (*ListPoliciesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPoliciesResponse)
+	err := c.cc.Invoke(ctx, QueryService_ListPolicies_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) PolicyCommand(ctx context.Context, in *PolicyCommandRequest, opts ...grpc.CallOption) (*PolicyCommandResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyCommandResponse)
+	err := c.cc.Invoke(ctx, QueryService_PolicyCommand_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueryServiceServer is the server API for QueryService service.
 // All implementations must embed UnimplementedQueryServiceServer
 // for forward compatibility.
@@ -223,6 +253,14 @@ type QueryServiceServer interface {
 	// (given, or the item of a baseline alert), relearn, or set the mode
 	// (admin role).
 	BaselineCommand(context.Context, *BaselineCommandRequest) (*BaselineCommandResponse, error)
+	// ListPolicies returns each agent's response policies as its last
+	// heartbeat reported them: mode, whether they can be enforced there, and
+	// what each blocked or would have blocked.
+	ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error)
+	// PolicyCommand switches one policy of an agent between monitor and
+	// enforce, or turns the agent's kill switch on or off, and waits a
+	// moment for the agent to apply it (admin role).
+	PolicyCommand(context.Context, *PolicyCommandRequest) (*PolicyCommandResponse, error)
 	mustEmbedUnimplementedQueryServiceServer()
 }
 
@@ -265,6 +303,12 @@ func (UnimplementedQueryServiceServer) ListExceptions(context.Context, *ListExce
 }
 func (UnimplementedQueryServiceServer) BaselineCommand(context.Context, *BaselineCommandRequest) (*BaselineCommandResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BaselineCommand not implemented")
+}
+func (UnimplementedQueryServiceServer) ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPolicies not implemented")
+}
+func (UnimplementedQueryServiceServer) PolicyCommand(context.Context, *PolicyCommandRequest) (*PolicyCommandResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PolicyCommand not implemented")
 }
 func (UnimplementedQueryServiceServer) mustEmbedUnimplementedQueryServiceServer() {}
 func (UnimplementedQueryServiceServer) testEmbeddedByValue()                      {}
@@ -478,6 +522,42 @@ func _QueryService_BaselineCommand_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueryService_ListPolicies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPoliciesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).ListPolicies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_ListPolicies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).ListPolicies(ctx, req.(*ListPoliciesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_PolicyCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PolicyCommandRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).PolicyCommand(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_PolicyCommand_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).PolicyCommand(ctx, req.(*PolicyCommandRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueryService_ServiceDesc is the grpc.ServiceDesc for QueryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -524,6 +604,14 @@ var QueryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BaselineCommand",
 			Handler:    _QueryService_BaselineCommand_Handler,
+		},
+		{
+			MethodName: "ListPolicies",
+			Handler:    _QueryService_ListPolicies_Handler,
+		},
+		{
+			MethodName: "PolicyCommand",
+			Handler:    _QueryService_PolicyCommand_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
