@@ -34,12 +34,7 @@ func newAlerts(g *globals) *cobra.Command {
 				return err
 			}
 			req.Limit, req.BeforeId = limit, before
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.ListAlerts(ctx, req)
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.ListAlerts, req)
 			if err != nil {
 				return err
 			}
@@ -89,12 +84,7 @@ func newAlertState(g *globals, name, short string, state watchpostv1.AlertState)
 				}
 				req.Ids = append(req.Ids, id)
 			}
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.UpdateAlerts(ctx, req)
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.UpdateAlerts, req)
 			if err != nil {
 				return err
 			}
@@ -107,12 +97,7 @@ func newAlertState(g *globals, name, short string, state watchpostv1.AlertState)
 
 func printAlerts(out io.Writer, as []*watchpostv1.Alert, asJSON bool) error {
 	if asJSON {
-		for _, a := range as {
-			if err := printJSON(out, a); err != nil {
-				return err
-			}
-		}
-		return nil
+		return printEach(out, as)
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tTIME\tSEVERITY\tSTATE\tAGENT\tHOST\tALERT\tCOUNT\tMESSAGE")
@@ -153,12 +138,7 @@ func newAlertEvents(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.AlertEvents(ctx, &watchpostv1.AlertEventsRequest{AlertId: id})
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.AlertEvents, &watchpostv1.AlertEventsRequest{AlertId: id})
 			if err != nil {
 				return err
 			}
@@ -202,12 +182,7 @@ func newAlertExcept(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.AddException(ctx, &watchpostv1.AddExceptionRequest{AlertId: id, By: by, AllAgents: all, Comment: comment})
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.AddException, &watchpostv1.AddExceptionRequest{AlertId: id, By: by, AllAgents: all, Comment: comment})
 			if err != nil {
 				return err
 			}
@@ -264,23 +239,13 @@ func newExceptions(g *globals) *cobra.Command {
 		Short: "List the detection exceptions sent to agents and where they were applied; remove one",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.ListExceptions(ctx, &watchpostv1.ListExceptionsRequest{AgentId: agent})
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.ListExceptions, &watchpostv1.ListExceptionsRequest{AgentId: agent})
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if g.json {
-				for _, e := range resp.Exceptions {
-					if err := printJSON(out, e); err != nil {
-						return err
-					}
-				}
-				return nil
+				return printEach(out, resp.Exceptions)
 			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tCREATED\tBY\tFOR\tDELIVERY\tEXCEPTION\tCOMMENT")
@@ -308,12 +273,7 @@ func newExceptions(g *globals) *cobra.Command {
 		Short: "Withdraw an exception from the agents it was sent to",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.RemoveException(ctx, &watchpostv1.RemoveExceptionRequest{Id: args[0]})
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.RemoveException, &watchpostv1.RemoveExceptionRequest{Id: args[0]})
 			if err != nil {
 				return err
 			}

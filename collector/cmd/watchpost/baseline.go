@@ -23,12 +23,7 @@ func newBaseline(g *globals) *cobra.Command {
 			"pending (alerted, not allowed) and dropped (the family was full). docs/baseline.md.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.ListHosts(ctx, &watchpostv1.ListHostsRequest{})
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.ListHosts, &watchpostv1.ListHostsRequest{})
 			if err != nil {
 				return err
 			}
@@ -165,12 +160,7 @@ func newBaselineMode(g *globals) *cobra.Command {
 }
 
 func sendBaseline(cmd *cobra.Command, g *globals, req *watchpostv1.BaselineCommandRequest) error {
-	cl, ctx, done, err := g.client(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := cl.BaselineCommand(ctx, req)
+	resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.BaselineCommand, req)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@
 //	watchpost events --host gw1 --type exec --since 1h
 //	watchpost tail --type 'net_*' --port 502
 //	watchpost hosts
+//	watchpost policies --host gw1
 package main
 
 import (
@@ -61,7 +62,8 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.token, "token", os.Getenv("WATCHPOST_TOKEN"), "bearer token (env WATCHPOST_TOKEN)")
 	pf.StringVar(&g.caFile, "ca-file", os.Getenv("WATCHPOST_CA_FILE"), "CA of the collector's query certificate; plain HTTP/2 when empty (env WATCHPOST_CA_FILE)")
 	pf.BoolVar(&g.json, "json", false, "print JSON, one object per line")
-	root.AddCommand(newEvents(g), newTail(g), newHosts(g), newAlerts(g), newExceptions(g), newBaseline(g))
+	root.AddCommand(newEvents(g), newTail(g), newHosts(g), newAlerts(g), newExceptions(g), newBaseline(g),
+		newPolicies(g), newPolicy(g), newKillSwitch(g))
 	return root
 }
 
@@ -93,6 +95,17 @@ func (g *globals) client(ctx context.Context) (watchpostv1.QueryServiceClient, c
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+g.token)
 	}
 	return watchpostv1.NewQueryServiceClient(conn), ctx, func() { _ = conn.Close() }, nil
+}
+
+// unary makes one call of the query API with a client of the global flags.
+func unary[Req, Resp any](ctx context.Context, g *globals, rpc func(watchpostv1.QueryServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	cl, ctx, done, err := g.client(ctx)
+	if err != nil {
+		var zero Resp
+		return zero, err
+	}
+	defer done()
+	return rpc(cl, ctx, req)
 }
 
 // filterFlags are the filters shared by events and tail.
@@ -127,12 +140,7 @@ func newEvents(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.QueryEvents(ctx, &watchpostv1.QueryEventsRequest{Filter: f, Limit: limit})
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.QueryEvents, &watchpostv1.QueryEventsRequest{Filter: f, Limit: limit})
 			if err != nil {
 				return err
 			}
@@ -200,23 +208,13 @@ func newHosts(g *globals) *cobra.Command {
 		Use:   "hosts",
 		Short: "List the agents: host, last seen, version, kernel, capture path and drop counters",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, ctx, done, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.ListHosts(ctx, &watchpostv1.ListHostsRequest{})
+			resp, err := unary(cmd.Context(), g, watchpostv1.QueryServiceClient.ListHosts, &watchpostv1.ListHostsRequest{})
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if g.json {
-				for _, h := range resp.Hosts {
-					if err := printJSON(out, h); err != nil {
-						return err
-					}
-				}
-				return nil
+				return printEach(out, resp.Hosts)
 			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "AGENT\tHOST\tLAST SEEN\tVERSION\tKERNEL\tCAPTURE\tEVENTS\tDROPPED\tDETECTION\tDROPS BY REASON")
@@ -274,14 +272,19 @@ func printJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
+// printEach prints messages as JSON, one a line.
+func printEach[M proto.Message](w io.Writer, ms []M) error {
+	for _, m := range ms {
+		if err := printJSON(w, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func printEvents(out io.Writer, evs []*watchpostv1.Event, asJSON, header bool) error {
 	if asJSON {
-		for _, ev := range evs {
-			if err := printJSON(out, ev); err != nil {
-				return err
-			}
-		}
-		return nil
+		return printEach(out, evs)
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	if header {
