@@ -119,6 +119,13 @@ func startAgent(t *testing.T, c *collector.Collector, pki string) {
 	cfg.Collector.Cert = filepath.Join(pki, cert)
 	cfg.Collector.Key = filepath.Join(pki, key)
 	cfg.Kernel.Events = []string{"exec", "exit", "clone", "net_connect", "net_accept", "file_open"}
+	// One monitor policy for a program that does not exist: the host
+	// details list it, and it never acts.
+	cfg.Response.PolicyFile = filepath.Join(t.TempDir(), "policies.yaml")
+	doc := "policies:\n  - id: no-absent-tool\n    action: kill_exec\n    selector: {exe: [" + filepath.Join(t.TempDir(), "absent") + "]}\n"
+	if err := os.WriteFile(cfg.Response.PolicyFile, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
@@ -592,6 +599,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		poll(fmt.Sprintf(`(r => !r.hidden && r.textContent.includes('Counters by kind and reason') && r.textContent.includes(%q))(document.querySelector('#hosts-table tr.details[data-agent=%q]'))`, host.kernel, agentID)))
 	if out := eval(overflow); len(out) != 0 {
 		t.Fatalf("hosts page with details overflows sideways at 1280 px: %q", out)
+	}
+	if got := text(fmt.Sprintf(`#hosts-table tr.details[data-agent=%q] tr[data-policy="no-absent-tool"]`, agentID)); !strings.Contains(got, "kill_exec") ||
+		!strings.Contains(got, "monitoring") {
+		t.Fatalf("host details' policy row %q", got)
 	}
 	shot("hosts")
 	step("back to 1400 px", chromedp.EmulateViewport(1400, 900))

@@ -357,6 +357,23 @@ function countersTable(h) {
     : el('p', { class: 'muted' }, 'no counter above zero');
 }
 
+// policiesTable is the host's response policies as its last heartbeat
+// reported them: mode, status, and what each blocked or would have.
+function policiesTable(h) {
+  const r = h.response;
+  if (!r) return el('p', { class: 'muted' }, 'response is off on this host');
+  const status = p => !r.enforcing ? 'kill switch on' : p.unenforceable ? 'unenforceable: ' + p.unenforceable : p.mode === 'enforce' ? 'enforced' : 'monitoring';
+  const rows = (r.policies || []).map(p => el('tr', { 'data-policy': p.id },
+    el('td', {}, p.id), el('td', {}, p.action), el('td', {}, p.mode), el('td', { class: 'status' }, status(p)),
+    el('td', { class: 'num' }, p.acted || 0), el('td', { class: 'num' }, p.would_have || 0), el('td', { class: 'num' }, p.failed || 0)));
+  return el('div', { class: 'policies' },
+    r.enforcing ? null : el('p', { class: 'error' }, 'Kill switch on: nothing is enforced on this host.'),
+    (r.errors || []).length ? el('p', { class: 'error' }, 'The last policy load was refused (the set below stays): ' + r.errors.join('; ')) : null,
+    rows.length ? el('table', { class: 'counters' },
+      el('thead', {}, el('tr', {}, ['policy', 'action', 'mode', 'status', 'blocked', 'would have', 'failed'].map(t => el('th', {}, t)))), el('tbody', {}, rows))
+      : el('p', { class: 'muted' }, 'no policies'));
+}
+
 // hostDetails is the counters on demand: everything the heartbeat said.
 function hostDetails(h, hh) {
   return el('div', { class: 'host-details' },
@@ -366,7 +383,8 @@ function hostDetails(h, hh) {
       ['batches stored / rejected', (h.batches_stored || 0) + ' / ' + (h.batches_rejected || 0)],
       ['spool', fmtBytes(h.spool_bytes)], ['kernel', h.kernel], ['boot id', h.boot_id], ['heartbeat', (h.heartbeat_seq || 0) + ' at ' + fmtTime(h.last_seen_unix_nano)],
       ['programs (' + (h.programs || []).length + ')', (h.programs || []).join(', ')]]),
-    el('h3', {}, 'Counters by kind and reason'), countersTable(h));
+    el('h3', {}, 'Counters by kind and reason'), countersTable(h),
+    el('h3', {}, 'Response policies'), policiesTable(h));
 }
 
 async function hostsView() {
