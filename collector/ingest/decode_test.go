@@ -50,3 +50,35 @@ func TestBombIsDecompressedOnlyToItsDeclaredSize(t *testing.T) {
 		t.Fatalf("ratio: %v, want refused by the ratio limit", err)
 	}
 }
+
+// TestHeartbeatResponseBounds: a heartbeat's policy report is refused whole
+// when it lists more policies than the list limit or a policy id longer
+// than a name, naming the field; a normal report passes.
+func TestHeartbeatResponseBounds(t *testing.T) {
+	d, err := ingest.NewDecoder(ingest.Limits{MaxListLen: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := func(ids ...string) *watchpostv1.Heartbeat {
+		p := &watchpostv1.Policies{Enforcing: true}
+		for _, id := range ids {
+			p.Policies = append(p.Policies, &watchpostv1.PolicyStatus{Id: id, Action: "kill_exec", Mode: "monitor"})
+		}
+		return &watchpostv1.Heartbeat{Host: "gw1", Response: p}
+	}
+	if err := d.ValidateHeartbeat(hb("a", "b")); err != nil {
+		t.Fatalf("two policies: %v", err)
+	}
+	for _, tc := range []struct {
+		hb   *watchpostv1.Heartbeat
+		want string
+	}{
+		{hb("a", "b", "c", "d", "e"), "heartbeat.response: more than 4 errors or policies"},
+		{hb("a", strings.Repeat("x", 300)), "heartbeat.response.policies[1].id: 300 bytes exceeds the limit of 256"},
+	} {
+		err := d.ValidateHeartbeat(tc.hb)
+		if !errors.Is(err, ingest.ErrTooLarge) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v, want %q", err, tc.want)
+		}
+	}
+}
