@@ -1,6 +1,8 @@
 package collector_test
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -151,6 +153,36 @@ func TestPolicyAPI(t *testing.T) {
 	}
 	if cmd := <-cmds; cmd.Action.(*watchpostv1.Command_Enforcing).Enforcing {
 		t.Fatalf("kill switch on sent as %v", cmd)
+	}
+
+	// The same over HTTP/JSON: listing with a read token, a command only
+	// with an admin one.
+	do := func(method, path, token, body string) (int, string) {
+		req, _ := http.NewRequest(method, "http://"+c.QueryAddr()+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		hr, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hr.Body.Close()
+		b, _ := io.ReadAll(hr.Body)
+		return hr.StatusCode, string(b)
+	}
+	defer http.DefaultClient.CloseIdleConnections()
+	if code, body := do("GET", "/api/v1/policies?agent=agent-a", readToken, ""); code != http.StatusOK || !strings.Contains(body, `"would_have":"7"`) ||
+		!strings.Contains(body, `"online":true`) {
+		t.Fatalf("GET policies: %d %s", code, body)
+	}
+	const setMonitor = `{"agent_id":"agent-a","set_mode":{"id":"plc-egress","mode":"monitor"}}`
+	if code, body := do("POST", "/api/v1/policies", readToken, setMonitor); code != http.StatusForbidden {
+		t.Fatalf("POST policies with a read token: %d %s", code, body)
+	}
+	if code, body := do("POST", "/api/v1/policies", adminToken, setMonitor); code != http.StatusOK || !strings.Contains(body, `"status":"COMMAND_STATUS_APPLIED"`) {
+		t.Fatalf("POST policies: %d %s", code, body)
+	}
+	if cmd := <-cmds; cmd.GetSetPolicyMode().GetMode() != "monitor" {
+		t.Fatalf("the agent got %v", cmd)
 	}
 
 	start := time.Now()
