@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/watchpost/watchpost/collector/store"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
 
@@ -24,10 +25,9 @@ const (
 // ListPolicies implements QueryService: each agent's response policies as
 // its last heartbeat reported them.
 func (q *queryService) ListPolicies(ctx context.Context, req *watchpostv1.ListPoliciesRequest) (*watchpostv1.ListPoliciesResponse, error) {
-	hosts, err := q.c.store.Hosts(ctx)
+	hosts, err := q.c.storedHosts(ctx)
 	if err != nil {
-		q.c.log.Error().Err(err).Msg("listing hosts failed")
-		return nil, status.Error(codes.Internal, "listing hosts failed")
+		return nil, err
 	}
 	now := time.Now()
 	resp := &watchpostv1.ListPoliciesResponse{}
@@ -42,6 +42,17 @@ func (q *queryService) ListPolicies(ctx context.Context, req *watchpostv1.ListPo
 		return nil, unknownAgent(req.GetAgentId())
 	}
 	return resp, nil
+}
+
+// storedHosts reads the agent registry for a client, under the query
+// limits.
+func (c *Collector) storedHosts(ctx context.Context) ([]*watchpostv1.HostInfo, error) {
+	var hosts []*watchpostv1.HostInfo
+	err := c.bounded(ctx, "listing hosts", func(ctx context.Context) (err error) {
+		hosts, err = c.store.Hosts(ctx)
+		return err
+	})
+	return hosts, err
 }
 
 func unknownAgent(agent string) error {
@@ -80,10 +91,9 @@ func (q *queryService) PolicyCommand(ctx context.Context, req *watchpostv1.Polic
 	case wait > policyWaitMax:
 		return nil, status.Errorf(codes.InvalidArgument, "wait_millis: %d is more than %d", req.GetWaitMillis(), policyWaitMax.Milliseconds())
 	}
-	hosts, err := c.store.Hosts(ctx)
+	hosts, err := c.storedHosts(ctx)
 	if err != nil {
-		c.log.Error().Err(err).Msg("listing hosts failed")
-		return nil, status.Error(codes.Internal, "listing hosts failed")
+		return nil, err
 	}
 	var h *watchpostv1.HostInfo
 	for _, x := range hosts {
@@ -149,20 +159,24 @@ func (q *queryService) PolicyCommand(ctx context.Context, req *watchpostv1.Polic
 
 // awaitAck polls the store for the agent's acknowledgement of command seq
 // (the agent may stream to another collector of the fleet); nil when the
-// wait ended first.
+// wait ended first. Each poll is a read under the query limits of its own:
+// the wait holds no query slot between polls.
 func (c *Collector) awaitAck(ctx context.Context, agent string, seq uint64, wait time.Duration) (*watchpostv1.CommandDelivery, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	t := time.NewTicker(policyWaitPoll)
 	defer t.Stop()
 	for {
-		cmds, err := c.store.Commands(ctx, agent)
+		var cmds []store.StoredCommand
+		err := c.bounded(ctx, "reading the command's delivery", func(ctx context.Context) (err error) {
+			cmds, err = c.store.Commands(ctx, agent)
+			return err
+		})
 		if ctx.Err() != nil {
 			return nil, nil
 		}
 		if err != nil {
-			c.log.Error().Err(err).Msg("reading commands failed")
-			return nil, status.Error(codes.Internal, "reading the command's delivery failed")
+			return nil, err
 		}
 		for _, sc := range cmds {
 			if sc.Command.GetSeq() != seq {

@@ -150,11 +150,7 @@ func (q *queryService) TailEvents(req *watchpostv1.TailEventsRequest, st grpc.Se
 }
 
 func (q *queryService) ListHosts(ctx context.Context, _ *watchpostv1.ListHostsRequest) (*watchpostv1.ListHostsResponse, error) {
-	var hosts []*watchpostv1.HostInfo
-	err := q.c.bounded(ctx, "listing hosts", func(ctx context.Context) (err error) {
-		hosts, err = q.c.store.Hosts(ctx)
-		return err
-	})
+	hosts, err := q.c.storedHosts(ctx)
 	if err != nil {
 		return nil, err
 	}
