@@ -47,6 +47,7 @@ type agent struct {
 	stopped  bool // the last heartbeat was final, or an agent_stop event came after it
 	missed   bool // a missed-heartbeat alert is open
 	remote   bool // the last heartbeat went to another collector: it watches the silence
+	shedding bool // configured shedding is over the threshold: its alert was raised
 }
 
 // Engine keeps the last heartbeat of each agent. It is safe for concurrent use.
@@ -113,6 +114,10 @@ func KindSeverity(k watchpostv1.AlertKind) watchpostv1.Severity {
 	case watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP, watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART,
 		watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP:
 		return watchpostv1.Severity_SEVERITY_MEDIUM
+	// Rate limiting and filters that shed what they were configured to are
+	// the configuration working, not a loss: information for tuning.
+	case watchpostv1.AlertKind_ALERT_KIND_EVENTS_SHED:
+		return watchpostv1.Severity_SEVERITY_INFO
 	// Hostile-gateway alerts: an identity used by someone else, a revoked
 	// certificate and damaged agent state point at an attacker; refused
 	// events and exhausted budgets may be one; shortened events and clock
@@ -186,15 +191,78 @@ func (e *Engine) Heartbeat(agentID string, hb *watchpostv1.Heartbeat, received t
 			al.Programs, al.Count = gone, uint64(len(gone))
 			out = append(out, al)
 		}
-		if hb.Dropped >= prev.Dropped+e.cfg.DropJump {
-			al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, received,
-				"%d events dropped since the previous heartbeat", hb.Dropped-prev.Dropped)
-			al.Count, al.Drops = hb.Dropped-prev.Dropped, rises(prev.Drops, hb.Drops)
-			out = append(out, al)
-		}
+		out = append(out, e.dropAlerts(agentID, a, prev, hb, received)...)
 	}
 	a.last, a.received, a.stopped, a.missed, a.remote = hb, received, hb.Final, false, false
 	return out
+}
+
+// Shedding reasons: counters of events the configuration chose not to
+// deliver (the kernel's rate limits and filters). Every other reason but
+// "produced" is a loss.
+const (
+	reasonProduced    = "produced"
+	reasonRateLimited = "rate_limited"
+	reasonFiltered    = "filtered"
+)
+
+func shedReason(r string) bool { return r == reasonRateLimited || r == reasonFiltered }
+
+// dropAlerts compares the drop counters of two heartbeats of one agent
+// process: a loss of DropJump events or more is a drop_jump alert; shedding
+// by configuration of as many is one events_shed alert (information) when
+// it begins, none while it goes on.
+func (e *Engine) dropAlerts(agentID string, a *agent, prev, hb *watchpostv1.Heartbeat, received time.Time) []*watchpostv1.Alert {
+	var loss, shed []*watchpostv1.Counter
+	var shedN, rateLimitedN uint64
+	for _, c := range rises(prev.Drops, hb.Drops) {
+		switch {
+		case c.Reason == reasonProduced:
+		case shedReason(c.Reason):
+			shed = append(shed, c)
+			shedN += c.Count
+			if c.Reason == reasonRateLimited {
+				rateLimitedN += c.Count
+			}
+		default:
+			loss = append(loss, c)
+		}
+	}
+	// The total counts rate-limited events too (not filtered ones); an
+	// agent that reports no counters has only the total.
+	var lost uint64
+	if hb.Dropped > prev.Dropped+rateLimitedN {
+		lost = hb.Dropped - prev.Dropped - rateLimitedN
+	}
+	var out []*watchpostv1.Alert
+	if lost >= e.cfg.DropJump {
+		al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, received,
+			"%d events lost since the previous heartbeat", lost)
+		al.Count, al.Drops = lost, loss
+		out = append(out, al)
+	}
+	switch {
+	case shedN >= e.cfg.DropJump && !a.shedding:
+		al := e.newAlert(agentID, hb, watchpostv1.AlertKind_ALERT_KIND_EVENTS_SHED, received,
+			"%d events shed by configuration (%s) since the previous heartbeat", shedN, counterList(shed))
+		al.Count, al.Drops = shedN, shed
+		out = append(out, al)
+		a.shedding = true
+	case shedN < e.cfg.DropJump:
+		a.shedding = false
+	}
+	return out
+}
+
+// counterList names counters as "kind reason count, ...", largest first.
+func counterList(cs []*watchpostv1.Counter) string {
+	sorted := append([]*watchpostv1.Counter(nil), cs...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Count > sorted[j].Count })
+	parts := make([]string, 0, len(sorted))
+	for _, c := range sorted {
+		parts = append(parts, fmt.Sprintf("%s %s %d", c.Kind, c.Reason, c.Count))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // AgentStopped records an agent_stop event: the agent is stopping cleanly.

@@ -55,7 +55,7 @@ func TestAlerts(t *testing.T) {
 			h.Dropped = 250
 			h.Drops = []*watchpostv1.Counter{{Kind: "shipper", Reason: "spool_full", Count: 200}, {Kind: "kernel", Reason: "ring_full", Count: 50}}
 		}), 7, []*watchpostv1.Alert{{AgentId: "a", Host: "a", Kind: watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN, TimeUnixNano: at(7).UnixNano(),
-			Message: "151 events dropped since the previous heartbeat", BootId: "boot-1", InstanceId: "i1", Count: 151,
+			Message: "151 events lost since the previous heartbeat", BootId: "boot-1", InstanceId: "i1", Count: 151,
 			Drops: []*watchpostv1.Counter{{Kind: "shipper", Reason: "spool_full", Count: 101}, {Kind: "kernel", Reason: "ring_full", Count: 50}}}}},
 		{"restart without a clean stop", hb(1, "i2", nil), 8, []*watchpostv1.Alert{{AgentId: "a", Host: "a", Kind: watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART, Severity: watchpostv1.Severity_SEVERITY_MEDIUM, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
 			TimeUnixNano: at(8).UnixNano(), BootId: "boot-1", InstanceId: "i2",
@@ -136,5 +136,60 @@ func TestRemoteAgent(t *testing.T) {
 	}
 	if got := kinds(e.Check(at(65))); len(got) != 1 || got[0] != watchpostv1.AlertKind_ALERT_KIND_MISSED_HEARTBEAT {
 		t.Fatalf("silence after returning: %v", got)
+	}
+}
+
+// TestSheddingIsNotLoss: events the configuration sheds (rate_limited,
+// filtered) raise one informational events_shed alert when the shedding
+// begins, none while it goes on; lost events (ring_full, queue_full,
+// rejected) raise a drop_jump alert of medium severity, whatever is shed
+// beside them.
+func TestSheddingIsNotLoss(t *testing.T) {
+	e := New(Config{DropJump: 100}, t0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	// counters builds a heartbeat: the total counts rate-limited and lost
+	// events (as the agent's health does), not filtered ones.
+	counters := func(seq uint64, rateLimited, filtered, ringFull, queueFull, rejected uint64) *watchpostv1.Heartbeat {
+		return hb(seq, "i1", func(h *watchpostv1.Heartbeat) {
+			h.Dropped = rateLimited + ringFull + queueFull + rejected
+			h.Drops = []*watchpostv1.Counter{{Kind: "file_open", Reason: "produced", Count: 100000 * seq},
+				{Kind: "file_open", Reason: "rate_limited", Count: rateLimited}, {Kind: "file_open", Reason: "filtered", Count: filtered},
+				{Kind: "net_connect", Reason: "ring_full", Count: ringFull}, {Kind: "exec", Reason: "queue_full", Count: queueFull},
+				{Kind: "shipper", Reason: "rejected", Count: rejected}}
+		})
+	}
+	alert := func(s int, kind watchpostv1.AlertKind, sev watchpostv1.Severity, count uint64, msg string, drops ...*watchpostv1.Counter) *watchpostv1.Alert {
+		return &watchpostv1.Alert{AgentId: "a", Host: "a", Kind: kind, Severity: sev, State: watchpostv1.AlertState_ALERT_STATE_OPEN,
+			TimeUnixNano: at(s).UnixNano(), BootId: "boot-1", InstanceId: "i1", Count: count, Message: msg, Drops: drops}
+	}
+	shed := watchpostv1.AlertKind_ALERT_KIND_EVENTS_SHED
+	jump := watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP
+	steps := []struct {
+		name string
+		hb   *watchpostv1.Heartbeat
+		want []*watchpostv1.Alert
+	}{
+		{"first", counters(1, 0, 0, 0, 0, 0), nil},
+		{"rate limiting begins", counters(2, 5000, 300, 0, 0, 0), []*watchpostv1.Alert{alert(1, shed, watchpostv1.Severity_SEVERITY_INFO, 5300,
+			"5300 events shed by configuration (file_open rate_limited 5000, file_open filtered 300) since the previous heartbeat",
+			&watchpostv1.Counter{Kind: "file_open", Reason: "rate_limited", Count: 5000}, &watchpostv1.Counter{Kind: "file_open", Reason: "filtered", Count: 300})}},
+		{"rate limiting goes on", counters(3, 12000, 900, 0, 0, 0), nil},
+		{"loss beside shedding", counters(4, 20000, 1500, 70, 20, 30), []*watchpostv1.Alert{alert(3, jump, watchpostv1.Severity_SEVERITY_MEDIUM, 120,
+			"120 events lost since the previous heartbeat",
+			&watchpostv1.Counter{Kind: "net_connect", Reason: "ring_full", Count: 70}, &watchpostv1.Counter{Kind: "exec", Reason: "queue_full", Count: 20},
+			&watchpostv1.Counter{Kind: "shipper", Reason: "rejected", Count: 30})}},
+		{"shedding stops", counters(5, 20010, 1500, 70, 20, 30), nil},
+		{"filtering alone begins again", counters(6, 20010, 1700, 70, 20, 30), []*watchpostv1.Alert{alert(5, shed, watchpostv1.Severity_SEVERITY_INFO, 200,
+			"200 events shed by configuration (file_open filtered 200) since the previous heartbeat",
+			&watchpostv1.Counter{Kind: "file_open", Reason: "filtered", Count: 200})}},
+	}
+	for i, s := range steps {
+		got := e.Heartbeat("a", s.hb, at(i))
+		if diff := cmp.Diff(s.want, got, protocmp.Transform()); diff != "" {
+			t.Fatalf("%s: alerts (-want +got):\n%s", s.name, diff)
+		}
+	}
+	if KindSeverity(shed) == KindSeverity(jump) {
+		t.Fatalf("shedding and loss share severity %v", KindSeverity(shed))
 	}
 }

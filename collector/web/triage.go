@@ -128,6 +128,7 @@ var alertEventTypes = map[watchpostv1.AlertKind]string{
 	watchpostv1.AlertKind_ALERT_KIND_SEQUENCE_GAP:      "gap,health,agent_start,agent_stop",
 	watchpostv1.AlertKind_ALERT_KIND_UNCLEAN_RESTART:   "agent_start,agent_stop,health,gap",
 	watchpostv1.AlertKind_ALERT_KIND_DROP_JUMP:         "health,gap",
+	watchpostv1.AlertKind_ALERT_KIND_EVENTS_SHED:       "health,gap",
 	watchpostv1.AlertKind_ALERT_KIND_PROGRAMS_DETACHED: "bpf,module_load,ptrace,health,agent_stop",
 }
 

@@ -34,8 +34,13 @@ const (
 	AlertKind_ALERT_KIND_SEQUENCE_GAP AlertKind = 2
 	// A new agent process or a new boot without a clean shutdown before it.
 	AlertKind_ALERT_KIND_UNCLEAN_RESTART AlertKind = 3
-	// Drop counters rose by at least the threshold between two heartbeats.
+	// Events were lost (ring_full, queue_full, rejected, spool_full ...: not
+	// by configuration) by at least the threshold between two heartbeats.
 	AlertKind_ALERT_KIND_DROP_JUMP AlertKind = 4
+	// Configured shedding (rate_limited, filtered) began: at least the drop
+	// threshold between two heartbeats, once until it falls below it again.
+	// The configuration working as set, not a loss.
+	AlertKind_ALERT_KIND_EVENTS_SHED AlertKind = 20
 	// Fewer kernel programs attached than in the previous heartbeat.
 	AlertKind_ALERT_KIND_PROGRAMS_DETACHED AlertKind = 5
 	// A detection rule fired on the agent (detection says which and why).
@@ -80,6 +85,7 @@ var (
 		2:  "ALERT_KIND_SEQUENCE_GAP",
 		3:  "ALERT_KIND_UNCLEAN_RESTART",
 		4:  "ALERT_KIND_DROP_JUMP",
+		20: "ALERT_KIND_EVENTS_SHED",
 		5:  "ALERT_KIND_PROGRAMS_DETACHED",
 		30: "ALERT_KIND_DETECTION",
 		10: "ALERT_KIND_EVENTS_REFUSED",
@@ -103,6 +109,7 @@ var (
 		"ALERT_KIND_SEQUENCE_GAP":        2,
 		"ALERT_KIND_UNCLEAN_RESTART":     3,
 		"ALERT_KIND_DROP_JUMP":           4,
+		"ALERT_KIND_EVENTS_SHED":         20,
 		"ALERT_KIND_PROGRAMS_DETACHED":   5,
 		"ALERT_KIND_DETECTION":           30,
 		"ALERT_KIND_EVENTS_REFUSED":      10,
@@ -2965,13 +2972,14 @@ const file_watchpost_v1_query_proto_rawDesc = "" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x123\n" +
 	"\x06status\x18\x03 \x01(\x0e2\x1b.watchpost.v1.CommandStatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12!\n" +
-	"\fagent_online\x18\x05 \x01(\bR\vagentOnline*\x93\x05\n" +
+	"\fagent_online\x18\x05 \x01(\bR\vagentOnline*\xaf\x05\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bALERT_KIND_MISSED_HEARTBEAT\x10\x01\x12\x1b\n" +
 	"\x17ALERT_KIND_SEQUENCE_GAP\x10\x02\x12\x1e\n" +
 	"\x1aALERT_KIND_UNCLEAN_RESTART\x10\x03\x12\x18\n" +
-	"\x14ALERT_KIND_DROP_JUMP\x10\x04\x12 \n" +
+	"\x14ALERT_KIND_DROP_JUMP\x10\x04\x12\x1a\n" +
+	"\x16ALERT_KIND_EVENTS_SHED\x10\x14\x12 \n" +
 	"\x1cALERT_KIND_PROGRAMS_DETACHED\x10\x05\x12\x18\n" +
 	"\x14ALERT_KIND_DETECTION\x10\x1e\x12\x1d\n" +
 	"\x19ALERT_KIND_EVENTS_REFUSED\x10\n" +
