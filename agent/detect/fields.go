@@ -157,8 +157,14 @@ func init() {
 		get: one(func(c *evalCtx) string { return c.ev.Process.Cwd })})
 	def(&fUser, fieldDef{name: "User", doc: "the user name of the real uid (the uid in decimal when it has no name)",
 		get: buffered(&fUser, func(c *evalCtx, b []byte) []byte { return c.users.appendName(b, c.ev.Process.UID) })})
-	uintField(&fLogonID, "LogonId", classAny, func(c *evalCtx) uint64 { return uint64(c.ev.Process.LoginUID) },
-		"the login uid (auid): 4294967295 when unset")
+	logonID := buffered(&fLogonID, func(c *evalCtx, b []byte) []byte { return strconv.AppendUint(b, uint64(c.ev.Process.LoginUID), 10) })
+	def(&fLogonID, fieldDef{name: "LogonId", class: classAny, doc: "the login uid (auid); absent when unset",
+		get: func(c *evalCtx, i int) (string, bool) {
+			if c.ev.Process.LoginUID.IsZero() {
+				return "", false
+			}
+			return logonID(c, i)
+		}})
 	uintField(&fProcessID, "ProcessId", classAny, func(c *evalCtx) uint64 { return uint64(c.ev.Process.PID) }, "pid (thread group id)")
 	uintField(&fParentProcessID, "ParentProcessId", classAny, func(c *evalCtx) uint64 { return uint64(c.ev.Process.PPID) }, "the parent's pid")
 	uintField(&fTerminalSession, "TerminalSessionId", classAny, func(c *evalCtx) uint64 { return uint64(c.ev.Process.SessionID) },
@@ -428,8 +434,18 @@ func init() {
 			return f(c.ev.Security)
 		}, doc)
 	}
-	secInt(&fOldID, "OldId", "cred_change: the effective id before", func(s *event.Security) int64 { return s.OldID })
-	secInt(&fNewID, "NewId", "cred_change: the effective id after", func(s *event.Security) int64 { return s.NewID })
+	// A credential id the event does not know is absent, never 0 (root).
+	secID := func(id *fieldID, name, doc string, f func(*event.Security) *int64) {
+		build := buffered(id, func(c *evalCtx, b []byte) []byte { return strconv.AppendInt(b, *f(c.ev.Security), 10) })
+		def(id, fieldDef{name: name, class: classSecurity, doc: doc, get: func(c *evalCtx, i int) (string, bool) {
+			if c.ev.Security == nil || f(c.ev.Security) == nil {
+				return "", false
+			}
+			return build(c, i)
+		}})
+	}
+	secID(&fOldID, "OldId", "cred_change: the effective id before (absent when unknown)", func(s *event.Security) *int64 { return s.OldID })
+	secID(&fNewID, "NewId", "cred_change: the effective id after", func(s *event.Security) *int64 { return s.NewID })
 	secInt(&fSecFlags, "Flags", "mount and umount flags, capset effective set", func(s *event.Security) int64 { return int64(s.Flags) })
 	secInt(&fSignal, "Signal", "signal: the signal number", func(s *event.Security) int64 { return int64(s.Signal) })
 	secInt(&fTargetPID, "TargetProcessId", "ptrace and signal: the target's pid", func(s *event.Security) int64 { return int64(s.TargetPID) })

@@ -186,7 +186,7 @@ type Process struct {
 	GID         uint32   `json:"gid"`
 	EUID        uint32   `json:"euid"`
 	EGID        uint32   `json:"egid"`
-	LoginUID    uint32   `json:"auid"`
+	LoginUID    AUID     `json:"auid,omitzero"` // absent when unset
 	SessionID   uint32   `json:"session_id"`
 	CgroupID    uint64   `json:"cgroup_id,omitempty"`
 	Comm        string   `json:"comm"`
@@ -261,6 +261,7 @@ type File struct {
 	Mode          uint32 `json:"mode,omitempty"`
 	Write         bool   `json:"write,omitempty"` // opened for writing, or a modifying call
 	Result        int32  `json:"result"`          // syscall return value (fd or -errno)
+	Errno         string `json:"errno,omitempty"` // the errno's name when Result < 0
 	Inode         uint64 `json:"inode,omitempty"`
 	Dev           string `json:"dev,omitempty"`       // major:minor of the file system
 	RDev          string `json:"rdev,omitempty"`      // major:minor for device files
@@ -282,6 +283,7 @@ type Net struct {
 	DstAddr    string `json:"dst_addr,omitempty"`
 	DstPort    uint16 `json:"dst_port,omitempty"`
 	Result     int32  `json:"result"`
+	Errno      string `json:"errno,omitempty"` // the errno's name when Result < 0
 	BytesSent  uint64 `json:"bytes_sent,omitempty"`
 	BytesRecv  uint64 `json:"bytes_recv,omitempty"`
 	DurationNS uint64 `json:"duration_ns,omitempty"`
@@ -335,11 +337,18 @@ type Security struct {
 	Name       string `json:"name,omitempty"` // module name, mount source, bpf command ...
 	Path       string `json:"path,omitempty"` // mount point, memfd name ...
 	FSType     string `json:"fs_type,omitempty"`
-	OldID      int64  `json:"old_id,omitempty"` // credential change: before
-	NewID      int64  `json:"new_id,omitempty"` // credential change: after
-	Flags      uint64 `json:"flags,omitempty"`
-	Params     string `json:"params,omitempty"` // module parameters
-	Result     int32  `json:"result"`
+	// OldID and NewID are a credential change's effective id (fs id for
+	// setfs*, gid for the group calls) before and after the call: set
+	// whenever known, 0 (root) included; nil only when unknown.
+	OldID *int64 `json:"old_id,omitempty"`
+	NewID *int64 `json:"new_id,omitempty"`
+	// Requested are the ids a failed credential change asked for, in
+	// argument order, -1 for "leave unchanged" (setresuid(0, -1, 0): [0, -1, 0]).
+	Requested []int64 `json:"requested,omitempty"`
+	Flags     uint64  `json:"flags,omitempty"`
+	Params    string  `json:"params,omitempty"` // module parameters
+	Result    int32   `json:"result"`
+	Errno     string  `json:"errno,omitempty"` // the errno's name when Result < 0
 }
 
 // Namespace is a change of namespaces: setns, unshare, or a clone that
@@ -356,6 +365,7 @@ type Namespace struct {
 	TargetInode uint32            `json:"target_inode,omitempty"` // setns: the namespace the fd names
 	TargetPID   uint32            `json:"target_pid,omitempty"`   // setns through a pidfd: the process
 	Result      int32             `json:"result"`
+	Errno       string            `json:"errno,omitempty"` // the errno's name when Result < 0
 }
 
 // Industrial tags link an event to plant protocols and fieldbus devices.

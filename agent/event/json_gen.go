@@ -312,10 +312,12 @@ func appendJSONProcess(b []byte, v *Process) ([]byte, error) {
 	sep = ','
 	b = append(b, "\"egid\":"...)
 	b = appendUint(b, uint64(v.EGID))
-	b = append(b, sep)
-	sep = ','
-	b = append(b, "\"auid\":"...)
-	b = appendUint(b, uint64(v.LoginUID))
+	if !v.LoginUID.IsZero() {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"auid\":"...)
+		b = appendUint(b, uint64(v.LoginUID))
+	}
 	b = append(b, sep)
 	sep = ','
 	b = append(b, "\"session_id\":"...)
@@ -647,6 +649,12 @@ func appendJSONFile(b []byte, v *File) ([]byte, error) {
 	sep = ','
 	b = append(b, "\"result\":"...)
 	b = appendInt(b, int64(v.Result))
+	if v.Errno != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"errno\":"...)
+		b = appendString(b, v.Errno)
+	}
 	if v.Inode != 0 {
 		b = append(b, sep)
 		sep = ','
@@ -747,6 +755,12 @@ func appendJSONNet(b []byte, v *Net) ([]byte, error) {
 	sep = ','
 	b = append(b, "\"result\":"...)
 	b = appendInt(b, int64(v.Result))
+	if v.Errno != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"errno\":"...)
+		b = appendString(b, v.Errno)
+	}
 	if v.BytesSent != 0 {
 		b = append(b, sep)
 		sep = ','
@@ -845,17 +859,42 @@ func appendJSONSecurity(b []byte, v *Security) ([]byte, error) {
 		b = append(b, "\"fs_type\":"...)
 		b = appendString(b, v.FSType)
 	}
-	if v.OldID != 0 {
+	if v.OldID != nil {
 		b = append(b, sep)
 		sep = ','
 		b = append(b, "\"old_id\":"...)
-		b = appendInt(b, int64(v.OldID))
+		if v.OldID == nil {
+			b = append(b, "null"...)
+		} else {
+			b = appendInt(b, int64((*v.OldID)))
+		}
 	}
-	if v.NewID != 0 {
+	if v.NewID != nil {
 		b = append(b, sep)
 		sep = ','
 		b = append(b, "\"new_id\":"...)
-		b = appendInt(b, int64(v.NewID))
+		if v.NewID == nil {
+			b = append(b, "null"...)
+		} else {
+			b = appendInt(b, int64((*v.NewID)))
+		}
+	}
+	if len(v.Requested) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"requested\":"...)
+		if v.Requested == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Requested {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendInt(b, int64(v.Requested[i1]))
+			}
+			b = append(b, ']')
+		}
 	}
 	if v.Flags != 0 {
 		b = append(b, sep)
@@ -873,6 +912,12 @@ func appendJSONSecurity(b []byte, v *Security) ([]byte, error) {
 	sep = ','
 	b = append(b, "\"result\":"...)
 	b = appendInt(b, int64(v.Result))
+	if v.Errno != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"errno\":"...)
+		b = appendString(b, v.Errno)
+	}
 	if sep == '{' {
 		b = append(b, '{')
 	}
@@ -952,6 +997,12 @@ func appendJSONNamespace(b []byte, v *Namespace) ([]byte, error) {
 	sep = ','
 	b = append(b, "\"result\":"...)
 	b = appendInt(b, int64(v.Result))
+	if v.Errno != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"errno\":"...)
+		b = appendString(b, v.Errno)
+	}
 	if sep == '{' {
 		b = append(b, '{')
 	}

@@ -421,8 +421,25 @@ func testSecurityEvents(t *testing.T, args func(*Config)) {
 	cred := h.waitFor("setuid", func(ev *event.Event) bool {
 		return ev.Kind == event.KindCredChange && ev.Process.PID == uint32(su.Process.Pid) && ev.Security.Operation == "setuid"
 	})
-	if cred.Security.NewID != 65534 || cred.Security.Result != 0 || cred.Process.EUID != 65534 {
+	if cred.Security.NewID == nil || *cred.Security.NewID != 65534 || cred.Security.Result != 0 || cred.Process.EUID != 65534 {
 		t.Errorf("setuid: %+v euid %d", cred.Security, cred.Process.EUID)
+	}
+
+	// A failed setresuid(0, -1, 0) from an unprivileged process: nothing
+	// changed, and the ids it asked for are reported.
+	deny := privtest.AsUser(t, privtest.Nobody, privtest.SelfCopy(t, "wp-setresuid"), "-test.run=^$")
+	deny.Env = append(deny.Env, privtest.HelperEnv+"_CHILD=setresuid")
+	if out, err := deny.CombinedOutput(); err != nil {
+		t.Fatalf("setresuid helper as nobody: %v %s", err, out)
+	}
+	failed := h.waitFor("failed setresuid", func(ev *event.Event) bool {
+		return ev.Kind == event.KindCredChange && ev.Process.PID == uint32(deny.Process.Pid) && ev.Security.Operation == "setresuid"
+	})
+	nobody := int64(privtest.Nobody)
+	wantCred := &event.Security{Operation: "setresuid", Result: -int32(unix.EPERM), Errno: "EPERM",
+		OldID: &nobody, NewID: &nobody, Requested: []int64{0, -1, 0}}
+	if diff := cmp.Diff(wantCred, failed.Security); diff != "" || failed.Process.EUID != privtest.Nobody || failed.Process.UID != privtest.Nobody {
+		t.Errorf("failed setresuid (-want +got):\n%s (uid %d euid %d)", diff, failed.Process.UID, failed.Process.EUID)
 	}
 
 	// ptrace attach to a sleeping helper, and a signal to it.

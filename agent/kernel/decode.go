@@ -119,7 +119,7 @@ func (d *decoder) header(ev *event.Event, h *wpWpEventHdr) {
 		GID:      h.Gid,
 		EUID:     h.Uid,
 		EGID:     h.Gid,
-		LoginUID: ^uint32(0),
+		LoginUID: event.AUIDUnset,
 		CgroupID: h.CgroupId,
 		Comm:     cString(h.Comm[:]),
 	}
@@ -139,7 +139,7 @@ func (d *decoder) decodeExec(ev *event.Event, raw []byte) error {
 	buf := unsafe.Slice((*byte)(unsafe.Pointer(&e.Buf[0])), used)
 	p := &ev.Process
 	p.EUID, p.EGID = e.Euid, e.Egid
-	p.LoginUID, p.SessionID = e.Auid, e.Sessionid
+	p.LoginUID, p.SessionID = event.AUID(e.Auid), e.Sessionid
 	p.StartBootNS = e.StartBootNs
 	p.Exe = string(buf[:exeLen])
 	p.Cwd = string(buf[exeLen : exeLen+cwdLen])

@@ -71,6 +71,7 @@ func (d *decoder) decodeFile(ev *event.Event, raw []byte) error {
 		Flags:         e.Flags,
 		Mode:          e.Mode,
 		Result:        int32(e.Ret),
+		Errno:         event.ErrnoName(e.Ret),
 		Inode:         e.Ino,
 		UID:           e.OwnerUid,
 		GID:           e.OwnerGid,
@@ -137,6 +138,7 @@ func (d *decoder) decodeNet(ev *event.Event, raw []byte) error {
 		Family:     lookupName(families, e.Family),
 		SockType:   lookupName(sockTypes, e.SockType),
 		Result:     int32(e.Ret),
+		Errno:      event.ErrnoName(e.Ret),
 		BytesSent:  e.BytesSent,
 		BytesRecv:  e.BytesRecv,
 		DurationNS: e.DurationNs,
@@ -206,7 +208,7 @@ func (d *decoder) decodeSec(ev *event.Event, raw []byte) error {
 	if !ok {
 		return fmt.Errorf("security record: unknown operation %d", e.Op)
 	}
-	x := &event.Security{Operation: spec.name, Result: int32(e.Ret)}
+	x := &event.Security{Operation: spec.name, Result: int32(e.Ret), Errno: event.ErrnoName(e.Ret)}
 	// The task's credentials after the call.
 	p := &ev.Process
 	p.UID, p.EUID, p.GID, p.EGID = e.Uid, e.Euid, e.Gid, e.Egid
@@ -225,21 +227,10 @@ func (d *decoder) decodeSec(ev *event.Event, raw []byte) error {
 	case event.KindUserfaultfd:
 		x.Flags = e.Args[0]
 	case event.KindCredChange:
-		switch spec.name {
-		case "setgid", "setregid", "setresgid", "setfsgid", "setgroups":
-			x.NewID = int64(e.Egid)
-		case "capset":
+		if spec.name == "capset" {
 			x.Flags = e.CapEffective
-			x.NewID = int64(e.Euid)
-		default:
-			x.NewID = int64(e.Euid)
 		}
-		if spec.name == "setfsuid" {
-			x.NewID = int64(e.Fsuid)
-		}
-		if spec.name == "setfsgid" {
-			x.NewID = int64(e.Fsgid)
-		}
+		x.OldID, x.NewID, x.Requested = credIDs(spec.name, e)
 	case event.KindBPF:
 		x.Name = bpfCommands[e.Args[0]]
 	case event.KindMount:
@@ -266,6 +257,55 @@ func (d *decoder) decodeSec(ev *event.Event, raw []byte) error {
 	return nil
 }
 
+// credArgs is how many uid_t/gid_t arguments each credential call takes
+// (setgroups and capset pass pointers: none).
+var credArgs = map[string]int{
+	"setuid": 1, "setgid": 1, "setfsuid": 1, "setfsgid": 1,
+	"setreuid": 2, "setregid": 2, "setresuid": 3, "setresgid": 3,
+}
+
+// credIDs returns a credential change's id before and after (the
+// effective id; the fs id for setfs*; the gid for the group calls) and,
+// for a failed call, the ids it asked for. The record's credentials are
+// those after the call: a failed call changed nothing, so before is after;
+// setfs* return the previous fs id and never fail, so a refused setfs*
+// shows as an fs id that is not the one asked for. Before a successful
+// call the id is the process table's (proctable), nil when unknown.
+func credIDs(op string, e *wpWpSecEvent) (before, after *int64, requested []int64) {
+	switch op {
+	case "setfsuid":
+		before, after = event.ID(e.Ret), event.ID(e.Fsuid)
+	case "setfsgid":
+		before, after = event.ID(e.Ret), event.ID(e.Fsgid)
+	case "setgid", "setregid", "setresgid", "setgroups":
+		after = event.ID(e.Egid)
+	default:
+		after = event.ID(e.Euid)
+	}
+	failed := e.Ret < 0
+	if failed {
+		before = after
+	}
+	if op == "setfsuid" || op == "setfsgid" {
+		failed = uint32(e.Args[0]) != uint32(*after) && uint32(e.Args[0]) != ^uint32(0)
+	}
+	if n := credArgs[op]; failed && n > 0 {
+		requested = make([]int64, n)
+		for i := range requested {
+			requested[i] = credArg(e.Args[i])
+		}
+	}
+	return before, after, requested
+}
+
+// credArg is one uid_t/gid_t argument: -1 (leave unchanged) stays -1.
+func credArg(a uint64) int64 {
+	if id := uint32(a); id != ^uint32(0) {
+		return int64(id)
+	}
+	return -1
+}
+
 func (d *decoder) decodeMemfd(ev *event.Event, raw []byte) error {
 	if len(raw) < memfdSize {
 		return fmt.Errorf("memfd exec record of %d bytes: %w", len(raw), errShort)
@@ -286,7 +326,8 @@ var nsFlags = [wpWpNsIndexWP_NSI_MAX]uint64{
 }
 
 func decodeNamespace(e *wpWpNsEvent) *event.Namespace {
-	ns := &event.Namespace{Operation: OpName(e.Op), Flags: e.Flags, Result: int32(e.Ret), TargetInode: e.TargetInum, TargetPID: e.TargetPid}
+	ns := &event.Namespace{Operation: OpName(e.Op), Flags: e.Flags, Result: int32(e.Ret), Errno: event.ErrnoName(e.Ret),
+		TargetInode: e.TargetInum, TargetPID: e.TargetPid}
 	want := e.Flags
 	if target := cString(e.TargetType[:]); target != "" && want == 0 {
 		// setns(fd, 0): the type is the fd's

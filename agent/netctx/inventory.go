@@ -103,7 +103,7 @@ func (m *Monitor) socketEvent(s socket, owners map[uint32]uint32, listening map[
 	}
 	ev := m.agentEvent(event.KindNetInventory)
 	ev.Net = n
-	ev.Process = event.Process{UID: s.s.UID, EUID: s.s.UID}
+	ev.Process = event.Process{UID: s.s.UID, EUID: s.s.UID, LoginUID: event.AUIDUnset}
 	if pid, ok := owners[s.s.INode]; ok {
 		m.fillProcess(&ev.Process, pid)
 	} else {

@@ -669,6 +669,6 @@ func (m *Monitor) linkEvent(k event.Kind, action string, l *link, changed []stri
 // the process is the agent.
 func (m *Monitor) agentEvent(k event.Kind) *event.Event {
 	ev := &event.Event{Kind: k, Time: time.Now().UTC(), BootNS: kernel.BootNow()}
-	ev.Process = event.Process{PID: m.cfg.SelfPID, Comm: "watchpost-agent"}
+	ev.Process = event.Process{PID: m.cfg.SelfPID, Comm: "watchpost-agent", LoginUID: event.AUIDUnset}
 	return ev
 }

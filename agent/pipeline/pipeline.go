@@ -338,7 +338,7 @@ func (p *Pipeline) flush() {
 
 func (p *Pipeline) agentEvent(k event.Kind) *event.Event {
 	ev := &event.Event{Kind: k, Time: time.Now().UTC(), BootNS: kernel.BootNow()}
-	ev.Process = event.Process{PID: p.selfPID(), Comm: "watchpost-agent"}
+	ev.Process = event.Process{PID: p.selfPID(), Comm: "watchpost-agent", LoginUID: event.AUIDUnset}
 	ev.Health = p.health()
 	return ev
 }

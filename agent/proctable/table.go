@@ -32,7 +32,7 @@ type Entry struct {
 	EUID        uint32
 	GID         uint32
 	EGID        uint32
-	LoginUID    uint32
+	LoginUID    event.AUID
 	SessionID   uint32
 	Comm        string
 	Exe         string
@@ -149,7 +149,7 @@ func (t *Table) Apply(ev *event.Event) {
 		if ev.Clone != nil && !ev.Clone.Thread {
 			parent := t.lookupLocked(p.PID)
 			child := &Entry{PID: ev.Clone.ChildPID, PPID: p.PID, UID: p.UID, EUID: p.UID, GID: p.GID, EGID: p.GID,
-				LoginUID: ^uint32(0), Comm: p.Comm, StartBootNS: ev.BootNS}
+				LoginUID: event.AUIDUnset, Comm: p.Comm, StartBootNS: ev.BootNS}
 			if parent != nil {
 				child.Exe, child.Args, child.Cwd, child.argsCut = parent.Exe, parent.Args, parent.Cwd, parent.argsCut
 				child.EUID, child.EGID = parent.EUID, parent.EGID
@@ -161,9 +161,11 @@ func (t *Table) Apply(ev *event.Event) {
 		// The record carries the credentials after the call; the table
 		// still has the ones before.
 		if self := t.lookupLocked(p.PID); self != nil && ev.Security != nil && ev.Security.Result == 0 {
-			ev.Security.OldID = int64(self.EUID)
-			if isGroupOp(ev.Security.Operation) {
-				ev.Security.OldID = int64(self.EGID)
+			if ev.Security.OldID == nil {
+				ev.Security.OldID = event.ID(self.EUID)
+				if isGroupOp(ev.Security.Operation) {
+					ev.Security.OldID = event.ID(self.EGID)
+				}
 			}
 			self.UID, self.EUID, self.GID, self.EGID = p.UID, p.EUID, p.GID, p.EGID
 		}
@@ -368,7 +370,7 @@ func readProc(root string, pid uint32) (*Entry, error) {
 		e.UID, e.EUID = parseStatusIDs(status, "Uid:")
 		e.GID, e.EGID = parseStatusIDs(status, "Gid:")
 	}
-	e.LoginUID = readUint32(filepath.Join(dir, "loginuid"), ^uint32(0))
+	e.LoginUID = event.AUID(readUint32(filepath.Join(dir, "loginuid"), uint32(event.AUIDUnset)))
 	e.SessionID = readUint32(filepath.Join(dir, "sessionid"), ^uint32(0))
 	return e, nil
 }

@@ -144,3 +144,28 @@ func TestValidateNamesTheKey(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// TestCredChangeOldIDFromTable: a successful change's id before is the
+// table's, root's 0 included; a setfs* id before (from the kernel) stays.
+func TestCredChangeOldIDFromTable(t *testing.T) {
+	tb := newTestTable(t)
+	tb.Apply(execEv(400, 1, "/usr/bin/sudo", "sudo", "-i")) // euid 0
+	up := &event.Event{Kind: event.KindCredChange, Process: event.Process{PID: 400, UID: 1000, EUID: 1000, GID: 1000, EGID: 1000},
+		Security: &event.Security{Operation: "setresuid", NewID: event.ID(1000)}}
+	tb.Apply(up)
+	if diff := cmp.Diff(&event.Security{Operation: "setresuid", OldID: event.ID(0), NewID: event.ID(1000)}, up.Security); diff != "" {
+		t.Errorf("setresuid (-want +got):\n%s", diff)
+	}
+	fs := &event.Event{Kind: event.KindCredChange, Process: event.Process{PID: 400, UID: 1000, EUID: 1000, GID: 1000, EGID: 1000},
+		Security: &event.Security{Operation: "setfsuid", OldID: event.ID(1000), NewID: event.ID(0)}}
+	tb.Apply(fs)
+	if got := *fs.Security.OldID; got != 1000 {
+		t.Errorf("setfsuid: old fs id %d replaced by the table's euid", got)
+	}
+	group := &event.Event{Kind: event.KindCredChange, Process: event.Process{PID: 400, UID: 1000, EUID: 1000, GID: 50, EGID: 50},
+		Security: &event.Security{Operation: "setgid", NewID: event.ID(50)}}
+	tb.Apply(group)
+	if got := group.Security.OldID; got == nil || *got != 1000 {
+		t.Errorf("setgid: old gid %v, want 1000", got)
+	}
+}

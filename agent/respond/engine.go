@@ -322,7 +322,7 @@ func (e *Engine) Status() *event.Policies {
 // PoliciesEvent is the event that reports the policy set.
 func (e *Engine) PoliciesEvent() *event.Event {
 	ev := &event.Event{Kind: event.KindResponsePolicies, Time: e.now().UTC(), BootNS: kernel.BootNow()}
-	ev.Process = event.Process{PID: e.cfg.SelfPID, Comm: "watchpost-agent"}
+	ev.Process = event.Process{PID: e.cfg.SelfPID, Comm: "watchpost-agent", LoginUID: event.AUIDUnset}
 	ev.Policies = e.Status()
 	return ev
 }

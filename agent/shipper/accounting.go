@@ -202,7 +202,7 @@ func (g gapLedger) marker(host string, now time.Time) *event.Event {
 	sort.Strings(rs)
 	return &event.Event{
 		Kind: event.KindGap, Time: now, Host: host,
-		Process: event.Process{Comm: "watchpost-agent"},
+		Process: event.Process{Comm: "watchpost-agent", LoginUID: event.AUIDUnset},
 		Gap:     &event.Gap{Reason: strings.Join(rs, ","), Counters: cs},
 	}
 }

@@ -73,12 +73,15 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 	dst.Process = &watchpostv1.Process{
 		Pid: p.PID, Tid: p.TID, Ppid: p.PPID,
 		Uid: p.UID, Gid: p.GID, Euid: p.EUID, Egid: p.EGID,
-		Auid: p.LoginUID, SessionId: p.SessionID, CgroupId: p.CgroupID,
+		SessionId: p.SessionID, CgroupId: p.CgroupID,
 		Comm: utf8Safe(p.Comm), Exe: utf8Safe(p.Exe), Args: utf8SafeAll(p.Args),
 		Cwd: utf8Safe(p.Cwd), Tty: utf8Safe(p.TTY), StartBootNs: p.StartBootNS,
 		Container: utf8Safe(p.Container), ContainerRuntime: utf8Safe(p.ContainerRuntime),
 		ContainerImage: utf8Safe(p.ContainerImage), ContainerName: utf8Safe(p.ContainerName),
 		PodName: utf8Safe(p.PodName), PodNamespace: utf8Safe(p.PodNamespace),
+	}
+	if auid, ok := p.LoginUID.Set(); ok {
+		dst.Process.Auid = &auid
 	}
 	if len(ev.Ancestry) > 0 {
 		dst.Ancestry = make([]*watchpostv1.Ancestor, len(ev.Ancestry))
@@ -113,7 +116,7 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		f := ev.File
 		dst.Detail = &watchpostv1.Event_File{File: &watchpostv1.File{
 			Path: utf8Safe(f.Path), NewPath: utf8Safe(f.NewPath), PathTruncated: f.PathTruncated,
-			Flags: f.Flags, Mode: f.Mode, Write: f.Write, Result: f.Result, Inode: f.Inode,
+			Flags: f.Flags, Mode: f.Mode, Write: f.Write, Result: f.Result, Errno: f.Errno, Inode: f.Inode,
 			Dev: utf8Safe(f.Dev), Rdev: utf8Safe(f.RDev), DevKind: utf8Safe(f.DevKind), OwnerUid: f.UID, OwnerGid: f.GID,
 			Syscall: utf8Safe(f.Syscall), Size: f.Size,
 		}}
@@ -122,7 +125,7 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		dst.Detail = &watchpostv1.Event_Net{Net: &watchpostv1.Net{
 			Family: utf8Safe(n.Family), Protocol: utf8Safe(n.Protocol), SockType: utf8Safe(n.SockType),
 			SrcAddr: utf8Safe(n.SrcAddr), SrcPort: uint32(n.SrcPort), DstAddr: utf8Safe(n.DstAddr), DstPort: uint32(n.DstPort),
-			Result: n.Result, BytesSent: n.BytesSent, BytesRecv: n.BytesRecv, DurationNs: n.DurationNS,
+			Result: n.Result, Errno: n.Errno, BytesSent: n.BytesSent, BytesRecv: n.BytesRecv, DurationNs: n.DurationNS,
 			Direction: utf8Safe(n.Direction), Syscall: utf8Safe(n.Syscall),
 			State: n.State, Interface: utf8Safe(n.Interface), Zone: utf8Safe(n.Zone), PeerZone: utf8Safe(n.PeerZone),
 		}}
@@ -131,13 +134,14 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		dst.Detail = &watchpostv1.Event_Security{Security: &watchpostv1.Security{
 			Operation: utf8Safe(s.Operation), TargetPid: s.TargetPID, TargetComm: utf8Safe(s.TargetComm),
 			Signal: int32(s.Signal), Name: utf8Safe(s.Name), Path: utf8Safe(s.Path), FsType: utf8Safe(s.FSType),
-			OldId: s.OldID, NewId: s.NewID, Flags: s.Flags, Result: s.Result, Params: utf8Safe(s.Params),
+			OldId: s.OldID, NewId: s.NewID, Requested: s.Requested, Flags: s.Flags, Result: s.Result, Errno: s.Errno,
+			Params: utf8Safe(s.Params),
 		}}
 	case ev.Namespace != nil:
 		n := ev.Namespace
 		dst.Detail = &watchpostv1.Event_Namespace{Namespace: &watchpostv1.Namespace{
 			Operation: n.Operation, Namespaces: n.Namespaces, Flags: n.Flags, Inodes: n.Inodes,
-			TargetInode: n.TargetInode, TargetPid: n.TargetPID, Result: n.Result,
+			TargetInode: n.TargetInode, TargetPid: n.TargetPID, Result: n.Result, Errno: n.Errno,
 		}}
 	case ev.Health != nil:
 		dst.Detail = &watchpostv1.Event_Health{Health: HealthToProto(ev.Health)}

@@ -1,9 +1,12 @@
 package shipper
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/watchpost/watchpost/agent/event"
@@ -24,7 +27,7 @@ func TestToProtoMapsEveryField(t *testing.T) {
 	}
 	want := &watchpostv1.Event{
 		Header: &watchpostv1.Header{Type: watchpostv1.EventType_EVENT_TYPE_FILE_RENAME, TimeUnixNano: ts.UnixNano(), BootNs: 77, Seq: 9, Host: "gw1", Cpu: 1},
-		Process: &watchpostv1.Process{Pid: 10, Tid: 11, Ppid: 1, Uid: 2, Gid: 3, Euid: 4, Egid: 5, Auid: 1000, SessionId: 6,
+		Process: &watchpostv1.Process{Pid: 10, Tid: 11, Ppid: 1, Uid: 2, Gid: 3, Euid: 4, Egid: 5, Auid: proto.Uint32(1000), SessionId: 6,
 			CgroupId: 7, Comm: "mv", Exe: "/usr/bin/mv", Args: []string{"mv", "a\uFFFDb", "c"}, Cwd: "/tmp", Tty: "pts/0",
 			StartBootNs: 8, Container: "abc"},
 		Ancestry:   []*watchpostv1.Ancestor{{Pid: 1, Comm: "systemd", Exe: "/sbin/init", Args: []string{"init"}}},
@@ -41,11 +44,60 @@ func TestToProtoMapsEveryField(t *testing.T) {
 	ToProto(&event.Event{Kind: event.KindExit, Time: ts, Host: "gw1", Exit: &event.Exit{Code: 1, Signal: 9, CoreDumped: true, LifetimeNS: 5}}, &got)
 	want = &watchpostv1.Event{
 		Header:  &watchpostv1.Header{Type: watchpostv1.EventType_EVENT_TYPE_EXIT, TimeUnixNano: ts.UnixNano(), Host: "gw1"},
-		Process: &watchpostv1.Process{},
+		Process: &watchpostv1.Process{Auid: proto.Uint32(0)}, // login uid 0 is root's, not unset
 		Detail:  &watchpostv1.Event_Exit{Exit: &watchpostv1.Exit{Code: 1, Signal: 9, CoreDumped: true, LifetimeNs: 5}},
 	}
 	if !proto.Equal(&got, want) {
 		t.Fatalf("reused: got %v\nwant %v", &got, want)
+	}
+}
+
+// TestCredChangeIDsSurviveProto: uid 0 before and after, the requested
+// ids and the errno name reach the collector; an unset login uid is
+// absent, not 4294967295.
+func TestCredChangeIDsSurviveProto(t *testing.T) {
+	ev := &event.Event{Kind: event.KindCredChange, Process: event.Process{PID: 5, LoginUID: event.AUIDUnset},
+		Security: &event.Security{Operation: "setresuid", OldID: event.ID(0), NewID: event.ID(0), Requested: []int64{0, -1, 0},
+			Result: -1, Errno: "EPERM"}}
+	var msg watchpostv1.Event
+	ToProto(ev, &msg)
+	wire, err := proto.Marshal(&msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got watchpostv1.Event
+	if err := proto.Unmarshal(wire, &got); err != nil {
+		t.Fatal(err)
+	}
+	s := got.GetSecurity()
+	if s.OldId == nil || *s.OldId != 0 || s.NewId == nil || *s.NewId != 0 {
+		t.Errorf("ids after the wire: old %v new %v, want both present and 0", s.OldId, s.NewId)
+	}
+	if !slices.Equal(s.GetRequested(), []int64{0, -1, 0}) || s.GetErrno() != "EPERM" || s.GetResult() != -1 {
+		t.Errorf("requested %v errno %q result %d", s.GetRequested(), s.GetErrno(), s.GetResult())
+	}
+	if got.GetProcess().Auid != nil {
+		t.Errorf("unset auid sent as %d", got.GetProcess().GetAuid())
+	}
+	js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"old_id":"0"`, `"new_id":"0"`, `"errno":"EPERM"`} {
+		if !strings.Contains(strings.ReplaceAll(string(js), " ", ""), want) {
+			t.Errorf("collector JSON %s lacks %s", js, want)
+		}
+	}
+	if strings.Contains(string(js), "auid") {
+		t.Errorf("collector JSON %s carries an unset auid", js)
+	}
+	// The agent's own JSON: the same fields, numbers as numbers.
+	b, err := ev.AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"old_id":0,"new_id":0,"requested":[0,-1,0],"result":-1,"errno":"EPERM"`; !strings.Contains(string(b), want) {
+		t.Errorf("agent JSON %s lacks %s", b, want)
 	}
 }
 

@@ -347,7 +347,7 @@ func (s *Shipper) shipTampers() {
 	}
 	for _, t := range s.durable.TakeTampers() {
 		ev := &event.Event{Kind: event.KindAgentTamper, Time: time.Now(), Host: host,
-			Process: event.Process{PID: uint32(os.Getpid()), Comm: "watchpost-agent"}, Tamper: &t}
+			Process: event.Process{PID: uint32(os.Getpid()), Comm: "watchpost-agent", LoginUID: event.AUIDUnset}, Tamper: &t}
 		s.cnt.received.Add(1)
 		s.cnt.injected.Add(1)
 		select {

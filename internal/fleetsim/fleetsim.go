@@ -349,7 +349,7 @@ func (g *generator) next() *event.Event {
 	pid := uint32(1000 + g.r.IntN(3000))
 	ev := &event.Event{
 		Time: time.Now(), BootNS: g.boot, Seq: g.seq, Host: g.host, CPU: uint32(g.r.IntN(4)),
-		Process: event.Process{PID: pid, TID: pid, PPID: 1, UID: 0, LoginUID: 4294967295, Comm: p.comm, Exe: p.exe,
+		Process: event.Process{PID: pid, TID: pid, PPID: 1, UID: 0, LoginUID: event.AUIDUnset, Comm: p.comm, Exe: p.exe,
 			Args: p.args, Cwd: "/"},
 		Ancestry: []event.Ancestor{{PID: 1, Comm: "systemd", Exe: "/usr/lib/systemd/systemd"}},
 	}
@@ -401,7 +401,7 @@ func (g *generator) next() *event.Event {
 		ev.Exit = &event.Exit{LifetimeNS: uint64(g.r.IntN(1e10))}
 	default:
 		ev.Kind = event.KindCredChange
-		ev.Security = &event.Security{Operation: "setresuid", OldID: 1000, NewID: 0}
+		ev.Security = &event.Security{Operation: "setresuid", OldID: event.ID(1000), NewID: event.ID(0)}
 	}
 	return ev
 }

@@ -64,10 +64,14 @@ const HelperEnv = "WATCHPOST_TEST_HELPER"
 //	listen   listen on TCP 127.0.0.1:0, print the port, hold every accepted
 //	         connection until killed
 //	setuid   setuid($WATCHPOST_TEST_N) and exit 0
+//	setresuid setresuid(0, -1, 0) in one raw call (not Go's all-threads
+//	         setresuid) and exit 0 when it failed with EPERM (run it as
+//	         an unprivileged user: AsUser of a SelfCopy with a child mode)
 //	netns    unshare(CLONE_NEWNET), print "ready", block until killed
 //	setns    setns() into the network namespace file $WATCHPOST_TEST_PATH, exit 0
 //	asuser   drop to uid and gid $WATCHPOST_TEST_N (no supplementary
-//	         groups), then exec the rest of argv after "--child"
+//	         groups), then exec the rest of argv after "--child" (in
+//	         helper mode $WATCHPOST_TEST_HELPER_CHILD when set)
 func HelperMain() {
 	mode := os.Getenv(HelperEnv)
 	if mode == "" {
@@ -97,6 +101,12 @@ func helper(mode string) int {
 	case mode == "setuid":
 		if err := syscall.Setuid(envInt("WATCHPOST_TEST_N")); err != nil {
 			return 104
+		}
+		return 0
+	case mode == "setresuid":
+		keep := uintptr(^uint32(0)) // (uid_t)-1, as C passes it
+		if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, 0, keep, 0); errno != unix.EPERM {
+			return 133
 		}
 		return 0
 	case mode == "netns":
@@ -151,6 +161,9 @@ func asUser(id int, args []string) int {
 			return 105
 		}
 		env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}
+		if child := os.Getenv(HelperEnv + "_CHILD"); child != "" {
+			env = append(env, HelperEnv+"="+child)
+		}
 		_ = syscall.Exec(args[i+1], args[i+1:], env)
 		return 106
 	}

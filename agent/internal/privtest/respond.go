@@ -169,6 +169,22 @@ func Cgroup(t testing.TB, children ...string) string {
 	return dir
 }
 
+// SelfCopy is a copy of the test binary that an unprivileged user can run
+// (the go tool's build directory is root's alone), in a directory removed
+// when the test ends.
+func SelfCopy(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "wp-self-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return CopyExe(t, Self(t), dir, name)
+}
+
 // CopyExe copies the executable src to dir/name (a new inode: policies
 // identify executables by inode) and returns its path.
 func CopyExe(t testing.TB, src, dir, name string) string {

@@ -448,8 +448,9 @@ type Process struct {
 	Gid   uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
 	Euid  uint32                 `protobuf:"varint,6,opt,name=euid,proto3" json:"euid,omitempty"`
 	Egid  uint32                 `protobuf:"varint,7,opt,name=egid,proto3" json:"egid,omitempty"`
-	// Login uid (auid): the human behind the action.
-	Auid        uint32   `protobuf:"varint,8,opt,name=auid,proto3" json:"auid,omitempty"`
+	// Login uid (auid): the human behind the action; absent when unset (a
+	// process no login started, the kernel's (uid_t)-1).
+	Auid        *uint32  `protobuf:"varint,8,opt,name=auid,proto3,oneof" json:"auid,omitempty"`
 	SessionId   uint32   `protobuf:"varint,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	CgroupId    uint64   `protobuf:"varint,10,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
 	Comm        string   `protobuf:"bytes,11,opt,name=comm,proto3" json:"comm,omitempty"`
@@ -552,8 +553,8 @@ func (x *Process) GetEgid() uint32 {
 }
 
 func (x *Process) GetAuid() uint32 {
-	if x != nil {
-		return x.Auid
+	if x != nil && x.Auid != nil {
+		return *x.Auid
 	}
 	return 0
 }
@@ -993,7 +994,9 @@ type File struct {
 	// The syscall that made the event (openat, renameat2, ...).
 	Syscall string `protobuf:"bytes,14,opt,name=syscall,proto3" json:"syscall,omitempty"`
 	// truncate: the new length.
-	Size          uint64 `protobuf:"varint,15,opt,name=size,proto3" json:"size,omitempty"`
+	Size uint64 `protobuf:"varint,15,opt,name=size,proto3" json:"size,omitempty"`
+	// The symbolic name of a failed call's errno (ENOENT, EACCES ...).
+	Errno         string `protobuf:"bytes,64,opt,name=errno,proto3" json:"errno,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1133,6 +1136,13 @@ func (x *File) GetSize() uint64 {
 	return 0
 }
 
+func (x *File) GetErrno() string {
+	if x != nil {
+		return x.Errno
+	}
+	return ""
+}
+
 type Net struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Family   string                 `protobuf:"bytes,1,opt,name=family,proto3" json:"family,omitempty"`
@@ -1156,7 +1166,9 @@ type Net struct {
 	Interface string `protobuf:"bytes,96,opt,name=interface,proto3" json:"interface,omitempty"`
 	Zone      string `protobuf:"bytes,97,opt,name=zone,proto3" json:"zone,omitempty"`
 	// The zone of the remote address.
-	PeerZone      string `protobuf:"bytes,98,opt,name=peer_zone,json=peerZone,proto3" json:"peer_zone,omitempty"`
+	PeerZone string `protobuf:"bytes,98,opt,name=peer_zone,json=peerZone,proto3" json:"peer_zone,omitempty"`
+	// The symbolic name of a failed call's errno (ECONNREFUSED ...).
+	Errno         string `protobuf:"bytes,64,opt,name=errno,proto3" json:"errno,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1306,6 +1318,13 @@ func (x *Net) GetZone() string {
 func (x *Net) GetPeerZone() string {
 	if x != nil {
 		return x.PeerZone
+	}
+	return ""
+}
+
+func (x *Net) GetErrno() string {
+	if x != nil {
+		return x.Errno
 	}
 	return ""
 }
@@ -1478,12 +1497,19 @@ type Security struct {
 	Name       string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	Path       string                 `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
 	FsType     string                 `protobuf:"bytes,7,opt,name=fs_type,json=fsType,proto3" json:"fs_type,omitempty"`
-	OldId      int64                  `protobuf:"varint,8,opt,name=old_id,json=oldId,proto3" json:"old_id,omitempty"`
-	NewId      int64                  `protobuf:"varint,9,opt,name=new_id,json=newId,proto3" json:"new_id,omitempty"`
-	Flags      uint64                 `protobuf:"varint,10,opt,name=flags,proto3" json:"flags,omitempty"`
-	Result     int32                  `protobuf:"varint,11,opt,name=result,proto3" json:"result,omitempty"`
+	// cred_change: the effective id (fs id for setfs*; gid for the group
+	// calls) before and after the call; present whenever known, 0 included.
+	OldId  *int64 `protobuf:"varint,8,opt,name=old_id,json=oldId,proto3,oneof" json:"old_id,omitempty"`
+	NewId  *int64 `protobuf:"varint,9,opt,name=new_id,json=newId,proto3,oneof" json:"new_id,omitempty"`
+	Flags  uint64 `protobuf:"varint,10,opt,name=flags,proto3" json:"flags,omitempty"`
+	Result int32  `protobuf:"varint,11,opt,name=result,proto3" json:"result,omitempty"`
 	// module_load: the module parameters.
-	Params        string `protobuf:"bytes,12,opt,name=params,proto3" json:"params,omitempty"`
+	Params string `protobuf:"bytes,12,opt,name=params,proto3" json:"params,omitempty"`
+	// cred_change that failed: the ids the call asked for, in argument
+	// order, -1 for "leave unchanged".
+	Requested []int64 `protobuf:"varint,64,rep,packed,name=requested,proto3" json:"requested,omitempty"`
+	// The symbolic name of a failed call's errno (EPERM ...).
+	Errno         string `protobuf:"bytes,65,opt,name=errno,proto3" json:"errno,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1568,15 +1594,15 @@ func (x *Security) GetFsType() string {
 }
 
 func (x *Security) GetOldId() int64 {
-	if x != nil {
-		return x.OldId
+	if x != nil && x.OldId != nil {
+		return *x.OldId
 	}
 	return 0
 }
 
 func (x *Security) GetNewId() int64 {
-	if x != nil {
-		return x.NewId
+	if x != nil && x.NewId != nil {
+		return *x.NewId
 	}
 	return 0
 }
@@ -1602,6 +1628,20 @@ func (x *Security) GetParams() string {
 	return ""
 }
 
+func (x *Security) GetRequested() []int64 {
+	if x != nil {
+		return x.Requested
+	}
+	return nil
+}
+
+func (x *Security) GetErrno() string {
+	if x != nil {
+		return x.Errno
+	}
+	return ""
+}
+
 // Namespace is a change of namespaces: setns, unshare, or a clone that
 // creates new ones.
 type Namespace struct {
@@ -1616,9 +1656,11 @@ type Namespace struct {
 	// and time: the ones its children get).
 	Inodes map[string]uint32 `protobuf:"bytes,4,rep,name=inodes,proto3" json:"inodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// setns: the namespace the fd names, or the process a pidfd names.
-	TargetInode   uint32 `protobuf:"varint,5,opt,name=target_inode,json=targetInode,proto3" json:"target_inode,omitempty"`
-	TargetPid     uint32 `protobuf:"varint,6,opt,name=target_pid,json=targetPid,proto3" json:"target_pid,omitempty"`
-	Result        int32  `protobuf:"varint,7,opt,name=result,proto3" json:"result,omitempty"`
+	TargetInode uint32 `protobuf:"varint,5,opt,name=target_inode,json=targetInode,proto3" json:"target_inode,omitempty"`
+	TargetPid   uint32 `protobuf:"varint,6,opt,name=target_pid,json=targetPid,proto3" json:"target_pid,omitempty"`
+	Result      int32  `protobuf:"varint,7,opt,name=result,proto3" json:"result,omitempty"`
+	// The symbolic name of a failed call's errno (EPERM ...).
+	Errno         string `protobuf:"bytes,64,opt,name=errno,proto3" json:"errno,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1700,6 +1742,13 @@ func (x *Namespace) GetResult() int32 {
 		return x.Result
 	}
 	return 0
+}
+
+func (x *Namespace) GetErrno() string {
+	if x != nil {
+		return x.Errno
+	}
+	return ""
 }
 
 // Industrial links an event to plant protocols and fieldbus devices.
@@ -3566,7 +3615,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"Truncation\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\rR\aentries\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xba\x04\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xc8\x04\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x10\n" +
 	"\x03tid\x18\x02 \x01(\rR\x03tid\x12\x12\n" +
@@ -3574,8 +3623,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x12\n" +
 	"\x04euid\x18\x06 \x01(\rR\x04euid\x12\x12\n" +
-	"\x04egid\x18\a \x01(\rR\x04egid\x12\x12\n" +
-	"\x04auid\x18\b \x01(\rR\x04auid\x12\x1d\n" +
+	"\x04egid\x18\a \x01(\rR\x04egid\x12\x17\n" +
+	"\x04auid\x18\b \x01(\rH\x00R\x04auid\x88\x01\x01\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\t \x01(\rR\tsessionId\x12\x1b\n" +
 	"\tcgroup_id\x18\n" +
@@ -3591,7 +3640,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x0fcontainer_image\x18o \x01(\tR\x0econtainerImage\x12%\n" +
 	"\x0econtainer_name\x18p \x01(\tR\rcontainerName\x12\x19\n" +
 	"\bpod_name\x18q \x01(\tR\apodName\x12#\n" +
-	"\rpod_namespace\x18r \x01(\tR\fpodNamespace\"h\n" +
+	"\rpod_namespace\x18r \x01(\tR\fpodNamespaceB\a\n" +
+	"\x05_auid\"h\n" +
 	"\bAncestor\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12\x10\n" +
@@ -3621,7 +3671,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\vcore_dumped\x18\x03 \x01(\bR\n" +
 	"coreDumped\x12\x1f\n" +
 	"\vlifetime_ns\x18\x04 \x01(\x04R\n" +
-	"lifetimeNs\"\xf3\x02\n" +
+	"lifetimeNs\"\x89\x03\n" +
 	"\x04File\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
 	"\bnew_path\x18\x02 \x01(\tR\anewPath\x12%\n" +
@@ -3638,7 +3688,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\towner_uid\x18\f \x01(\rR\bownerUid\x12\x1b\n" +
 	"\towner_gid\x18\r \x01(\rR\bownerGid\x12\x18\n" +
 	"\asyscall\x18\x0e \x01(\tR\asyscall\x12\x12\n" +
-	"\x04size\x18\x0f \x01(\x04R\x04size\"\xeb\x03\n" +
+	"\x04size\x18\x0f \x01(\x04R\x04size\x12\x14\n" +
+	"\x05errno\x18@ \x01(\tR\x05errno\"\x81\x04\n" +
 	"\x03Net\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\tR\x06family\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x1b\n" +
@@ -3660,7 +3711,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x05state\x18_ \x01(\tR\x05state\x12\x1c\n" +
 	"\tinterface\x18` \x01(\tR\tinterface\x12\x12\n" +
 	"\x04zone\x18a \x01(\tR\x04zone\x12\x1b\n" +
-	"\tpeer_zone\x18b \x01(\tR\bpeerZoneJ\x04\b\r\x10\x0eR\rsocket_cookie\"\xe5\x02\n" +
+	"\tpeer_zone\x18b \x01(\tR\bpeerZone\x12\x14\n" +
+	"\x05errno\x18@ \x01(\tR\x05errnoJ\x04\b\r\x10\x0eR\rsocket_cookie\"\xe5\x02\n" +
 	"\fNetInterface\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
@@ -3677,7 +3729,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\aaddress\x18\v \x01(\tR\aaddress\x12!\n" +
 	"\faddress_zone\x18\f \x01(\tR\vaddressZone\x12\x18\n" +
 	"\achanged\x18\r \x03(\tR\achanged\x12#\n" +
-	"\rprevious_name\x18\x0e \x01(\tR\fpreviousName\"\xb5\x02\n" +
+	"\rprevious_name\x18\x0e \x01(\tR\fpreviousName\"\x89\x03\n" +
 	"\bSecurity\x12\x1c\n" +
 	"\toperation\x18\x01 \x01(\tR\toperation\x12\x1d\n" +
 	"\n" +
@@ -3687,13 +3739,17 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x06signal\x18\x04 \x01(\x05R\x06signal\x12\x12\n" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x12\x12\n" +
 	"\x04path\x18\x06 \x01(\tR\x04path\x12\x17\n" +
-	"\afs_type\x18\a \x01(\tR\x06fsType\x12\x15\n" +
-	"\x06old_id\x18\b \x01(\x03R\x05oldId\x12\x15\n" +
-	"\x06new_id\x18\t \x01(\x03R\x05newId\x12\x14\n" +
+	"\afs_type\x18\a \x01(\tR\x06fsType\x12\x1a\n" +
+	"\x06old_id\x18\b \x01(\x03H\x00R\x05oldId\x88\x01\x01\x12\x1a\n" +
+	"\x06new_id\x18\t \x01(\x03H\x01R\x05newId\x88\x01\x01\x12\x14\n" +
 	"\x05flags\x18\n" +
 	" \x01(\x04R\x05flags\x12\x16\n" +
 	"\x06result\x18\v \x01(\x05R\x06result\x12\x16\n" +
-	"\x06params\x18\f \x01(\tR\x06params\"\xb1\x02\n" +
+	"\x06params\x18\f \x01(\tR\x06params\x12\x1c\n" +
+	"\trequested\x18@ \x03(\x03R\trequested\x12\x14\n" +
+	"\x05errno\x18A \x01(\tR\x05errnoB\t\n" +
+	"\a_old_idB\t\n" +
+	"\a_new_id\"\xc7\x02\n" +
 	"\tNamespace\x12\x1c\n" +
 	"\toperation\x18\x01 \x01(\tR\toperation\x12\x1e\n" +
 	"\n" +
@@ -3704,7 +3760,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\ftarget_inode\x18\x05 \x01(\rR\vtargetInode\x12\x1d\n" +
 	"\n" +
 	"target_pid\x18\x06 \x01(\rR\ttargetPid\x12\x16\n" +
-	"\x06result\x18\a \x01(\x05R\x06result\x1a9\n" +
+	"\x06result\x18\a \x01(\x05R\x06result\x12\x14\n" +
+	"\x05errno\x18@ \x01(\tR\x05errno\x1a9\n" +
 	"\vInodesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"x\n" +
@@ -4029,6 +4086,8 @@ func file_watchpost_v1_event_proto_init() {
 	if File_watchpost_v1_event_proto != nil {
 		return
 	}
+	file_watchpost_v1_event_proto_msgTypes[2].OneofWrappers = []any{}
+	file_watchpost_v1_event_proto_msgTypes[10].OneofWrappers = []any{}
 	file_watchpost_v1_event_proto_msgTypes[27].OneofWrappers = []any{
 		(*Event_Exec)(nil),
 		(*Event_Clone)(nil),

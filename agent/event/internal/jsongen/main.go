@@ -79,6 +79,7 @@ var (
 	marshalerType     = reflect.TypeFor[json.Marshaler]()
 	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
 	textAppenderType  = reflect.TypeFor[encoding.TextAppender]()
+	isZeroerType      = reflect.TypeFor[interface{ IsZero() bool }]()
 )
 
 // funcName names the append function of a struct type; types of other
@@ -110,6 +111,7 @@ func (g *gen) want(t reflect.Type) {
 type field struct {
 	goName, jsonName string
 	omitempty        bool
+	omitzero         bool
 	typ              reflect.Type
 }
 
@@ -135,6 +137,13 @@ func fields(t reflect.Type) ([]field, error) {
 			switch o {
 			case "omitempty":
 				fl.omitempty = true
+			case "omitzero":
+				// Only through the type's IsZero method: the one use
+				// (an unset login uid) needs no zero-value comparison.
+				if !f.Type.Implements(isZeroerType) {
+					return nil, fmt.Errorf("%s.%s: omitzero needs an IsZero() bool method on %s", t.Name(), f.Name, f.Type)
+				}
+				fl.omitzero = true
 			case "":
 			default:
 				return nil, fmt.Errorf("%s.%s: json option %q is not supported", t.Name(), f.Name, o)
@@ -164,6 +173,12 @@ func (g *gen) structFunc(t reflect.Type) error {
 		cond := ""
 		if f.omitempty {
 			cond = emptyTest(expr, f.typ)
+		}
+		if f.omitzero {
+			if cond != "" {
+				cond += " && "
+			}
+			cond += "!" + expr + ".IsZero()"
 		}
 		if cond != "" {
 			g.printf("if %s {\n", cond)
