@@ -205,9 +205,19 @@ func testTCPConnectAcceptCloseWithByteCounts(t *testing.T, args func(*Config)) {
 }
 
 // tcpExchange runs one client connection against a listener and checks its
-// events; false asks for another attempt (see the client close).
+// events; false asks for another attempt (see lostToMiss).
 func tcpExchange(t *testing.T, h *harness, attempt int) bool {
-	missedBefore := h.missed(event.KindNetClose)
+	missedBefore := h.missed()
+	// await waits for one of the exchange's events; nil asks for another
+	// attempt (see lostToMiss).
+	await := func(desc string, pred func(*event.Event) bool) *event.Event {
+		t.Helper()
+		ev, misses := h.tryWaitFor(waitTimeout(), pred)
+		if ev == nil {
+			lostToMiss(t, h, desc, missedBefore, attempt, misses)
+		}
+		return ev
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -240,12 +250,17 @@ func tcpExchange(t *testing.T, h *harness, attempt int) bool {
 	}
 	cpid, self := uint32(client.Process.Pid), uint32(os.Getpid())
 
-	h.waitFor("listen", func(ev *event.Event) bool {
+	if await("listen", func(ev *event.Event) bool {
 		return ev.Kind == event.KindNetListen && ev.Process.PID == self && ev.Net.SrcPort == port
-	})
-	conn := h.waitFor("connect", func(ev *event.Event) bool {
+	}) == nil {
+		return false
+	}
+	conn := await("connect", func(ev *event.Event) bool {
 		return ev.Kind == event.KindNetConnect && ev.Process.PID == cpid && ev.Net.DstPort == port
 	})
+	if conn == nil {
+		return false
+	}
 	cport := conn.Net.SrcPort
 	wantConn := &event.Net{Syscall: "connect", Family: "inet", Protocol: "tcp", SockType: "stream", SrcAddr: "127.0.0.1",
 		SrcPort: cport, DstAddr: "127.0.0.1", DstPort: port, Result: conn.Net.Result, Direction: "outbound"}
@@ -255,28 +270,31 @@ func tcpExchange(t *testing.T, h *harness, attempt int) bool {
 	if diff := cmp.Diff(wantConn, conn.Net); diff != "" || cport == 0 || (conn.Net.Result != 0 && conn.Net.Result != -int32(unix.EINPROGRESS)) {
 		t.Errorf("connect (-want +got):\n%s (result %d)", diff, conn.Net.Result)
 	}
-	acc := h.waitFor("accept", func(ev *event.Event) bool {
+	acc := await("accept", func(ev *event.Event) bool {
 		return ev.Kind == event.KindNetAccept && ev.Process.PID == self && ev.Net.DstPort == cport
 	})
+	if acc == nil {
+		return false
+	}
 	wantAcc := &event.Net{Syscall: acc.Net.Syscall, Family: "inet", Protocol: "tcp", SockType: "stream", SrcAddr: "127.0.0.1",
 		SrcPort: port, DstAddr: "127.0.0.1", DstPort: cport, Result: acc.Net.Result, Direction: "inbound"}
 	if diff := cmp.Diff(wantAcc, acc.Net); diff != "" || acc.Net.Result < 0 {
 		t.Errorf("accept (-want +got):\n%s", diff)
 	}
-	cc, misses := h.tryWaitFor(waitTimeout(), func(ev *event.Event) bool {
+	cc := await("client close", func(ev *event.Event) bool {
 		return ev.Kind == event.KindNetClose && ev.Process.PID == cpid && ev.Net.SrcPort == cport
 	})
 	if cc == nil {
-		return closeMissed(t, h, "client", missedBefore, attempt, misses)
+		return false
 	}
 	if cc.Net.BytesSent != up || cc.Net.BytesRecv != down || cc.Net.DurationNS == 0 || cc.Net.Direction != "outbound" {
 		t.Errorf("client close: sent %d (want %d) received %d (want %d), %+v", cc.Net.BytesSent, up, cc.Net.BytesRecv, down, cc.Net)
 	}
-	sc, misses := h.tryWaitFor(waitTimeout(), func(ev *event.Event) bool {
+	sc := await("server close", func(ev *event.Event) bool {
 		return ev.Kind == event.KindNetClose && ev.Process.PID == self && ev.Net.DstPort == cport
 	})
 	if sc == nil {
-		return closeMissed(t, h, "server", missedBefore, attempt, misses)
+		return false
 	}
 	if sc.Net.BytesSent != down || sc.Net.BytesRecv != up || sc.Net.Direction != "inbound" {
 		t.Errorf("server close: sent %d (want %d) received %d (want %d)", sc.Net.BytesSent, down, sc.Net.BytesRecv, up)
@@ -284,18 +302,17 @@ func tcpExchange(t *testing.T, h *harness, attempt int) bool {
 	return true
 }
 
-// closeMissed decides on a close event that did not come: a close the
-// kernel skipped (a recursion miss of the socket state program on a
-// preemptible kernel) is counted, and only then is the exchange run again,
-// with a new connection, at most three times.
-func closeMissed(t *testing.T, h *harness, side string, missedBefore uint64, attempt int, misses string) bool {
+// lostToMiss decides on an event that did not come: when the kernel
+// counted a skipped program run since the attempt began (a recursion miss
+// on a preemptible kernel), the exchange is run again with a new
+// connection, at most three times; otherwise the test fails.
+func lostToMiss(t *testing.T, h *harness, desc string, missedBefore uint64, attempt int, misses string) {
 	t.Helper()
-	if missedBefore < h.missed(event.KindNetClose) && attempt < 3 {
-		t.Logf("attempt %d: the kernel skipped the close program%s; again", attempt, misses)
-		return false
+	if missedBefore < h.missed() && attempt < 3 {
+		t.Logf("attempt %d: no %s event and the kernel skipped a program run%s; again", attempt, desc, misses)
+		return
 	}
-	t.Fatalf("no %s close event within %s%s", side, waitTimeout(), misses)
-	return false
+	t.Fatalf("no %s event within %s%s", desc, waitTimeout(), misses)
 }
 
 func readN(c net.Conn, n int) (int, error) {

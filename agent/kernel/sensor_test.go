@@ -157,13 +157,18 @@ func (h *harness) tryWaitFor(d time.Duration, pred func(*event.Event) bool) (*ev
 	}
 }
 
-// missed is the number of runs of kind k's program the kernel skipped.
-func (h *harness) missed(k event.Kind) uint64 {
+// missed is the number of program runs the kernel skipped, of every
+// program.
+func (h *harness) missed() uint64 {
 	st, err := h.sensor.Stats()
 	if err != nil {
 		return 0
 	}
-	return st.Kinds[k].Missed
+	var n uint64
+	for _, m := range st.ProgramMisses {
+		n += m
+	}
+	return n + st.Total().Missed
 }
 
 func (h *harness) count(pred func(*event.Event) bool) int {

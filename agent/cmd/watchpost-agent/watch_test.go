@@ -140,7 +140,15 @@ func TestAgentRestartsWithChangedConfig(t *testing.T) {
 	}
 	waitOut(`"type":"agent_start","time"`)
 	waitOut(`"host":"gw-a"`)
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(body, "gw-b")), 0o644); err != nil {
+	// Replaced the way configuration tools do it (a new file renamed over
+	// the old): a guest's CPU busy loading programs can stall an in-place
+	// writer between the truncation and the write for longer than the
+	// watcher's settling interval.
+	next := conf + ".new"
+	if err := os.WriteFile(next, []byte(fmt.Sprintf(body, "gw-b")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, conf); err != nil {
 		t.Fatal(err)
 	}
 	waitOut(`"host":"gw-b"`)
