@@ -16,11 +16,13 @@
 #define WP_IPPROTO_TCP 6
 #define WP_IPPROTO_UDP 17
 #define WP_TCP_ESTABLISHED 1
+#define WP_TCP_SYN_SENT 2
 #define WP_TCP_FIN_WAIT2 5
 #define WP_TCP_CLOSE 7
 #define WP_TCP_CLOSE_WAIT 8
 #define WP_TCP_CLOSING 11
 #define WP_EINPROGRESS 115
+#define WP_ECONNABORTED 103
 
 /* The process that owns a tracked TCP socket, and the connection as it
  * was when the process made or accepted it (the local port is released
@@ -31,7 +33,8 @@ struct wp_sock_owner {
 	__u16 family;
 	__u16 sport;
 	__u16 dport;
-	__u16 fin_seen; /* the peer's FIN arrived: it is counted in bytes_received */
+	__u8 fin_seen; /* the peer's FIN arrived: it is counted in bytes_received */
+	__u8 pending;  /* a non-blocking connect whose outcome is not yet reported */
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
@@ -70,6 +73,10 @@ static __always_inline void wp_sock_addrs(struct wp_net_event *e, struct sock *s
 	e->sock_type = BPF_CORE_READ(sk, sk_type);
 	e->protocol = BPF_CORE_READ(sk, sk_protocol);
 	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* A socket that closed releases its port (skc_num is 0, a connect
+	 * refused inside its call): the port it used stays in inet_sport. */
+	if (!e->sport)
+		e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
@@ -150,6 +157,53 @@ static __always_inline __u64 wp_msg_name(struct wp_sys_desc *d, struct wp_sys_ar
 	return 0;
 }
 
+/* wp_owner_event fills an event of a tracked socket from its owner: the
+ * process and the connection as they were at connect or accept. */
+static __always_inline void wp_owner_event(struct wp_net_event *e, struct wp_sock_owner *o, struct sock *sk, __u32 type)
+{
+	__builtin_memcpy(&e->hdr, &o->hdr, sizeof(e->hdr));
+	__u64 now = bpf_ktime_get_boot_ns();
+	e->hdr.type = type;
+	e->hdr.ts_boot_ns = now;
+	e->hdr.cpu = bpf_get_smp_processor_id();
+	e->duration_ns = now - o->start_ns;
+	e->family = o->family;
+	e->sock_type = BPF_CORE_READ(sk, sk_type);
+	e->protocol = WP_IPPROTO_TCP;
+	e->sport = o->sport;
+	e->dport = o->dport;
+	__builtin_memcpy(e->saddr, o->saddr, 16);
+	__builtin_memcpy(e->daddr, o->daddr, 16);
+}
+
+/* wp_connect_result reports how a non-blocking connect ended, once: 0 when
+ * established, else the socket's error (ECONNREFUSED, ETIMEDOUT,
+ * EHOSTUNREACH ...), or ECONNABORTED when the owner closed it first.
+ * duration_ns is the time from the connect call. e is the caller's
+ * scratch event (the stack has room for one). */
+static __always_inline void wp_connect_result(struct wp_net_event *e, struct wp_sock_owner *o, struct sock *sk,
+					      int state)
+{
+	if (!o->pending)
+		return;
+	o->pending = 0;
+	__u32 type = WP_EV_NET_CONNECT_RESULT;
+	wp_count(type, WP_STAT_PRODUCED);
+	struct wp_config *cfg = wp_get_config();
+	if (!cfg || !(cfg->event_mask & (1ULL << type)) || o->hdr.pid == cfg->agent_tgid) {
+		wp_count(type, WP_STAT_FILTERED);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	wp_owner_event(e, o, sk, type);
+	e->hdr.flags = 0;
+	if (state != WP_TCP_ESTABLISHED) {
+		int err = BPF_CORE_READ(sk, sk_err);
+		e->ret = err ? -err : -WP_ECONNABORTED;
+	}
+	wp_output(cfg, e, sizeof(*e), type, false);
+}
+
 SEC("tracepoint/syscalls/wp_exit_net")
 int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 {
@@ -216,19 +270,34 @@ int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 	wp_fill_hdr(&e.hdr, type, task);
 	e.hdr.flags = flags;
 
+	__u64 key = (__u64)sk;
 	/* Remember who owns a TCP connection, for its close event. */
 	if (proto == WP_IPPROTO_TCP && ((op == WP_NET_CONNECT && (ret == 0 || ret == -WP_EINPROGRESS)) ||
 					(op == WP_NET_ACCEPT && ret >= 0))) {
 		struct wp_sock_owner o = {};
 		__builtin_memcpy(&o.hdr, &e.hdr, sizeof(o.hdr));
 		o.start_ns = e.hdr.ts_boot_ns;
+		o.pending = op == WP_NET_CONNECT && ret == -WP_EINPROGRESS;
 		o.family = e.family;
 		o.sport = e.sport;
 		o.dport = e.dport;
 		__builtin_memcpy(o.saddr, e.saddr, 16);
 		__builtin_memcpy(o.daddr, e.daddr, 16);
-		__u64 key = (__u64)sk;
 		bpf_map_update_elem(&wp_socks, &key, &o, BPF_ANY);
+		if (o.pending) {
+			/* The handshake may have ended before this exit (on
+			 * loopback it ends inside the call): report it now. A
+			 * change after this read finds the entry pending and is
+			 * reported by wp_sock_state. */
+			int state = BPF_CORE_READ(sk, __sk_common.skc_state);
+			struct wp_sock_owner *po = NULL;
+			if (state != WP_TCP_SYN_SENT)
+				po = bpf_map_lookup_elem(&wp_socks, &key);
+			wp_output(cfg, &e, sizeof(e), type, false);
+			if (po)
+				wp_connect_result(&e, po, sk, state);
+			return 0;
+		}
 	}
 	wp_output(cfg, &e, sizeof(e), type, false);
 	return 0;
@@ -246,6 +315,9 @@ int BPF_PROG(wp_sock_state, struct sock *sk, int oldstate, int newstate)
 	struct wp_sock_owner *o = bpf_map_lookup_elem(&wp_socks, &key);
 	if (!o)
 		return 0;
+	struct wp_net_event e;
+	if (oldstate == WP_TCP_SYN_SENT)
+		wp_connect_result(&e, o, sk, newstate);
 	if (newstate == WP_TCP_ESTABLISHED) {
 		o->hdr.flags |= WP_F_ESTABLISHED;
 		return 0;
@@ -273,20 +345,8 @@ int BPF_PROG(wp_sock_state, struct sock *sk, int oldstate, int newstate)
 		bpf_map_delete_elem(&wp_socks, &key);
 		return 0;
 	}
-	struct wp_net_event e = {};
-	__builtin_memcpy(&e.hdr, &o->hdr, sizeof(e.hdr));
-	__u64 now = bpf_ktime_get_boot_ns();
-	e.hdr.type = type;
-	e.hdr.ts_boot_ns = now;
-	e.hdr.cpu = bpf_get_smp_processor_id();
-	e.duration_ns = now - o->start_ns;
-	e.family = o->family;
-	e.sock_type = BPF_CORE_READ(sk, sk_type);
-	e.protocol = WP_IPPROTO_TCP;
-	e.sport = o->sport;
-	e.dport = o->dport;
-	__builtin_memcpy(e.saddr, o->saddr, 16);
-	__builtin_memcpy(e.daddr, o->daddr, 16);
+	__builtin_memset(&e, 0, sizeof(e));
+	wp_owner_event(&e, o, sk, type);
 	/* Payload only: bytes_sent counts data segments (retransmissions
 	 * included, so they are taken off); bytes_received counts sequence
 	 * space, which includes the peer's FIN. */

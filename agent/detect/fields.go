@@ -56,7 +56,7 @@ func (c fieldClass) has(k event.Kind) bool {
 	case classFile:
 		return k >= event.KindFileOpen && k <= event.KindFileSymlink
 	case classNet:
-		return k >= event.KindNetConnect && k <= event.KindNetSocket
+		return k >= event.KindNetConnect && k <= event.KindNetSocket || k == event.KindNetConnectResult
 	case classSecurity:
 		return (k >= event.KindModuleLoad && k <= event.KindMemfdExec) || k == event.KindUserfaultfd ||
 			k == event.KindMemfdCreate || k == event.KindNamespace

@@ -289,7 +289,8 @@ type Net struct {
 	DurationNS uint64 `json:"duration_ns,omitempty"`
 	Direction  string `json:"direction,omitempty"` // outbound, inbound
 	// State is the socket's state in a start-up inventory (net_inventory):
-	// listen or established.
+	// listen or established; for net_connect_result the connect's outcome:
+	// established, refused, timed_out, unreachable, aborted or failed.
 	State string `json:"state,omitempty"`
 	// Interface and Zone are the host interface holding the local address
 	// and its zone (agent/netctx); PeerZone is the zone of the remote

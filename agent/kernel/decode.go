@@ -93,7 +93,7 @@ func (d *decoder) decode(raw []byte) (*event.Event, error) {
 	switch k := event.Kind(hdr.Type); {
 	case k >= event.KindFileOpen && k <= event.KindFileSymlink:
 		err = d.decodeFile(ev, raw)
-	case k >= event.KindNetConnect && k <= event.KindNetSocket:
+	case k >= event.KindNetConnect && k <= event.KindNetSocket, k == event.KindNetConnectResult:
 		err = d.decodeNet(ev, raw)
 	case k >= event.KindModuleLoad && k <= event.KindSignal, k == event.KindUserfaultfd, k == event.KindMemfdCreate:
 		err = d.decodeSec(ev, raw)

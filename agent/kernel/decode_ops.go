@@ -160,17 +160,38 @@ func (d *decoder) decodeNet(ev *event.Event, raw []byte) error {
 		n.Family = "inet" // a v4-mapped peer on a dual-stack socket
 	}
 	switch ev.Kind {
-	case event.KindNetConnect, event.KindNetAccept, event.KindNetUDPFlow, event.KindNetClose:
+	case event.KindNetConnect, event.KindNetAccept, event.KindNetUDPFlow, event.KindNetClose, event.KindNetConnectResult:
 		n.Direction = "outbound"
 		if e.Hdr.Flags&uint16(wpWpFlagsWP_F_INBOUND) != 0 {
 			n.Direction = "inbound"
 		}
 	}
-	if ev.Kind == event.KindNetClose {
+	switch ev.Kind {
+	case event.KindNetClose:
 		n.Syscall = ""
+	case event.KindNetConnectResult:
+		n.Syscall = ""
+		n.State = connectOutcome(n.Result)
 	}
 	ev.Net = n
 	return nil
+}
+
+// connectOutcome names how a non-blocking connect ended from its result.
+func connectOutcome(result int32) string {
+	switch -result {
+	case 0:
+		return "established"
+	case int32(unix.ECONNREFUSED):
+		return "refused"
+	case int32(unix.ETIMEDOUT):
+		return "timed_out"
+	case int32(unix.EHOSTUNREACH), int32(unix.ENETUNREACH):
+		return "unreachable"
+	case int32(unix.ECONNABORTED):
+		return "aborted"
+	}
+	return "failed"
 }
 
 // secArg returns argument idx of the record, or 0 when absent.

@@ -56,7 +56,9 @@ func (s Stats) Total() KindStats {
 }
 
 // programKind attributes a program's skipped runs to the one kind it
-// produces; programs serving several kinds are reported by name.
+// produces (wp_sock_state: closes; a skipped state change can also lose
+// a connect's outcome); programs serving several kinds are reported by
+// name.
 var programKind = map[string]event.Kind{
 	"wp_sched_exec": event.KindExec,
 	"wp_sched_fork": event.KindClone,

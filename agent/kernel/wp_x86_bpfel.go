@@ -492,7 +492,8 @@ type wpWpSockOwner struct {
 	Family  uint16
 	Sport   uint16
 	Dport   uint16
-	FinSeen uint16
+	FinSeen uint8
+	Pending uint8
 	Saddr   [16]uint8
 	Daddr   [16]uint8
 }
