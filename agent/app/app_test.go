@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/watchpost/watchpost/agent/app"
@@ -47,7 +50,7 @@ func TestEndToEndOverMutualTLS(t *testing.T) {
 	cfg.Collector.CA = filepath.Join(pki, certs.CAFile)
 	cfg.Collector.Cert = filepath.Join(pki, cert)
 	cfg.Collector.Key = filepath.Join(pki, key)
-	cfg.Kernel.Events = []string{"exec", "file_open", "net_connect"}
+	cfg.Kernel.Events = []string{"exec", "file_open", "net_connect", "net_connect_result", "signal"}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
@@ -101,6 +104,16 @@ func TestEndToEndOverMutualTLS(t *testing.T) {
 		t.Fatalf("tcp helper: %v %s", err, out)
 	}
 
+	// A signal from one helper to another names its target from the
+	// process table: the target's exec is stored before it is signalled.
+	targetArgs := []string{self, "-test.run=^$", "wp-e2e-target"}
+	target := exec.Command(self, targetArgs[1:]...)
+	target.Env = append(os.Environ(), privtest.HelperEnv+"=sleep")
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = target.Process.Kill(); _ = target.Wait() }()
+
 	written := filepath.Join(dir, "setpoints.cfg")
 	wr := exec.Command("/bin/sh", "-c", "echo 'tank1.max=80' > "+written)
 	if err := wr.Run(); err != nil {
@@ -138,11 +151,32 @@ func TestEndToEndOverMutualTLS(t *testing.T) {
 		t.Errorf("file write from the collector: %v (process %v)", f, fileEv.Process)
 	}
 
+	queryOne(t, q, &watchpostv1.EventFilter{Host: agentID, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_EXEC}, Pid: uint32(target.Process.Pid)})
+	killer := exec.Command(self, "-test.run=^$")
+	killer.Env = append(os.Environ(), privtest.HelperEnv+"=kill", "WATCHPOST_TEST_N="+strconv.Itoa(target.Process.Pid))
+	if out, err := killer.CombinedOutput(); err != nil {
+		t.Fatalf("kill helper: %v %s", err, out)
+	}
+	sigEv := queryOne(t, q, &watchpostv1.EventFilter{Host: agentID, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_SIGNAL}, Pid: uint32(killer.Process.Pid)})
+	wantSig := &watchpostv1.Security{Operation: "kill", TargetPid: uint32(target.Process.Pid), Signal: int32(syscall.SIGTERM),
+		TargetComm: sigEv.GetSecurity().GetTargetComm(), TargetExe: self, TargetArgs: targetArgs, TargetUid: proto.Int64(int64(os.Getuid()))}
+	if diff := cmp.Diff(wantSig, sigEv.GetSecurity(), protocmp.Transform()); diff != "" || wantSig.TargetComm == "" {
+		t.Errorf("signal from the collector (-want +got):\n%s", diff)
+	}
+
 	netEv := queryOne(t, q, &watchpostv1.EventFilter{Host: agentID, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_NET_CONNECT}, Port: port})
 	n := netEv.GetNet()
 	if n.GetDstAddr() != "127.0.0.1" || n.GetDstPort() != port || n.GetProtocol() != "tcp" || netEv.Process.GetPid() != uint32(tcp.Process.Pid) ||
 		!slices.Contains([]int32{0, -115}, n.GetResult()) {
 		t.Errorf("connect from the collector: %v (pid %d, want %d)", n, netEv.Process.GetPid(), tcp.Process.Pid)
+	}
+	if n.GetResult() == 0 {
+		return // connected inside the call: there is no outcome to report later
+	}
+	resEv := queryOne(t, q, &watchpostv1.EventFilter{Host: agentID, Types: []watchpostv1.EventType{watchpostv1.EventType_EVENT_TYPE_NET_CONNECT_RESULT}, Port: port})
+	r := resEv.GetNet()
+	if r.GetState() != "established" || r.GetResult() != 0 || r.GetSrcPort() != n.GetSrcPort() || r.GetDstPort() != port || resEv.Process.GetPid() != uint32(tcp.Process.Pid) {
+		t.Errorf("connect result from the collector: %v (pid %d), want established from port %d", r, resEv.Process.GetPid(), n.GetSrcPort())
 	}
 }
 

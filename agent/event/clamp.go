@@ -90,6 +90,8 @@ func (ev *Event) Clamp() {
 		s := ev.Security
 		c.str("security.operation", &s.Operation, limits.NameBytes)
 		c.str("security.target_comm", &s.TargetComm, limits.NameBytes)
+		c.path("security.target_exe", &s.TargetExe)
+		c.list("security.target_args", &s.TargetArgs, limits.AncestorArgs, limits.AncestorArgsBytes, limits.AncestorArgsBytes)
 		c.str("security.name", &s.Name, limits.TextBytes)
 		c.path("security.path", &s.Path)
 		c.str("security.fs_type", &s.FSType, limits.NameBytes)

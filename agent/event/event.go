@@ -334,10 +334,16 @@ type Security struct {
 	Operation  string `json:"operation"`            // e.g. setuid, capset, init_module, attach
 	TargetPID  uint32 `json:"target_pid,omitempty"` // ptrace, signal
 	TargetComm string `json:"target_comm,omitempty"`
-	Signal     int    `json:"signal,omitempty"`
-	Name       string `json:"name,omitempty"` // module name, mount source, bpf command ...
-	Path       string `json:"path,omitempty"` // mount point, memfd name ...
-	FSType     string `json:"fs_type,omitempty"`
+	// TargetExe, TargetArgs and TargetUID describe a ptrace or signal
+	// target from the process table, as it was when the call was made;
+	// absent when the table does not know the target.
+	TargetExe  string   `json:"target_exe,omitempty"`
+	TargetArgs []string `json:"target_args,omitempty"`
+	TargetUID  *int64   `json:"target_uid,omitempty"`
+	Signal     int      `json:"signal,omitempty"`
+	Name       string   `json:"name,omitempty"` // module name, mount source, bpf command ...
+	Path       string   `json:"path,omitempty"` // mount point, memfd name ...
+	FSType     string   `json:"fs_type,omitempty"`
 	// OldID and NewID are a credential change's effective id (fs id for
 	// setfs*, gid for the group calls) before and after the call: set
 	// whenever known, 0 (root) included; nil only when unknown.

@@ -835,6 +835,39 @@ func appendJSONSecurity(b []byte, v *Security) ([]byte, error) {
 		b = append(b, "\"target_comm\":"...)
 		b = appendString(b, v.TargetComm)
 	}
+	if v.TargetExe != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"target_exe\":"...)
+		b = appendString(b, v.TargetExe)
+	}
+	if len(v.TargetArgs) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"target_args\":"...)
+		if v.TargetArgs == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.TargetArgs {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.TargetArgs[i1])
+			}
+			b = append(b, ']')
+		}
+	}
+	if v.TargetUID != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"target_uid\":"...)
+		if v.TargetUID == nil {
+			b = append(b, "null"...)
+		} else {
+			b = appendInt(b, int64((*v.TargetUID)))
+		}
+	}
 	if v.Signal != 0 {
 		b = append(b, sep)
 		sep = ','

@@ -219,6 +219,15 @@ func (t *Table) enrichLocked(ev *event.Event) {
 		ppid = a.PPID
 	}
 	ev.Ancestry = anc
+	if s := ev.Security; s != nil && s.TargetPID != 0 && (ev.Kind == event.KindSignal || ev.Kind == event.KindPtrace) {
+		if tg := t.lookupLocked(s.TargetPID); tg != nil {
+			s.TargetExe, s.TargetArgs, s.TargetUID = tg.Exe, tg.Args, event.ID(tg.UID)
+			if s.TargetComm == "" {
+				s.TargetComm = tg.Comm
+			}
+			tg.noteCut(ev, "security.target_args")
+		}
+	}
 }
 
 // noteCut records on ev that the arguments it took from e were cut.

@@ -169,3 +169,34 @@ func TestCredChangeOldIDFromTable(t *testing.T) {
 		t.Errorf("setgid: old gid %v, want 1000", got)
 	}
 }
+
+// TestSignalAndPtraceNameTheirTarget: the target's exe, argv and uid come
+// from the table (root's uid 0 included), also after the target exited;
+// an unknown target keeps only its pid.
+func TestSignalAndPtraceNameTheirTarget(t *testing.T) {
+	tb := newTestTable(t)
+	plc := execEv(500, 1, "/usr/local/bin/plc-runtime", "plc-runtime", "--cell", "1")
+	tb.Apply(plc)
+	tb.Apply(execEv(600, 1, "/usr/bin/gdb", "gdb", "-p", "500"))
+	trace := &event.Event{Kind: event.KindPtrace, Process: event.Process{PID: 600, UID: 1000},
+		Security: &event.Security{Operation: "PTRACE_ATTACH", TargetPID: 500}}
+	tb.Apply(trace)
+	want := &event.Security{Operation: "PTRACE_ATTACH", TargetPID: 500, TargetComm: "plc-runtime", TargetExe: "/usr/local/bin/plc-runtime",
+		TargetArgs: []string{"plc-runtime", "--cell", "1"}, TargetUID: event.ID(0)}
+	if diff := cmp.Diff(want, trace.Security); diff != "" {
+		t.Errorf("ptrace (-want +got):\n%s", diff)
+	}
+	tb.Apply(&event.Event{Kind: event.KindExit, Process: event.Process{PID: 500}})
+	kill := &event.Event{Kind: event.KindSignal, Process: event.Process{PID: 600, UID: 1000},
+		Security: &event.Security{Operation: "kill", TargetPID: 500, Signal: 9}}
+	tb.Apply(kill)
+	if kill.Security.TargetExe != "/usr/local/bin/plc-runtime" || kill.Security.TargetUID == nil {
+		t.Errorf("signal to an exited target: %+v", kill.Security)
+	}
+	unknown := &event.Event{Kind: event.KindSignal, Process: event.Process{PID: 600},
+		Security: &event.Security{Operation: "kill", TargetPID: 999999, Signal: 15}}
+	tb.Apply(unknown)
+	if diff := cmp.Diff(&event.Security{Operation: "kill", TargetPID: 999999, Signal: 15}, unknown.Security); diff != "" {
+		t.Errorf("unknown target (-want +got):\n%s", diff)
+	}
+}

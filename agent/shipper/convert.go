@@ -133,6 +133,7 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		s := ev.Security
 		dst.Detail = &watchpostv1.Event_Security{Security: &watchpostv1.Security{
 			Operation: utf8Safe(s.Operation), TargetPid: s.TargetPID, TargetComm: utf8Safe(s.TargetComm),
+			TargetExe: utf8Safe(s.TargetExe), TargetArgs: utf8SafeAll(s.TargetArgs), TargetUid: s.TargetUID,
 			Signal: int32(s.Signal), Name: utf8Safe(s.Name), Path: utf8Safe(s.Path), FsType: utf8Safe(s.FSType),
 			OldId: s.OldID, NewId: s.NewID, Requested: s.Requested, Flags: s.Flags, Result: s.Result, Errno: s.Errno,
 			Params: utf8Safe(s.Params),

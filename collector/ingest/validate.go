@@ -453,6 +453,8 @@ func (v *validator) detailStrings(ev *watchpostv1.Event) {
 			v.str(f.field, f.p)
 		}
 		v.pathStr("security.path", &s.Path)
+		v.pathStr("security.target_exe", &s.TargetExe)
+		v.strs("security.target_args", &s.TargetArgs)
 	case *watchpostv1.Event_Health:
 		h := d.Health
 		v.str("health.version", &h.Version)

@@ -103,6 +103,11 @@ func helper(mode string) int {
 			return 104
 		}
 		return 0
+	case mode == "kill":
+		if err := unix.Kill(envInt("WATCHPOST_TEST_N"), unix.SIGTERM); err != nil {
+			return 105
+		}
+		return 0
 	case mode == "setresuid":
 		keep := uintptr(^uint32(0)) // (uid_t)-1, as C passes it
 		if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, 0, keep, 0); errno != unix.EPERM {

@@ -397,7 +397,14 @@ func detail(ev *watchpostv1.Event) string {
 		sec := d.Security
 		s = strings.TrimSpace(strings.Join([]string{sec.Operation, sec.Name, sec.Path}, " "))
 		if sec.TargetPid != 0 {
-			s += fmt.Sprintf(" target %d %s", sec.TargetPid, sec.TargetComm)
+			name := sec.TargetComm
+			if sec.TargetExe != "" {
+				name = sec.TargetExe
+			}
+			s += fmt.Sprintf(" target %d %s", sec.TargetPid, name)
+			if sec.TargetUid != nil {
+				s += fmt.Sprintf(" uid %d", *sec.TargetUid)
+			}
 		}
 	case *watchpostv1.Event_Health:
 		s = fmt.Sprintf("produced %d delivered %d dropped %d", d.Health.Produced, d.Health.Delivered, d.Health.Dropped)

@@ -1509,7 +1509,12 @@ type Security struct {
 	// order, -1 for "leave unchanged".
 	Requested []int64 `protobuf:"varint,64,rep,packed,name=requested,proto3" json:"requested,omitempty"`
 	// The symbolic name of a failed call's errno (EPERM ...).
-	Errno         string `protobuf:"bytes,65,opt,name=errno,proto3" json:"errno,omitempty"`
+	Errno string `protobuf:"bytes,65,opt,name=errno,proto3" json:"errno,omitempty"`
+	// ptrace and signal: the target's executable, argv and uid from the
+	// agent's process table when the call was made; absent when unknown.
+	TargetExe     string   `protobuf:"bytes,66,opt,name=target_exe,json=targetExe,proto3" json:"target_exe,omitempty"`
+	TargetArgs    []string `protobuf:"bytes,67,rep,name=target_args,json=targetArgs,proto3" json:"target_args,omitempty"`
+	TargetUid     *int64   `protobuf:"varint,68,opt,name=target_uid,json=targetUid,proto3,oneof" json:"target_uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1640,6 +1645,27 @@ func (x *Security) GetErrno() string {
 		return x.Errno
 	}
 	return ""
+}
+
+func (x *Security) GetTargetExe() string {
+	if x != nil {
+		return x.TargetExe
+	}
+	return ""
+}
+
+func (x *Security) GetTargetArgs() []string {
+	if x != nil {
+		return x.TargetArgs
+	}
+	return nil
+}
+
+func (x *Security) GetTargetUid() int64 {
+	if x != nil && x.TargetUid != nil {
+		return *x.TargetUid
+	}
+	return 0
 }
 
 // Namespace is a change of namespaces: setns, unshare, or a clone that
@@ -3729,7 +3755,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\aaddress\x18\v \x01(\tR\aaddress\x12!\n" +
 	"\faddress_zone\x18\f \x01(\tR\vaddressZone\x12\x18\n" +
 	"\achanged\x18\r \x03(\tR\achanged\x12#\n" +
-	"\rprevious_name\x18\x0e \x01(\tR\fpreviousName\"\x89\x03\n" +
+	"\rprevious_name\x18\x0e \x01(\tR\fpreviousName\"\xfc\x03\n" +
 	"\bSecurity\x12\x1c\n" +
 	"\toperation\x18\x01 \x01(\tR\toperation\x12\x1d\n" +
 	"\n" +
@@ -3747,9 +3773,16 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x06result\x18\v \x01(\x05R\x06result\x12\x16\n" +
 	"\x06params\x18\f \x01(\tR\x06params\x12\x1c\n" +
 	"\trequested\x18@ \x03(\x03R\trequested\x12\x14\n" +
-	"\x05errno\x18A \x01(\tR\x05errnoB\t\n" +
+	"\x05errno\x18A \x01(\tR\x05errno\x12\x1d\n" +
+	"\n" +
+	"target_exe\x18B \x01(\tR\ttargetExe\x12\x1f\n" +
+	"\vtarget_args\x18C \x03(\tR\n" +
+	"targetArgs\x12\"\n" +
+	"\n" +
+	"target_uid\x18D \x01(\x03H\x02R\ttargetUid\x88\x01\x01B\t\n" +
 	"\a_old_idB\t\n" +
-	"\a_new_id\"\xc7\x02\n" +
+	"\a_new_idB\r\n" +
+	"\v_target_uid\"\xc7\x02\n" +
 	"\tNamespace\x12\x1c\n" +
 	"\toperation\x18\x01 \x01(\tR\toperation\x12\x1e\n" +
 	"\n" +
