@@ -15,6 +15,8 @@
 #define WP_O_CREAT 0100
 #define WP_O_TRUNC 01000
 #define WP_O_APPEND 02000
+#define WP_ENOENT 2
+#define WP_ENOTDIR 20
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -144,6 +146,16 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 			wp_count(type, WP_STAT_FILTERED);
 			return 0;
 		}
+	}
+
+	/* A read-only open failing with "not there" (ENOENT, ENOTDIR) is the
+	 * loader's and the locale's search path, the bulk of all failed opens:
+	 * counted, and reported only when asked for. Refusals (EACCES, EPERM,
+	 * ENXIO, ENODEV, EROFS ...) and failed writes are always reported. */
+	if (type == WP_EV_FILE_OPEN && !write && (ctx->ret == -WP_ENOENT || ctx->ret == -WP_ENOTDIR) &&
+	    !(cfg->flags & WP_CFG_ALL_FAILED_OPENS)) {
+		wp_count(type, WP_STAT_FILTERED);
+		return 0;
 	}
 
 	if (f) {

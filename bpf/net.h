@@ -11,7 +11,9 @@
 
 #define WP_AF_INET 2
 #define WP_AF_INET6 10
+#define WP_AF_NETLINK 16
 #define WP_AF_PACKET 17
+#define WP_NETLINK_ROUTE 0
 #define WP_SOCK_RAW 3
 #define WP_IPPROTO_TCP 6
 #define WP_IPPROTO_UDP 17
@@ -223,7 +225,9 @@ int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
 	__u16 stype = BPF_CORE_READ(sk, sk_type);
 	if (op == WP_NET_SOCKET) {
-		if (family != WP_AF_PACKET && stype != WP_SOCK_RAW)
+		/* Packet and raw sockets can see others' traffic; netlink
+		 * sockets reach the kernel's firewall, audit, uevents ... */
+		if (family != WP_AF_NETLINK && family != WP_AF_PACKET && stype != WP_SOCK_RAW)
 			return 0;
 	} else if (family != WP_AF_INET && family != WP_AF_INET6) {
 		return 0;
@@ -261,8 +265,10 @@ int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 	struct wp_config *cfg;
 	if (!wp_want(type, &cfg))
 		return 0;
-	if (wp_task_filtered(cfg, task) || (op != WP_NET_SOCKET && op != WP_NET_LISTEN && op != WP_NET_BIND &&
-					    wp_peer_filtered(cfg, &e))) {
+	/* NETLINK_ROUTE is opened by every name lookup: counted, not reported. */
+	bool route = op == WP_NET_SOCKET && family == WP_AF_NETLINK && proto == WP_NETLINK_ROUTE;
+	if (route || wp_task_filtered(cfg, task) ||
+	    (op != WP_NET_SOCKET && op != WP_NET_LISTEN && op != WP_NET_BIND && wp_peer_filtered(cfg, &e))) {
 		wp_count(type, WP_STAT_FILTERED);
 		return 0;
 	}

@@ -133,6 +133,7 @@ enum wp_config_flags {
 	WP_CFG_NET_INCLUDE = 1 << 9,   /* only peers matching an include rule */
 	WP_CFG_RATE_LIMIT = 1 << 10,   /* per-process token bucket for file events */
 	WP_CFG_USER_RATE_LIMIT = 1 << 11, /* per-user token bucket for file events */
+	WP_CFG_ALL_FAILED_OPENS = 1 << 12, /* report opens failing ENOENT / ENOTDIR too */
 };
 
 /* Filter verdicts stored in the filter maps. */

@@ -188,6 +188,7 @@ type ExecEnv struct {
 // Filters are applied in the kernel (docs/configuration.md).
 type Filters struct {
 	ReadOpens      bool           `yaml:"read_opens"`
+	NotFoundOpens  bool           `yaml:"not_found_opens"`
 	RateLimit      RateLimit      `yaml:"rate_limit"`
 	UDPFlowTimeout time.Duration  `yaml:"udp_flow_timeout"`
 	Cgroups        IncludeExclude `yaml:"cgroups"`
@@ -527,7 +528,7 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 
 func (f Filters) kernel(cgroupRoot string) (kernel.Filters, error) {
 	out := kernel.Filters{
-		ReadOpens: f.ReadOpens, RatePerSec: f.RateLimit.PerSecond, RateBurst: f.RateLimit.Burst,
+		ReadOpens: f.ReadOpens, NotFoundOpens: f.NotFoundOpens, RatePerSec: f.RateLimit.PerSecond, RateBurst: f.RateLimit.Burst,
 		UserRatePerSec: f.RateLimit.UserPerSecond, UserRateBurst: f.RateLimit.UserBurst,
 		FlowTimeout: f.UDPFlowTimeout,
 		IncludeExes: f.Executables.Include, ExcludeExes: f.Executables.Exclude,

@@ -81,11 +81,15 @@ type Classifier struct {
 	// system (a device whose driver is absent fails with ENXIO before the
 	// kernel ever has a struct file to report).
 	statFailed bool
+	// ephemeral is the kernel's local port range for outgoing
+	// connections (net.ipv4.ip_local_port_range): a port in it is more
+	// likely a client's than a server's.
+	ephemeral [2]uint16
 }
 
 // New compiles the tables; errors name the bad entry.
 func New(protocols []Protocol, serial []Serial) (*Classifier, error) {
-	c := &Classifier{ports: make(map[portKey]string), serial: serial, statFailed: true}
+	c := &Classifier{ports: make(map[portKey]string), serial: serial, statFailed: true, ephemeral: localPortRange("/proc/sys/net/ipv4/ip_local_port_range")}
 	for i, p := range protocols {
 		if p.Name == "" {
 			return nil, fmt.Errorf("industrial.protocols[%d].name: empty", i)
@@ -159,21 +163,76 @@ func (c *Classifier) Apply(ev *event.Event) {
 func (c *Classifier) applyNet(ev *event.Event) {
 	n := ev.Net
 	if ev.Kind == event.KindNetSocket {
-		ev.Industrial = &event.Industrial{Sniffing: true}
+		// Packet sockets and raw IP sockets can read others' traffic;
+		// netlink sockets (raw too) talk to the kernel and cannot.
+		if n.Family == "packet" || (n.SockType == "raw" && (n.Family == "inet" || n.Family == "inet6")) {
+			ev.Industrial = &event.Industrial{Sniffing: true}
+		}
 		return
 	}
 	if n.Protocol != "tcp" && n.Protocol != "udp" {
 		return
 	}
-	// The peer's port first (a client talking to a PLC), then our own (a
-	// server speaking the protocol).
-	name := c.Protocol(n.Protocol, n.DstPort)
-	if name == "" {
-		name = c.Protocol(n.Protocol, n.SrcPort)
-	}
-	if name != "" {
+	if name := c.serverProtocol(ev.Kind, n); name != "" {
 		ev.Industrial = &event.Industrial{Protocol: name}
 	}
+}
+
+// serverProtocol is the protocol of the server side of a flow: the peer's
+// port when this host made the connection, the local port when it
+// listens or accepted. UDP has no such roles: a port counts unless it is
+// in the ephemeral range while the other one is not (a client's port that
+// happens to fall in a protocol's range: DNS from port 34964 is not
+// PROFINET).
+func (c *Classifier) serverProtocol(k event.Kind, n *event.Net) string {
+	peer, local := c.Protocol(n.Protocol, n.DstPort), c.Protocol(n.Protocol, n.SrcPort)
+	listening := k == event.KindNetListen || k == event.KindNetBind || (k == event.KindNetInventory && n.State == "listen")
+	inbound := listening || k == event.KindNetAccept || n.Direction == "inbound"
+	if n.Protocol == "tcp" {
+		if inbound {
+			return local
+		}
+		return peer
+	}
+	if listening {
+		return local
+	}
+	peerEph, localEph := c.isEphemeral(n.DstPort), c.isEphemeral(n.SrcPort)
+	first, second := peer, local
+	firstOK, secondOK := !peerEph || localEph, !localEph || peerEph
+	if inbound {
+		first, second, firstOK, secondOK = local, peer, secondOK, firstOK
+	}
+	switch {
+	case first != "" && firstOK:
+		return first
+	case second != "" && secondOK:
+		return second
+	}
+	return ""
+}
+
+func (c *Classifier) isEphemeral(port uint16) bool {
+	return port >= c.ephemeral[0] && port <= c.ephemeral[1]
+}
+
+// localPortRange reads the ephemeral port range, or Linux's default.
+func localPortRange(path string) [2]uint16 {
+	r := [2]uint16{32768, 60999}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return r
+	}
+	lo, err1 := strconv.ParseUint(f[0], 10, 16)
+	hi, err2 := strconv.ParseUint(f[1], 10, 16)
+	if err1 != nil || err2 != nil || lo == 0 || lo > hi {
+		return r
+	}
+	return [2]uint16{uint16(lo), uint16(hi)}
 }
 
 func (c *Classifier) applyOpen(ev *event.Event) {

@@ -106,6 +106,9 @@ func (d *decoder) decodeFile(ev *event.Event, raw []byte) error {
 
 var families = map[uint16]string{1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 29: "can"}
 var sockTypes = map[uint16]string{1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
+var netlinkProtocols = map[uint16]string{0: "route", 2: "usersock", 4: "sock_diag", 5: "nflog", 6: "xfrm", 7: "selinux",
+	8: "iscsi", 9: "audit", 10: "fib_lookup", 11: "connector", 12: "netfilter", 13: "ip6_fw", 14: "dnrtmsg",
+	15: "kobject_uevent", 16: "generic", 18: "scsitransport", 19: "ecryptfs", 20: "rdma", 21: "crypto", 22: "smc"}
 var ipProtocols = map[uint16]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 255: "raw"}
 
 func lookupName(m map[uint16]string, v uint16) string {
@@ -147,13 +150,16 @@ func (d *decoder) decodeNet(ev *event.Event, raw []byte) error {
 		SrcAddr:    addrString(e.Family, e.Saddr),
 		DstAddr:    addrString(e.Family, e.Daddr),
 	}
-	if e.Family == 17 {
+	switch e.Family {
+	case 16:
+		n.Protocol = lookupName(netlinkProtocols, e.Protocol)
+	case 17:
 		// Packet sockets carry an Ethernet protocol (network order) when
 		// the kernel records one.
 		if e.Protocol != 0 {
 			n.Protocol = fmt.Sprintf("eth:0x%04x", e.Protocol>>8|e.Protocol<<8)
 		}
-	} else {
+	default:
 		n.Protocol = lookupName(ipProtocols, e.Protocol)
 	}
 	if e.Family == 10 && n.DstAddr != "" && netip.MustParseAddr(n.DstAddr).Is4() {

@@ -14,8 +14,12 @@ import (
 // Every event they suppress is counted as filtered (or rate_limited).
 type Filters struct {
 	// ReadOpens reports read-only opens of regular files (device opens
-	// and failed opens are always reported).
+	// and refused opens are always reported).
 	ReadOpens bool
+	// NotFoundOpens reports read-only opens failing with ENOENT or
+	// ENOTDIR (the loader's and locale's search paths); they are counted
+	// as filtered otherwise. Other failures are always reported.
+	NotFoundOpens bool
 	// RatePerSec and RateBurst bound file events per process (a token
 	// bucket); 0 disables the limit. Process and security events are never
 	// rate limited.
@@ -85,6 +89,9 @@ func exeKey(path string) (wpWpExeKey, error) {
 func (s *Sensor) applyFilters(f Filters) (uint32, error) {
 	var flags uint32
 	include, exclude := uint8(wpWpFilterActionWP_FILTER_INCLUDE), uint8(wpWpFilterActionWP_FILTER_EXCLUDE)
+	if f.NotFoundOpens {
+		flags |= uint32(wpWpConfigFlagsWP_CFG_ALL_FAILED_OPENS)
+	}
 	if f.ReadOpens {
 		flags |= uint32(wpWpConfigFlagsWP_CFG_READ_OPENS)
 	}

@@ -58,18 +58,19 @@ type wpWpConfig struct {
 type wpWpConfigFlags uint32
 
 const (
-	wpWpConfigFlagsWP_CFG_THREADS         wpWpConfigFlags = 1
-	wpWpConfigFlagsWP_CFG_READ_OPENS      wpWpConfigFlags = 2
-	wpWpConfigFlagsWP_CFG_CGROUP_INCLUDE  wpWpConfigFlags = 4
-	wpWpConfigFlagsWP_CFG_CGROUP_FILTER   wpWpConfigFlags = 8
-	wpWpConfigFlagsWP_CFG_EXE_FILTER      wpWpConfigFlags = 16
-	wpWpConfigFlagsWP_CFG_EXE_INCLUDE     wpWpConfigFlags = 32
-	wpWpConfigFlagsWP_CFG_PATH_FILTER     wpWpConfigFlags = 64
-	wpWpConfigFlagsWP_CFG_PATH_INCLUDE    wpWpConfigFlags = 128
-	wpWpConfigFlagsWP_CFG_NET_FILTER      wpWpConfigFlags = 256
-	wpWpConfigFlagsWP_CFG_NET_INCLUDE     wpWpConfigFlags = 512
-	wpWpConfigFlagsWP_CFG_RATE_LIMIT      wpWpConfigFlags = 1024
-	wpWpConfigFlagsWP_CFG_USER_RATE_LIMIT wpWpConfigFlags = 2048
+	wpWpConfigFlagsWP_CFG_THREADS          wpWpConfigFlags = 1
+	wpWpConfigFlagsWP_CFG_READ_OPENS       wpWpConfigFlags = 2
+	wpWpConfigFlagsWP_CFG_CGROUP_INCLUDE   wpWpConfigFlags = 4
+	wpWpConfigFlagsWP_CFG_CGROUP_FILTER    wpWpConfigFlags = 8
+	wpWpConfigFlagsWP_CFG_EXE_FILTER       wpWpConfigFlags = 16
+	wpWpConfigFlagsWP_CFG_EXE_INCLUDE      wpWpConfigFlags = 32
+	wpWpConfigFlagsWP_CFG_PATH_FILTER      wpWpConfigFlags = 64
+	wpWpConfigFlagsWP_CFG_PATH_INCLUDE     wpWpConfigFlags = 128
+	wpWpConfigFlagsWP_CFG_NET_FILTER       wpWpConfigFlags = 256
+	wpWpConfigFlagsWP_CFG_NET_INCLUDE      wpWpConfigFlags = 512
+	wpWpConfigFlagsWP_CFG_RATE_LIMIT       wpWpConfigFlags = 1024
+	wpWpConfigFlagsWP_CFG_USER_RATE_LIMIT  wpWpConfigFlags = 2048
+	wpWpConfigFlagsWP_CFG_ALL_FAILED_OPENS wpWpConfigFlags = 4096
 )
 
 type wpWpEnvKey struct {

@@ -190,11 +190,12 @@ func AsUser(t testing.TB, uid int, prog string, args ...string) *exec.Cmd {
 }
 
 // FailedOpenLoop is a shell script for AsUser(..., "/bin/sh", "-c", script):
-// children times, a new subshell (a new process) fails perChild opens and
-// exits. It is how an unprivileged user floods the sensor while staying
-// under a per-process rate limit.
+// children times, a new subshell (a new process) fails perChild opens for
+// writing (ENOENT: a failed write is always reported) and exits. It is how
+// an unprivileged user floods the sensor while staying under a
+// per-process rate limit.
 func FailedOpenLoop(children, perChild int) string {
-	return fmt.Sprintf(`c=0; while [ $c -lt %d ]; do (i=0; while [ $i -lt %d ]; do true </nonexistent-wp-flood/x; i=$((i+1)); done) 2>/dev/null; c=$((c+1)); done`, children, perChild)
+	return fmt.Sprintf(`c=0; while [ $c -lt %d ]; do (i=0; while [ $i -lt %d ]; do true >/nonexistent-wp-flood/x; i=$((i+1)); done) 2>/dev/null; c=$((c+1)); done`, children, perChild)
 }
 
 func envInt(name string) int {

@@ -336,7 +336,7 @@ func (r *report) renderThroughput(p func(string, ...any)) {
 	p("## Throughput without drops\n\n")
 	p("A C generator (`wpload gen RATE SECONDS THREADS DIR open|enoent|cred`) produces events at a controlled rate (1 thread up\n"+
 		"to 150 k/s, 2 above): `open` opens and closes one regular file (one file_open event with its path resolved in the\n"+
-		"kernel), `enoent` opens a missing absolute path (one file_open event, failed, with the name as given: cheap in the\n"+
+		"kernel), `enoent` opens a missing absolute path for writing (one file_open event, failed, with the name as given: cheap in the\n"+
 		"kernel, so that the ring and the reader are tested more than the producer). Each rate is held %.0f s, then the bench waits until the\n"+
 		"consumer has caught up (the delivered count grew by less than 500/s, the host's background, over 0.75 s; over 2.5 s for\n"+
 		"the collector, whose shipper seals a batch after up to 1 s) and compares counters. The ladder stops at the first\n"+

@@ -8,8 +8,9 @@
 //     process's (all threads) plus its waited-for children.
 //   wpload gen RATE SECONDS THREADS DIR [open|enoent|cred]
 //     opens and closes DIR/gen.dat (open, the default), tries to open a
-//     file that does not exist (enoent: a cheap failed open, which Watchpost
-//     always reports, with the name as given) or calls setresuid(-1, -1, -1)
+//     file for writing in a directory that does not exist (enoent: a cheap
+//     failed open, which Watchpost always reports for a write, with the name
+//     as given) or calls setresuid(-1, -1, -1)
 //     (cred: a credential-change event, which Watchpost submits with a
 //     forced wakeup) RATE times a second in total, spread over THREADS
 //     threads, for SECONDS; prints "ops=N wall_ns=W".
@@ -322,7 +323,7 @@ static void *gen_thread(void *arg)
 				continue;
 			}
 			if (g->kind == 1) {
-				if (open("/wpbench-missing/gen.dat", O_RDONLY | O_CLOEXEC) >= 0 || errno != ENOENT)
+				if (open("/wpbench-missing/gen.dat", O_WRONLY | O_CREAT | O_CLOEXEC, 0600) >= 0 || errno != ENOENT)
 					die("open of a missing file");
 				continue;
 			}
