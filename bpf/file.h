@@ -17,6 +17,39 @@
 #define WP_O_APPEND 02000
 #define WP_ENOENT 2
 #define WP_ENOTDIR 20
+/* A watched directory covers files this many levels below it. */
+#define WP_WATCH_DEPTH 6
+
+/* The read watch list: files and directories (by inode) whose reads are
+ * reported although read-only opens are not (/etc/shadow, ~/.ssh ...). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct wp_exe_key);
+	__type(value, __u8);
+} wp_watch_reads SEC(".maps");
+
+/* wp_watched tells whether the opened file, or a directory up to
+ * WP_WATCH_DEPTH levels above it on the same mount, is on the watch list.
+ * Inodes, not names: a hard link, bind mount or "../" does not evade it. */
+static __always_inline bool wp_watched(struct file *f)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct wp_exe_key k = {};
+#pragma unroll
+	for (int i = 0; i <= WP_WATCH_DEPTH; i++) {
+		struct inode *ino = BPF_CORE_READ(d, d_inode);
+		k.ino = BPF_CORE_READ(ino, i_ino);
+		k.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+		if (bpf_map_lookup_elem(&wp_watch_reads, &k))
+			return true;
+		struct dentry *up = BPF_CORE_READ(d, d_parent);
+		if (up == d)
+			return false;
+		d = up;
+	}
+	return false;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -96,7 +129,8 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 	if (!e)
 		return 0;
 	wp_fill_hdr(&e->hdr, type, task);
-	e->ret = ctx->ret;
+	long ret = ctx->ret; /* read once: the context pointer may not be reused after arithmetic */
+	e->ret = ret;
 	e->op = d->op;
 	e->ino = 0;
 	e->dev = e->rdev = e->i_mode = 0;
@@ -128,8 +162,8 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 
 	__u32 off = 0;
 	struct file *f = NULL;
-	if (d->kind == WP_PATH_RET_FD && ctx->ret >= 0)
-		f = wp_fd_file(task, ctx->ret);
+	if (d->kind == WP_PATH_RET_FD && ret >= 0)
+		f = wp_fd_file(task, ret);
 	else if (d->kind == WP_PATH_ARG_FD)
 		f = wp_fd_file(task, (long)wp_arg(&a, d->fd_idx));
 
@@ -137,14 +171,18 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 		wp_file_inode(e, f);
 
 	/* Read-only opens of regular files are the noisiest events of all:
-	 * reported only when asked for. Device opens (serial ports, fieldbus
-	 * adapters) and failed opens are always kept. Decided before the path
-	 * is resolved: a filtered open costs no dentry walk. */
-	if (type == WP_EV_FILE_OPEN && !write && !(cfg->flags & WP_CFG_READ_OPENS) && ctx->ret >= 0) {
+	 * reported only when asked for, or when the file is on the watch list.
+	 * Device opens (serial ports, fieldbus adapters) and failed opens are
+	 * always kept. Decided before the path is resolved: a filtered open
+	 * costs no path walk. */
+	if (type == WP_EV_FILE_OPEN && !write && !(cfg->flags & WP_CFG_READ_OPENS) && ret >= 0) {
 		__u32 fmt = e->i_mode & WP_S_IFMT;
 		if (fmt != WP_S_IFCHR && fmt != WP_S_IFBLK) {
-			wp_count(type, WP_STAT_FILTERED);
-			return 0;
+			if (!f || !(cfg->flags & WP_CFG_WATCH_READS) || !wp_watched(f)) {
+				wp_count(type, WP_STAT_FILTERED);
+				return 0;
+			}
+			e->hdr.flags |= WP_F_WATCHED;
 		}
 	}
 
@@ -152,7 +190,7 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 	 * loader's and the locale's search path, the bulk of all failed opens:
 	 * counted, and reported only when asked for. Refusals (EACCES, EPERM,
 	 * ENXIO, ENODEV, EROFS ...) and failed writes are always reported. */
-	if (type == WP_EV_FILE_OPEN && !write && (ctx->ret == -WP_ENOENT || ctx->ret == -WP_ENOTDIR) &&
+	if (type == WP_EV_FILE_OPEN && !write && (ret == -WP_ENOENT || ret == -WP_ENOTDIR) &&
 	    !(cfg->flags & WP_CFG_ALL_FAILED_OPENS)) {
 		wp_count(type, WP_STAT_FILTERED);
 		return 0;

@@ -85,6 +85,7 @@ enum wp_flags {
 	WP_F_ESTABLISHED = 1 << 10, /* net close: the connection was established */
 	WP_F_INBOUND = 1 << 11,   /* net: accepted / received, not initiated */
 	WP_F_ENV_TRUNC = 1 << 12, /* exec: environment cut (size, count or a value) */
+	WP_F_WATCHED = 1 << 13,   /* file: a read reported because it is on the watch list */
 };
 
 /* Run-time configuration, one entry in the wp_config array map. The agent
@@ -134,6 +135,7 @@ enum wp_config_flags {
 	WP_CFG_RATE_LIMIT = 1 << 10,   /* per-process token bucket for file events */
 	WP_CFG_USER_RATE_LIMIT = 1 << 11, /* per-user token bucket for file events */
 	WP_CFG_ALL_FAILED_OPENS = 1 << 12, /* report opens failing ENOENT / ENOTDIR too */
+	WP_CFG_WATCH_READS = 1 << 13,  /* the read watch list has entries */
 };
 
 /* Filter verdicts stored in the filter maps. */

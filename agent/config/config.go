@@ -187,15 +187,20 @@ type ExecEnv struct {
 
 // Filters are applied in the kernel (docs/configuration.md).
 type Filters struct {
-	ReadOpens      bool           `yaml:"read_opens"`
-	NotFoundOpens  bool           `yaml:"not_found_opens"`
-	RateLimit      RateLimit      `yaml:"rate_limit"`
-	UDPFlowTimeout time.Duration  `yaml:"udp_flow_timeout"`
-	Cgroups        IncludeExclude `yaml:"cgroups"`
-	Executables    IncludeExclude `yaml:"executables"`
-	Paths          IncludeExclude `yaml:"paths"`
-	Networks       IncludeExclude `yaml:"networks"`
-	Ports          IncludeExclude `yaml:"ports"`
+	ReadOpens     bool `yaml:"read_opens"`
+	NotFoundOpens bool `yaml:"not_found_opens"`
+	// WatchReads are the files and directories whose reads are reported
+	// (kernel.DefaultWatchReads); WatchReadsExtra adds the site's own (PLC
+	// project and HMI folders).
+	WatchReads      []string       `yaml:"watch_reads"`
+	WatchReadsExtra []string       `yaml:"watch_reads_extra"`
+	RateLimit       RateLimit      `yaml:"rate_limit"`
+	UDPFlowTimeout  time.Duration  `yaml:"udp_flow_timeout"`
+	Cgroups         IncludeExclude `yaml:"cgroups"`
+	Executables     IncludeExclude `yaml:"executables"`
+	Paths           IncludeExclude `yaml:"paths"`
+	Networks        IncludeExclude `yaml:"networks"`
+	Ports           IncludeExclude `yaml:"ports"`
 }
 
 // RateLimit bounds file events per process and per user; per_second 0
@@ -279,6 +284,7 @@ func Default() Config {
 			RateLimit: RateLimit{PerSecond: k.Filters.RatePerSec, Burst: k.Filters.RateBurst,
 				UserPerSecond: k.Filters.UserRatePerSec, UserBurst: k.Filters.UserRateBurst},
 			UDPFlowTimeout: k.Filters.FlowTimeout,
+			WatchReads:     k.Filters.WatchReads,
 		},
 		ExecEnv: ExecEnv{
 			Mode: k.Env.Mode, Names: k.Env.Names, MaxBytes: k.Env.MaxBytes, MaxVars: k.Env.MaxVars,
@@ -527,8 +533,14 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 }
 
 func (f Filters) kernel(cgroupRoot string) (kernel.Filters, error) {
+	for key, list := range map[string][]string{"filters.watch_reads": f.WatchReads, "filters.watch_reads_extra": f.WatchReadsExtra} {
+		if err := kernel.ValidateWatch(key, list); err != nil {
+			return kernel.Filters{}, err
+		}
+	}
 	out := kernel.Filters{
-		ReadOpens: f.ReadOpens, NotFoundOpens: f.NotFoundOpens, RatePerSec: f.RateLimit.PerSecond, RateBurst: f.RateLimit.Burst,
+		WatchReads: append(append([]string(nil), f.WatchReads...), f.WatchReadsExtra...),
+		ReadOpens:  f.ReadOpens, NotFoundOpens: f.NotFoundOpens, RatePerSec: f.RateLimit.PerSecond, RateBurst: f.RateLimit.Burst,
 		UserRatePerSec: f.RateLimit.UserPerSecond, UserRateBurst: f.RateLimit.UserBurst,
 		FlowTimeout: f.UDPFlowTimeout,
 		IncludeExes: f.Executables.Include, ExcludeExes: f.Executables.Exclude,

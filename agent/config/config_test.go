@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -33,6 +34,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"industrial:\n  protocols:\n    - {name: modbus, transport: tcp, ports: \"0\"}\n", `industrial.protocols[0].ports: "0" is not a port or range`},
 		{"output: collector\n", "collector.ca: required"},
 		{"process_table:\n  depth: 40\n", "process_table.depth: 40 must be between 2 and 16"},
+		{"filters:\n  watch_reads_extra: [/opt/plc, projects]\n", `filters.watch_reads_extra[1]: "projects" is neither an absolute path nor ~/path`},
 	}
 	for _, c := range cases {
 		cfg, err := Load(writeConfig(t, c.yaml))
@@ -60,6 +62,8 @@ filters:
   paths: {exclude: [/var/log/]}
   networks: {exclude: [192.168.0.0/16, "::1"]}
   ports: {include: ["502", "20000"]}
+  not_found_opens: true
+  watch_reads_extra: [/var/opt/plc-projects, ~/hmi]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +74,8 @@ filters:
 	}
 	f := k.Filters
 	if !f.ReadOpens || f.RatePerSec != 10 || f.RateBurst != 20 || len(f.ExcludePaths) != 1 ||
-		len(f.ExcludeCIDRs) != 2 || f.ExcludeCIDRs[1].Bits() != 128 || len(f.IncludePorts) != 2 || f.IncludePorts[0] != 502 {
+		len(f.ExcludeCIDRs) != 2 || f.ExcludeCIDRs[1].Bits() != 128 || len(f.IncludePorts) != 2 || f.IncludePorts[0] != 502 ||
+		!f.NotFoundOpens || !slices.Contains(f.WatchReads, "/etc/shadow") || f.WatchReads[len(f.WatchReads)-1] != "~/hmi" {
 		t.Errorf("kernel filters: %+v", f)
 	}
 }

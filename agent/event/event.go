@@ -257,18 +257,21 @@ type File struct {
 	Path          string `json:"path"`
 	NewPath       string `json:"new_path,omitempty"` // rename, link, symlink target
 	PathTruncated bool   `json:"path_truncated,omitempty"`
-	Flags         uint32 `json:"flags,omitempty"` // open flags (O_*)
-	Mode          uint32 `json:"mode,omitempty"`
-	Write         bool   `json:"write,omitempty"` // opened for writing, or a modifying call
-	Result        int32  `json:"result"`          // syscall return value (fd or -errno)
-	Errno         string `json:"errno,omitempty"` // the errno's name when Result < 0
-	Inode         uint64 `json:"inode,omitempty"`
-	Dev           string `json:"dev,omitempty"`       // major:minor of the file system
-	RDev          string `json:"rdev,omitempty"`      // major:minor for device files
-	DevKind       string `json:"dev_kind,omitempty"`  // "char" or "block" for device files
-	UID           uint32 `json:"owner_uid,omitempty"` // chown
-	GID           uint32 `json:"owner_gid,omitempty"` // chown
-	Size          uint64 `json:"size,omitempty"`      // truncate
+	// Watched marks a read-only open reported because the file or a
+	// directory above it is on filters.watch_reads.
+	Watched bool   `json:"watched,omitempty"`
+	Flags   uint32 `json:"flags,omitempty"` // open flags (O_*)
+	Mode    uint32 `json:"mode,omitempty"`
+	Write   bool   `json:"write,omitempty"` // opened for writing, or a modifying call
+	Result  int32  `json:"result"`          // syscall return value (fd or -errno)
+	Errno   string `json:"errno,omitempty"` // the errno's name when Result < 0
+	Inode   uint64 `json:"inode,omitempty"`
+	Dev     string `json:"dev,omitempty"`       // major:minor of the file system
+	RDev    string `json:"rdev,omitempty"`      // major:minor for device files
+	DevKind string `json:"dev_kind,omitempty"`  // "char" or "block" for device files
+	UID     uint32 `json:"owner_uid,omitempty"` // chown
+	GID     uint32 `json:"owner_gid,omitempty"` // chown
+	Size    uint64 `json:"size,omitempty"`      // truncate
 }
 
 // Net is a socket action. Addresses are strings (IPv4-mapped IPv6 is

@@ -627,6 +627,12 @@ func appendJSONFile(b []byte, v *File) ([]byte, error) {
 		b = append(b, "\"path_truncated\":"...)
 		b = strconv.AppendBool(b, bool(v.PathTruncated))
 	}
+	if v.Watched {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"watched\":"...)
+		b = strconv.AppendBool(b, bool(v.Watched))
+	}
 	if v.Flags != 0 {
 		b = append(b, sep)
 		sep = ','

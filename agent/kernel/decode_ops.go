@@ -68,6 +68,7 @@ func (d *decoder) decodeFile(ev *event.Event, raw []byte) error {
 		Syscall:       OpName(e.Op),
 		Path:          joinName(s[0], s[1], flags&uint16(wpWpFlagsWP_F_NAME_REL) != 0),
 		PathTruncated: flags&uint16(wpWpFlagsWP_F_PATH_TRUNC) != 0,
+		Watched:       flags&uint16(wpWpFlagsWP_F_WATCHED) != 0,
 		Flags:         e.Flags,
 		Mode:          e.Mode,
 		Result:        int32(e.Ret),

@@ -20,6 +20,10 @@ type Filters struct {
 	// ENOTDIR (the loader's and locale's search paths); they are counted
 	// as filtered otherwise. Other failures are always reported.
 	NotFoundOpens bool
+	// WatchReads are files and directories (matched by inode; a directory
+	// covers 6 levels below it) whose read-only opens are reported anyway,
+	// marked watched; "~/" stands for every home directory.
+	WatchReads []string
 	// RatePerSec and RateBurst bound file events per process (a token
 	// bucket); 0 disables the limit. Process and security events are never
 	// rate limited.
@@ -42,7 +46,8 @@ type Filters struct {
 
 // DefaultFilters returns the documented defaults.
 func DefaultFilters() Filters {
-	return Filters{RatePerSec: 2000, RateBurst: 4000, UserRatePerSec: 10000, UserRateBurst: 20000, FlowTimeout: 5 * time.Minute}
+	return Filters{RatePerSec: 2000, RateBurst: 4000, UserRatePerSec: 10000, UserRateBurst: 20000, FlowTimeout: 5 * time.Minute,
+		WatchReads: append([]string(nil), DefaultWatchReads...)}
 }
 
 // Validate names the bad setting.
@@ -55,6 +60,9 @@ func (f Filters) Validate() error {
 	}
 	if f.FlowTimeout < time.Second {
 		return fmt.Errorf("filters.udp_flow_timeout: %s is below 1s", f.FlowTimeout)
+	}
+	if err := ValidateWatch("filters.watch_reads", f.WatchReads); err != nil {
+		return err
 	}
 	for i, p := range append(append([]string(nil), f.IncludePaths...), f.ExcludePaths...) {
 		if p == "" || p[0] != '/' {
@@ -100,6 +108,12 @@ func (s *Sensor) applyFilters(f Filters) (uint32, error) {
 	}
 	if f.UserRatePerSec > 0 {
 		flags |= uint32(wpWpConfigFlagsWP_CFG_USER_RATE_LIMIT)
+	}
+	if len(f.WatchReads) > 0 {
+		if _, err := s.syncWatch(); err != nil {
+			return 0, err
+		}
+		flags |= uint32(wpWpConfigFlagsWP_CFG_WATCH_READS)
 	}
 
 	cg := s.coll.Maps["wp_cgroup_filter"]

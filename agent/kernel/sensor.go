@@ -125,7 +125,11 @@ type Sensor struct {
 	// Counted in user space, per kind.
 	queueFull [event.KernelKinds]atomic.Uint64
 	decodeErr atomic.Uint64
-	read      atomic.Uint64
+	// watched is the number of watch-list paths in the kernel's map;
+	// watchErrors counts refreshes of it that failed.
+	watched     atomic.Int64
+	watchErrors atomic.Uint64
+	read        atomic.Uint64
 
 	linkMu    sync.Mutex
 	closeOnce sync.Once
@@ -389,6 +393,11 @@ func (s *Sensor) Events() <-chan *event.Event { return s.queue }
 // the ring and closes the queue, so a clean shutdown loses nothing.
 func (s *Sensor) Run(ctx context.Context) error {
 	defer close(s.queue)
+	if len(s.cfg.Filters.WatchReads) > 0 {
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go s.watchLoop(wctx, watchRefresh)
+	}
 	var rec ringbuf.Record
 	dec := newDecoder(s.clock, s.cfg.Env.MaxValueBytes)
 	dec.resp = &s.resp

@@ -38,6 +38,10 @@ type Stats struct {
 	ProgramMisses map[string]uint64
 	Read          uint64 // records read from the ring
 	DecodeErrors  uint64 // records that could not be decoded (counted, skipped)
+	// WatchedPaths is how many paths of filters.watch_reads exist and are
+	// watched; WatchErrors counts refreshes of the list that failed.
+	WatchedPaths int64
+	WatchErrors  uint64
 }
 
 // Total sums the counters over all kinds.
@@ -68,7 +72,8 @@ var programKind = map[string]event.Kind{
 
 // Stats sums the per-CPU kernel counters and adds the reader's own.
 func (s *Sensor) Stats() (Stats, error) {
-	st := Stats{Kinds: make(map[event.Kind]KindStats), ProgramMisses: make(map[string]uint64), Read: s.read.Load(), DecodeErrors: s.decodeErr.Load()}
+	st := Stats{Kinds: make(map[event.Kind]KindStats), ProgramMisses: make(map[string]uint64), Read: s.read.Load(), DecodeErrors: s.decodeErr.Load(),
+		WatchedPaths: s.watched.Load(), WatchErrors: s.watchErrors.Load()}
 	missed := make(map[event.Kind]uint64)
 	for name, prog := range s.coll.Programs {
 		ps, err := prog.Stats()

@@ -71,6 +71,7 @@ const (
 	wpWpConfigFlagsWP_CFG_RATE_LIMIT       wpWpConfigFlags = 1024
 	wpWpConfigFlagsWP_CFG_USER_RATE_LIMIT  wpWpConfigFlags = 2048
 	wpWpConfigFlagsWP_CFG_ALL_FAILED_OPENS wpWpConfigFlags = 4096
+	wpWpConfigFlagsWP_CFG_WATCH_READS      wpWpConfigFlags = 8192
 )
 
 type wpWpEnvKey struct {
@@ -237,6 +238,7 @@ const (
 	wpWpFlagsWP_F_ESTABLISHED wpWpFlags = 1024
 	wpWpFlagsWP_F_INBOUND     wpWpFlags = 2048
 	wpWpFlagsWP_F_ENV_TRUNC   wpWpFlags = 4096
+	wpWpFlagsWP_F_WATCHED     wpWpFlags = 8192
 )
 
 type wpWpFlowKey struct {
@@ -579,6 +581,7 @@ const (
 	wpMapWpStats                       = "wp_stats"
 	wpMapWpSysDescs                    = "wp_sys_descs"
 	wpMapWpUserBuckets                 = "wp_user_buckets"
+	wpMapWpWatchReads                  = "wp_watch_reads"
 	wpProgWpRespondConnect4            = "wp_respond_connect4"
 	wpProgWpRespondConnect6            = "wp_respond_connect6"
 	wpProgWpRespondDev                 = "wp_respond_dev"
@@ -737,6 +740,7 @@ type wpMapSpecs struct {
 	WpStats         *ebpf.MapSpec `ebpf:"wp_stats"`
 	WpSysDescs      *ebpf.MapSpec `ebpf:"wp_sys_descs"`
 	WpUserBuckets   *ebpf.MapSpec `ebpf:"wp_user_buckets"`
+	WpWatchReads    *ebpf.MapSpec `ebpf:"wp_watch_reads"`
 }
 
 // wpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -835,6 +839,7 @@ type wpMaps struct {
 	WpStats         *ebpf.Map `ebpf:"wp_stats"`
 	WpSysDescs      *ebpf.Map `ebpf:"wp_sys_descs"`
 	WpUserBuckets   *ebpf.Map `ebpf:"wp_user_buckets"`
+	WpWatchReads    *ebpf.Map `ebpf:"wp_watch_reads"`
 }
 
 func (m *wpMaps) Close() error {
@@ -865,6 +870,7 @@ func (m *wpMaps) Close() error {
 		m.WpStats,
 		m.WpSysDescs,
 		m.WpUserBuckets,
+		m.WpWatchReads,
 	)
 }
 

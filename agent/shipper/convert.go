@@ -115,7 +115,7 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 	case ev.File != nil:
 		f := ev.File
 		dst.Detail = &watchpostv1.Event_File{File: &watchpostv1.File{
-			Path: utf8Safe(f.Path), NewPath: utf8Safe(f.NewPath), PathTruncated: f.PathTruncated,
+			Path: utf8Safe(f.Path), NewPath: utf8Safe(f.NewPath), PathTruncated: f.PathTruncated, Watched: f.Watched,
 			Flags: f.Flags, Mode: f.Mode, Write: f.Write, Result: f.Result, Errno: f.Errno, Inode: f.Inode,
 			Dev: utf8Safe(f.Dev), Rdev: utf8Safe(f.RDev), DevKind: utf8Safe(f.DevKind), OwnerUid: f.UID, OwnerGid: f.GID,
 			Syscall: utf8Safe(f.Syscall), Size: f.Size,

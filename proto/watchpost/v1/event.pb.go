@@ -996,7 +996,10 @@ type File struct {
 	// truncate: the new length.
 	Size uint64 `protobuf:"varint,15,opt,name=size,proto3" json:"size,omitempty"`
 	// The symbolic name of a failed call's errno (ENOENT, EACCES ...).
-	Errno         string `protobuf:"bytes,64,opt,name=errno,proto3" json:"errno,omitempty"`
+	Errno string `protobuf:"bytes,64,opt,name=errno,proto3" json:"errno,omitempty"`
+	// A read-only open reported because the file or a directory above it
+	// is on the agent's read watch list (filters.watch_reads).
+	Watched       bool `protobuf:"varint,65,opt,name=watched,proto3" json:"watched,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1141,6 +1144,13 @@ func (x *File) GetErrno() string {
 		return x.Errno
 	}
 	return ""
+}
+
+func (x *File) GetWatched() bool {
+	if x != nil {
+		return x.Watched
+	}
+	return false
 }
 
 type Net struct {
@@ -3697,7 +3707,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\vcore_dumped\x18\x03 \x01(\bR\n" +
 	"coreDumped\x12\x1f\n" +
 	"\vlifetime_ns\x18\x04 \x01(\x04R\n" +
-	"lifetimeNs\"\x89\x03\n" +
+	"lifetimeNs\"\xa3\x03\n" +
 	"\x04File\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
 	"\bnew_path\x18\x02 \x01(\tR\anewPath\x12%\n" +
@@ -3715,7 +3725,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\towner_gid\x18\r \x01(\rR\bownerGid\x12\x18\n" +
 	"\asyscall\x18\x0e \x01(\tR\asyscall\x12\x12\n" +
 	"\x04size\x18\x0f \x01(\x04R\x04size\x12\x14\n" +
-	"\x05errno\x18@ \x01(\tR\x05errno\"\x81\x04\n" +
+	"\x05errno\x18@ \x01(\tR\x05errno\x12\x18\n" +
+	"\awatched\x18A \x01(\bR\awatched\"\x81\x04\n" +
 	"\x03Net\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\tR\x06family\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x1b\n" +
