@@ -815,3 +815,28 @@ func TestLongArgvKeepsHeadAndTail(t *testing.T) {
 		t.Fatalf("argv %.60q (%d entries, argv[0] %d bytes), want %d entries ending %q", args, len(args), len(args[0]), len(want), want[1:])
 	}
 }
+
+// TestDeepExePathKeepsTheTail execs a binary 80 directories deep (past the
+// kernel walk's component bound): the exe keeps its last components, the
+// ones that name the program, and says it was cut.
+func TestDeepExePathKeepsTheTail(t *testing.T) {
+	h := startSensor(t, kinds(event.KindExec))
+	p := privtest.Dir(t)
+	for i := 0; i < 80; i++ {
+		p = filepath.Join(p, fmt.Sprintf("d%02d", i))
+	}
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := privtest.CopyExe(t, privtest.Self(t), p, "deep-poller")
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), privtest.HelperEnv+"=exit:0")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	ev := h.waitFor("exec 80 directories deep", isKind(event.KindExec, cmd.Process.Pid))
+	got := ev.Process.Exe
+	if !ev.Exec.ExeTruncated || !strings.HasSuffix(exe, got) || !strings.HasSuffix(got, "/d78/d79/deep-poller") || len(got) < 200 {
+		t.Errorf("exe %q (truncated %v), want a tail of %q flagged truncated", got, ev.Exec.ExeTruncated, exe)
+	}
+}
