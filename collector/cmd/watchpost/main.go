@@ -353,6 +353,20 @@ func policiesDetail(p *watchpostv1.Policies) string {
 	return s
 }
 
+// failure names a failed call's errno (" failed: EACCES"), or its number
+// when the agent sent no name; "" for a success.
+func failure(result int32, errno string) string {
+	switch {
+	case result >= 0:
+		return ""
+	case errno == "EINPROGRESS":
+		return " (in progress)"
+	case errno != "":
+		return " failed: " + errno
+	}
+	return fmt.Sprintf(" failed: %d", result)
+}
+
 // detail is a one-line summary of an event's details.
 func detail(ev *watchpostv1.Event) string {
 	var s string
@@ -368,16 +382,26 @@ func detail(ev *watchpostv1.Event) string {
 		if d.File.NewPath != "" {
 			s += " -> " + d.File.NewPath
 		}
-		if d.File.Result < 0 {
-			s += fmt.Sprintf(" (error %d)", d.File.Result)
+		if d.File.Watched {
+			s += " (watched read)"
 		}
+		s += failure(d.File.Result, d.File.Errno)
 	case *watchpostv1.Event_Net:
 		n := d.Net
 		s = fmt.Sprintf("%s %s:%d -> %s:%d", n.Protocol, n.SrcAddr, n.SrcPort, n.DstAddr, n.DstPort)
+		if n.Family == "packet" || n.Family == "netlink" || n.SockType == "raw" {
+			s = fmt.Sprintf("%s %s socket", n.Family, dash(n.Protocol))
+		}
 		if n.State == "listen" {
 			s = fmt.Sprintf("%s listen %s:%d", n.Protocol, n.SrcAddr, n.SrcPort)
 		} else if n.State != "" {
 			s += " " + n.State
+		}
+		if n.BytesSent > 0 || n.BytesRecv > 0 {
+			s += fmt.Sprintf(" sent %d recv %d", n.BytesSent, n.BytesRecv)
+		}
+		if n.State == "" {
+			s += failure(n.Result, n.Errno)
 		}
 		if n.Interface != "" || n.Zone != "" || n.PeerZone != "" {
 			s += fmt.Sprintf(" if=%s zone=%s", dash(n.Interface), dash(n.Zone))
