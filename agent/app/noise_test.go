@@ -3,6 +3,7 @@ package app_test
 import (
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +115,22 @@ func waitStored() time.Duration {
 		return 180 * time.Second
 	}
 	return 30 * time.Second
+}
+
+// TestShadowReadAlertsUnderTheDefaults: with nothing configured, a shell
+// reading /etc/shadow (a read-only open, reported because it is on the
+// read watch list) raises the sensitive-read alert.
+func TestShadowReadAlertsUnderTheDefaults(t *testing.T) {
+	privtest.Require(t)
+	privtest.Existing(t, "/etc/shadow", 0o640)
+	ag := agenttest.Start(t, agenttest.Options{ID: "gw-shadow"})
+	reader := exec.Command("/bin/sh", "-c", "exec 3</etc/shadow; : wp-shadow-probe")
+	if out, err := reader.CombinedOutput(); err != nil {
+		t.Fatalf("reading /etc/shadow: %v %s", err, out)
+	}
+	al := ag.Wait(t, "wp-host-sensitive-read", "wp-shadow-probe")
+	if !slices.Contains(al.Event.Alert.Matches, event.Match{Field: "TargetFilename", Value: "/etc/shadow"}) ||
+		al.Event.Process.PID != uint32(reader.Process.Pid) {
+		t.Errorf("the alert: %s", al.JSON)
+	}
 }

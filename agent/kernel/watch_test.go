@@ -63,8 +63,8 @@ func TestSensitiveReadsAreReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The kernel matrix's guests boot from an initramfs without them.
-	existing(t, "/etc/shadow", 0o640)
-	existing(t, "/etc/hostname", 0o644)
+	privtest.Existing(t, "/etc/shadow", 0o640)
+	privtest.Existing(t, "/etc/hostname", 0o644)
 	h := startSensor(t, with(kinds(event.KindFileOpen), func(c *Config) {
 		c.Filters.WatchReads = append(c.Filters.WatchReads, projects, secret)
 	}))
@@ -113,20 +113,4 @@ func TestSensitiveReadsAreReported(t *testing.T) {
 	if st, err := h.sensor.Stats(); err != nil || st.WatchedPaths < 4 || st.WatchErrors != 0 {
 		t.Errorf("watch stats: %+v %v", st, err)
 	}
-}
-
-// existing makes sure path exists, creating it empty (and removing it when
-// the test ends) where it does not.
-func existing(t *testing.T, path string, mode os.FileMode) {
-	t.Helper()
-	if _, err := os.Stat(path); err == nil {
-		return
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, nil, mode); err != nil {
-		t.Fatalf("creating %s: %v", path, err)
-	}
-	t.Cleanup(func() { os.Remove(path) })
 }

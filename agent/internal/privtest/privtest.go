@@ -304,3 +304,20 @@ func Dir(t testing.TB) string {
 	}
 	return d
 }
+
+// Existing makes sure path exists, creating it empty (and removing it when
+// the test ends) where it does not: the kernel matrix's guests boot from an
+// initramfs without /etc/shadow or /etc/hostname.
+func Existing(t testing.TB, path string, mode os.FileMode) {
+	t.Helper()
+	if _, err := os.Stat(path); err == nil {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, mode); err != nil {
+		t.Fatalf("creating %s: %v", path, err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
+}
