@@ -82,8 +82,8 @@ func TestNotFoundReadsAreCountedNotReported(t *testing.T) {
 	})
 }
 
-// TestNetlinkSocketsNameTheirProtocol: a netlink socket to the audit or
-// firewall subsystem is reported with its protocol; NETLINK_ROUTE, which
+// TestNetlinkSocketsNameTheirProtocol: a netlink socket to the audit
+// subsystem or the device event channel is reported with its protocol; NETLINK_ROUTE, which
 // every name lookup opens, is counted and not reported.
 func TestNetlinkSocketsNameTheirProtocol(t *testing.T) {
 	h := startSensor(t, kinds(event.KindNetSocket))
@@ -97,8 +97,9 @@ func TestNetlinkSocketsNameTheirProtocol(t *testing.T) {
 	}
 	route := open(unix.NETLINK_ROUTE)
 	audit := open(unix.NETLINK_AUDIT)
-	nf := open(unix.NETLINK_NETFILTER)
-	for proto, fd := range map[string]int{"audit": audit, "netfilter": nf} {
+	// Both built into every kernel of the matrix (nfnetlink is a module).
+	uevent := open(unix.NETLINK_KOBJECT_UEVENT)
+	for proto, fd := range map[string]int{"audit": audit, "kobject_uevent": uevent} {
 		ev := h.waitFor("netlink "+proto, mine(event.KindNetSocket, func(ev *event.Event) bool { return ev.Net.Protocol == proto }))
 		if ev.Net.Family != "netlink" || ev.Net.SockType != "raw" || ev.Net.Result != int32(fd) {
 			t.Errorf("netlink %s socket: %+v", proto, ev.Net)
