@@ -1,12 +1,7 @@
 package baseline_test
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,31 +12,6 @@ import (
 	"github.com/watchpost/watchpost/internal/agenttest"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
 )
-
-// newProgram copies /usr/bin/true to a fresh, uniquely named executable:
-// a program this host has never run.
-func newProgram(t *testing.T, dir, name string) string {
-	t.Helper()
-	var r [4]byte
-	_, _ = rand.Read(r[:])
-	path := filepath.Join(dir, name+"-"+hex.EncodeToString(r[:]))
-	src, err := os.Open("/usr/bin/true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 func run(t *testing.T, path string) {
 	t.Helper()
@@ -67,7 +37,7 @@ func TestAgentBaselineEndToEnd(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Options{ID: "baseline-e2e", CommandsDir: cmdDir, Mutate: mutate})
 	waitMode(t, a.App.Baseline, baseline.ModeEnforcing)
 
-	prog := newProgram(t, progs, "wp-new")
+	prog := agenttest.NewProgram(t, progs, "wp-new")
 	run(t, prog)
 	al := a.Wait(t, "baseline.exec", prog)
 	an := al.Event.Alert.Baseline
@@ -85,7 +55,7 @@ func TestAgentBaselineEndToEnd(t *testing.T) {
 	run(t, prog)
 	// A second new program after it: its alert shows the agent has judged
 	// the allowed run (events are judged in order).
-	sentinel := newProgram(t, progs, "wp-sentinel")
+	sentinel := agenttest.NewProgram(t, progs, "wp-sentinel")
 	run(t, sentinel)
 	a.Wait(t, "baseline.exec", sentinel)
 	if n := countBaseline(a, prog); n != 1 {
@@ -104,7 +74,7 @@ func TestAgentBaselineEndToEnd(t *testing.T) {
 	}
 	run(t, prog)
 	run(t, sentinel) // pending since its alert: no second alert
-	third := newProgram(t, progs, "wp-third")
+	third := agenttest.NewProgram(t, progs, "wp-third")
 	run(t, third)
 	a.Wait(t, "baseline.exec", third)
 	if n := countBaseline(a, prog) + countBaseline(a, sentinel); n != 0 {

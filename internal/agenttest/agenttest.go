@@ -8,8 +8,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -169,4 +172,29 @@ func (a *Agent) Wait(t testing.TB, rule, marker string) Alert {
 // Suppressed is how many matches of rule an exception suppressed in this run.
 func (a *Agent) Suppressed(rule string) uint64 {
 	return a.App.Detect.Status().Suppressed[rule]
+}
+
+// NewProgram copies /usr/bin/true to a uniquely named executable in dir: a
+// program the host has never run.
+func NewProgram(t testing.TB, dir, name string) string {
+	t.Helper()
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	path := filepath.Join(dir, name+"-"+hex.EncodeToString(r[:]))
+	src, err := os.Open("/usr/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
