@@ -13,21 +13,25 @@ import (
 // Port is the registered Modbus/TCP port.
 const Port = 502
 
-// Parse limits.
+// Parse limits. The kernel's parser (bpf/ics.h) has the same ones.
 const (
 	// MaxADUs bounds the ADUs parsed from one packet.
 	MaxADUs = 8
+	// MaxValues bounds the values kept of one write: registers, or coil
+	// bytes (eight coils each).
+	MaxValues = 8
 	// MaxLength is the largest MBAP length field: unit id plus a 253-byte PDU.
 	MaxLength = 254
 	// headerLen is the MBAP header and the function code.
 	headerLen = 8
 )
 
-// Field flags: which of Address, Count and Value the ADU carried.
+// Field flags: which of Address, Count, Values and Sub the ADU carried.
 const (
 	HasAddress uint8 = 1 << iota
 	HasCount
 	HasValue
+	HasSub
 )
 
 // ADU is the inspected part of one Modbus/TCP application data unit.
@@ -40,7 +44,14 @@ type ADU struct {
 	Flags       uint8
 	Address     uint16
 	Count       uint16
-	Value       uint16 // single writes; the first register or coil byte(s) of a multiple write
+	// Sub is the diagnostics sub-function (FC 8) or the MEI type (FC 43).
+	Sub uint16
+	// Values are the first values written: the value of a single write, the
+	// first registers of a multiple write, the first coil bytes of a
+	// multiple coil write (eight coils each, the lowest address in bit 0),
+	// the AND and OR masks of a mask write. NValues of them are set.
+	NValues uint8
+	Values  [MaxValues]uint16
 }
 
 // Code is the function code without the exception bit.
@@ -49,21 +60,55 @@ func (a ADU) Code() uint8 { return a.Function &^ 0x80 }
 // IsException says the ADU is an exception response.
 func (a ADU) IsException() bool { return a.Function&0x80 != 0 }
 
+// Malformed says why a payload did not frame as ADUs to its end.
+type Malformed uint8
+
+// Reasons, in the order Parse checks them. The kernel counts the same.
+const (
+	WellFormed Malformed = iota
+	// Truncated: fewer than the 8 bytes of a header and function code are
+	// left (a header cut across segments, or a stray byte).
+	Truncated
+	// ProtocolID: the MBAP protocol id is not 0 (not Modbus, or garbage).
+	ProtocolID
+	// Length: the MBAP length is below 2 or above MaxLength.
+	Length
+	// Overrun: the length runs past the payload (an ADU split across
+	// segments, or a lying length field).
+	Overrun
+)
+
+var malformedNames = [...]string{"", "truncated", "protocol_id", "length", "overrun"}
+
+func (m Malformed) String() string {
+	if int(m) < len(malformedNames) {
+		return malformedNames[m]
+	}
+	return "malformed_" + strconv.Itoa(int(m))
+}
+
+// MalformedReasons lists the reasons in counter order (Truncated first).
+func MalformedReasons() []Malformed { return []Malformed{Truncated, ProtocolID, Length, Overrun} }
+
 // Parse reads the ADUs of one TCP payload in order, at most MaxADUs, into
-// out (which it reuses). malformed is set when the payload does not end on
-// an ADU boundary: a header shorter than 8 bytes, a protocol id other than
-// 0, a length out of range or larger than the rest of the payload (a
-// message split across segments). Parsing stops there: what follows cannot
-// be framed, and nothing of the malformed part is returned.
-func Parse(payload []byte, request bool, out []ADU) (adus []ADU, malformed bool) {
+// out (which it reuses). bad says why the payload does not end on an ADU
+// boundary (WellFormed when it does, or when MaxADUs were read first).
+// Parsing stops there: what follows cannot be framed, and nothing of the
+// malformed part is returned.
+func Parse(payload []byte, request bool, out []ADU) (adus []ADU, bad Malformed) {
 	adus = out[:0]
 	for i := 0; i < MaxADUs && len(payload) > 0; i++ {
 		if len(payload) < headerLen {
-			return adus, true
+			return adus, Truncated
 		}
 		length := binary.BigEndian.Uint16(payload[4:6])
-		if binary.BigEndian.Uint16(payload[2:4]) != 0 || length < 2 || length > MaxLength || int(length)+6 > len(payload) {
-			return adus, true
+		switch {
+		case binary.BigEndian.Uint16(payload[2:4]) != 0:
+			return adus, ProtocolID
+		case length < 2 || length > MaxLength:
+			return adus, Length
+		case int(length)+6 > len(payload):
+			return adus, Overrun
 		}
 		a := ADU{
 			Transaction: binary.BigEndian.Uint16(payload[0:2]),
@@ -76,8 +121,10 @@ func Parse(payload []byte, request bool, out []ADU) (adus []ADU, malformed bool)
 		adus = append(adus, a)
 		payload = payload[6+int(length):]
 	}
-	return adus, false
+	return adus, WellFormed
 }
+
+func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 
 // fields reads the function's fields from the rest of its PDU: only what the
 // PDU holds in full.
@@ -91,30 +138,64 @@ func fields(a *ADU, pdu []byte, request bool) {
 	switch a.Function {
 	case 1, 2, 3, 4:
 		if request && len(pdu) >= 4 {
-			a.Address = binary.BigEndian.Uint16(pdu[0:2])
-			a.Count = binary.BigEndian.Uint16(pdu[2:4])
+			a.Address, a.Count = be16(pdu[0:2]), be16(pdu[2:4])
 			a.Flags = HasAddress | HasCount
 		}
 	case 5, 6:
 		if len(pdu) >= 4 {
-			a.Address = binary.BigEndian.Uint16(pdu[0:2])
-			a.Value = binary.BigEndian.Uint16(pdu[2:4])
+			a.Address = be16(pdu[0:2])
+			a.Values[0], a.NValues = be16(pdu[2:4]), 1
 			a.Flags = HasAddress | HasValue
 		}
-	case 15, 16:
-		if len(pdu) >= 4 {
-			a.Address = binary.BigEndian.Uint16(pdu[0:2])
-			a.Count = binary.BigEndian.Uint16(pdu[2:4])
-			a.Flags = HasAddress | HasCount
+	case 8:
+		if len(pdu) >= 2 {
+			a.Sub = be16(pdu[0:2])
+			a.Flags = HasSub
 		}
-		// A request's byte count, then the values: the first two bytes
-		// (one register, or sixteen coils), or the one byte there is.
-		if request && len(pdu) >= 7 && pdu[4] >= 2 {
-			a.Value = binary.BigEndian.Uint16(pdu[5:7])
+	case 43:
+		if len(pdu) >= 1 {
+			a.Sub = uint16(pdu[0])
+			a.Flags = HasSub
+		}
+	case 15, 16:
+		if len(pdu) < 4 {
+			return
+		}
+		a.Address, a.Count = be16(pdu[0:2]), be16(pdu[2:4])
+		a.Flags = HasAddress | HasCount
+		if !request || len(pdu) < 6 {
+			return
+		}
+		// A request's byte count, then the values: registers (two bytes
+		// each) or coil bytes, as many as the byte count and the PDU hold.
+		avail := min(int(pdu[4]), len(pdu)-5)
+		n := avail
+		if a.Function == 16 {
+			n = avail / 2
+		}
+		n = min(n, MaxValues)
+		for i := range n {
+			if a.Function == 16 {
+				a.Values[i] = be16(pdu[5+2*i:])
+			} else {
+				a.Values[i] = uint16(pdu[5+i])
+			}
+		}
+		if n > 0 {
+			a.NValues = uint8(n)
 			a.Flags |= HasValue
-		} else if request && len(pdu) >= 6 && pdu[4] == 1 {
-			a.Value = uint16(pdu[5])
-			a.Flags |= HasValue
+		}
+	case 22:
+		if len(pdu) >= 6 {
+			a.Address = be16(pdu[0:2])
+			a.Values[0], a.Values[1], a.NValues = be16(pdu[2:4]), be16(pdu[4:6]), 2
+			a.Flags = HasAddress | HasValue
+		}
+	case 23:
+		// The write half of read/write multiple registers.
+		if request && len(pdu) >= 8 {
+			a.Address, a.Count = be16(pdu[4:6]), be16(pdu[6:8])
+			a.Flags = HasAddress | HasCount
 		}
 	}
 }
@@ -127,11 +208,17 @@ const (
 	ClassOther Class = iota
 	ClassRead
 	ClassWrite
+	// ClassProgram changes the device's logic or firmware (UMAS, firmware replacement).
+	ClassProgram
+	// ClassControl changes how the device runs (restart communications,
+	// force listen-only mode, clear counters).
+	ClassControl
 	ClassDiagnostic
-	ClassException
+	// ClassRecon identifies the device (report server id, read device id).
+	ClassRecon
 )
 
-var classNames = [...]string{"other", "read", "write", "diagnostic", "exception"}
+var classNames = [...]string{"other", "read", "write", "program", "control", "diagnostic", "recon"}
 
 func (c Class) String() string {
 	if int(c) < len(classNames) {
@@ -139,6 +226,10 @@ func (c Class) String() string {
 	}
 	return "other"
 }
+
+// Urgent says operations of the class change the device: each first one
+// is reported at once.
+func (c Class) Urgent() bool { return c == ClassWrite || c == ClassProgram || c == ClassControl }
 
 type function struct {
 	name  string
@@ -160,15 +251,15 @@ var functions = map[uint8]function{
 	12:  {"get_comm_event_log", ClassDiagnostic},
 	15:  {"write_multiple_coils", ClassWrite},
 	16:  {"write_multiple_registers", ClassWrite},
-	17:  {"report_server_id", ClassDiagnostic},
+	17:  {"report_server_id", ClassRecon},
 	20:  {"read_file_record", ClassRead},
 	21:  {"write_file_record", ClassWrite},
 	22:  {"mask_write_register", ClassWrite},
 	23:  {"read_write_multiple_registers", ClassWrite},
 	24:  {"read_fifo_queue", ClassRead},
 	43:  {"encapsulated_interface_transport", ClassDiagnostic},
-	90:  {"umas", ClassWrite},     // Schneider engineering: programming
-	125: {"firmware", ClassWrite}, // firmware replacement
+	90:  {"umas", ClassProgram},     // Schneider engineering: programming
+	125: {"firmware", ClassProgram}, // firmware replacement
 }
 
 // FunctionName names a function code (exception bit ignored); unknown
@@ -180,13 +271,27 @@ func FunctionName(fc uint8) string {
 	return "fc_" + strconv.Itoa(int(fc&^0x80))
 }
 
-// ClassOf classes an ADU: exception responses are ClassException whatever
-// the function.
+// Diagnostics sub-functions that change how the device runs, and the MEI
+// type that reads its identity.
+const (
+	diagRestartComms   = 0x0001
+	diagForceListen    = 0x0004
+	diagClearCounters  = 0x000A
+	meiReadDeviceIdent = 0x0E
+)
+
+// ClassOf classes an ADU by its function (an exception response by the
+// function it answers) and, for diagnostics and encapsulated transport,
+// by its sub-function.
 func ClassOf(a ADU) Class {
-	if a.IsException() {
-		return ClassException
+	switch fc := a.Code(); {
+	case fc == 8 && a.Flags&HasSub != 0 && (a.Sub == diagRestartComms || a.Sub == diagForceListen || a.Sub == diagClearCounters):
+		return ClassControl
+	case fc == 43 && a.Flags&HasSub != 0 && a.Sub == meiReadDeviceIdent:
+		return ClassRecon
+	default:
+		return functions[fc].class
 	}
-	return functions[a.Function].class
 }
 
 var exceptions = map[uint8]string{
