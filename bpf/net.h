@@ -8,6 +8,7 @@
 #define WP_NET_H
 
 #include "lib/syscall.h"
+#include "ics.h"
 
 #define WP_AF_INET 2
 #define WP_AF_INET6 10
@@ -239,6 +240,14 @@ int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 	wp_sock_addrs(&e, sk);
 	e.ret = ret;
 	e.op = d->op;
+	/* The owner of a connection on an inspected industrial port, for the
+	 * packet hooks (ics.h), whatever the event filters say. */
+	if (proto == WP_IPPROTO_TCP && ((op == WP_NET_CONNECT && (ret == 0 || ret == -WP_EINPROGRESS)) ||
+					(op == WP_NET_ACCEPT && ret >= 0))) {
+		struct wp_event_hdr h;
+		wp_fill_hdr(&h, WP_EV_ICS_OP, task);
+		wp_ics_remember(&h, e.family, e.sport, e.dport, e.saddr, e.daddr);
+	}
 	if (op == WP_NET_ACCEPT || op == WP_NET_RECV)
 		e.hdr.flags = WP_F_INBOUND;
 	if (op == WP_NET_SEND || op == WP_NET_RECV) {

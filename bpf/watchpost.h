@@ -51,7 +51,9 @@ enum wp_event_type {
 	WP_EV_USERFAULTFD = 31,
 	WP_EV_MEMFD_CREATE = 32,
 	WP_EV_NET_CONNECT_RESULT = 33, /* the outcome of a non-blocking connect */
-	/* 34-39: reserved */
+	/* 34: reserved */
+	WP_EV_ICS_OP = 35, /* industrial application messages of one TCP segment (ics.h) */
+	/* 36-39: reserved for industrial inspection */
 	WP_EV_RESP_EXEC = 40,    /* a response rule matched an exec (respond.h) */
 	WP_EV_RESP_CONNECT = 41, /* ... a connect or an unconnected UDP send */
 	WP_EV_RESP_SOCKET = 42,  /* ... a socket creation */
@@ -409,6 +411,85 @@ struct wp_sec_event {
 	__u16 str2_len;
 	__u16 str3_len;
 	char buf[WP_PATH_MAX * 5];
+};
+
+/* Industrial protocol inspection (ics.h). The limits are the Go parser's
+ * (agent/industrial/modbus). */
+enum wp_ics_limit {
+	WP_ICS_ADUS = 8,        /* application messages parsed per segment */
+	WP_ICS_VALUES = 8,      /* values kept of one write */
+	WP_ICS_MAX_LENGTH = 254, /* largest MBAP length: unit id + 253-byte PDU */
+	WP_ICS_PORTS = 64,      /* inspected ports */
+};
+
+enum wp_ics_proto {
+	WP_ICS_MODBUS = 1,
+};
+
+/* Per-CPU counters of the wp_ics_stats array. The malformed reasons are
+ * modbus.Malformed's, in its order. */
+enum wp_ics_stat {
+	WP_ICS_STAT_SEGMENTS = 0,    /* segments with payload on an inspected port */
+	WP_ICS_STAT_MESSAGES = 1,    /* application messages parsed */
+	WP_ICS_STAT_TRUNCATED = 2,   /* fewer than a header's 8 bytes left */
+	WP_ICS_STAT_PROTOCOL_ID = 3, /* MBAP protocol id not 0 */
+	WP_ICS_STAT_LENGTH = 4,      /* MBAP length out of range */
+	WP_ICS_STAT_OVERRUN = 5,     /* length past the end of the segment */
+	WP_ICS_STAT_UNPARSED = 6,    /* segments with more messages than WP_ICS_ADUS */
+	WP_ICS_STAT_NO_OWNER = 7,    /* records sent without the socket's process */
+	WP_ICS_STAT_MAX = 8,
+};
+
+enum wp_ics_flags {
+	WP_ICS_F_INGRESS = 1 << 0, /* received by the socket, not sent */
+	WP_ICS_F_REQUEST = 1 << 1, /* towards the inspected port: client to server */
+	WP_ICS_F_MORE = 1 << 2,    /* messages after the last parsed one */
+	WP_ICS_F_OWNER = 1 << 3,   /* hdr is the socket's owner (else only type, cpu, time) */
+};
+
+/* One Modbus/TCP ADU, as modbus.ADU holds it. */
+struct wp_ics_adu {
+	__u16 transaction;
+	__u16 length;
+	__u8 unit;
+	__u8 function;
+	__u8 exception;
+	__u8 flags; /* modbus.Has* */
+	__u16 address;
+	__u16 count;
+	__u16 sub;
+	__u8 nvalues;
+	__u8 _pad0;
+	__u16 values[WP_ICS_VALUES];
+};
+
+/* Connection key of a socket's owner until its first inspected packet
+ * gives the cookie. IPv4 addresses are v4-mapped. */
+struct wp_ics_tuple {
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+};
+
+/* WP_EV_ICS_OP: the messages of one TCP segment on an inspected port. hdr
+ * is the process that connected or accepted the socket; ts_boot_ns and cpu
+ * are the packet's. Only nadus entries of adus are sent. */
+struct wp_ics_event {
+	struct wp_event_hdr hdr;
+	__u64 cookie;    /* bpf_get_socket_cookie */
+	__u32 seg_len;   /* TCP payload bytes */
+	__u16 family;    /* of the packet: AF_INET or AF_INET6 */
+	__u16 lport;     /* the socket's own port */
+	__u16 rport;
+	__u8 proto;      /* enum wp_ics_proto */
+	__u8 flags;      /* enum wp_ics_flags */
+	__u8 nadus;
+	__u8 malformed;  /* modbus.Malformed of what followed the last message */
+	__u16 _pad0;
+	__u8 laddr[16];  /* IPv4 v4-mapped */
+	__u8 raddr[16];
+	struct wp_ics_adu adus[WP_ICS_ADUS];
 };
 
 #endif /* WATCHPOST_H */

@@ -49,6 +49,10 @@ const (
 	KindUserfaultfd      Kind = 31
 	KindMemfdCreate      Kind = 32
 	KindNetConnectResult Kind = 33 // the outcome of a non-blocking connect
+	// KindICSSegment: the industrial messages of one TCP segment, as the
+	// kernel sends them; agent/industrial/inspect folds them into ics_op
+	// events and never emits them.
+	KindICSSegment Kind = 35
 	// Response: a policy's rule matched in the kernel (agent/respond).
 	KindResponseExec    Kind = 40 // an exec (kill at exec)
 	KindResponseConnect Kind = 41 // a connect or an unconnected UDP send
@@ -62,6 +66,13 @@ const (
 	KindAlert           Kind = 104 // a detection rule fired (agent/detect)
 	kindAgentMax        Kind = 105
 	kindAgentKindBase   Kind = 100
+	// KindICSOp: what a process told an industrial device, or a device
+	// answered it (agent/industrial/inspect): one event per connection,
+	// protocol, operation class and function per interval; the first write,
+	// program or control operation of an interval at once.
+	KindICSOp   Kind = 110
+	kindICSBase Kind = 110
+	kindICSMax  Kind = 111
 	// KindResponse: the agent acted on (or, in monitor mode, would have
 	// acted on) a detection: kill on detection.
 	KindResponse Kind = 130
@@ -93,8 +104,8 @@ var kindNames = map[Kind]string{
 	KindBPF: "bpf", KindMount: "mount", KindUmount: "umount", KindClockChange: "clock_change",
 	KindSignal: "signal", KindMemfdExec: "memfd_exec",
 	KindNamespace: "namespace", KindUserfaultfd: "userfaultfd", KindMemfdCreate: "memfd_create",
-	KindNetConnectResult: "net_connect_result",
-	KindResponseExec:     "response_exec", KindResponseConnect: "response_connect",
+	KindNetConnectResult: "net_connect_result", KindICSSegment: "ics_segment", KindICSOp: "ics_op",
+	KindResponseExec: "response_exec", KindResponseConnect: "response_connect",
 	KindResponseSocket: "response_socket", KindResponseDevice: "response_device",
 	KindResponse: "response", KindResponsePolicies: "response_policies",
 	KindHealth: "health", KindGap: "gap", KindAgentStart: "agent_start", KindAgentStop: "agent_stop",
@@ -136,6 +147,9 @@ func Kinds() []Kind {
 		}
 	}
 	for k := kindAgentKindBase; k < kindAgentMax; k++ {
+		out = append(out, k)
+	}
+	for k := kindICSBase; k < kindICSMax; k++ {
 		out = append(out, k)
 	}
 	for k := kindNetCtxBase; k < kindNetCtxMax; k++ {
@@ -386,6 +400,60 @@ type Industrial struct {
 	Sniffing bool   `json:"sniffing,omitempty"` // raw or packet socket
 }
 
+// ICS is an ics_op event: operations of one class and function that a
+// process sent on one connection, or answered on it, in one interval
+// (docs/events.md).
+type ICS struct {
+	Protocol string `json:"protocol"` // modbus
+	// Role is the process's side of the connection: client (it sent the
+	// requests) or server (it received them).
+	Role     string `json:"role"`
+	Class    string `json:"class"`    // read, write, program, control, diagnostic, recon, other
+	Function string `json:"function"` // read_holding_registers, write_single_register ...
+	Code     uint8  `json:"code"`     // the function code
+	Unit     uint8  `json:"unit"`     // the unit id of the first operation
+	// Count is the requests counted in this event; Responses the answers
+	// that were not exceptions.
+	Count     uint64 `json:"count"`
+	Responses uint64 `json:"responses,omitempty"`
+	// FirstNS and LastNS are the boot-relative times of the first and last
+	// message counted (First and Last on the wall clock).
+	FirstNS uint64    `json:"first_boot_ns"`
+	LastNS  uint64    `json:"last_boot_ns"`
+	First   time.Time `json:"first"`
+	Last    time.Time `json:"last"`
+	// Ranges are the address ranges the requests named, merged, at most
+	// a few; RangesTruncated says more were left out.
+	Ranges          []ICSRange `json:"ranges,omitempty"`
+	RangesTruncated bool       `json:"ranges_truncated,omitempty"`
+	// Values are the first values the reported operation wrote (urgent
+	// events: the operation itself), at most 8 registers or coil bytes.
+	Values []uint16 `json:"values,omitempty"`
+	// Exceptions are the exception responses, by code.
+	Exceptions []ICSException `json:"exceptions,omitempty"`
+	// Urgent: the first write, program or control operation of its
+	// interval, reported on its own at once; later ones are summarised.
+	Urgent bool `json:"urgent,omitempty"`
+	// Connection is the socket's cookie; Owner how its process was found:
+	// kernel (at connect or accept), lookup (sock_diag and /proc, when the
+	// kernel had no record) or unknown.
+	Connection uint64 `json:"connection"`
+	Owner      string `json:"owner"`
+}
+
+// ICSRange is a run of addresses: Count of them from Address.
+type ICSRange struct {
+	Address uint16 `json:"address"`
+	Count   uint32 `json:"count"`
+}
+
+// ICSException counts exception responses of one code.
+type ICSException struct {
+	Code  uint8  `json:"code"`
+	Name  string `json:"name"`
+	Count uint64 `json:"count"`
+}
+
 // Counter is one named drop or delivery counter.
 type Counter struct {
 	Kind   string `json:"kind"`
@@ -605,6 +673,7 @@ type Event struct {
 	Security   *Security   `json:"security,omitempty"`
 	Namespace  *Namespace  `json:"namespace,omitempty"`
 	Industrial *Industrial `json:"industrial,omitempty"`
+	ICS        *ICS        `json:"ics,omitempty"`
 	Health     *Health     `json:"health,omitempty"`
 	Gap        *Gap        `json:"gap,omitempty"`
 	Alert      *Alert      `json:"alert,omitempty"`

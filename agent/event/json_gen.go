@@ -169,6 +169,18 @@ func appendJSONEvent(b []byte, v *Event) ([]byte, error) {
 			}
 		}
 	}
+	if v.ICS != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"ics\":"...)
+		if v.ICS == nil {
+			b = append(b, "null"...)
+		} else {
+			if b, err = appendJSONICS(b, &(*v.ICS)); err != nil {
+				return b, err
+			}
+		}
+	}
 	if v.Health != nil {
 		b = append(b, sep)
 		sep = ','
@@ -1082,6 +1094,145 @@ func appendJSONIndustrial(b []byte, v *Industrial) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+func appendJSONICS(b []byte, v *ICS) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"protocol\":"...)
+	b = appendString(b, v.Protocol)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"role\":"...)
+	b = appendString(b, v.Role)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"class\":"...)
+	b = appendString(b, v.Class)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"function\":"...)
+	b = appendString(b, v.Function)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"code\":"...)
+	b = appendUint(b, uint64(v.Code))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"unit\":"...)
+	b = appendUint(b, uint64(v.Unit))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"count\":"...)
+	b = appendUint(b, uint64(v.Count))
+	if v.Responses != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"responses\":"...)
+		b = appendUint(b, uint64(v.Responses))
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"first_boot_ns\":"...)
+	b = appendUint(b, uint64(v.FirstNS))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"last_boot_ns\":"...)
+	b = appendUint(b, uint64(v.LastNS))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"first\":"...)
+	if b, err = appendTime(b, v.First); err != nil {
+		return b, err
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"last\":"...)
+	if b, err = appendTime(b, v.Last); err != nil {
+		return b, err
+	}
+	if len(v.Ranges) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"ranges\":"...)
+		if v.Ranges == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Ranges {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				if b, err = appendJSONICSRange(b, &v.Ranges[i1]); err != nil {
+					return b, err
+				}
+			}
+			b = append(b, ']')
+		}
+	}
+	if v.RangesTruncated {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"ranges_truncated\":"...)
+		b = strconv.AppendBool(b, bool(v.RangesTruncated))
+	}
+	if len(v.Values) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"values\":"...)
+		if v.Values == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Values {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendUint(b, uint64(v.Values[i1]))
+			}
+			b = append(b, ']')
+		}
+	}
+	if len(v.Exceptions) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"exceptions\":"...)
+		if v.Exceptions == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Exceptions {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				if b, err = appendJSONICSException(b, &v.Exceptions[i1]); err != nil {
+					return b, err
+				}
+			}
+			b = append(b, ']')
+		}
+	}
+	if v.Urgent {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"urgent\":"...)
+		b = strconv.AppendBool(b, bool(v.Urgent))
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"connection\":"...)
+	b = appendUint(b, uint64(v.Connection))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"owner\":"...)
+	b = appendString(b, v.Owner)
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
 func appendJSONHealth(b []byte, v *Health) ([]byte, error) {
 	var err error
 	_ = err
@@ -1711,6 +1862,46 @@ func appendJSONlimitsTruncation(b []byte, v *limits.Truncation) ([]byte, error) 
 	sep = ','
 	b = append(b, "\"bytes\":"...)
 	b = appendUint(b, uint64(v.Bytes))
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
+func appendJSONICSRange(b []byte, v *ICSRange) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"address\":"...)
+	b = appendUint(b, uint64(v.Address))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"count\":"...)
+	b = appendUint(b, uint64(v.Count))
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
+func appendJSONICSException(b []byte, v *ICSException) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"code\":"...)
+	b = appendUint(b, uint64(v.Code))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"name\":"...)
+	b = appendString(b, v.Name)
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"count\":"...)
+	b = appendUint(b, uint64(v.Count))
 	if sep == '{' {
 		b = append(b, '{')
 	}

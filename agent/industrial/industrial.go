@@ -103,7 +103,7 @@ func New(protocols []Protocol, serial []Serial) (*Classifier, error) {
 		default:
 			return nil, fmt.Errorf("industrial.protocols[%d].transport: %q is not tcp, udp or both", i, p.Transport)
 		}
-		ports, err := parsePorts(p.Ports)
+		ports, err := ParsePorts(p.Ports)
 		if err != nil {
 			return nil, fmt.Errorf("industrial.protocols[%d].ports: %w", i, err)
 		}
@@ -123,7 +123,9 @@ func New(protocols []Protocol, serial []Serial) (*Classifier, error) {
 	return c, nil
 }
 
-func parsePorts(s string) ([]uint16, error) {
+// ParsePorts reads a port list: "502", "502,802", "34962-34964" (ranges of
+// at most 1024 ports).
+func ParsePorts(s string) ([]uint16, error) {
 	var out []uint16
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)

@@ -79,6 +79,10 @@ var respondTracking = []string{"wp_respond_fork", "wp_respond_exit"}
 // of them must still run the sensor).
 func isRespondProgram(name string) bool { return strings.HasPrefix(name, "wp_respond_") }
 
+// isOptionalProgram: programs loaded on demand, not with the sensor's
+// collection: response (Responder) and industrial inspection (Inspector).
+func isOptionalProgram(name string) bool { return isRespondProgram(name) || isInspectProgram(name) }
+
 // Rule is one compiled response rule.
 type Rule struct {
 	// Policy is the policy's index (0..MaxPolicies-1): its bit in the masks.
@@ -222,36 +226,46 @@ func (r *Responder) load(names ...string) error {
 		if r.progs[name] != nil {
 			continue
 		}
-		ps, ok := r.s.spec.Programs[name]
-		if !ok {
-			return fmt.Errorf("program %s is not in the object", name)
-		}
-		spec := r.s.spec.Copy()
-		spec.Programs = map[string]*ebpf.ProgramSpec{name: ps.Copy()}
-		// Every map is the sensor's: only the program is new.
-		repl := make(map[string]*ebpf.Map, len(r.s.coll.Maps))
-		for n, m := range r.s.coll.Maps {
-			if _, ok := spec.Maps[n]; ok {
-				repl[n] = m
-			}
-		}
-		for n := range spec.Maps {
-			if _, ok := repl[n]; !ok {
-				delete(spec.Maps, n)
-			}
-		}
-		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl})
+		p, err := r.s.loadProgram(name)
 		if err != nil {
-			var verr *ebpf.VerifierError
-			if errors.As(err, &verr) {
-				return fmt.Errorf("loading %s: %w (%s)", name, err, strings.Join(tail(verr.Log, 3), "; "))
-			}
-			return fmt.Errorf("loading %s: %w", name, err)
+			return err
 		}
-		r.progs[name] = coll.DetachProgram(name)
-		coll.Close()
+		r.progs[name] = p
 	}
 	return nil
+}
+
+// loadProgram loads one program of the object that the sensor's
+// collection left out (response, inspection) against the sensor's own
+// maps: only the program is new.
+func (s *Sensor) loadProgram(name string) (*ebpf.Program, error) {
+	ps, ok := s.spec.Programs[name]
+	if !ok {
+		return nil, fmt.Errorf("program %s is not in the object", name)
+	}
+	spec := s.spec.Copy()
+	spec.Programs = map[string]*ebpf.ProgramSpec{name: ps.Copy()}
+	repl := make(map[string]*ebpf.Map, len(s.coll.Maps))
+	for n, m := range s.coll.Maps {
+		if _, ok := spec.Maps[n]; ok {
+			repl[n] = m
+		}
+	}
+	for n := range spec.Maps {
+		if _, ok := repl[n]; !ok {
+			delete(spec.Maps, n)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl})
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading %s: %w (%s)", name, err, strings.Join(tail(verr.Log, 3), "; "))
+		}
+		return nil, fmt.Errorf("loading %s: %w", name, err)
+	}
+	defer coll.Close()
+	return coll.DetachProgram(name), nil
 }
 
 func (r *Responder) attachTracking() error {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -18,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/industrial/inspect"
 )
 
 // Config is what the kernel side needs from the agent's configuration.
@@ -122,6 +124,12 @@ type Sensor struct {
 	queue    chan *event.Event
 	clock    *bootClock
 
+	// Inspected segments (ics.go): a queue of their own, for the
+	// inspection's aggregator; filled only while an Inspector is attached.
+	segments     chan *inspect.Segment
+	segmentsFull atomic.Uint64
+	inspecting   atomic.Bool
+
 	// Counted in user space, per kind.
 	queueFull [event.KernelKinds]atomic.Uint64
 	decodeErr atomic.Uint64
@@ -180,7 +188,7 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 	}
 	full := spec.Copy()
 	for name := range spec.Programs {
-		if isRespondProgram(name) {
+		if isOptionalProgram(name) {
 			delete(spec.Programs, name)
 		}
 	}
@@ -201,6 +209,7 @@ func Load(cfg Config, log zerolog.Logger) (*Sensor, error) {
 		coll:     coll,
 		spec:     full,
 		queue:    make(chan *event.Event, cfg.QueueLen),
+		segments: make(chan *inspect.Segment, segmentQueueLen),
 		clock:    newBootClock(),
 	}
 	if err := acquireTracefs(); err != nil {
@@ -463,8 +472,26 @@ func (s *Sensor) drain(dec *decoder, rec *ringbuf.Record) error {
 	}
 }
 
+// segmentQueueLen bounds the inspected segments waiting for the aggregator.
+const segmentQueueLen = 4096
+
 func (s *Sensor) handle(dec *decoder, raw []byte) {
 	s.read.Add(1)
+	if len(raw) >= hdrSize && (*wpWpEventHdr)(unsafe.Pointer(&raw[0])).Type == uint16(wpWpEventTypeWP_EV_ICS_OP) {
+		seg, err := dec.decodeSegment(raw)
+		switch {
+		case err != nil:
+			s.decodeErr.Add(1)
+		case !s.inspecting.Load():
+		default:
+			select {
+			case s.segments <- seg:
+			default:
+				s.segmentsFull.Add(1)
+			}
+		}
+		return
+	}
 	ev, err := dec.decode(raw)
 	if err != nil {
 		s.decodeErr.Add(1)

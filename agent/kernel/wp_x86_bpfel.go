@@ -149,6 +149,7 @@ const (
 	wpWpEventTypeWP_EV_USERFAULTFD        wpWpEventType = 31
 	wpWpEventTypeWP_EV_MEMFD_CREATE       wpWpEventType = 32
 	wpWpEventTypeWP_EV_NET_CONNECT_RESULT wpWpEventType = 33
+	wpWpEventTypeWP_EV_ICS_OP             wpWpEventType = 35
 	wpWpEventTypeWP_EV_RESP_EXEC          wpWpEventType = 40
 	wpWpEventTypeWP_EV_RESP_CONNECT       wpWpEventType = 41
 	wpWpEventTypeWP_EV_RESP_SOCKET        wpWpEventType = 42
@@ -250,6 +251,86 @@ type wpWpFlowKey struct {
 	Dir   uint8
 	Proto uint8
 	Pad0  uint16
+}
+
+type wpWpIcsAdu struct {
+	_           structs.HostLayout
+	Transaction uint16
+	Length      uint16
+	Unit        uint8
+	Function    uint8
+	Exception   uint8
+	Flags       uint8
+	Address     uint16
+	Count       uint16
+	Sub         uint16
+	Nvalues     uint8
+	Pad0        uint8
+	Values      [8]uint16
+}
+
+type wpWpIcsEvent struct {
+	_         structs.HostLayout
+	Hdr       wpWpEventHdr
+	Cookie    uint64
+	SegLen    uint32
+	Family    uint16
+	Lport     uint16
+	Rport     uint16
+	Proto     uint8
+	Flags     uint8
+	Nadus     uint8
+	Malformed uint8
+	Pad0      uint16
+	Laddr     [16]uint8
+	Raddr     [16]uint8
+	Adus      [8]wpWpIcsAdu
+}
+
+type wpWpIcsFlags uint32
+
+const (
+	wpWpIcsFlagsWP_ICS_F_INGRESS wpWpIcsFlags = 1
+	wpWpIcsFlagsWP_ICS_F_REQUEST wpWpIcsFlags = 2
+	wpWpIcsFlagsWP_ICS_F_MORE    wpWpIcsFlags = 4
+	wpWpIcsFlagsWP_ICS_F_OWNER   wpWpIcsFlags = 8
+)
+
+type wpWpIcsLimit uint32
+
+const (
+	wpWpIcsLimitWP_ICS_ADUS       wpWpIcsLimit = 8
+	wpWpIcsLimitWP_ICS_VALUES     wpWpIcsLimit = 8
+	wpWpIcsLimitWP_ICS_MAX_LENGTH wpWpIcsLimit = 254
+	wpWpIcsLimitWP_ICS_PORTS      wpWpIcsLimit = 64
+)
+
+type wpWpIcsProto uint32
+
+const (
+	wpWpIcsProtoWP_ICS_MODBUS wpWpIcsProto = 1
+)
+
+type wpWpIcsStat uint32
+
+const (
+	wpWpIcsStatWP_ICS_STAT_SEGMENTS    wpWpIcsStat = 0
+	wpWpIcsStatWP_ICS_STAT_MESSAGES    wpWpIcsStat = 1
+	wpWpIcsStatWP_ICS_STAT_TRUNCATED   wpWpIcsStat = 2
+	wpWpIcsStatWP_ICS_STAT_PROTOCOL_ID wpWpIcsStat = 3
+	wpWpIcsStatWP_ICS_STAT_LENGTH      wpWpIcsStat = 4
+	wpWpIcsStatWP_ICS_STAT_OVERRUN     wpWpIcsStat = 5
+	wpWpIcsStatWP_ICS_STAT_UNPARSED    wpWpIcsStat = 6
+	wpWpIcsStatWP_ICS_STAT_NO_OWNER    wpWpIcsStat = 7
+	wpWpIcsStatWP_ICS_STAT_MAX         wpWpIcsStat = 8
+)
+
+type wpWpIcsTuple struct {
+	_     structs.HostLayout
+	Laddr [16]uint8
+	Raddr [16]uint8
+	Lport uint16
+	Rport uint16
 }
 
 type wpWpMemfdExecEvent struct {
@@ -566,6 +647,11 @@ const (
 	wpMapWpExecHeap                    = "wp_exec_heap"
 	wpMapWpFileHeap                    = "wp_file_heap"
 	wpMapWpFlows                       = "wp_flows"
+	wpMapWpIcsHeap                     = "wp_ics_heap"
+	wpMapWpIcsOwners                   = "wp_ics_owners"
+	wpMapWpIcsPorts                    = "wp_ics_ports"
+	wpMapWpIcsStats                    = "wp_ics_stats"
+	wpMapWpIcsTuples                   = "wp_ics_tuples"
 	wpMapWpInflight                    = "wp_inflight"
 	wpMapWpPathFilter                  = "wp_path_filter"
 	wpMapWpPathHeap                    = "wp_path_heap"
@@ -582,6 +668,8 @@ const (
 	wpMapWpSysDescs                    = "wp_sys_descs"
 	wpMapWpUserBuckets                 = "wp_user_buckets"
 	wpMapWpWatchReads                  = "wp_watch_reads"
+	wpProgWpIcsEgress                  = "wp_ics_egress"
+	wpProgWpIcsIngress                 = "wp_ics_ingress"
 	wpProgWpRespondConnect4            = "wp_respond_connect4"
 	wpProgWpRespondConnect6            = "wp_respond_connect6"
 	wpProgWpRespondDev                 = "wp_respond_dev"
@@ -623,6 +711,12 @@ const (
 	wpVarWpUnusedFile                  = "wp_unused_file"
 	wpVarWpUnusedFlags                 = "wp_unused_flags"
 	wpVarWpUnusedHdr                   = "wp_unused_hdr"
+	wpVarWpUnusedIcs                   = "wp_unused_ics"
+	wpVarWpUnusedIcsFlags              = "wp_unused_ics_flags"
+	wpVarWpUnusedIcsLimit              = "wp_unused_ics_limit"
+	wpVarWpUnusedIcsProto              = "wp_unused_ics_proto"
+	wpVarWpUnusedIcsStat               = "wp_unused_ics_stat"
+	wpVarWpUnusedIcsTuple              = "wp_unused_ics_tuple"
 	wpVarWpUnusedMemfd                 = "wp_unused_memfd"
 	wpVarWpUnusedNet                   = "wp_unused_net"
 	wpVarWpUnusedNetOp                 = "wp_unused_net_op"
@@ -689,6 +783,8 @@ type wpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wpProgramSpecs struct {
+	WpIcsEgress          *ebpf.ProgramSpec `ebpf:"wp_ics_egress"`
+	WpIcsIngress         *ebpf.ProgramSpec `ebpf:"wp_ics_ingress"`
 	WpRespondConnect4    *ebpf.ProgramSpec `ebpf:"wp_respond_connect4"`
 	WpRespondConnect6    *ebpf.ProgramSpec `ebpf:"wp_respond_connect6"`
 	WpRespondDev         *ebpf.ProgramSpec `ebpf:"wp_respond_dev"`
@@ -725,6 +821,11 @@ type wpMapSpecs struct {
 	WpExecHeap      *ebpf.MapSpec `ebpf:"wp_exec_heap"`
 	WpFileHeap      *ebpf.MapSpec `ebpf:"wp_file_heap"`
 	WpFlows         *ebpf.MapSpec `ebpf:"wp_flows"`
+	WpIcsHeap       *ebpf.MapSpec `ebpf:"wp_ics_heap"`
+	WpIcsOwners     *ebpf.MapSpec `ebpf:"wp_ics_owners"`
+	WpIcsPorts      *ebpf.MapSpec `ebpf:"wp_ics_ports"`
+	WpIcsStats      *ebpf.MapSpec `ebpf:"wp_ics_stats"`
+	WpIcsTuples     *ebpf.MapSpec `ebpf:"wp_ics_tuples"`
 	WpInflight      *ebpf.MapSpec `ebpf:"wp_inflight"`
 	WpPathFilter    *ebpf.MapSpec `ebpf:"wp_path_filter"`
 	WpPathHeap      *ebpf.MapSpec `ebpf:"wp_path_heap"`
@@ -769,6 +870,12 @@ type wpVariableSpecs struct {
 	WpUnusedFile                  *ebpf.VariableSpec `ebpf:"wp_unused_file"`
 	WpUnusedFlags                 *ebpf.VariableSpec `ebpf:"wp_unused_flags"`
 	WpUnusedHdr                   *ebpf.VariableSpec `ebpf:"wp_unused_hdr"`
+	WpUnusedIcs                   *ebpf.VariableSpec `ebpf:"wp_unused_ics"`
+	WpUnusedIcsFlags              *ebpf.VariableSpec `ebpf:"wp_unused_ics_flags"`
+	WpUnusedIcsLimit              *ebpf.VariableSpec `ebpf:"wp_unused_ics_limit"`
+	WpUnusedIcsProto              *ebpf.VariableSpec `ebpf:"wp_unused_ics_proto"`
+	WpUnusedIcsStat               *ebpf.VariableSpec `ebpf:"wp_unused_ics_stat"`
+	WpUnusedIcsTuple              *ebpf.VariableSpec `ebpf:"wp_unused_ics_tuple"`
 	WpUnusedMemfd                 *ebpf.VariableSpec `ebpf:"wp_unused_memfd"`
 	WpUnusedNet                   *ebpf.VariableSpec `ebpf:"wp_unused_net"`
 	WpUnusedNetOp                 *ebpf.VariableSpec `ebpf:"wp_unused_net_op"`
@@ -824,6 +931,11 @@ type wpMaps struct {
 	WpExecHeap      *ebpf.Map `ebpf:"wp_exec_heap"`
 	WpFileHeap      *ebpf.Map `ebpf:"wp_file_heap"`
 	WpFlows         *ebpf.Map `ebpf:"wp_flows"`
+	WpIcsHeap       *ebpf.Map `ebpf:"wp_ics_heap"`
+	WpIcsOwners     *ebpf.Map `ebpf:"wp_ics_owners"`
+	WpIcsPorts      *ebpf.Map `ebpf:"wp_ics_ports"`
+	WpIcsStats      *ebpf.Map `ebpf:"wp_ics_stats"`
+	WpIcsTuples     *ebpf.Map `ebpf:"wp_ics_tuples"`
 	WpInflight      *ebpf.Map `ebpf:"wp_inflight"`
 	WpPathFilter    *ebpf.Map `ebpf:"wp_path_filter"`
 	WpPathHeap      *ebpf.Map `ebpf:"wp_path_heap"`
@@ -855,6 +967,11 @@ func (m *wpMaps) Close() error {
 		m.WpExecHeap,
 		m.WpFileHeap,
 		m.WpFlows,
+		m.WpIcsHeap,
+		m.WpIcsOwners,
+		m.WpIcsPorts,
+		m.WpIcsStats,
+		m.WpIcsTuples,
 		m.WpInflight,
 		m.WpPathFilter,
 		m.WpPathHeap,
@@ -900,6 +1017,12 @@ type wpVariables struct {
 	WpUnusedFile                  *ebpf.Variable `ebpf:"wp_unused_file"`
 	WpUnusedFlags                 *ebpf.Variable `ebpf:"wp_unused_flags"`
 	WpUnusedHdr                   *ebpf.Variable `ebpf:"wp_unused_hdr"`
+	WpUnusedIcs                   *ebpf.Variable `ebpf:"wp_unused_ics"`
+	WpUnusedIcsFlags              *ebpf.Variable `ebpf:"wp_unused_ics_flags"`
+	WpUnusedIcsLimit              *ebpf.Variable `ebpf:"wp_unused_ics_limit"`
+	WpUnusedIcsProto              *ebpf.Variable `ebpf:"wp_unused_ics_proto"`
+	WpUnusedIcsStat               *ebpf.Variable `ebpf:"wp_unused_ics_stat"`
+	WpUnusedIcsTuple              *ebpf.Variable `ebpf:"wp_unused_ics_tuple"`
 	WpUnusedMemfd                 *ebpf.Variable `ebpf:"wp_unused_memfd"`
 	WpUnusedNet                   *ebpf.Variable `ebpf:"wp_unused_net"`
 	WpUnusedNetOp                 *ebpf.Variable `ebpf:"wp_unused_net_op"`
@@ -928,6 +1051,8 @@ type wpVariables struct {
 //
 // It can be passed to loadWpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wpPrograms struct {
+	WpIcsEgress          *ebpf.Program `ebpf:"wp_ics_egress"`
+	WpIcsIngress         *ebpf.Program `ebpf:"wp_ics_ingress"`
 	WpRespondConnect4    *ebpf.Program `ebpf:"wp_respond_connect4"`
 	WpRespondConnect6    *ebpf.Program `ebpf:"wp_respond_connect6"`
 	WpRespondDev         *ebpf.Program `ebpf:"wp_respond_dev"`
@@ -951,6 +1076,8 @@ type wpPrograms struct {
 
 func (p *wpPrograms) Close() error {
 	return _WpClose(
+		p.WpIcsEgress,
+		p.WpIcsIngress,
 		p.WpRespondConnect4,
 		p.WpRespondConnect6,
 		p.WpRespondDev,

@@ -5,15 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/internal/sockowner"
 )
 
 // TCP states as sock_diag reports them (include/net/tcp_states.h).
@@ -148,33 +146,11 @@ func (m *Monitor) fillProcess(p *event.Process, pid uint32) {
 // /proc/<pid>/fd links. Processes that exit while it reads are skipped.
 func socketOwners(procRoot string) map[uint32]uint32 {
 	owners := map[uint32]uint32{}
-	dirs, err := os.ReadDir(procRoot)
-	if err != nil {
-		return owners
-	}
-	for _, d := range dirs {
-		pid, err := strconv.ParseUint(d.Name(), 10, 32)
-		if err != nil {
-			continue
+	sockowner.Walk(procRoot, func(pid, ino uint32) bool {
+		if old, ok := owners[ino]; !ok || pid < old {
+			owners[ino] = pid
 		}
-		fdDir := filepath.Join(procRoot, d.Name(), "fd")
-		fds, err := os.ReadDir(fdDir)
-		if err != nil {
-			continue
-		}
-		for _, fd := range fds {
-			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if err != nil || !strings.HasPrefix(target, "socket:[") {
-				continue
-			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 32)
-			if err != nil {
-				continue
-			}
-			if old, ok := owners[uint32(ino)]; !ok || uint32(pid) < old {
-				owners[uint32(ino)] = uint32(pid)
-			}
-		}
-	}
+		return true
+	})
 	return owners
 }

@@ -63,6 +63,8 @@ const HelperEnv = "WATCHPOST_TEST_HELPER"
 //	         a reply to each
 //	listen   listen on TCP 127.0.0.1:0, print the port, hold every accepted
 //	         connection until killed
+//	modbus-server serve Modbus/TCP on a free port of $WATCHPOST_TEST_ADDR
+//	         (a host), print the port, serve until killed (ModbusServer)
 //	setuid   setuid($WATCHPOST_TEST_N) and exit 0
 //	setresuid setresuid(0, -1, 0) in one raw call (not Go's all-threads
 //	         setresuid) and exit 0 when it failed with EPERM (run it as
@@ -98,6 +100,8 @@ func helper(mode string) int {
 		return udpClient(os.Getenv("WATCHPOST_TEST_ADDR"), envInt("WATCHPOST_TEST_N"))
 	case mode == "listen":
 		return tcpServer()
+	case mode == "modbus-server":
+		return modbusServer(os.Getenv("WATCHPOST_TEST_ADDR"))
 	case mode == "setuid":
 		if err := syscall.Setuid(envInt("WATCHPOST_TEST_N")); err != nil {
 			return 104
