@@ -573,3 +573,57 @@ func framed(adus []mb.ADU) int {
 	}
 	return n
 }
+
+// TestICSOwnerFallback loses the kernel's connect and accept records (as
+// when the kernel skips a tracing program's run) before any message: the
+// aggregator finds both processes through sock_diag and /proc.
+func TestICSOwnerFallback(t *testing.T) {
+	privtest.Require(t)
+	srvExe := privtest.SelfCopy(t, "wp-modbus-server")
+	srv, port := privtest.ModbusServer(t, srvExe, "127.0.0.1")
+	h := startICS(t, map[uint16]string{uint16(port): "modbus"})
+	c := modbusClient(t, "127.0.0.1", port)
+	// Open connected: forget every connection the exits recorded.
+	// Both ends: the server's accept may return after the client's connect.
+	m := h.sensor.coll.Maps["wp_ics_tuples"]
+	var keys []wpWpIcsTuple
+	for deadline := time.Now().Add(waitTimeout()); ; time.Sleep(10 * time.Millisecond) {
+		keys = keys[:0]
+		var k wpWpIcsTuple
+		for it := m.Iterate(); it.Next(&k, new(wpWpEventHdr)); {
+			keys = append(keys, k)
+		}
+		if len(keys) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the connect and accept exits recorded %d connections, want 2 (missed runs %d)", len(keys), h.missed())
+		}
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.ReadRegisters(1, 2, modbus.HOLDING_REGISTER); err != nil {
+		t.Fatal(err)
+	}
+	h.waitMessages(1, "client/request", "server/request")
+	evs := byKey(t, h.flush(2))
+	for role, pid := range map[string]int{"client": os.Getpid(), "server": srv.Process.Pid} {
+		ev := evs[role+" read_holding_registers"]
+		if ev == nil {
+			t.Fatalf("no %s event", role)
+		}
+		exe := privtest.Self(t)
+		if role == "server" {
+			exe = srvExe
+		}
+		if ev.ICS.Owner != inspect.OwnerLookup || ev.Process.PID != uint32(pid) || ev.Process.Exe != exe {
+			t.Errorf("%s: owner %s pid %d exe %s, want lookup %d %s", role, ev.ICS.Owner, ev.Process.PID, ev.Process.Exe, pid, exe)
+		}
+	}
+	if st, _ := h.in.Stats(); st.NoOwner < 2 {
+		t.Errorf("kernel counted %d segments without owner, want at least 2", st.NoOwner)
+	}
+}
