@@ -22,6 +22,7 @@ import (
 	"github.com/watchpost/watchpost/agent/container"
 	"github.com/watchpost/watchpost/agent/detect"
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/industrial/inspect"
 	"github.com/watchpost/watchpost/agent/internal/sdnotify"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/metrics"
@@ -65,6 +66,8 @@ type Agent struct {
 	// address or index (nil when network.inventory and
 	// network.watch_interfaces are both off).
 	Network *netctx.Monitor
+	// Inspection is the industrial protocol inspection (nil when off).
+	Inspection *inspect.Service
 }
 
 // Run starts the agent and blocks until ctx ends; then it detaches the
@@ -164,6 +167,12 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 			log.Warn().Err(err).Msg("the policy file is not watched for changes; SIGHUP reloads it")
 		}
 		pcfg.Responder = a.Respond
+	}
+	if cfg.Industrial.Inspect.Enabled {
+		svc := startInspection(ctx, cfg, sensor, log)
+		defer func() { _ = svc.Close() }()
+		a.Inspection = svc.Service
+		pcfg.Inspection = svc.Service
 	}
 	// SIGHUP reloads the detection rules and the response policies.
 	if opt.Reload != nil && (a.Detect != nil || a.Respond != nil) {
@@ -294,6 +303,40 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		_ = a.Metrics.Shutdown(shutdownCtx)
 	}
 	return err
+}
+
+// inspection is the inspection service and the kernel side it runs on.
+type inspection struct {
+	*inspect.Service
+	in *kernel.Inspector // nil when the kernel cannot inspect here
+}
+
+func (i inspection) Close() error {
+	if i.in == nil {
+		return nil
+	}
+	return i.in.Close()
+}
+
+// startInspection attaches the inspection at the cgroup v2 root. Where it
+// cannot (no cgroup v2, a refused program) the agent runs without it: the
+// health events say why, and port tags stay.
+func startInspection(ctx context.Context, cfg config.Config, sensor *kernel.Sensor, log zerolog.Logger) inspection {
+	icfg := cfg.Industrial.Inspect
+	deps := inspect.Deps{ProcRoot: cfg.ProcRoot}
+	ports, _ := icfg.Ports() // validated
+	root, err := kernel.Cgroup2Root()
+	if err == nil {
+		var in *kernel.Inspector
+		if in, err = sensor.NewInspector(root, ports); err == nil {
+			svc := inspect.NewService(icfg, in, root, "", deps)
+			svc.Start(ctx)
+			log.Info().Str("cgroup", root).Int("ports", len(ports)).Msg("industrial inspection attached")
+			return inspection{Service: svc, in: in}
+		}
+	}
+	log.Warn().Err(err).Msg("industrial inspection unavailable: ports are still tagged")
+	return inspection{Service: inspect.NewService(icfg, nil, root, err.Error(), deps)}
 }
 
 // notifySystemd tells systemd the agent is ready (Type=notify) and, when

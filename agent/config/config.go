@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	"github.com/watchpost/watchpost/agent/detect"
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/industrial"
+	"github.com/watchpost/watchpost/agent/industrial/inspect"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/netctx"
 	"github.com/watchpost/watchpost/agent/pipeline"
@@ -223,6 +225,9 @@ type IncludeExclude struct {
 type Industrial struct {
 	Protocols []industrial.Protocol `yaml:"protocols"`
 	Serial    []industrial.Serial   `yaml:"serial"`
+	// Inspect reads the application messages of the parsed protocols on
+	// the host's own sockets (ics_op events).
+	Inspect inspect.Config `yaml:"inspect"`
 }
 
 // Kernel configures capture.
@@ -290,7 +295,7 @@ func Default() Config {
 			Mode: k.Env.Mode, Names: k.Env.Names, MaxBytes: k.Env.MaxBytes, MaxVars: k.Env.MaxVars,
 			MaxValueBytes: k.Env.MaxValueBytes,
 		},
-		Industrial: Industrial{Protocols: industrial.DefaultProtocols(), Serial: industrial.DefaultSerial()},
+		Industrial: Industrial{Protocols: industrial.DefaultProtocols(), Serial: industrial.DefaultSerial(), Inspect: inspect.DefaultConfig()},
 		Collector:  Collector{Address: "127.0.0.1:7443"},
 		Spool:      Spool{Dir: "/var/lib/watchpost/spool", MaxBytes: 256 << 20, FsyncInterval: time.Second, DrainRate: 1 << 20},
 		ProcRoot:   "/proc",
@@ -437,6 +442,11 @@ func (c Config) Validate() error {
 	if err := c.TableConfig().Validate(); err != nil {
 		return err
 	}
+	if c.Industrial.Inspect.Enabled {
+		if err := c.Industrial.Inspect.Validate(); err != nil {
+			return err
+		}
+	}
 	if _, err := c.Classifier(); err != nil {
 		return err
 	}
@@ -518,6 +528,12 @@ func (c Config) KernelConfig() (kernel.Config, error) {
 			return k, fmt.Errorf("kernel.events[%d]: %w", i, err)
 		}
 		k.Kinds = append(k.Kinds, kind)
+	}
+	// The inspection's segments whatever kernel.events lists (ics_op is
+	// made of them); its owners come from net_connect and net_accept when
+	// they are captured, else from lookups.
+	if len(k.Kinds) > 0 && c.Industrial.Inspect.Enabled && !slices.Contains(k.Kinds, event.KindICSSegment) {
+		k.Kinds = append(k.Kinds, event.KindICSSegment)
 	}
 	f, err := c.Filters.kernel(c.CgroupRoot)
 	if err != nil {

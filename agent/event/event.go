@@ -479,6 +479,38 @@ type Health struct {
 	Baseline *Baseline `json:"baseline,omitempty"`
 	// Response is the policy set's state (nil when response is off).
 	Response *Policies `json:"response,omitempty"`
+	// Inspection is the industrial inspection's state (nil when it is off).
+	Inspection *Inspection `json:"inspection,omitempty"`
+}
+
+// Inspection is the industrial protocol inspection's state as health
+// events report it (docs/events.md).
+type Inspection struct {
+	// Attached: the packet programs are attached; else Error says why not
+	// (no cgroup v2, a program this kernel refuses). Port tags stay either way.
+	Attached bool   `json:"attached"`
+	Error    string `json:"error,omitempty"`
+	Cgroup   string `json:"cgroup,omitempty"`
+	// Ports are the inspected ports as protocol:port.
+	Ports []string `json:"ports,omitempty"`
+	// Kernel counters: segments with payload on an inspected port, the
+	// messages parsed, malformed bytes by reason (truncated, protocol_id,
+	// length, overrun), segments with more messages than parsed, and
+	// segments sent without the socket's process.
+	Segments  uint64            `json:"segments"`
+	Messages  uint64            `json:"messages"`
+	Malformed map[string]uint64 `json:"malformed,omitempty"`
+	Unparsed  uint64            `json:"unparsed,omitempty"`
+	NoOwner   uint64            `json:"no_owner,omitempty"`
+	// Agent counters: ics_op events sent (Urgent of them at once), owner
+	// lookups and those that found nothing, and what was lost (a full
+	// queue, too many operation groups in one interval).
+	Events       uint64 `json:"events"`
+	Urgent       uint64 `json:"urgent"`
+	OwnerLookups uint64 `json:"owner_lookups,omitempty"`
+	OwnerUnknown uint64 `json:"owner_unknown,omitempty"`
+	QueueFull    uint64 `json:"queue_full,omitempty"`
+	GroupsFull   uint64 `json:"groups_full,omitempty"`
 }
 
 // Alert is raised by a detection rule (agent/detect): which rule, why it

@@ -1341,6 +1341,18 @@ func appendJSONHealth(b []byte, v *Health) ([]byte, error) {
 			}
 		}
 	}
+	if v.Inspection != nil {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"inspection\":"...)
+		if v.Inspection == nil {
+			b = append(b, "null"...)
+		} else {
+			if b, err = appendJSONInspection(b, &(*v.Inspection)); err != nil {
+				return b, err
+			}
+		}
+	}
 	if sep == '{' {
 		b = append(b, '{')
 	}
@@ -2115,6 +2127,127 @@ func appendJSONBaseline(b []byte, v *Baseline) ([]byte, error) {
 		sep = ','
 		b = append(b, "\"load_error\":"...)
 		b = appendString(b, v.LoadError)
+	}
+	if sep == '{' {
+		b = append(b, '{')
+	}
+	return append(b, '}'), nil
+}
+
+func appendJSONInspection(b []byte, v *Inspection) ([]byte, error) {
+	var err error
+	_ = err
+	sep := byte('{')
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"attached\":"...)
+	b = strconv.AppendBool(b, bool(v.Attached))
+	if v.Error != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"error\":"...)
+		b = appendString(b, v.Error)
+	}
+	if v.Cgroup != "" {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"cgroup\":"...)
+		b = appendString(b, v.Cgroup)
+	}
+	if len(v.Ports) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"ports\":"...)
+		if v.Ports == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i1 := range v.Ports {
+				if i1 > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.Ports[i1])
+			}
+			b = append(b, ']')
+		}
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"segments\":"...)
+	b = appendUint(b, uint64(v.Segments))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"messages\":"...)
+	b = appendUint(b, uint64(v.Messages))
+	if len(v.Malformed) != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"malformed\":"...)
+		if v.Malformed == nil {
+			b = append(b, "null"...)
+		} else {
+			var buf1 [16]string
+			keys1 := buf1[:0]
+			for k1 := range v.Malformed {
+				keys1 = append(keys1, k1)
+			}
+			slices.Sort(keys1)
+			b = append(b, '{')
+			for n, k1 := range keys1 {
+				if n > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, string(k1))
+				b = append(b, ':')
+				mv1 := v.Malformed[k1]
+				b = appendUint(b, uint64(mv1))
+			}
+			b = append(b, '}')
+		}
+	}
+	if v.Unparsed != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"unparsed\":"...)
+		b = appendUint(b, uint64(v.Unparsed))
+	}
+	if v.NoOwner != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"no_owner\":"...)
+		b = appendUint(b, uint64(v.NoOwner))
+	}
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"events\":"...)
+	b = appendUint(b, uint64(v.Events))
+	b = append(b, sep)
+	sep = ','
+	b = append(b, "\"urgent\":"...)
+	b = appendUint(b, uint64(v.Urgent))
+	if v.OwnerLookups != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"owner_lookups\":"...)
+		b = appendUint(b, uint64(v.OwnerLookups))
+	}
+	if v.OwnerUnknown != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"owner_unknown\":"...)
+		b = appendUint(b, uint64(v.OwnerUnknown))
+	}
+	if v.QueueFull != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"queue_full\":"...)
+		b = appendUint(b, uint64(v.QueueFull))
+	}
+	if v.GroupsFull != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"groups_full\":"...)
+		b = appendUint(b, uint64(v.GroupsFull))
 	}
 	if sep == '{' {
 		b = append(b, '{')

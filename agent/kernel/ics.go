@@ -51,17 +51,6 @@ type Inspector struct {
 	links []link.Link
 }
 
-// InspectStats are the inspection's kernel counters (enum wp_ics_stat) and
-// the segments the queue had no room for.
-type InspectStats struct {
-	Segments  uint64 // segments with payload on an inspected port
-	Messages  uint64 // application messages parsed
-	Malformed map[string]uint64
-	Unparsed  uint64 // segments with more messages than the kernel parses
-	NoOwner   uint64 // segments sent without the socket's process
-	QueueFull uint64
-}
-
 // NewInspector loads and attaches the inspection programs at cgroup and
 // inspects ports (port: protocol name). It fails, attaching nothing, when
 // this kernel refuses the programs or the cgroup hooks.
@@ -136,8 +125,8 @@ func (in *Inspector) Attached() bool {
 }
 
 // Stats sums the per-CPU counters.
-func (in *Inspector) Stats() (InspectStats, error) {
-	st := InspectStats{Malformed: map[string]uint64{}, QueueFull: in.s.segmentsFull.Load()}
+func (in *Inspector) Stats() (inspect.KernelStats, error) {
+	st := inspect.KernelStats{Malformed: map[string]uint64{}, QueueFull: in.s.segmentsFull.Load()}
 	m := in.s.coll.Maps["wp_ics_stats"]
 	var perCPU []uint64
 	for i := range uint32(wpWpIcsStatWP_ICS_STAT_MAX) {

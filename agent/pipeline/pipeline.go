@@ -88,6 +88,15 @@ type Responder interface {
 	Status() *event.Policies
 }
 
+// Inspection is the industrial protocol inspection
+// (agent/industrial/inspect): its ics_op events take the kernel's path.
+type Inspection interface {
+	Events() <-chan *event.Event
+	// Status is the state health events carry; Dropped what it lost.
+	Status() *event.Inspection
+	Dropped() uint64
+}
+
 // Config tunes the pipeline.
 type Config struct {
 	Host           string
@@ -114,6 +123,8 @@ type Config struct {
 	Reloaded func()
 	// Responder, when set, sees every event after the detector.
 	Responder Responder
+	// Inspection, when set, adds its ics_op events.
+	Inspection Inspection
 }
 
 // Validate names the bad setting.
@@ -208,6 +219,10 @@ func (p *Pipeline) consume(ctx context.Context) error {
 		policies = p.cfg.Responder.Changed()
 		p.emit(p.cfg.Responder.PoliciesEvent())
 	}
+	var icsEvents <-chan *event.Event
+	if p.cfg.Inspection != nil {
+		icsEvents = p.cfg.Inspection.Events()
+	}
 	for {
 		select {
 		case ev, ok := <-events:
@@ -217,6 +232,12 @@ func (p *Pipeline) consume(ctx context.Context) error {
 				for drained := false; !drained; {
 					select {
 					case ev := <-netEvents:
+						p.process(ev)
+					case ev, ok := <-icsEvents:
+						if !ok {
+							icsEvents = nil
+							continue
+						}
 						p.process(ev)
 					default:
 						drained = true
@@ -232,6 +253,15 @@ func (p *Pipeline) consume(ctx context.Context) error {
 			}
 		case ev := <-netEvents:
 			if p.process(ev) || len(events) == 0 && len(netEvents) == 0 {
+				p.flush()
+			}
+		case ev, ok := <-icsEvents:
+			if !ok {
+				icsEvents = nil
+				continue
+			}
+			// Urgent operations are flushed at once, like alerts.
+			if p.process(ev) || ev.ICS.Urgent || len(events) == 0 && len(icsEvents) == 0 {
 				p.flush()
 			}
 		case <-policies:
@@ -382,6 +412,10 @@ func (p *Pipeline) health() *event.Health {
 	}
 	if p.cfg.Responder != nil {
 		h.Response = p.cfg.Responder.Status()
+	}
+	if p.cfg.Inspection != nil {
+		h.Inspection = p.cfg.Inspection.Status()
+		h.Dropped += p.cfg.Inspection.Dropped()
 	}
 	st, err := p.src.Stats()
 	if err != nil {
