@@ -32,6 +32,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"filters:\n  networks:\n    include: [10.0.0.0/8, plc]\n", `filters.networks.include[1]: "plc" is not an address or CIDR`},
 		{"filters:\n  paths:\n    exclude: [var/log]\n", `filters.paths[0]: "var/log" is not an absolute path prefix`},
 		{"industrial:\n  protocols:\n    - {name: modbus, transport: tcp, ports: \"0\"}\n", `industrial.protocols[0].ports: "0" is not a port or range`},
+		{"industrial:\n  inspect:\n    enabled: true\n    protocols:\n      - {name: dnp3, ports: \"20000\"}\n", `industrial.inspect.protocols[0].name: "dnp3" has no parser (parsers: modbus)`},
+		{"industrial:\n  inspect:\n    interval: 10ms\n", `industrial.inspect.interval: 10ms must be between 1s and 1h`},
 		{"output: collector\n", "collector.ca: required"},
 		{"process_table:\n  depth: 40\n", "process_table.depth: 40 must be between 2 and 16"},
 		{"filters:\n  watch_reads_extra: [/opt/plc, projects]\n", `filters.watch_reads_extra[1]: "projects" is neither an absolute path nor ~/path`},

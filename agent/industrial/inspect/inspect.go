@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -429,7 +430,7 @@ func (a *Aggregator) Flush() {
 		}
 	}
 	// A stable order: by first message.
-	slices.SortFunc(keys, func(x, y groupKey) int { return int(a.groups[x].first - a.groups[y].first) })
+	slices.SortFunc(keys, func(x, y groupKey) int { return cmp.Compare(a.groups[x].first, a.groups[y].first) })
 	for _, k := range keys {
 		a.send(a.build(k, a.groups[k]))
 	}
