@@ -98,6 +98,8 @@ func ToProto(ev *event.Event, dst *watchpostv1.Event) {
 		}
 	}
 	switch {
+	case ev.ICS != nil: // before Net: an ics_op's endpoints are in its detail
+		dst.Detail = &watchpostv1.Event_Ics{Ics: ICSToProto(ev.ICS, ev.Net)}
 	case ev.Exec != nil:
 		x := ev.Exec
 		dst.Detail = &watchpostv1.Event_Exec{Exec: &watchpostv1.Exec{
@@ -254,13 +256,57 @@ func ruleCounters(byRule map[string]uint64, reason string) []*watchpostv1.Counte
 }
 
 // HealthToProto converts the agent's self-report.
+// ICSToProto converts an ics_op event's detail and its endpoints (n may be nil).
+func ICSToProto(i *event.ICS, n *event.Net) *watchpostv1.Ics {
+	out := &watchpostv1.Ics{
+		Protocol: utf8Safe(i.Protocol), Role: i.Role, Class: i.Class, Function: utf8Safe(i.Function),
+		Code: uint32(i.Code), Unit: uint32(i.Unit), Count: i.Count, Responses: i.Responses,
+		FirstBootNs: i.FirstNS, LastBootNs: i.LastNS, RangesTruncated: i.RangesTruncated,
+		Urgent: i.Urgent, Connection: i.Connection, Owner: i.Owner,
+	}
+	if !i.First.IsZero() {
+		out.FirstUnixNano = i.First.UnixNano()
+	}
+	if !i.Last.IsZero() {
+		out.LastUnixNano = i.Last.UnixNano()
+	}
+	for _, r := range i.Ranges {
+		out.Ranges = append(out.Ranges, &watchpostv1.IcsRange{Address: uint32(r.Address), Count: r.Count})
+	}
+	for _, v := range i.Values {
+		out.Values = append(out.Values, uint32(v))
+	}
+	for _, e := range i.Exceptions {
+		out.Exceptions = append(out.Exceptions, &watchpostv1.IcsException{Code: uint32(e.Code), Name: utf8Safe(e.Name), Count: e.Count})
+	}
+	if n != nil {
+		out.Family, out.Direction = n.Family, n.Direction
+		out.SrcAddr, out.SrcPort, out.DstAddr, out.DstPort = n.SrcAddr, uint32(n.SrcPort), n.DstAddr, uint32(n.DstPort)
+	}
+	return out
+}
+
+// InspectionToProto converts the inspection's state (nil when it is off).
+func InspectionToProto(s *event.Inspection) *watchpostv1.InspectionStatus {
+	if s == nil {
+		return nil
+	}
+	return &watchpostv1.InspectionStatus{
+		Attached: s.Attached, Error: utf8Safe(s.Error), Cgroup: utf8Safe(s.Cgroup), Ports: s.Ports,
+		Segments: s.Segments, Messages: s.Messages, Malformed: s.Malformed, Unparsed: s.Unparsed, NoOwner: s.NoOwner,
+		Events: s.Events, Urgent: s.Urgent, OwnerLookups: s.OwnerLookups, OwnerUnknown: s.OwnerUnknown,
+		QueueFull: s.QueueFull, GroupsFull: s.GroupsFull,
+	}
+}
+
 func HealthToProto(h *event.Health) *watchpostv1.Health {
 	return &watchpostv1.Health{
 		Version: utf8Safe(h.Version), Kernel: utf8Safe(h.Kernel), CapturePath: utf8Safe(h.CapturePath), Programs: utf8SafeAll(h.Programs),
 		Produced: h.Produced, Delivered: h.Delivered, Filtered: h.Filtered, Dropped: h.Dropped,
 		SpoolBytes: h.SpoolBytes, Counters: countersToProto(h.Counters), Detection: DetectionToProto(h.Detection),
-		Baseline: BaselineToProto(h.Baseline),
-		Response: PoliciesToProto(h.Response),
+		Baseline:   BaselineToProto(h.Baseline),
+		Response:   PoliciesToProto(h.Response),
+		Inspection: InspectionToProto(h.Inspection),
 	}
 }
 

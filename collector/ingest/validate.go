@@ -33,6 +33,7 @@ const (
 	famNamespace
 	famTamper
 	famNetInterface
+	famICS
 	famResponse
 	famPolicies
 )
@@ -75,6 +76,8 @@ func familyOf(t watchpostv1.EventType) (family, bool) {
 		return famResponse, true
 	case t == watchpostv1.EventType_EVENT_TYPE_RESPONSE_POLICIES:
 		return famPolicies, true
+	case t == watchpostv1.EventType_EVENT_TYPE_ICS_OP:
+		return famICS, true
 	}
 	return famNone, false
 }
@@ -368,6 +371,8 @@ func (v *validator) detail(fam family, t watchpostv1.EventType, ev *watchpostv1.
 		}
 	case *watchpostv1.Event_Policies:
 		got = famPolicies
+	case *watchpostv1.Event_Ics:
+		got, pr = famICS, first(v.port("ics.src_port", d.Ics.SrcPort), v.port("ics.dst_port", d.Ics.DstPort))
 	default:
 		got = famNone
 	}
@@ -429,6 +434,19 @@ func (v *validator) detailStrings(ev *watchpostv1.Event) {
 			{"net.dst_addr", &n.DstAddr}, {"net.direction", &n.Direction}, {"net.syscall", &n.Syscall},
 			{"net.state", &n.State}, {"net.interface", &n.Interface}, {"net.zone", &n.Zone}, {"net.peer_zone", &n.PeerZone}} {
 			v.str(s.field, s.p)
+		}
+	case *watchpostv1.Event_Ics:
+		i := d.Ics
+		for _, s := range []struct {
+			field string
+			p     *string
+		}{{"ics.protocol", &i.Protocol}, {"ics.role", &i.Role}, {"ics.class", &i.Class}, {"ics.function", &i.Function},
+			{"ics.owner", &i.Owner}, {"ics.family", &i.Family}, {"ics.src_addr", &i.SrcAddr}, {"ics.dst_addr", &i.DstAddr},
+			{"ics.direction", &i.Direction}} {
+			v.str(s.field, s.p)
+		}
+		for _, e := range i.Exceptions {
+			v.str("ics.exceptions.name", &e.Name)
 		}
 	case *watchpostv1.Event_NetInterface:
 		n := d.NetInterface

@@ -409,6 +409,22 @@ func detail(ev *watchpostv1.Event) string {
 				s += " peer_zone=" + n.PeerZone
 			}
 		}
+	case *watchpostv1.Event_Ics:
+		i := d.Ics
+		s = fmt.Sprintf("%s %s %s %s x%d unit %d %s:%d -> %s:%d", i.Protocol, i.Role, i.Class, i.Function, i.Count, i.Unit,
+			i.SrcAddr, i.SrcPort, i.DstAddr, i.DstPort)
+		for _, r := range i.Ranges {
+			s += fmt.Sprintf(" @%d+%d", r.Address, r.Count)
+		}
+		if len(i.Values) > 0 {
+			s += fmt.Sprintf(" values %v", i.Values)
+		}
+		for _, e := range i.Exceptions {
+			s += fmt.Sprintf(" %s x%d", e.Name, e.Count)
+		}
+		if i.Urgent {
+			s += " urgent"
+		}
 	case *watchpostv1.Event_NetInterface:
 		n := d.NetInterface
 		s = fmt.Sprintf("%s %s (%d, %s) zone=%s", n.Action, n.Name, n.Index, dash(n.Type), dash(n.Zone))

@@ -63,6 +63,9 @@ const (
 	EventType_EVENT_TYPE_USERFAULTFD        EventType = 31
 	EventType_EVENT_TYPE_MEMFD_CREATE       EventType = 32
 	EventType_EVENT_TYPE_NET_CONNECT_RESULT EventType = 33
+	// The kernel's inspected segments: folded into ics_op by the agent,
+	// never shipped.
+	EventType_EVENT_TYPE_ICS_SEGMENT EventType = 35
 	// A response policy's kernel hook matched (detail: response): an exec
 	// killed (or, in monitor mode, that would have been), a connect or UDP
 	// send, a socket creation, a device access blocked or that would have been.
@@ -76,6 +79,8 @@ const (
 	EventType_EVENT_TYPE_AGENT_STOP       EventType = 103
 	// A detection rule fired on the agent (detail: alert).
 	EventType_EVENT_TYPE_ALERT EventType = 104
+	// What a process told an industrial device, or answered it (Ics).
+	EventType_EVENT_TYPE_ICS_OP EventType = 110
 	// A TCP or UDP socket that was listening or established when the agent
 	// started, with its owning process (detail: net, with state).
 	EventType_EVENT_TYPE_NET_INVENTORY EventType = 115
@@ -131,6 +136,7 @@ var (
 		31:  "EVENT_TYPE_USERFAULTFD",
 		32:  "EVENT_TYPE_MEMFD_CREATE",
 		33:  "EVENT_TYPE_NET_CONNECT_RESULT",
+		35:  "EVENT_TYPE_ICS_SEGMENT",
 		40:  "EVENT_TYPE_RESPONSE_EXEC",
 		41:  "EVENT_TYPE_RESPONSE_CONNECT",
 		42:  "EVENT_TYPE_RESPONSE_SOCKET",
@@ -140,6 +146,7 @@ var (
 		102: "EVENT_TYPE_AGENT_START",
 		103: "EVENT_TYPE_AGENT_STOP",
 		104: "EVENT_TYPE_ALERT",
+		110: "EVENT_TYPE_ICS_OP",
 		115: "EVENT_TYPE_NET_INVENTORY",
 		116: "EVENT_TYPE_NET_INTERFACE",
 		117: "EVENT_TYPE_NET_ADDRESS",
@@ -182,6 +189,7 @@ var (
 		"EVENT_TYPE_USERFAULTFD":        31,
 		"EVENT_TYPE_MEMFD_CREATE":       32,
 		"EVENT_TYPE_NET_CONNECT_RESULT": 33,
+		"EVENT_TYPE_ICS_SEGMENT":        35,
 		"EVENT_TYPE_RESPONSE_EXEC":      40,
 		"EVENT_TYPE_RESPONSE_CONNECT":   41,
 		"EVENT_TYPE_RESPONSE_SOCKET":    42,
@@ -191,6 +199,7 @@ var (
 		"EVENT_TYPE_AGENT_START":        102,
 		"EVENT_TYPE_AGENT_STOP":         103,
 		"EVENT_TYPE_ALERT":              104,
+		"EVENT_TYPE_ICS_OP":             110,
 		"EVENT_TYPE_NET_INVENTORY":      115,
 		"EVENT_TYPE_NET_INTERFACE":      116,
 		"EVENT_TYPE_NET_ADDRESS":        117,
@@ -1934,7 +1943,9 @@ type Health struct {
 	// The learned baseline's state (absent when it is off).
 	Baseline *BaselineStatus `protobuf:"bytes,140,opt,name=baseline,proto3" json:"baseline,omitempty"`
 	// The response policies' state (absent when response is off).
-	Response      *Policies `protobuf:"bytes,150,opt,name=response,proto3" json:"response,omitempty"`
+	Response *Policies `protobuf:"bytes,150,opt,name=response,proto3" json:"response,omitempty"`
+	// The industrial inspection's state (absent when it is off).
+	Inspection    *InspectionStatus `protobuf:"bytes,90,opt,name=inspection,proto3" json:"inspection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2056,6 +2067,13 @@ func (x *Health) GetBaseline() *BaselineStatus {
 func (x *Health) GetResponse() *Policies {
 	if x != nil {
 		return x.Response
+	}
+	return nil
+}
+
+func (x *Health) GetInspection() *InspectionStatus {
+	if x != nil {
+		return x.Inspection
 	}
 	return nil
 }
@@ -3300,6 +3318,7 @@ type Event struct {
 	//	*Event_Tamper
 	//	*Event_Response
 	//	*Event_Policies
+	//	*Event_Ics
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3496,6 +3515,15 @@ func (x *Event) GetPolicies() *Policies {
 	return nil
 }
 
+func (x *Event) GetIcs() *Ics {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Ics); ok {
+			return x.Ics
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -3556,6 +3584,10 @@ type Event_Policies struct {
 	Policies *Policies `protobuf:"bytes,41,opt,name=policies,proto3,oneof"`
 }
 
+type Event_Ics struct {
+	Ics *Ics `protobuf:"bytes,28,opt,name=ics,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Clone) isEvent_Detail() {}
@@ -3584,6 +3616,521 @@ func (*Event_Response) isEvent_Detail() {}
 
 func (*Event_Policies) isEvent_Detail() {}
 
+func (*Event_Ics) isEvent_Detail() {}
+
+// Ics is an ics_op event: operations of one class and function on one
+// connection in one interval (docs/events.md).
+type Ics struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Protocol string                 `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// client or server: the process's side of the connection.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// read, write, program, control, diagnostic, recon, other.
+	Class           string      `protobuf:"bytes,3,opt,name=class,proto3" json:"class,omitempty"`
+	Function        string      `protobuf:"bytes,4,opt,name=function,proto3" json:"function,omitempty"`
+	Code            uint32      `protobuf:"varint,5,opt,name=code,proto3" json:"code,omitempty"`
+	Unit            uint32      `protobuf:"varint,6,opt,name=unit,proto3" json:"unit,omitempty"`
+	Count           uint64      `protobuf:"varint,7,opt,name=count,proto3" json:"count,omitempty"`
+	Responses       uint64      `protobuf:"varint,8,opt,name=responses,proto3" json:"responses,omitempty"`
+	FirstBootNs     uint64      `protobuf:"varint,9,opt,name=first_boot_ns,json=firstBootNs,proto3" json:"first_boot_ns,omitempty"`
+	LastBootNs      uint64      `protobuf:"varint,10,opt,name=last_boot_ns,json=lastBootNs,proto3" json:"last_boot_ns,omitempty"`
+	FirstUnixNano   int64       `protobuf:"varint,11,opt,name=first_unix_nano,json=firstUnixNano,proto3" json:"first_unix_nano,omitempty"`
+	LastUnixNano    int64       `protobuf:"varint,12,opt,name=last_unix_nano,json=lastUnixNano,proto3" json:"last_unix_nano,omitempty"`
+	Ranges          []*IcsRange `protobuf:"bytes,13,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	RangesTruncated bool        `protobuf:"varint,14,opt,name=ranges_truncated,json=rangesTruncated,proto3" json:"ranges_truncated,omitempty"`
+	// The written values of an urgent operation (registers or coil bytes).
+	Values     []uint32        `protobuf:"varint,15,rep,packed,name=values,proto3" json:"values,omitempty"`
+	Exceptions []*IcsException `protobuf:"bytes,16,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
+	Urgent     bool            `protobuf:"varint,17,opt,name=urgent,proto3" json:"urgent,omitempty"`
+	// The socket cookie, and how its process was found (kernel, lookup, unknown).
+	Connection uint64 `protobuf:"varint,18,opt,name=connection,proto3" json:"connection,omitempty"`
+	Owner      string `protobuf:"bytes,19,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The connection: the process's own end (src) and the peer (dst).
+	Family  string `protobuf:"bytes,20,opt,name=family,proto3" json:"family,omitempty"`
+	SrcAddr string `protobuf:"bytes,21,opt,name=src_addr,json=srcAddr,proto3" json:"src_addr,omitempty"`
+	SrcPort uint32 `protobuf:"varint,22,opt,name=src_port,json=srcPort,proto3" json:"src_port,omitempty"`
+	DstAddr string `protobuf:"bytes,23,opt,name=dst_addr,json=dstAddr,proto3" json:"dst_addr,omitempty"`
+	DstPort uint32 `protobuf:"varint,24,opt,name=dst_port,json=dstPort,proto3" json:"dst_port,omitempty"`
+	// outbound (client) or inbound (server).
+	Direction     string `protobuf:"bytes,25,opt,name=direction,proto3" json:"direction,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ics) Reset() {
+	*x = Ics{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ics) ProtoMessage() {}
+
+func (x *Ics) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ics.ProtoReflect.Descriptor instead.
+func (*Ics) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Ics) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Ics) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Ics) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *Ics) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *Ics) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Ics) GetUnit() uint32 {
+	if x != nil {
+		return x.Unit
+	}
+	return 0
+}
+
+func (x *Ics) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Ics) GetResponses() uint64 {
+	if x != nil {
+		return x.Responses
+	}
+	return 0
+}
+
+func (x *Ics) GetFirstBootNs() uint64 {
+	if x != nil {
+		return x.FirstBootNs
+	}
+	return 0
+}
+
+func (x *Ics) GetLastBootNs() uint64 {
+	if x != nil {
+		return x.LastBootNs
+	}
+	return 0
+}
+
+func (x *Ics) GetFirstUnixNano() int64 {
+	if x != nil {
+		return x.FirstUnixNano
+	}
+	return 0
+}
+
+func (x *Ics) GetLastUnixNano() int64 {
+	if x != nil {
+		return x.LastUnixNano
+	}
+	return 0
+}
+
+func (x *Ics) GetRanges() []*IcsRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *Ics) GetRangesTruncated() bool {
+	if x != nil {
+		return x.RangesTruncated
+	}
+	return false
+}
+
+func (x *Ics) GetValues() []uint32 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *Ics) GetExceptions() []*IcsException {
+	if x != nil {
+		return x.Exceptions
+	}
+	return nil
+}
+
+func (x *Ics) GetUrgent() bool {
+	if x != nil {
+		return x.Urgent
+	}
+	return false
+}
+
+func (x *Ics) GetConnection() uint64 {
+	if x != nil {
+		return x.Connection
+	}
+	return 0
+}
+
+func (x *Ics) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Ics) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *Ics) GetSrcAddr() string {
+	if x != nil {
+		return x.SrcAddr
+	}
+	return ""
+}
+
+func (x *Ics) GetSrcPort() uint32 {
+	if x != nil {
+		return x.SrcPort
+	}
+	return 0
+}
+
+func (x *Ics) GetDstAddr() string {
+	if x != nil {
+		return x.DstAddr
+	}
+	return ""
+}
+
+func (x *Ics) GetDstPort() uint32 {
+	if x != nil {
+		return x.DstPort
+	}
+	return 0
+}
+
+func (x *Ics) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+type IcsRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       uint32                 `protobuf:"varint,1,opt,name=address,proto3" json:"address,omitempty"`
+	Count         uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IcsRange) Reset() {
+	*x = IcsRange{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IcsRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IcsRange) ProtoMessage() {}
+
+func (x *IcsRange) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IcsRange.ProtoReflect.Descriptor instead.
+func (*IcsRange) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *IcsRange) GetAddress() uint32 {
+	if x != nil {
+		return x.Address
+	}
+	return 0
+}
+
+func (x *IcsRange) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type IcsException struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Count         uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IcsException) Reset() {
+	*x = IcsException{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IcsException) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IcsException) ProtoMessage() {}
+
+func (x *IcsException) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IcsException.ProtoReflect.Descriptor instead.
+func (*IcsException) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *IcsException) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *IcsException) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IcsException) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// InspectionStatus is the industrial inspection's state in health.
+type InspectionStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attached      bool                   `protobuf:"varint,1,opt,name=attached,proto3" json:"attached,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Cgroup        string                 `protobuf:"bytes,3,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	Ports         []string               `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty"`
+	Segments      uint64                 `protobuf:"varint,5,opt,name=segments,proto3" json:"segments,omitempty"`
+	Messages      uint64                 `protobuf:"varint,6,opt,name=messages,proto3" json:"messages,omitempty"`
+	Malformed     map[string]uint64      `protobuf:"bytes,7,rep,name=malformed,proto3" json:"malformed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Unparsed      uint64                 `protobuf:"varint,8,opt,name=unparsed,proto3" json:"unparsed,omitempty"`
+	NoOwner       uint64                 `protobuf:"varint,9,opt,name=no_owner,json=noOwner,proto3" json:"no_owner,omitempty"`
+	Events        uint64                 `protobuf:"varint,10,opt,name=events,proto3" json:"events,omitempty"`
+	Urgent        uint64                 `protobuf:"varint,11,opt,name=urgent,proto3" json:"urgent,omitempty"`
+	OwnerLookups  uint64                 `protobuf:"varint,12,opt,name=owner_lookups,json=ownerLookups,proto3" json:"owner_lookups,omitempty"`
+	OwnerUnknown  uint64                 `protobuf:"varint,13,opt,name=owner_unknown,json=ownerUnknown,proto3" json:"owner_unknown,omitempty"`
+	QueueFull     uint64                 `protobuf:"varint,14,opt,name=queue_full,json=queueFull,proto3" json:"queue_full,omitempty"`
+	GroupsFull    uint64                 `protobuf:"varint,15,opt,name=groups_full,json=groupsFull,proto3" json:"groups_full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InspectionStatus) Reset() {
+	*x = InspectionStatus{}
+	mi := &file_watchpost_v1_event_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InspectionStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InspectionStatus) ProtoMessage() {}
+
+func (x *InspectionStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_watchpost_v1_event_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InspectionStatus.ProtoReflect.Descriptor instead.
+func (*InspectionStatus) Descriptor() ([]byte, []int) {
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *InspectionStatus) GetAttached() bool {
+	if x != nil {
+		return x.Attached
+	}
+	return false
+}
+
+func (x *InspectionStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *InspectionStatus) GetCgroup() string {
+	if x != nil {
+		return x.Cgroup
+	}
+	return ""
+}
+
+func (x *InspectionStatus) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *InspectionStatus) GetSegments() uint64 {
+	if x != nil {
+		return x.Segments
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetMessages() uint64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetMalformed() map[string]uint64 {
+	if x != nil {
+		return x.Malformed
+	}
+	return nil
+}
+
+func (x *InspectionStatus) GetUnparsed() uint64 {
+	if x != nil {
+		return x.Unparsed
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetNoOwner() uint64 {
+	if x != nil {
+		return x.NoOwner
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetUrgent() uint64 {
+	if x != nil {
+		return x.Urgent
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetOwnerLookups() uint64 {
+	if x != nil {
+		return x.OwnerLookups
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetOwnerUnknown() uint64 {
+	if x != nil {
+		return x.OwnerUnknown
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetQueueFull() uint64 {
+	if x != nil {
+		return x.QueueFull
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetGroupsFull() uint64 {
+	if x != nil {
+		return x.GroupsFull
+	}
+	return 0
+}
+
 // EventList is the uncompressed payload of a batch.
 type EventList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3594,7 +4141,7 @@ type EventList struct {
 
 func (x *EventList) Reset() {
 	*x = EventList{}
-	mi := &file_watchpost_v1_event_proto_msgTypes[28]
+	mi := &file_watchpost_v1_event_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3606,7 +4153,7 @@ func (x *EventList) String() string {
 func (*EventList) ProtoMessage() {}
 
 func (x *EventList) ProtoReflect() protoreflect.Message {
-	mi := &file_watchpost_v1_event_proto_msgTypes[28]
+	mi := &file_watchpost_v1_event_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3619,7 +4166,7 @@ func (x *EventList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventList.ProtoReflect.Descriptor instead.
 func (*EventList) Descriptor() ([]byte, []int) {
-	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{28}
+	return file_watchpost_v1_event_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EventList) GetEvents() []*Event {
@@ -3818,7 +4365,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\aCounter\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x04R\x05count\"\xea\x03\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xaa\x04\n" +
 	"\x06Health\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12!\n" +
@@ -3834,7 +4381,10 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	" \x03(\v2\x15.watchpost.v1.CounterR\bcounters\x12;\n" +
 	"\tdetection\x18P \x01(\v2\x1d.watchpost.v1.DetectionStatusR\tdetection\x129\n" +
 	"\bbaseline\x18\x8c\x01 \x01(\v2\x1c.watchpost.v1.BaselineStatusR\bbaseline\x123\n" +
-	"\bresponse\x18\x96\x01 \x01(\v2\x16.watchpost.v1.PoliciesR\bresponse\"\x9b\x03\n" +
+	"\bresponse\x18\x96\x01 \x01(\v2\x16.watchpost.v1.PoliciesR\bresponse\x12>\n" +
+	"\n" +
+	"inspection\x18Z \x01(\v2\x1e.watchpost.v1.InspectionStatusR\n" +
+	"inspection\"\x9b\x03\n" +
 	"\x0eBaselineStatus\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1d\n" +
 	"\n" +
@@ -3954,7 +4504,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x04what\x18\x01 \x01(\tR\x04what\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x8b\a\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xb2\a\n" +
 	"\x05Event\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.watchpost.v1.HeaderR\x06header\x12/\n" +
 	"\aprocess\x18\x02 \x01(\v2\x15.watchpost.v1.ProcessR\aprocess\x122\n" +
@@ -3976,10 +4526,72 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\rnet_interface\x18  \x01(\v2\x1a.watchpost.v1.NetInterfaceH\x00R\fnetInterface\x12.\n" +
 	"\x06tamper\x18- \x01(\v2\x14.watchpost.v1.TamperH\x00R\x06tamper\x124\n" +
 	"\bresponse\x18( \x01(\v2\x16.watchpost.v1.ResponseH\x00R\bresponse\x124\n" +
-	"\bpolicies\x18) \x01(\v2\x16.watchpost.v1.PoliciesH\x00R\bpoliciesB\b\n" +
-	"\x06detail\"8\n" +
+	"\bpolicies\x18) \x01(\v2\x16.watchpost.v1.PoliciesH\x00R\bpolicies\x12%\n" +
+	"\x03ics\x18\x1c \x01(\v2\x11.watchpost.v1.IcsH\x00R\x03icsB\b\n" +
+	"\x06detail\"\xf6\x05\n" +
+	"\x03Ics\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05class\x18\x03 \x01(\tR\x05class\x12\x1a\n" +
+	"\bfunction\x18\x04 \x01(\tR\bfunction\x12\x12\n" +
+	"\x04code\x18\x05 \x01(\rR\x04code\x12\x12\n" +
+	"\x04unit\x18\x06 \x01(\rR\x04unit\x12\x14\n" +
+	"\x05count\x18\a \x01(\x04R\x05count\x12\x1c\n" +
+	"\tresponses\x18\b \x01(\x04R\tresponses\x12\"\n" +
+	"\rfirst_boot_ns\x18\t \x01(\x04R\vfirstBootNs\x12 \n" +
+	"\flast_boot_ns\x18\n" +
+	" \x01(\x04R\n" +
+	"lastBootNs\x12&\n" +
+	"\x0ffirst_unix_nano\x18\v \x01(\x03R\rfirstUnixNano\x12$\n" +
+	"\x0elast_unix_nano\x18\f \x01(\x03R\flastUnixNano\x12.\n" +
+	"\x06ranges\x18\r \x03(\v2\x16.watchpost.v1.IcsRangeR\x06ranges\x12)\n" +
+	"\x10ranges_truncated\x18\x0e \x01(\bR\x0frangesTruncated\x12\x16\n" +
+	"\x06values\x18\x0f \x03(\rR\x06values\x12:\n" +
+	"\n" +
+	"exceptions\x18\x10 \x03(\v2\x1a.watchpost.v1.IcsExceptionR\n" +
+	"exceptions\x12\x16\n" +
+	"\x06urgent\x18\x11 \x01(\bR\x06urgent\x12\x1e\n" +
+	"\n" +
+	"connection\x18\x12 \x01(\x04R\n" +
+	"connection\x12\x14\n" +
+	"\x05owner\x18\x13 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06family\x18\x14 \x01(\tR\x06family\x12\x19\n" +
+	"\bsrc_addr\x18\x15 \x01(\tR\asrcAddr\x12\x19\n" +
+	"\bsrc_port\x18\x16 \x01(\rR\asrcPort\x12\x19\n" +
+	"\bdst_addr\x18\x17 \x01(\tR\adstAddr\x12\x19\n" +
+	"\bdst_port\x18\x18 \x01(\rR\adstPort\x12\x1c\n" +
+	"\tdirection\x18\x19 \x01(\tR\tdirection\":\n" +
+	"\bIcsRange\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\rR\aaddress\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\"L\n" +
+	"\fIcsException\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xa6\x04\n" +
+	"\x10InspectionStatus\x12\x1a\n" +
+	"\battached\x18\x01 \x01(\bR\battached\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x16\n" +
+	"\x06cgroup\x18\x03 \x01(\tR\x06cgroup\x12\x14\n" +
+	"\x05ports\x18\x04 \x03(\tR\x05ports\x12\x1a\n" +
+	"\bsegments\x18\x05 \x01(\x04R\bsegments\x12\x1a\n" +
+	"\bmessages\x18\x06 \x01(\x04R\bmessages\x12K\n" +
+	"\tmalformed\x18\a \x03(\v2-.watchpost.v1.InspectionStatus.MalformedEntryR\tmalformed\x12\x1a\n" +
+	"\bunparsed\x18\b \x01(\x04R\bunparsed\x12\x19\n" +
+	"\bno_owner\x18\t \x01(\x04R\anoOwner\x12\x16\n" +
+	"\x06events\x18\n" +
+	" \x01(\x04R\x06events\x12\x16\n" +
+	"\x06urgent\x18\v \x01(\x04R\x06urgent\x12#\n" +
+	"\rowner_lookups\x18\f \x01(\x04R\fownerLookups\x12#\n" +
+	"\rowner_unknown\x18\r \x01(\x04R\fownerUnknown\x12\x1d\n" +
+	"\n" +
+	"queue_full\x18\x0e \x01(\x04R\tqueueFull\x12\x1f\n" +
+	"\vgroups_full\x18\x0f \x01(\x04R\n" +
+	"groupsFull\x1a<\n" +
+	"\x0eMalformedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"8\n" +
 	"\tEventList\x12+\n" +
-	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xb6\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.watchpost.v1.EventR\x06events*\xe9\n" +
 	"\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
@@ -4016,7 +4628,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x14EVENT_TYPE_NAMESPACE\x10\x1e\x12\x1a\n" +
 	"\x16EVENT_TYPE_USERFAULTFD\x10\x1f\x12\x1b\n" +
 	"\x17EVENT_TYPE_MEMFD_CREATE\x10 \x12!\n" +
-	"\x1dEVENT_TYPE_NET_CONNECT_RESULT\x10!\x12\x1c\n" +
+	"\x1dEVENT_TYPE_NET_CONNECT_RESULT\x10!\x12\x1a\n" +
+	"\x16EVENT_TYPE_ICS_SEGMENT\x10#\x12\x1c\n" +
 	"\x18EVENT_TYPE_RESPONSE_EXEC\x10(\x12\x1f\n" +
 	"\x1bEVENT_TYPE_RESPONSE_CONNECT\x10)\x12\x1e\n" +
 	"\x1aEVENT_TYPE_RESPONSE_SOCKET\x10*\x12\x1e\n" +
@@ -4025,7 +4638,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\x0eEVENT_TYPE_GAP\x10e\x12\x1a\n" +
 	"\x16EVENT_TYPE_AGENT_START\x10f\x12\x19\n" +
 	"\x15EVENT_TYPE_AGENT_STOP\x10g\x12\x14\n" +
-	"\x10EVENT_TYPE_ALERT\x10h\x12\x1c\n" +
+	"\x10EVENT_TYPE_ALERT\x10h\x12\x15\n" +
+	"\x11EVENT_TYPE_ICS_OP\x10n\x12\x1c\n" +
 	"\x18EVENT_TYPE_NET_INVENTORY\x10s\x12\x1c\n" +
 	"\x18EVENT_TYPE_NET_INTERFACE\x10t\x12\x1a\n" +
 	"\x16EVENT_TYPE_NET_ADDRESS\x10u\x12\x18\n" +
@@ -4046,83 +4660,93 @@ func file_watchpost_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_watchpost_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_watchpost_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_watchpost_v1_event_proto_goTypes = []any{
-	(EventType)(0),          // 0: watchpost.v1.EventType
-	(*Header)(nil),          // 1: watchpost.v1.Header
-	(*Truncation)(nil),      // 2: watchpost.v1.Truncation
-	(*Process)(nil),         // 3: watchpost.v1.Process
-	(*Ancestor)(nil),        // 4: watchpost.v1.Ancestor
-	(*Exec)(nil),            // 5: watchpost.v1.Exec
-	(*Clone)(nil),           // 6: watchpost.v1.Clone
-	(*Exit)(nil),            // 7: watchpost.v1.Exit
-	(*File)(nil),            // 8: watchpost.v1.File
-	(*Net)(nil),             // 9: watchpost.v1.Net
-	(*NetInterface)(nil),    // 10: watchpost.v1.NetInterface
-	(*Security)(nil),        // 11: watchpost.v1.Security
-	(*Namespace)(nil),       // 12: watchpost.v1.Namespace
-	(*Industrial)(nil),      // 13: watchpost.v1.Industrial
-	(*Counter)(nil),         // 14: watchpost.v1.Counter
-	(*Health)(nil),          // 15: watchpost.v1.Health
-	(*BaselineStatus)(nil),  // 16: watchpost.v1.BaselineStatus
-	(*BaselineFamily)(nil),  // 17: watchpost.v1.BaselineFamily
-	(*BaselineAnomaly)(nil), // 18: watchpost.v1.BaselineAnomaly
-	(*Response)(nil),        // 19: watchpost.v1.Response
-	(*Policies)(nil),        // 20: watchpost.v1.Policies
-	(*PolicyStatus)(nil),    // 21: watchpost.v1.PolicyStatus
-	(*DetectionStatus)(nil), // 22: watchpost.v1.DetectionStatus
-	(*DetectionAlert)(nil),  // 23: watchpost.v1.DetectionAlert
-	(*MatchedField)(nil),    // 24: watchpost.v1.MatchedField
-	(*EventRef)(nil),        // 25: watchpost.v1.EventRef
-	(*Gap)(nil),             // 26: watchpost.v1.Gap
-	(*Tamper)(nil),          // 27: watchpost.v1.Tamper
-	(*Event)(nil),           // 28: watchpost.v1.Event
-	(*EventList)(nil),       // 29: watchpost.v1.EventList
-	nil,                     // 30: watchpost.v1.Exec.EnvEntry
-	nil,                     // 31: watchpost.v1.Namespace.InodesEntry
+	(EventType)(0),           // 0: watchpost.v1.EventType
+	(*Header)(nil),           // 1: watchpost.v1.Header
+	(*Truncation)(nil),       // 2: watchpost.v1.Truncation
+	(*Process)(nil),          // 3: watchpost.v1.Process
+	(*Ancestor)(nil),         // 4: watchpost.v1.Ancestor
+	(*Exec)(nil),             // 5: watchpost.v1.Exec
+	(*Clone)(nil),            // 6: watchpost.v1.Clone
+	(*Exit)(nil),             // 7: watchpost.v1.Exit
+	(*File)(nil),             // 8: watchpost.v1.File
+	(*Net)(nil),              // 9: watchpost.v1.Net
+	(*NetInterface)(nil),     // 10: watchpost.v1.NetInterface
+	(*Security)(nil),         // 11: watchpost.v1.Security
+	(*Namespace)(nil),        // 12: watchpost.v1.Namespace
+	(*Industrial)(nil),       // 13: watchpost.v1.Industrial
+	(*Counter)(nil),          // 14: watchpost.v1.Counter
+	(*Health)(nil),           // 15: watchpost.v1.Health
+	(*BaselineStatus)(nil),   // 16: watchpost.v1.BaselineStatus
+	(*BaselineFamily)(nil),   // 17: watchpost.v1.BaselineFamily
+	(*BaselineAnomaly)(nil),  // 18: watchpost.v1.BaselineAnomaly
+	(*Response)(nil),         // 19: watchpost.v1.Response
+	(*Policies)(nil),         // 20: watchpost.v1.Policies
+	(*PolicyStatus)(nil),     // 21: watchpost.v1.PolicyStatus
+	(*DetectionStatus)(nil),  // 22: watchpost.v1.DetectionStatus
+	(*DetectionAlert)(nil),   // 23: watchpost.v1.DetectionAlert
+	(*MatchedField)(nil),     // 24: watchpost.v1.MatchedField
+	(*EventRef)(nil),         // 25: watchpost.v1.EventRef
+	(*Gap)(nil),              // 26: watchpost.v1.Gap
+	(*Tamper)(nil),           // 27: watchpost.v1.Tamper
+	(*Event)(nil),            // 28: watchpost.v1.Event
+	(*Ics)(nil),              // 29: watchpost.v1.Ics
+	(*IcsRange)(nil),         // 30: watchpost.v1.IcsRange
+	(*IcsException)(nil),     // 31: watchpost.v1.IcsException
+	(*InspectionStatus)(nil), // 32: watchpost.v1.InspectionStatus
+	(*EventList)(nil),        // 33: watchpost.v1.EventList
+	nil,                      // 34: watchpost.v1.Exec.EnvEntry
+	nil,                      // 35: watchpost.v1.Namespace.InodesEntry
+	nil,                      // 36: watchpost.v1.InspectionStatus.MalformedEntry
 }
 var file_watchpost_v1_event_proto_depIdxs = []int32{
 	0,  // 0: watchpost.v1.Header.type:type_name -> watchpost.v1.EventType
 	2,  // 1: watchpost.v1.Header.truncated:type_name -> watchpost.v1.Truncation
-	30, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
-	31, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
+	34, // 2: watchpost.v1.Exec.env:type_name -> watchpost.v1.Exec.EnvEntry
+	35, // 3: watchpost.v1.Namespace.inodes:type_name -> watchpost.v1.Namespace.InodesEntry
 	14, // 4: watchpost.v1.Health.counters:type_name -> watchpost.v1.Counter
 	22, // 5: watchpost.v1.Health.detection:type_name -> watchpost.v1.DetectionStatus
 	16, // 6: watchpost.v1.Health.baseline:type_name -> watchpost.v1.BaselineStatus
 	20, // 7: watchpost.v1.Health.response:type_name -> watchpost.v1.Policies
-	17, // 8: watchpost.v1.BaselineStatus.families:type_name -> watchpost.v1.BaselineFamily
-	21, // 9: watchpost.v1.Policies.policies:type_name -> watchpost.v1.PolicyStatus
-	14, // 10: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
-	14, // 11: watchpost.v1.DetectionStatus.folded:type_name -> watchpost.v1.Counter
-	24, // 12: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
-	25, // 13: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
-	18, // 14: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
-	0,  // 15: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
-	14, // 16: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
-	1,  // 17: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
-	3,  // 18: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
-	4,  // 19: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
-	13, // 20: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
-	5,  // 21: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
-	6,  // 22: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
-	7,  // 23: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
-	8,  // 24: watchpost.v1.Event.file:type_name -> watchpost.v1.File
-	9,  // 25: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
-	11, // 26: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
-	15, // 27: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
-	26, // 28: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
-	12, // 29: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
-	23, // 30: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
-	10, // 31: watchpost.v1.Event.net_interface:type_name -> watchpost.v1.NetInterface
-	27, // 32: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
-	19, // 33: watchpost.v1.Event.response:type_name -> watchpost.v1.Response
-	20, // 34: watchpost.v1.Event.policies:type_name -> watchpost.v1.Policies
-	28, // 35: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	32, // 8: watchpost.v1.Health.inspection:type_name -> watchpost.v1.InspectionStatus
+	17, // 9: watchpost.v1.BaselineStatus.families:type_name -> watchpost.v1.BaselineFamily
+	21, // 10: watchpost.v1.Policies.policies:type_name -> watchpost.v1.PolicyStatus
+	14, // 11: watchpost.v1.DetectionStatus.suppressed:type_name -> watchpost.v1.Counter
+	14, // 12: watchpost.v1.DetectionStatus.folded:type_name -> watchpost.v1.Counter
+	24, // 13: watchpost.v1.DetectionAlert.matches:type_name -> watchpost.v1.MatchedField
+	25, // 14: watchpost.v1.DetectionAlert.events:type_name -> watchpost.v1.EventRef
+	18, // 15: watchpost.v1.DetectionAlert.baseline:type_name -> watchpost.v1.BaselineAnomaly
+	0,  // 16: watchpost.v1.EventRef.type:type_name -> watchpost.v1.EventType
+	14, // 17: watchpost.v1.Gap.counters:type_name -> watchpost.v1.Counter
+	1,  // 18: watchpost.v1.Event.header:type_name -> watchpost.v1.Header
+	3,  // 19: watchpost.v1.Event.process:type_name -> watchpost.v1.Process
+	4,  // 20: watchpost.v1.Event.ancestry:type_name -> watchpost.v1.Ancestor
+	13, // 21: watchpost.v1.Event.industrial:type_name -> watchpost.v1.Industrial
+	5,  // 22: watchpost.v1.Event.exec:type_name -> watchpost.v1.Exec
+	6,  // 23: watchpost.v1.Event.clone:type_name -> watchpost.v1.Clone
+	7,  // 24: watchpost.v1.Event.exit:type_name -> watchpost.v1.Exit
+	8,  // 25: watchpost.v1.Event.file:type_name -> watchpost.v1.File
+	9,  // 26: watchpost.v1.Event.net:type_name -> watchpost.v1.Net
+	11, // 27: watchpost.v1.Event.security:type_name -> watchpost.v1.Security
+	15, // 28: watchpost.v1.Event.health:type_name -> watchpost.v1.Health
+	26, // 29: watchpost.v1.Event.gap:type_name -> watchpost.v1.Gap
+	12, // 30: watchpost.v1.Event.namespace:type_name -> watchpost.v1.Namespace
+	23, // 31: watchpost.v1.Event.alert:type_name -> watchpost.v1.DetectionAlert
+	10, // 32: watchpost.v1.Event.net_interface:type_name -> watchpost.v1.NetInterface
+	27, // 33: watchpost.v1.Event.tamper:type_name -> watchpost.v1.Tamper
+	19, // 34: watchpost.v1.Event.response:type_name -> watchpost.v1.Response
+	20, // 35: watchpost.v1.Event.policies:type_name -> watchpost.v1.Policies
+	29, // 36: watchpost.v1.Event.ics:type_name -> watchpost.v1.Ics
+	30, // 37: watchpost.v1.Ics.ranges:type_name -> watchpost.v1.IcsRange
+	31, // 38: watchpost.v1.Ics.exceptions:type_name -> watchpost.v1.IcsException
+	36, // 39: watchpost.v1.InspectionStatus.malformed:type_name -> watchpost.v1.InspectionStatus.MalformedEntry
+	28, // 40: watchpost.v1.EventList.events:type_name -> watchpost.v1.Event
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_watchpost_v1_event_proto_init() }
@@ -4147,6 +4771,7 @@ func file_watchpost_v1_event_proto_init() {
 		(*Event_Tamper)(nil),
 		(*Event_Response)(nil),
 		(*Event_Policies)(nil),
+		(*Event_Ics)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4154,7 +4779,7 @@ func file_watchpost_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watchpost_v1_event_proto_rawDesc), len(file_watchpost_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
