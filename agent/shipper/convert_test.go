@@ -151,8 +151,8 @@ func TestMemoryQueueBoundsAndAck(t *testing.T) {
 func TestICSOpToProto(t *testing.T) {
 	ts := time.Unix(1_800_000_000, 0)
 	ev := &event.Event{Kind: event.KindICSOp, Time: ts, BootNS: 9,
-		Process: event.Process{PID: 42, Exe: "/usr/bin/hmi", LoginUID: event.AUIDUnset},
-		Net: &event.Net{Family: "inet", Protocol: "tcp", SrcAddr: "10.0.0.2", SrcPort: 40000, DstAddr: "10.0.0.9", DstPort: 502, Direction: "outbound"},
+		Process:    event.Process{PID: 42, Exe: "/usr/bin/hmi", LoginUID: event.AUIDUnset},
+		Net:        &event.Net{Family: "inet", Protocol: "tcp", SrcAddr: "10.0.0.2", SrcPort: 40000, DstAddr: "10.0.0.9", DstPort: 502, Direction: "outbound"},
 		Industrial: &event.Industrial{Protocol: "modbus"},
 		ICS: &event.ICS{Protocol: "modbus", Role: "client", Class: "write", Function: "write_single_register", Code: 6, Unit: 1,
 			Count: 1, FirstNS: 5, LastNS: 5, First: ts, Last: ts, Ranges: []event.ICSRange{{Address: 7, Count: 1}},
@@ -164,7 +164,7 @@ func TestICSOpToProto(t *testing.T) {
 		Count: 1, FirstBootNs: 5, LastBootNs: 5, FirstUnixNano: ts.UnixNano(), LastUnixNano: ts.UnixNano(),
 		Ranges: []*watchpostv1.IcsRange{{Address: 7, Count: 1}}, Values: []uint32{0x1234},
 		Exceptions: []*watchpostv1.IcsException{{Code: 2, Name: "illegal_data_address", Count: 1}},
-		Urgent: true, Connection: 77, Owner: "kernel", Family: "inet", SrcAddr: "10.0.0.2", SrcPort: 40000,
+		Urgent:     true, Connection: 77, Owner: "kernel", Family: "inet", SrcAddr: "10.0.0.2", SrcPort: 40000,
 		DstAddr: "10.0.0.9", DstPort: 502, Direction: "outbound"}
 	if !proto.Equal(got.GetIcs(), want) {
 		t.Fatalf("got %v\nwant %v", got.GetIcs(), want)
