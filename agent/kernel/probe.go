@@ -32,10 +32,16 @@ type Features struct {
 	// TracingAncestorCgroup: tracepoint programs may call
 	// bpf_get_current_ancestor_cgroup_id (5.14+); before that the response
 	// programs read the ancestors from the task's cgroup.
-	TracingAncestorCgroup bool     `json:"tracing_ancestor_cgroup"`
-	CapturePath           string   `json:"capture_path"`
-	SyscallArgs           string   `json:"syscall_args"`
-	Missing               []string `json:"missing,omitempty"`
+	TracingAncestorCgroup bool `json:"tracing_ancestor_cgroup"`
+	// Cgroup2 is the cgroup v2 mount the cgroup hooks (response,
+	// industrial inspection) attach at; empty when there is none (then
+	// only the port tags remain of the inspection).
+	Cgroup2 string `json:"cgroup2"`
+	// CgroupSKB: cgroup_skb programs load here (the inspection's hooks).
+	CgroupSKB   bool     `json:"cgroup_skb"`
+	CapturePath string   `json:"capture_path"`
+	SyscallArgs string   `json:"syscall_args"`
+	Missing     []string `json:"missing,omitempty"`
 }
 
 // How the sys_exit programs get a syscall's arguments (Features.SyscallArgs).
@@ -124,6 +130,8 @@ func probe(o probeOptions) (Features, error) {
 	// arguments from its saved registers, so no program runs at sys_enter.
 	f.TaskPtRegs = features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
 	f.TracingAncestorCgroup = features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentAncestorCgroupId) == nil
+	f.Cgroup2, _ = Cgroup2Root()
+	f.CgroupSKB = features.HaveProgramType(ebpf.CGroupSKB) == nil
 	f.SyscallArgs = syscallArgsEnterStash
 	if f.TaskPtRegs {
 		f.SyscallArgs = syscallArgsExitRegs
