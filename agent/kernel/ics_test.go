@@ -57,7 +57,20 @@ func startICS(t *testing.T, ports map[uint16]string) *icsHarness {
 	ih.agg = inspect.New(inspect.Config{Enabled: true, Interval: time.Hour}, inspect.Deps{})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() { // as Aggregator.Run does: held connections looked up again
+		defer wg.Done()
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				ih.agg.Retry()
+			}
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		for {

@@ -161,6 +161,8 @@ type Deps struct {
 	ProcRoot string // for executables of the kernel's owners; "/proc" when empty
 	// Clock returns the wall and boot-relative time (tests); nil: the system's.
 	Clock func() (time.Time, uint64)
+	// Mono is the clock held segments wait by (tests); nil: time.Now.
+	Mono func() time.Time
 	// QueueLen bounds the outgoing events; 0: 4096.
 	QueueLen int
 }
@@ -171,7 +173,18 @@ const (
 	maxConns     = 8192 // connections whose process is cached
 	maxRanges    = 8    // address ranges per event
 	defaultQueue = 4096
+	maxHeld      = 256 // segments held per connection while its owner is looked for
+	// ownerWait is how long a connection's segments wait for its owner;
+	// urgent operations still go out within a second of their packet.
+	ownerWait  = 300 * time.Millisecond
+	retryEvery = 20 * time.Millisecond
 )
+
+// held are a connection's segments waiting for its owner.
+type held struct {
+	segs  []*Segment
+	until time.Time
+}
 
 // Owner sources (event.ICS.Owner).
 const (
@@ -232,6 +245,7 @@ type Aggregator struct {
 	mu       sync.Mutex
 	groups   map[groupKey]*group
 	conns    map[uint64]*conn
+	pending  map[uint64]*held
 	events   atomic.Uint64
 	urgent   atomic.Uint64
 	full     atomic.Uint64
@@ -256,7 +270,15 @@ func New(cfg Config, deps Deps) *Aggregator {
 		deps.QueueLen = defaultQueue
 	}
 	return &Aggregator{cfg: cfg, deps: deps, out: make(chan *event.Event, deps.QueueLen),
-		groups: map[groupKey]*group{}, conns: map[uint64]*conn{}}
+		groups: map[groupKey]*group{}, conns: map[uint64]*conn{}, pending: map[uint64]*held{}}
+}
+
+// clockMono is the time the held segments wait by.
+func (a *Aggregator) clockMono() time.Time {
+	if a.deps.Mono != nil {
+		return a.deps.Mono()
+	}
+	return time.Now()
 }
 
 func systemClock() (time.Time, uint64) {
@@ -281,6 +303,8 @@ func (a *Aggregator) Run(ctx context.Context, in <-chan *Segment) error {
 	defer a.stopOnce.Do(func() { close(a.out) })
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
+	retry := time.NewTicker(retryEvery)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -292,6 +316,8 @@ func (a *Aggregator) Run(ctx context.Context, in <-chan *Segment) error {
 				return nil
 			}
 			a.Add(seg)
+		case <-retry.C:
+			a.Retry()
 		case <-t.C:
 			a.Flush()
 		}
@@ -303,7 +329,61 @@ func (a *Aggregator) Run(ctx context.Context, in <-chan *Segment) error {
 func (a *Aggregator) Add(seg *Segment) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	c := a.conn(seg)
+	a.addLocked(seg, a.clockMono())
+}
+
+func (a *Aggregator) addLocked(seg *Segment, now time.Time) {
+	if p := a.pending[seg.Cookie]; p != nil {
+		// Behind the connection's held segments, in order; an owned one
+		// names the process for all of them.
+		p.segs = append(p.segs, seg)
+		if seg.Owned || len(p.segs) >= maxHeld {
+			a.release(seg.Cookie, seg.Owned)
+		}
+		return
+	}
+	c, ok := a.conn(seg)
+	if !ok {
+		// No owner yet: a server's first request usually arrives before
+		// accept() has installed the socket's fd. Hold the connection's
+		// segments a moment and look again.
+		a.pending[seg.Cookie] = &held{segs: []*Segment{seg}, until: now.Add(ownerWait)}
+		return
+	}
+	a.count(seg, c)
+}
+
+// release counts a connection's held segments: with the owner of the last
+// one when owned, else with what a lookup finds now (unknown if nothing).
+func (a *Aggregator) release(cookie uint64, owned bool) {
+	p := a.pending[cookie]
+	delete(a.pending, cookie)
+	var c *conn
+	if owned {
+		last := p.segs[len(p.segs)-1]
+		c, _ = a.conn(last)
+	} else {
+		c = a.lookup(p.segs[0], true)
+	}
+	for _, seg := range p.segs {
+		a.count(seg, c)
+	}
+}
+
+// Retry looks again for the owners of held connections: found ones, and
+// those held past ownerWait, are counted.
+func (a *Aggregator) Retry() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.clockMono()
+	for cookie, p := range a.pending {
+		if c := a.lookup(p.segs[0], false); c != nil || now.After(p.until) {
+			a.release(cookie, false)
+		}
+	}
+}
+
+func (a *Aggregator) count(seg *Segment, c *conn) {
 	ep := endpoints{role: seg.Role(), local: seg.Local, remote: seg.Remote}
 	for i := range seg.ADUs {
 		adu := &seg.ADUs[i]
@@ -392,30 +472,51 @@ func (g *group) addRange(addr uint16, n uint32) {
 }
 
 // conn returns the connection's process: the kernel's record, else a
-// cached lookup.
-func (a *Aggregator) conn(seg *Segment) *conn {
+// cached lookup; false when a lookup found nothing yet.
+func (a *Aggregator) conn(seg *Segment) (*conn, bool) {
 	c := a.conns[seg.Cookie]
 	if c != nil && (c.owner == OwnerKernel || !seg.Owned) {
+		return c, true
+	}
+	if seg.Owned {
+		if c == nil {
+			c = a.newConn(seg.Cookie)
+		}
+		// In place: groups of the connection counted before hold it too.
+		c.proc, c.owner = seg.Process, OwnerKernel
+		fillFromProc(a.deps.ProcRoot, &c.proc)
+		return c, true
+	}
+	if c = a.lookup(seg, false); c == nil {
+		return nil, false
+	}
+	return c, true
+}
+
+// lookup asks Owners for the process holding seg's connection; when it
+// finds none it returns nil, or with final a connection marked unknown.
+func (a *Aggregator) lookup(seg *Segment, final bool) *conn {
+	a.lookups.Add(1)
+	p, err := a.deps.Owners.Owner(seg.Local, seg.Remote)
+	if err != nil && !final {
+		return nil
+	}
+	c := a.newConn(seg.Cookie)
+	if err != nil {
+		c.owner = OwnerUnknown
+		a.unknown.Add(1)
 		return c
 	}
+	c.proc, c.owner = p, OwnerLookup
+	return c
+}
+
+func (a *Aggregator) newConn(cookie uint64) *conn {
 	if len(a.conns) >= maxConns {
 		clear(a.conns)
 	}
-	c = &conn{}
-	switch {
-	case seg.Owned:
-		c.proc, c.owner = seg.Process, OwnerKernel
-		fillFromProc(a.deps.ProcRoot, &c.proc)
-	default:
-		a.lookups.Add(1)
-		if p, err := a.deps.Owners.Owner(seg.Local, seg.Remote); err == nil {
-			c.proc, c.owner = p, OwnerLookup
-		} else {
-			c.owner = OwnerUnknown
-			a.unknown.Add(1)
-		}
-	}
-	a.conns[seg.Cookie] = c
+	c := &conn{}
+	a.conns[cookie] = c
 	return c
 }
 
@@ -423,6 +524,9 @@ func (a *Aggregator) conn(seg *Segment) *conn {
 func (a *Aggregator) Flush() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for cookie := range a.pending {
+		a.release(cookie, false)
+	}
 	keys := make([]groupKey, 0, len(a.groups))
 	for k, g := range a.groups {
 		if g.count > 0 || g.responses > 0 || len(g.exceptions) > 0 { // answers to an urgent operation too

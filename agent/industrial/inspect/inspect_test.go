@@ -112,8 +112,53 @@ func TestAggregateOwnerLookup(t *testing.T) {
 	if len(evs) != 2 || evs[0].Process.PID != 9 || evs[0].ICS.Owner != OwnerLookup || evs[1].ICS.Owner != OwnerUnknown {
 		t.Fatalf("events %+v", evs)
 	}
-	if c := a.Counters(); c.OwnerLookups != 2 || c.OwnerUnknown != 1 {
-		t.Errorf("counters %+v: one lookup per connection", c)
+	// One lookup for the found connection; the other was held, looked up
+	// again when released, and is unknown.
+	if c := a.Counters(); c.OwnerLookups != 3 || c.OwnerUnknown != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// TestAggregateHoldsUntilTheOwnerIsKnown: a server's first request
+// arrives before accept() installs the socket: its segments wait, and the
+// owner of a later segment (or a later lookup) names them.
+func TestAggregateHoldsUntilTheOwnerIsKnown(t *testing.T) {
+	owners := fakeOwners{}
+	a, _ := newTest(owners)
+	mono := time.Unix(1000, 0)
+	a.deps.Mono = func() time.Time { return mono }
+	w := modbus.ADU{Unit: 1, Function: 6, Flags: modbus.HasAddress | modbus.HasValue, Address: 7, NValues: 1, Values: [8]uint16{9}}
+	first := seg(1, true, w)
+	first.Owned, first.Process = false, event.Process{}
+	a.Add(first)
+	if evs := drain(a); len(evs) != 0 {
+		t.Fatalf("held write sent: %v", evs)
+	}
+	a.Retry()                          // still nobody
+	a.Add(seg(2, true, read(1, 0, 1))) // the kernel now knows the owner
+	evs := drain(a)
+	if len(evs) != 1 || !evs[0].ICS.Urgent || evs[0].Process.PID != 42 || evs[0].ICS.Owner != OwnerKernel {
+		t.Fatalf("released: %+v", evs)
+	}
+
+	// Another connection: the lookup succeeds on a retry.
+	second := seg(3, true, w)
+	second.Owned, second.Process, second.Cookie = false, event.Process{}, 99
+	a.Add(second)
+	owners[client] = event.Process{PID: 77}
+	a.Retry()
+	if evs := drain(a); len(evs) != 1 || evs[0].Process.PID != 77 || evs[0].ICS.Owner != OwnerLookup {
+		t.Fatalf("after the retry: %+v", evs)
+	}
+	// A third waits no longer than ownerWait.
+	delete(owners, client)
+	third := seg(4, true, w)
+	third.Owned, third.Process, third.Cookie = false, event.Process{}, 100
+	a.Add(third)
+	mono = mono.Add(ownerWait + time.Millisecond)
+	a.Retry()
+	if evs := drain(a); len(evs) != 1 || evs[0].ICS.Owner != OwnerUnknown {
+		t.Fatalf("past the wait: %+v", evs)
 	}
 }
 
