@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
 	"github.com/simonvetter/modbus"
 
@@ -48,6 +50,7 @@ func startICS(t *testing.T, ports map[uint16]string) *icsHarness {
 		// record the owners, the packet hooks the segments.
 		c.Kinds = []event.Kind{event.KindNetConnect, event.KindNetAccept, event.KindICSSegment}
 	})
+	before := attachedAt(t, root)
 	in, err := h.sensor.NewInspector(root, ports)
 	if err != nil {
 		t.Fatalf("attaching the inspection at %s: %v", root, err)
@@ -107,8 +110,30 @@ func startICS(t *testing.T, ports map[uint16]string) *icsHarness {
 		if err := in.Close(); err != nil {
 			t.Errorf("detaching the inspection: %v", err)
 		}
+		if n := attachedAt(t, root); n != before {
+			t.Errorf("%d cgroup_skb programs at %s after the test, %d before", n, root, before)
+		}
 	})
 	return ih
+}
+
+// attachedAt counts the cgroup_skb programs attached at a cgroup.
+func attachedAt(t *testing.T, cgroup string) int {
+	t.Helper()
+	f, err := os.Open(cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInetIngress, ebpf.AttachCGroupInetEgress} {
+		r, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
+		if err != nil {
+			t.Fatalf("querying the programs at %s: %v", cgroup, err)
+		}
+		n += len(r.Programs)
+	}
+	return n
 }
 
 func msgKey(role string, request bool) string {
