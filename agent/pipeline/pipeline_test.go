@@ -294,3 +294,53 @@ func TestNetworkContextEventsTakeThePipeline(t *testing.T) {
 		t.Errorf("health %+v", health)
 	}
 }
+
+// fakeInspection is the industrial inspection: its own events and state.
+type fakeInspection struct{ ch chan *event.Event }
+
+func (f *fakeInspection) Events() <-chan *event.Event { return f.ch }
+func (f *fakeInspection) Status() *event.Inspection {
+	return &event.Inspection{Attached: true, Cgroup: "/sys/fs/cgroup", Ports: []string{"modbus:502"}, Segments: 4, Messages: 6,
+		Malformed: map[string]uint64{"overrun": 1}, QueueFull: 1}
+}
+func (f *fakeInspection) Dropped() uint64 { return 1 }
+
+// TestInspectionEventsTakeThePipeline: an urgent ics_op is enriched,
+// tagged and flushed at once, and health carries the inspection's state.
+func TestInspectionEventsTakeThePipeline(t *testing.T) {
+	src := &fakeSource{ch: make(chan *event.Event, 4)}
+	tcfg := proctable.DefaultConfig()
+	tcfg.ProcRoot = t.TempDir()
+	table, _ := proctable.New(tcfg)
+	sink := newCaptureSink()
+	ins := &fakeInspection{ch: make(chan *event.Event, 4)}
+	p, err := New(Config{Host: "gw-01", HealthInterval: time.Hour, SweepInterval: time.Hour, Inspection: ins}, zerolog.Nop(), src, table, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.ch <- &event.Event{Kind: event.KindExec, Process: event.Process{PID: 5, PPID: 1, Exe: "/usr/bin/hmi", Args: []string{"hmi"}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	sink.waitFor(t, 5*time.Second, func(ev *event.Event) bool { return ev.Kind == event.KindExec })
+	ins.ch <- &event.Event{Kind: event.KindICSOp, Process: event.Process{PID: 5},
+		Net: &event.Net{Family: "inet", Protocol: "tcp", SrcAddr: "10.0.0.2", SrcPort: 40000, DstAddr: "10.0.0.9", DstPort: 502},
+		ICS: &event.ICS{Protocol: "modbus", Class: "write", Function: "write_single_register", Code: 6, Count: 1, Urgent: true}}
+	op := sink.waitFor(t, 5*time.Second, func(ev *event.Event) bool { return ev.Kind == event.KindICSOp })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if op.Process.Exe != "/usr/bin/hmi" || op.Host != "gw-01" || op.Seq != 3 {
+		t.Errorf("ics_op not enriched: %+v", op)
+	}
+	var health *event.Health
+	for _, ev := range sink.events {
+		if ev.Kind == event.KindHealth {
+			health = ev.Health
+		}
+	}
+	if health == nil || health.Inspection == nil || !health.Inspection.Attached || health.Inspection.Malformed["overrun"] != 1 || health.Dropped != 1 {
+		t.Fatalf("health %+v", health)
+	}
+}
