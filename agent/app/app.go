@@ -271,7 +271,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 	if cfg.MetricsAddr != "" {
 		a.Metrics, err = metrics.New(cfg.MetricsAddr, metrics.Sources{
 			Kernel: sensor.Stats, Programs: sensor.Programs, Delivered: p.Delivered, Table: table.Stats,
-			Containers: containerStats(a.Containers),
+			Containers: containerStats(a.Containers), Inspection: inspectionStatus(a.Inspection),
 		}, log)
 		if err != nil {
 			return err
@@ -303,6 +303,14 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, opt Options
 		_ = a.Metrics.Shutdown(shutdownCtx)
 	}
 	return err
+}
+
+// inspectionStatus is the metrics source of the inspection (nil when off).
+func inspectionStatus(s *inspect.Service) func() *event.Inspection {
+	if s == nil {
+		return nil
+	}
+	return s.Status
 }
 
 // inspection is the inspection service and the kernel side it runs on.

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/watchpost/watchpost/agent/container"
+	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/kernel"
 	"github.com/watchpost/watchpost/agent/proctable"
 )
@@ -29,6 +30,8 @@ type Sources struct {
 	Table     func() proctable.Stats
 	// Containers is nil when container attribution is off.
 	Containers func() container.Stats
+	// Inspection is nil when industrial inspection is off.
+	Inspection func() *event.Inspection
 }
 
 type collector struct {
@@ -42,6 +45,9 @@ type collector struct {
 	up        *prometheus.Desc
 	ctrs      *prometheus.Desc
 	ctrWork   *prometheus.Desc
+	icsUp     *prometheus.Desc
+	icsWork   *prometheus.Desc
+	icsBad    *prometheus.Desc
 }
 
 func newCollector(src Sources) *collector {
@@ -61,11 +67,17 @@ func newCollector(src Sources) *collector {
 		ctrWork: prometheus.NewDesc("watchpost_container_lookups_total",
 			"Container attribution work by result: cgroup_read, cgroup_miss (process gone first), lookup, lookup_error (runtime unreachable or slow), lookup_unknown, prefetched (announced by the runtime), queue_full (retried later), cache_reset.",
 			[]string{"result"}, nil),
+		icsUp: prometheus.NewDesc("watchpost_inspection_attached", "1 when the industrial inspection's packet programs are attached.", nil, nil),
+		icsWork: prometheus.NewDesc("watchpost_inspection_total",
+			"Industrial inspection work: segments and messages the kernel parsed, unparsed (more messages than parsed), no_owner (sent without the process), events and urgent ics_op events, owner_lookups, owner_unknown, queue_full and groups_full (lost).",
+			[]string{"what"}, nil),
+		icsBad: prometheus.NewDesc("watchpost_inspection_malformed_total",
+			"Malformed application bytes the kernel counted and never reported, by reason: truncated, protocol_id, length, overrun.", []string{"reason"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.events, c.missed, c.decodeErr, c.delivered, c.programs, c.procs, c.up, c.ctrs, c.ctrWork} {
+	for _, d := range []*prometheus.Desc{c.events, c.missed, c.decodeErr, c.delivered, c.programs, c.procs, c.up, c.ctrs, c.ctrWork, c.icsUp, c.icsWork, c.icsBad} {
 		ch <- d
 	}
 }
@@ -104,6 +116,24 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"queue_full": cs.QueueFull, "cache_reset": cs.Evictions,
 		} {
 			ch <- prometheus.MustNewConstMetric(c.ctrWork, prometheus.CounterValue, float64(v), result)
+		}
+	}
+	if c.src.Inspection != nil {
+		st := c.src.Inspection()
+		up := 0.0
+		if st.Attached {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.icsUp, prometheus.GaugeValue, up)
+		for what, v := range map[string]uint64{
+			"segments": st.Segments, "messages": st.Messages, "unparsed": st.Unparsed, "no_owner": st.NoOwner,
+			"events": st.Events, "urgent": st.Urgent, "owner_lookups": st.OwnerLookups, "owner_unknown": st.OwnerUnknown,
+			"queue_full": st.QueueFull, "groups_full": st.GroupsFull,
+		} {
+			ch <- prometheus.MustNewConstMetric(c.icsWork, prometheus.CounterValue, float64(v), what)
+		}
+		for reason, v := range st.Malformed {
+			ch <- prometheus.MustNewConstMetric(c.icsBad, prometheus.CounterValue, float64(v), reason)
 		}
 	}
 }

@@ -52,6 +52,9 @@ func TestMetricsAndHealthz(t *testing.T) {
 		Containers: func() container.Stats {
 			return container.Stats{Containers: 3, CgroupReads: 5, Lookups: 4, LookupErrors: 1, QueueFull: 2}
 		},
+		Inspection: func() *event.Inspection {
+			return &event.Inspection{Attached: true, Segments: 9, Messages: 12, Urgent: 1, Malformed: map[string]uint64{"truncated": 3}}
+		},
 	}
 	s, err := New("127.0.0.1:0", src, zerolog.Nop())
 	if err != nil {
@@ -74,6 +77,10 @@ func TestMetricsAndHealthz(t *testing.T) {
 		`watchpost_container_lookups_total{result="cgroup_read"} 5`,
 		`watchpost_container_lookups_total{result="lookup_error"} 1`,
 		`watchpost_container_lookups_total{result="queue_full"} 2`,
+		`watchpost_inspection_attached 1`,
+		`watchpost_inspection_total{what="messages"} 12`,
+		`watchpost_inspection_total{what="urgent"} 1`,
+		`watchpost_inspection_malformed_total{reason="truncated"} 3`,
 	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
