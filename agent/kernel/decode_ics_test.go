@@ -56,7 +56,7 @@ func TestDecodeSegment(t *testing.T) {
 	if _, err := d.decodeSegment(raw[:len(raw)-1]); err == nil {
 		t.Error("a short record decoded")
 	}
-	e.Nadus = 9
+	raw[unsafe.Offsetof(e.Nadus)] = 9
 	if _, err := d.decodeSegment(raw); err == nil {
 		t.Error("9 ADUs decoded")
 	}
