@@ -177,7 +177,7 @@ const (
 	// ownerWait is how long a connection's segments wait for its owner;
 	// urgent operations still go out within a second of their packet.
 	ownerWait  = 300 * time.Millisecond
-	retryEvery = 20 * time.Millisecond
+	retryEvery = 50 * time.Millisecond
 )
 
 // held are a connection's segments waiting for its owner.
