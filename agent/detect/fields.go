@@ -46,6 +46,7 @@ const (
 	classSecurity
 	classExec
 	classNamespace
+	classICS   // an industrial operation (ics_op)
 	classKinds // a registered field: the kinds it was registered for
 )
 
@@ -56,7 +57,9 @@ func (c fieldClass) has(k event.Kind) bool {
 	case classFile:
 		return k >= event.KindFileOpen && k <= event.KindFileSymlink
 	case classNet:
-		return k >= event.KindNetConnect && k <= event.KindNetSocket || k == event.KindNetConnectResult
+		return k >= event.KindNetConnect && k <= event.KindNetSocket || k == event.KindNetConnectResult || k == event.KindICSOp
+	case classICS:
+		return k == event.KindICSOp
 	case classSecurity:
 		return (k >= event.KindModuleLoad && k <= event.KindMemfdExec) || k == event.KindUserfaultfd ||
 			k == event.KindMemfdCreate || k == event.KindNamespace
@@ -219,9 +222,12 @@ func init() {
 	def(nil, fieldDef{name: "Host", doc: "the agent's host name",
 		get: one(func(c *evalCtx) string { return c.host })})
 	// Industrial tags (every event; empty when untagged).
-	def(nil, fieldDef{name: "IndustrialProtocol", doc: "the industrial protocol tag of a socket (modbus, s7comm, dnp3 ...)",
+	def(nil, fieldDef{name: "IndustrialProtocol", doc: "the industrial protocol tag of a socket (modbus, s7comm, dnp3 ...); ics_op: the protocol parsed",
 		get: one(func(c *evalCtx) string {
-			if c.ev.Industrial == nil {
+			switch {
+			case c.ev.ICS != nil:
+				return c.ev.ICS.Protocol
+			case c.ev.Industrial == nil:
 				return ""
 			}
 			return c.ev.Industrial.Protocol
@@ -449,6 +455,19 @@ func init() {
 	secInt(&fSecFlags, "Flags", "mount and umount flags, capset effective set", func(s *event.Security) int64 { return int64(s.Flags) })
 	secInt(&fSignal, "Signal", "signal: the signal number", func(s *event.Security) int64 { return int64(s.Signal) })
 	secInt(&fTargetPID, "TargetProcessId", "ptrace and signal: the target's pid", func(s *event.Security) int64 { return int64(s.TargetPID) })
+	icsStr := func(name, doc string, get func(*event.ICS) string) {
+		def(nil, fieldDef{name: name, class: classICS, doc: doc, get: one(func(c *evalCtx) string {
+			if c.ev.ICS == nil {
+				return ""
+			}
+			return get(c.ev.ICS)
+		})})
+	}
+	icsStr("OperationClass", "ics_op: read, write, program, control, diagnostic, recon or other", func(i *event.ICS) string { return i.Class })
+	icsStr("FunctionName", "ics_op: the function (write_single_register ...)", func(i *event.ICS) string { return i.Function })
+	icsStr("FunctionCode", "ics_op: the function code, decimal", func(i *event.ICS) string { return strconv.Itoa(int(i.Code)) })
+	icsStr("UnitId", "ics_op: the unit (slave) id of the first operation, decimal", func(i *event.ICS) string { return strconv.Itoa(int(i.Unit)) })
+	icsStr("IndustrialRole", "ics_op: the process's side: client (it sent the requests) or server", func(i *event.ICS) string { return i.Role })
 	def(&fNamespaces, fieldDef{name: "Namespaces", class: classNamespace, doc: "namespace: the types involved, comma-separated (net,mnt)",
 		get: buffered(&fNamespaces, func(c *evalCtx, b []byte) []byte {
 			if c.ev.Namespace == nil {

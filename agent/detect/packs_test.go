@@ -28,6 +28,7 @@ import (
 	"github.com/watchpost/watchpost/agent/config"
 	"github.com/watchpost/watchpost/agent/detect"
 	"github.com/watchpost/watchpost/agent/event"
+	"github.com/watchpost/watchpost/agent/industrial/inspect"
 	"github.com/watchpost/watchpost/agent/internal/privtest"
 )
 
@@ -72,6 +73,9 @@ func runHelper(verb, arg string) error {
 			return e
 		}
 		return nil
+	case "modbus": // send one Modbus/TCP request (ADDR/PDU-HEX) and read the answer
+		addr, pdu, _ := strings.Cut(arg, "/")
+		return modbusRequest(addr, pdu)
 	case "run-child": // run this binary in another mode, as our child
 		self, err := os.Executable()
 		if err != nil {
@@ -194,6 +198,13 @@ func startAgent(t *testing.T) *harness {
 	cfg.Commands.Dir = t.TempDir()
 	cfg.Detection.RulesDir = t.TempDir()
 	cfg.Filters.ReadOpens = true // the read rules (the watch list reports them by default)
+	// A Modbus server (another process) whose port the inspection parses,
+	// for the industrial operation rules.
+	_, port := privtest.ModbusServer(t, privtest.SelfCopy(t, "wp-plc-sim"), "127.0.0.1")
+	modbusAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	cfg.Industrial.Inspect.Enabled = true
+	cfg.Industrial.Inspect.Interval = time.Second // summaries (recon) without the 10 s wait
+	cfg.Industrial.Inspect.Protocols = []inspect.Protocol{{Name: "modbus", Ports: strconv.Itoa(port)}}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
@@ -265,6 +276,38 @@ func run(t *testing.T, name string, args ...string) {
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %q: %v\n%s", name, args, err, out)
 	}
+}
+
+// modbusRequest sends one Modbus/TCP request, unit 1, whose PDU is given
+// in hex, to addr over a real connection, and reads the server's answer.
+func modbusRequest(addr, pduHex string) error {
+	pdu, err := hex.DecodeString(pduHex)
+	if err != nil {
+		return err
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	adu := append([]byte{0x12, 0x34, 0, 0, byte((len(pdu) + 1) >> 8), byte(len(pdu) + 1), 1}, pdu...)
+	if _, err := c.Write(adu); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 260))
+	return err
+}
+
+// modbusAddr is the Modbus server the agent inspects (startAgent).
+var modbusAddr string
+
+// modbus sends a request from this binary run as path (the process the
+// rule looks at) to the inspected server, and returns path.
+func modbus(t *testing.T, c *env, path, pduHex string) string {
+	t.Helper()
+	runAs(t, c, path, "modbus:"+modbusAddr+"/"+pduHex)
+	return path
 }
 
 // runAs runs this binary under another name with a helper mode.
@@ -345,6 +388,28 @@ func noModules() string {
 }
 
 var cases = []ruleCase{
+	{rule: "wp-ot-ics-write-by-interpreter", technique: "T0855", field: "OperationClass",
+		benign: func(t *testing.T, c *env) string {
+			modbus(t, c, c.ok+"/python3", "0300000002") // a read from an interpreter
+			return modbus(t, c, c.ok+"/scada-poller", "0600030063") // a write from the plant's own client
+		},
+		bad: func(t *testing.T, c *env) string {
+			return modbus(t, c, c.bad+"/python3", "0600030063") // write single register 3 = 99
+		}},
+	{rule: "wp-ot-ics-program-or-control", technique: "T0858", field: "OperationClass",
+		benign: func(t *testing.T, c *env) string {
+			return modbus(t, c, c.ok+"/hmi", "0800000000") // diagnostics: return query data
+		},
+		bad: func(t *testing.T, c *env) string {
+			return modbus(t, c, c.bad+"/hmi", "0800040000") // diagnostics: force listen only mode
+		}},
+	{rule: "wp-ot-ics-device-recon", technique: "T0888", field: "OperationClass",
+		benign: func(t *testing.T, c *env) string {
+			return modbus(t, c, c.ok+"/scada-poller", "0400000004")
+		},
+		bad: func(t *testing.T, c *env) string {
+			return modbus(t, c, c.bad+"/scanner", "2b0e0100") // read device identification
+		}},
 	{rule: "wp-host-shell-by-service", technique: "T1059.004", field: "ParentImage",
 		benign: func(t *testing.T, c *env) string {
 			sh(t, "/bin/bash -c '/bin/sh -c \"exit 0 # "+c.rnd+"-ok\"; exit 0'")
