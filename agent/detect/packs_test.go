@@ -390,7 +390,7 @@ func noModules() string {
 var cases = []ruleCase{
 	{rule: "wp-ot-ics-write-by-interpreter", technique: "T0855", field: "OperationClass",
 		benign: func(t *testing.T, c *env) string {
-			modbus(t, c, c.ok+"/python3", "0300000002") // a read from an interpreter
+			modbus(t, c, c.ok+"/python3", "0300000002")             // a read from an interpreter
 			return modbus(t, c, c.ok+"/scada-poller", "0600030063") // a write from the plant's own client
 		},
 		bad: func(t *testing.T, c *env) string {
