@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -50,7 +51,6 @@ func startICS(t *testing.T, ports map[uint16]string) *icsHarness {
 		// record the owners, the packet hooks the segments.
 		c.Kinds = []event.Kind{event.KindNetConnect, event.KindNetAccept, event.KindICSSegment}
 	})
-	before := attachedAt(t, root)
 	in, err := h.sensor.NewInspector(root, ports)
 	if err != nil {
 		t.Fatalf("attaching the inspection at %s: %v", root, err)
@@ -104,36 +104,61 @@ func startICS(t *testing.T, ports map[uint16]string) *icsHarness {
 			}
 		}
 	}()
+	var ours []ebpf.ProgramID
+	for _, p := range in.progs {
+		if info, err := p.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				ours = append(ours, id)
+			}
+		}
+	}
+	if got := attachedAt(t, root); len(ours) != 2 || !containsAll(got, ours) {
+		t.Fatalf("programs %v attached at %s, want ours %v among them", got, root, ours)
+	}
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
 		if err := in.Close(); err != nil {
 			t.Errorf("detaching the inspection: %v", err)
 		}
-		if n := attachedAt(t, root); n != before {
-			t.Errorf("%d cgroup_skb programs at %s after the test, %d before", n, root, before)
+		for _, id := range attachedAt(t, root) {
+			if slices.Contains(ours, id) {
+				t.Errorf("program %d still attached at %s after the test", id, root)
+			}
 		}
 	})
 	return ih
 }
 
-// attachedAt counts the cgroup_skb programs attached at a cgroup.
-func attachedAt(t *testing.T, cgroup string) int {
+func containsAll(have, want []ebpf.ProgramID) bool {
+	for _, id := range want {
+		if !slices.Contains(have, id) {
+			return false
+		}
+	}
+	return true
+}
+
+// attachedAt lists the cgroup_skb programs attached at a cgroup (other
+// programs than the test's may be there: systemd's, other tests').
+func attachedAt(t *testing.T, cgroup string) []ebpf.ProgramID {
 	t.Helper()
 	f, err := os.Open(cgroup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	n := 0
+	var ids []ebpf.ProgramID
 	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInetIngress, ebpf.AttachCGroupInetEgress} {
 		r, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
 		if err != nil {
 			t.Fatalf("querying the programs at %s: %v", cgroup, err)
 		}
-		n += len(r.Programs)
+		for _, p := range r.Programs {
+			ids = append(ids, p.ID)
+		}
 	}
-	return n
+	return ids
 }
 
 func msgKey(role string, request bool) string {
