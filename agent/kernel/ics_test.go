@@ -651,7 +651,7 @@ func TestICSOwnerFallback(t *testing.T) {
 	m := h.sensor.coll.Maps["wp_ics_tuples"]
 	var keys []wpWpIcsTuple
 	for deadline := time.Now().Add(waitTimeout()); ; time.Sleep(10 * time.Millisecond) {
-		keys = keys[:0] // (a miss counted 2s in: do not wait for the rest)
+		keys = keys[:0]
 		var k wpWpIcsTuple
 		for it := m.Iterate(); it.Next(&k, new(wpWpEventHdr)); {
 			keys = append(keys, k)
@@ -659,8 +659,9 @@ func TestICSOwnerFallback(t *testing.T) {
 		if len(keys) == 2 {
 			break
 		}
-		// A run the kernel skipped lost a record already: what this
-		// test makes happen to the rest.
+		// A run the kernel skipped lost a record already (what this test
+		// makes happen to the rest): once the miss is counted, 2s in, the
+		// other record is not waited for.
 		if len(keys) == 1 && h.missed() > 0 && time.Until(deadline) < waitTimeout()-2*time.Second {
 			break
 		}
