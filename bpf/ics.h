@@ -45,6 +45,16 @@ struct {
 	__type(value, struct wp_event_hdr);
 } wp_ics_owners SEC(".maps");
 
+/* The sequence number after the last payload byte inspected, per socket
+ * cookie and direction (key: cookie << 1 | ingress): a retransmission (or
+ * a tail loss probe) carries bytes already counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u64);
+	__type(value, __u32);
+} wp_ics_seq SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, WP_ICS_STAT_MAX);
@@ -293,6 +303,20 @@ static __always_inline int wp_ics_skb(struct __sk_buff *skb, bool ingress)
 		return 1;
 	e->cookie = bpf_get_socket_cookie(skb);
 	e->seg_len = end - off;
+	/* Bytes seen before on this socket and direction are not counted
+	 * again; a segment with some new bytes is parsed whole. */
+	__u32 seq_end = ((__u32)wp_be16(&th[4]) << 16 | wp_be16(&th[6])) + e->seg_len;
+	__u64 sk = e->cookie << 1 | (ingress ? 1 : 0);
+	__u32 *next = bpf_map_lookup_elem(&wp_ics_seq, &sk);
+	if (next) {
+		if ((__s32)(seq_end - *next) <= 0) {
+			wp_ics_count(WP_ICS_STAT_RETRANSMITTED, 1);
+			return 1;
+		}
+		*next = seq_end;
+	} else {
+		bpf_map_update_elem(&wp_ics_seq, &sk, &seq_end, BPF_ANY);
+	}
 	e->family = family;
 	e->proto = p;
 	e->flags = (ingress ? WP_ICS_F_INGRESS : 0) | (request ? WP_ICS_F_REQUEST : 0);

@@ -437,7 +437,8 @@ enum wp_ics_stat {
 	WP_ICS_STAT_OVERRUN = 5,     /* length past the end of the segment */
 	WP_ICS_STAT_UNPARSED = 6,    /* segments with more messages than WP_ICS_ADUS */
 	WP_ICS_STAT_NO_OWNER = 7,    /* records sent without the socket's process */
-	WP_ICS_STAT_MAX = 8,
+	WP_ICS_STAT_RETRANSMITTED = 8, /* segments whose bytes were all seen before: not parsed again */
+	WP_ICS_STAT_MAX = 9,
 };
 
 enum wp_ics_flags {

@@ -502,6 +502,9 @@ type Inspection struct {
 	Malformed map[string]uint64 `json:"malformed,omitempty"`
 	Unparsed  uint64            `json:"unparsed,omitempty"`
 	NoOwner   uint64            `json:"no_owner,omitempty"`
+	// Retransmitted: segments whose bytes were all inspected before (TCP
+	// retransmissions, tail loss probes), not counted again.
+	Retransmitted uint64 `json:"retransmitted,omitempty"`
 	// Agent counters: ics_op events sent (Urgent of them at once), owner
 	// lookups and those that found nothing, and what was lost (a full
 	// queue, too many operation groups in one interval).

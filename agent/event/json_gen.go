@@ -2217,6 +2217,12 @@ func appendJSONInspection(b []byte, v *Inspection) ([]byte, error) {
 		b = append(b, "\"no_owner\":"...)
 		b = appendUint(b, uint64(v.NoOwner))
 	}
+	if v.Retransmitted != 0 {
+		b = append(b, sep)
+		sep = ','
+		b = append(b, "\"retransmitted\":"...)
+		b = appendUint(b, uint64(v.Retransmitted))
+	}
 	b = append(b, sep)
 	sep = ','
 	b = append(b, "\"events\":"...)

@@ -146,6 +146,8 @@ func (in *Inspector) Stats() (inspect.KernelStats, error) {
 			st.Unparsed = sum
 		case wpWpIcsStatWP_ICS_STAT_NO_OWNER:
 			st.NoOwner = sum
+		case wpWpIcsStatWP_ICS_STAT_RETRANSMITTED:
+			st.Retransmitted = sum
 		default:
 			// The malformed reasons, in modbus.Malformed's order.
 			st.Malformed[modbus.Malformed(s-wpWpIcsStatWP_ICS_STAT_TRUNCATED+1).String()] = sum

@@ -314,15 +314,16 @@ const (
 type wpWpIcsStat uint32
 
 const (
-	wpWpIcsStatWP_ICS_STAT_SEGMENTS    wpWpIcsStat = 0
-	wpWpIcsStatWP_ICS_STAT_MESSAGES    wpWpIcsStat = 1
-	wpWpIcsStatWP_ICS_STAT_TRUNCATED   wpWpIcsStat = 2
-	wpWpIcsStatWP_ICS_STAT_PROTOCOL_ID wpWpIcsStat = 3
-	wpWpIcsStatWP_ICS_STAT_LENGTH      wpWpIcsStat = 4
-	wpWpIcsStatWP_ICS_STAT_OVERRUN     wpWpIcsStat = 5
-	wpWpIcsStatWP_ICS_STAT_UNPARSED    wpWpIcsStat = 6
-	wpWpIcsStatWP_ICS_STAT_NO_OWNER    wpWpIcsStat = 7
-	wpWpIcsStatWP_ICS_STAT_MAX         wpWpIcsStat = 8
+	wpWpIcsStatWP_ICS_STAT_SEGMENTS      wpWpIcsStat = 0
+	wpWpIcsStatWP_ICS_STAT_MESSAGES      wpWpIcsStat = 1
+	wpWpIcsStatWP_ICS_STAT_TRUNCATED     wpWpIcsStat = 2
+	wpWpIcsStatWP_ICS_STAT_PROTOCOL_ID   wpWpIcsStat = 3
+	wpWpIcsStatWP_ICS_STAT_LENGTH        wpWpIcsStat = 4
+	wpWpIcsStatWP_ICS_STAT_OVERRUN       wpWpIcsStat = 5
+	wpWpIcsStatWP_ICS_STAT_UNPARSED      wpWpIcsStat = 6
+	wpWpIcsStatWP_ICS_STAT_NO_OWNER      wpWpIcsStat = 7
+	wpWpIcsStatWP_ICS_STAT_RETRANSMITTED wpWpIcsStat = 8
+	wpWpIcsStatWP_ICS_STAT_MAX           wpWpIcsStat = 9
 )
 
 type wpWpIcsTuple struct {
@@ -650,6 +651,7 @@ const (
 	wpMapWpIcsHeap                     = "wp_ics_heap"
 	wpMapWpIcsOwners                   = "wp_ics_owners"
 	wpMapWpIcsPorts                    = "wp_ics_ports"
+	wpMapWpIcsSeq                      = "wp_ics_seq"
 	wpMapWpIcsStats                    = "wp_ics_stats"
 	wpMapWpIcsTuples                   = "wp_ics_tuples"
 	wpMapWpInflight                    = "wp_inflight"
@@ -824,6 +826,7 @@ type wpMapSpecs struct {
 	WpIcsHeap       *ebpf.MapSpec `ebpf:"wp_ics_heap"`
 	WpIcsOwners     *ebpf.MapSpec `ebpf:"wp_ics_owners"`
 	WpIcsPorts      *ebpf.MapSpec `ebpf:"wp_ics_ports"`
+	WpIcsSeq        *ebpf.MapSpec `ebpf:"wp_ics_seq"`
 	WpIcsStats      *ebpf.MapSpec `ebpf:"wp_ics_stats"`
 	WpIcsTuples     *ebpf.MapSpec `ebpf:"wp_ics_tuples"`
 	WpInflight      *ebpf.MapSpec `ebpf:"wp_inflight"`
@@ -934,6 +937,7 @@ type wpMaps struct {
 	WpIcsHeap       *ebpf.Map `ebpf:"wp_ics_heap"`
 	WpIcsOwners     *ebpf.Map `ebpf:"wp_ics_owners"`
 	WpIcsPorts      *ebpf.Map `ebpf:"wp_ics_ports"`
+	WpIcsSeq        *ebpf.Map `ebpf:"wp_ics_seq"`
 	WpIcsStats      *ebpf.Map `ebpf:"wp_ics_stats"`
 	WpIcsTuples     *ebpf.Map `ebpf:"wp_ics_tuples"`
 	WpInflight      *ebpf.Map `ebpf:"wp_inflight"`
@@ -970,6 +974,7 @@ func (m *wpMaps) Close() error {
 		m.WpIcsHeap,
 		m.WpIcsOwners,
 		m.WpIcsPorts,
+		m.WpIcsSeq,
 		m.WpIcsStats,
 		m.WpIcsTuples,
 		m.WpInflight,

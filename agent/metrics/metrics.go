@@ -69,7 +69,7 @@ func newCollector(src Sources) *collector {
 			[]string{"result"}, nil),
 		icsUp: prometheus.NewDesc("watchpost_inspection_attached", "1 when the industrial inspection's packet programs are attached.", nil, nil),
 		icsWork: prometheus.NewDesc("watchpost_inspection_total",
-			"Industrial inspection work: segments and messages the kernel parsed, unparsed (more messages than parsed), no_owner (sent without the process), events and urgent ics_op events, owner_lookups, owner_unknown, queue_full and groups_full (lost).",
+			"Industrial inspection work: segments and messages the kernel parsed, unparsed (more messages than parsed), retransmitted (bytes seen before, not counted again), no_owner (sent without the process), events and urgent ics_op events, owner_lookups, owner_unknown, queue_full and groups_full (lost).",
 			[]string{"what"}, nil),
 		icsBad: prometheus.NewDesc("watchpost_inspection_malformed_total",
 			"Malformed application bytes the kernel counted and never reported, by reason: truncated, protocol_id, length, overrun.", []string{"reason"}, nil),
@@ -126,7 +126,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.icsUp, prometheus.GaugeValue, up)
 		for what, v := range map[string]uint64{
-			"segments": st.Segments, "messages": st.Messages, "unparsed": st.Unparsed, "no_owner": st.NoOwner,
+			"segments": st.Segments, "messages": st.Messages, "unparsed": st.Unparsed, "no_owner": st.NoOwner, "retransmitted": st.Retransmitted,
 			"events": st.Events, "urgent": st.Urgent, "owner_lookups": st.OwnerLookups, "owner_unknown": st.OwnerUnknown,
 			"queue_full": st.QueueFull, "groups_full": st.GroupsFull,
 		} {

@@ -294,7 +294,8 @@ func InspectionToProto(s *event.Inspection) *watchpostv1.InspectionStatus {
 	return &watchpostv1.InspectionStatus{
 		Attached: s.Attached, Error: utf8Safe(s.Error), Cgroup: utf8Safe(s.Cgroup), Ports: s.Ports,
 		Segments: s.Segments, Messages: s.Messages, Malformed: s.Malformed, Unparsed: s.Unparsed, NoOwner: s.NoOwner,
-		Events: s.Events, Urgent: s.Urgent, OwnerLookups: s.OwnerLookups, OwnerUnknown: s.OwnerUnknown,
+		Retransmitted: s.Retransmitted,
+		Events:        s.Events, Urgent: s.Urgent, OwnerLookups: s.OwnerLookups, OwnerUnknown: s.OwnerUnknown,
 		QueueFull: s.QueueFull, GroupsFull: s.GroupsFull,
 	}
 }

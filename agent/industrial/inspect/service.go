@@ -16,7 +16,10 @@ type KernelStats struct {
 	Malformed map[string]uint64 // by modbus.Malformed reason
 	Unparsed  uint64            // segments with more messages than the kernel parses
 	NoOwner   uint64            // segments sent without the socket's process
-	QueueFull uint64            // segments lost: the agent's queue was full
+	// Retransmitted: segments whose bytes were all inspected before (TCP
+	// retransmissions, tail loss probes): not counted again.
+	Retransmitted uint64
+	QueueFull     uint64 // segments lost: the agent's queue was full
 }
 
 // Source is the kernel side (agent/kernel's Inspector).
@@ -70,7 +73,7 @@ func (s *Service) Status() *event.Inspection {
 		}
 		if ks, err := s.src.Stats(); err == nil {
 			st.Segments, st.Messages, st.Unparsed, st.NoOwner = ks.Segments, ks.Messages, ks.Unparsed, ks.NoOwner
-			st.Malformed = ks.Malformed
+			st.Malformed, st.Retransmitted = ks.Malformed, ks.Retransmitted
 			st.QueueFull = ks.QueueFull
 		}
 	}

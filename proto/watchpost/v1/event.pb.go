@@ -3992,6 +3992,7 @@ type InspectionStatus struct {
 	OwnerUnknown  uint64                 `protobuf:"varint,13,opt,name=owner_unknown,json=ownerUnknown,proto3" json:"owner_unknown,omitempty"`
 	QueueFull     uint64                 `protobuf:"varint,14,opt,name=queue_full,json=queueFull,proto3" json:"queue_full,omitempty"`
 	GroupsFull    uint64                 `protobuf:"varint,15,opt,name=groups_full,json=groupsFull,proto3" json:"groups_full,omitempty"`
+	Retransmitted uint64                 `protobuf:"varint,16,opt,name=retransmitted,proto3" json:"retransmitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4127,6 +4128,13 @@ func (x *InspectionStatus) GetQueueFull() uint64 {
 func (x *InspectionStatus) GetGroupsFull() uint64 {
 	if x != nil {
 		return x.GroupsFull
+	}
+	return 0
+}
+
+func (x *InspectionStatus) GetRetransmitted() uint64 {
+	if x != nil {
+		return x.Retransmitted
 	}
 	return 0
 }
@@ -4567,7 +4575,7 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\fIcsException\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x04R\x05count\"\xa6\x04\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xcc\x04\n" +
 	"\x10InspectionStatus\x12\x1a\n" +
 	"\battached\x18\x01 \x01(\bR\battached\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x16\n" +
@@ -4586,7 +4594,8 @@ const file_watchpost_v1_event_proto_rawDesc = "" +
 	"\n" +
 	"queue_full\x18\x0e \x01(\x04R\tqueueFull\x12\x1f\n" +
 	"\vgroups_full\x18\x0f \x01(\x04R\n" +
-	"groupsFull\x1a<\n" +
+	"groupsFull\x12$\n" +
+	"\rretransmitted\x18\x10 \x01(\x04R\rretransmitted\x1a<\n" +
 	"\x0eMalformedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"8\n" +
