@@ -303,9 +303,24 @@ func (a *Aggregator) Run(ctx context.Context, in <-chan *Segment) error {
 	defer a.stopOnce.Do(func() { close(a.out) })
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
-	retry := time.NewTicker(retryEvery)
-	defer retry.Stop()
+	// The retry ticker runs only while connections wait for their owner:
+	// an idle agent does not wake 20 times a second.
+	var retry *time.Ticker
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 	for {
+		switch held := a.holding(); {
+		case held && retry == nil:
+			retry = time.NewTicker(retryEvery)
+			retryC = retry.C
+		case !held && retry != nil:
+			retry.Stop()
+			retry, retryC = nil, nil
+		}
 		select {
 		case <-ctx.Done():
 			a.Flush()
@@ -316,7 +331,7 @@ func (a *Aggregator) Run(ctx context.Context, in <-chan *Segment) error {
 				return nil
 			}
 			a.Add(seg)
-		case <-retry.C:
+		case <-retryC:
 			a.Retry()
 		case <-t.C:
 			a.Flush()
@@ -368,6 +383,13 @@ func (a *Aggregator) release(cookie uint64, owned bool) {
 	for _, seg := range p.segs {
 		a.count(seg, c)
 	}
+}
+
+// holding reports whether segments wait for their connection's owner.
+func (a *Aggregator) holding() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.pending) > 0
 }
 
 // Retry looks again for the owners of held connections: found ones, and
