@@ -130,12 +130,9 @@ func (in *Inspector) Stats() (inspect.KernelStats, error) {
 	m := in.s.coll.Maps["wp_ics_stats"]
 	var perCPU []uint64
 	for i := range uint32(wpWpIcsStatWP_ICS_STAT_MAX) {
-		if err := m.Lookup(i, &perCPU); err != nil {
+		sum, err := perCPUSum(m, i, &perCPU)
+		if err != nil {
 			return st, fmt.Errorf("reading inspection counter %d: %w", i, err)
-		}
-		var sum uint64
-		for _, v := range perCPU {
-			sum += v
 		}
 		switch s := wpWpIcsStat(i); s {
 		case wpWpIcsStatWP_ICS_STAT_SEGMENTS:

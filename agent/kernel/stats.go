@@ -3,6 +3,8 @@ package kernel
 import (
 	"fmt"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/watchpost/watchpost/agent/event"
 )
 
@@ -93,12 +95,9 @@ func (s *Sensor) Stats() (Stats, error) {
 		var ks KindStats
 		for stat := 0; stat < statMax; stat++ {
 			key := uint32(k*statMax + stat)
-			if err := m.Lookup(key, &perCPU); err != nil {
+			sum, err := perCPUSum(m, key, &perCPU)
+			if err != nil {
 				return st, fmt.Errorf("reading counter %d of kind %s: %w", stat, event.Kind(k), err)
-			}
-			var sum uint64
-			for _, v := range perCPU {
-				sum += v
 			}
 			switch wpWpStat(stat) {
 			case wpWpStatWP_STAT_PRODUCED:
@@ -120,4 +119,17 @@ func (s *Sensor) Stats() (Stats, error) {
 		}
 	}
 	return st, nil
+}
+
+// perCPUSum reads one counter of a per-CPU array map (buf is reused
+// between calls) and sums it over the CPUs.
+func perCPUSum(m *ebpf.Map, key uint32, buf *[]uint64) (uint64, error) {
+	if err := m.Lookup(key, buf); err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range *buf {
+		sum += v
+	}
+	return sum, nil
 }
