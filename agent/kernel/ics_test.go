@@ -196,6 +196,21 @@ func (h *icsHarness) waitMessages(n int, keys ...string) {
 	}
 }
 
+// waitEvents waits until at least n ics_op events arrived and returns them.
+func (h *icsHarness) waitEvents(n int) []*event.Event {
+	h.t.Helper()
+	d := waitTimeout()
+	timer := time.AfterFunc(d, func() { h.mu.Lock(); h.cond.Broadcast(); h.mu.Unlock() })
+	defer timer.Stop()
+	deadline := time.Now().Add(d)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for len(h.events) < n && time.Now().Before(deadline) {
+		h.cond.Wait()
+	}
+	return append([]*event.Event(nil), h.events...)
+}
+
 // flush sends the summaries and returns every ics_op event so far.
 func (h *icsHarness) flush(want int) []*event.Event {
 	h.t.Helper()
@@ -312,7 +327,7 @@ func TestICSModbusOperations(t *testing.T) {
 				t.Fatalf("read past the table: %v, want illegal data address", err)
 			}
 			h.waitMessages(6, "client/request", "client/response", "server/request", "server/response")
-			evs := byKey(t, h.flush(6))
+			evs := byKey(t, h.flush(10))
 
 			ranges := []event.ICSRange{{Address: 10, Count: 5}, {Address: 1000, Count: 2}}
 			exc := []event.ICSException{{Code: 2, Name: "illegal_data_address", Count: 1}}
@@ -390,10 +405,9 @@ func TestICSLongSession(t *testing.T) {
 		t.Fatalf("write: %v", err)
 	}
 	h.waitMessages(polls+1, "client/request", "server/request")
-	// The urgent write is out before the flush.
-	h.mu.Lock()
-	urgent := append([]*event.Event(nil), h.events...)
-	h.mu.Unlock()
+	// The urgent write is out before the flush (the aggregator has sent
+	// it; the harness's reader may not have taken it yet).
+	urgent := h.waitEvents(2)
 	if len(urgent) != 2 {
 		t.Fatalf("%d events before the summaries, want the write of each end: %v", len(urgent), urgent)
 	}
