@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/watchpost/watchpost/agent/event"
 	"github.com/watchpost/watchpost/agent/shipper"
@@ -218,5 +222,96 @@ func BenchmarkIngestEndToEnd(b *testing.B) {
 	}
 	if st := s.Stats(); st.EventsAcked != uint64(b.N) || st.Dropped[shipper.DropQueueFull] != 0 {
 		b.Fatalf("acked %d of %d, dropped %v", st.EventsAcked, b.N, st.Dropped)
+	}
+}
+
+// BenchmarkAckLatencyDuringBombs is the hostile-gateway finding on
+// decompression bombs, as a latency: agent-b sends 200-event batches one
+// at a time and waits for each ack, while (sub-benchmark "bombs") agent-a
+// streams, without waiting for its acks, an endless mix of batches that
+// declare 32 MiB and compress to a few KiB and batches of 32 MiB of zeros
+// that declare 1 KiB. "quiet" is the same run with agent-a silent. Reported:
+// agent-b's ack latency (p50, p99, max) and agent-a's refused batches/s.
+func BenchmarkAckLatencyDuringBombs(b *testing.B) {
+	for _, attack := range []bool{false, true} {
+		name := "quiet"
+		if attack {
+			name = "bombs"
+		}
+		b.Run(name, func(b *testing.B) {
+			p := newPKI(b)
+			c := startCollector(b, testConfig(b, p, b.TempDir()))
+			victim := dialIngest(b, c.Addr(), agentTLS(b, p.dir, "agent-b"))
+			batches := encodedBatches(b, "agent-b", b.N, 200, 0)
+			var refused atomic.Uint64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var a *ingestClient
+			if attack {
+				a = dialIngest(b, c.Addr(), agentTLS(b, p.dir, "agent-a"))
+				big := bomb(b, 32<<20, 0)
+				big.EventCount, big.UncompressedSize = 1, 32<<20
+				small := bomb(b, 32<<20, 0)
+				small.EventCount, small.UncompressedSize = 1, 1024
+				wg.Add(2)
+				go func() { // agent-a's acks, counted
+					defer wg.Done()
+					for {
+						resp, err := a.stream.Recv()
+						if err != nil {
+							return
+						}
+						if resp.GetAck().GetStatus() == watchpostv1.AckStatus_ACK_STATUS_REJECTED {
+							refused.Add(1)
+						}
+					}
+				}()
+				go func() {
+					defer wg.Done()
+					defer func() { _ = a.stream.CloseSend() }()
+					for seq := uint64(1); ; seq++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						bm := big
+						if seq%2 == 0 {
+							bm = small
+						}
+						bm = proto.Clone(bm).(*watchpostv1.Batch)
+						bm.BatchSeq = seq
+						if err := a.stream.Send(&watchpostv1.IngestRequest{Msg: &watchpostv1.IngestRequest_Batch{Batch: bm}}); err != nil {
+							return
+						}
+					}
+				}()
+				time.Sleep(200 * time.Millisecond) // the flood is under way
+			}
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				ack, err := victim.send(batches[i])
+				if err != nil || ack.Status != watchpostv1.AckStatus_ACK_STATUS_STORED {
+					b.Fatalf("agent-b batch %d: %v %v", i+1, ack, err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			close(stop)
+			if a != nil {
+				_ = a.conn.Close()
+			}
+			wg.Wait()
+			slices.Sort(lat)
+			ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+			b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+			b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+			b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+			b.ReportMetric(float64(refused.Load())/elapsed.Seconds(), "bombs-refused/s")
+		})
 	}
 }
