@@ -48,9 +48,10 @@ func (c *Collector) newDashboard() (*web.Dashboard, error) {
 		Subscribe: func(f *watchpostv1.EventFilter) web.Tail {
 			return hubTail{h: c.hub, s: c.hub.subscribe(toStoreFilter(f))}
 		},
-		Authenticate: c.tokenIdentity,
-		UpdateAlerts: c.updateAlerts,
-		AddException: c.addException,
+		Authenticate:  c.tokenIdentity,
+		UpdateAlerts:  c.updateAlerts,
+		AddException:  c.addException,
+		PolicyCommand: c.policyCommand,
 	})
 }
 

@@ -80,7 +80,13 @@ func (c *Collector) online(h *watchpostv1.HostInfo, now time.Time) bool {
 // waited for until the agent acknowledges it, the wait ends, or at once
 // when the agent is offline (the command is queued for its return).
 func (q *queryService) PolicyCommand(ctx context.Context, req *watchpostv1.PolicyCommandRequest) (*watchpostv1.PolicyCommandResponse, error) {
-	c, agent := q.c, req.GetAgentId()
+	return q.c.policyCommand(ctx, caller(ctx), req)
+}
+
+// policyCommand is PolicyCommand issued by who: the query API's caller or
+// a dashboard session.
+func (c *Collector) policyCommand(ctx context.Context, who string, req *watchpostv1.PolicyCommandRequest) (*watchpostv1.PolicyCommandResponse, error) {
+	agent := req.GetAgentId()
 	if agent == "" {
 		return nil, status.Error(codes.InvalidArgument, "agent_id: required (policies are one host's)")
 	}
@@ -108,7 +114,7 @@ func (q *queryService) PolicyCommand(ctx context.Context, req *watchpostv1.Polic
 	if pols == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "agent %q reports no response policies (response.enabled is false there, or the agent predates them)", agent)
 	}
-	cmd := &watchpostv1.Command{IssuedBy: caller(ctx), Comment: req.GetComment()}
+	cmd := &watchpostv1.Command{IssuedBy: who, Comment: req.GetComment()}
 	var what string
 	switch a := req.GetAction().(type) {
 	case *watchpostv1.PolicyCommandRequest_SetMode:

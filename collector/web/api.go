@@ -72,6 +72,8 @@ func (d *Dashboard) queryError(w http.ResponseWriter, err error) {
 		code = http.StatusForbidden
 	case codes.ResourceExhausted:
 		code = http.StatusTooManyRequests
+	case codes.FailedPrecondition:
+		code = http.StatusConflict
 	}
 	writeError(w, code, st.Message())
 }

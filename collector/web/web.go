@@ -64,6 +64,9 @@ type Deps struct {
 	// AddException sends a detection exception to agents, as who (nil:
 	// the dashboard offers no exceptions).
 	AddException func(ctx context.Context, who string, req *watchpostv1.AddExceptionRequest) (*watchpostv1.AddExceptionResponse, error)
+	// PolicyCommand sends a policy's mode or the kill switch to an agent,
+	// as who (nil: the dashboard cannot change policies).
+	PolicyCommand func(ctx context.Context, who string, req *watchpostv1.PolicyCommandRequest) (*watchpostv1.PolicyCommandResponse, error)
 }
 
 // Config configures the dashboard.
@@ -148,6 +151,8 @@ func (d *Dashboard) Handler() http.Handler {
 	mux.HandleFunc("GET "+Prefix+"api/alert-events", d.authed(RoleRead, d.alertEventsHandler))
 	mux.HandleFunc("POST "+Prefix+"api/alert-update", d.authed(RoleAdmin, d.alertUpdate))
 	mux.HandleFunc("POST "+Prefix+"api/exception-add", d.authed(RoleAdmin, d.exceptionAdd))
+	mux.HandleFunc("GET "+Prefix+"api/policies", d.authed(RoleRead, d.policies))
+	mux.HandleFunc("POST "+Prefix+"api/policy-command", d.authed(RoleAdmin, d.policyCommand))
 	mux.HandleFunc("GET "+Prefix+"api/overview", d.authed(RoleRead, d.overview))
 	mux.HandleFunc("GET "+Prefix+"api/names", d.authed(RoleRead, d.names))
 	mux.HandleFunc("GET "+Prefix+"api/process", d.authed(RoleRead, d.process))
