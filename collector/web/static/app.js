@@ -818,8 +818,115 @@ async function ratesView(params) {
   state.cleanup.push(() => { clearInterval(t); if (plot) plot.destroy(); });
 }
 
+// ---------- policies ----------
+
+// responseWhat is what a response event acted on.
+function responseWhat(ev) {
+  const r = ev.response || {};
+  if (r.dst_addr || r.dst_port) return (r.protocol || '') + ' ' + addr(r.dst_addr, r.dst_port) + (r.send ? ' (send)' : '');
+  if (r.device) return (r.dev_kind || '') + ' device ' + r.device + ' ' + (r.access || []).join(',');
+  if (r.family) return r.family + ' ' + (r.sock_type || '') + ' socket';
+  if (r.rule_id) return 'rule ' + r.rule_id;
+  return r.exe || (ev.process || {}).exe || '';
+}
+
+// policyState is what a policy does on its host now (as `watchpost policies` says).
+const policyState = (r, p) => !r.enforcing ? 'kill switch on' : p.unenforceable ? 'unenforceable: ' + p.unenforceable
+  : p.mode === 'enforce' ? 'enforced' : 'monitoring';
+
+// policyCommand sends a policy command and says what became of it.
+async function policyCommand(body, status) {
+  status.textContent = 'sending…';
+  const r = await post('api/policy-command', body);
+  const b = await r.json().catch(() => ({}));
+  if (!r.ok) { status.textContent = 'error: ' + (b.error || r.statusText); return false; }
+  status.textContent = (b.status === 'COMMAND_STATUS_APPLIED' ? 'applied' : b.message || 'sent') + ' (command ' + b.command_seq + ')';
+  return true;
+}
+
+// confirmStep asks before a step that can stop production: the button
+// opens a box that says what it does; only its own button sends it.
+function confirmStep(label, warning, yes, send) {
+  const box = el('span', { class: 'confirm', hidden: true });
+  const open = el('button', { type: 'button', class: 'switch' }, label);
+  const ok = el('button', { type: 'button', class: 'primary confirm-yes' }, yes);
+  const no = el('button', { type: 'button', class: 'confirm-no' }, 'Cancel');
+  box.append(el('span', { class: 'error' }, warning), ' ', ok, ' ', no);
+  open.addEventListener('click', () => { box.hidden = false; open.hidden = true; });
+  no.addEventListener('click', () => { box.hidden = true; open.hidden = false; });
+  ok.addEventListener('click', () => { ok.disabled = true; send().finally(() => { ok.disabled = false; }); });
+  return el('span', { class: 'step' }, open, box);
+}
+
+function latestList(evs) {
+  if (!evs || !evs.length) return el('span', { class: 'muted' }, 'none yet');
+  return el('ul', { class: 'latest' }, evs.map(ev => {
+    const out = (ev.response || {}).outcome || '';
+    return el('li', { 'data-outcome': out }, el('span', { class: 'time' }, fmtTime((ev.header || {}).time_unix_nano)), ' ',
+      el('span', { class: out.startsWith('would') ? 'badge' : 'badge bad' }, out), ' ', procLink(ev), ' ', responseWhat(ev));
+  }));
+}
+
+function hostPolicies(hp, reload) {
+  const h = hp.host, r = h.policies;
+  const status = el('span', { class: 'status policy-status' });
+  const send = body => policyCommand(Object.assign({ agent_id: h.agent_id }, body), status).then(ok => { if (ok) reload(); });
+  const alerts = '#/alerts?' + new URLSearchParams({ agent: h.agent_id, kind: 'response,response_would_have', state: '' });
+  const events = '#/search?' + new URLSearchParams({ agent: h.agent_id, type: hp.types });
+  const head = el('h2', {}, h.host || h.agent_id, ' ', el('span', { class: 'muted' }, h.agent_id + (h.online ? '' : ' · offline, as last reported ' + fmtTime(h.last_seen_unix_nano))));
+  const sec = el('section', { class: 'host-policies', 'data-agent': h.agent_id }, head);
+  if (!r) { sec.append(el('p', { class: 'muted' }, 'response is off on this host')); return sec; }
+  let ks = '';
+  if (canTriage()) {
+    ks = r.enforcing
+      ? el('button', { type: 'button', id: 'kill-on-' + h.agent_id, class: 'kill-switch' }, 'Turn the kill switch on (stop enforcing everything)')
+      : confirmStep('Turn the kill switch off', 'Every policy in enforce mode starts blocking again on this host.', 'Yes, enforce again', () => send({ kill_switch: false }));
+    if (r.enforcing) ks.addEventListener('click', () => send({ kill_switch: true }));
+  }
+  sec.append(el('div', { class: 'toolbar' }, el('span', { class: 'kill ' + (r.enforcing ? 'off' : 'on') }, r.enforcing ? 'kill switch off' : 'Kill switch on: nothing is enforced on this host.'), ks, status,
+    el('a', { href: events }, 'response events'), el('a', { href: alerts }, 'response alerts')));
+  if ((r.errors || []).length) sec.append(el('p', { class: 'error' }, 'The last policy load was refused (the set below stays): ' + r.errors.join('; ')));
+  const rows = (r.policies || []).map(p => {
+    const other = p.mode === 'enforce' ? 'monitor' : 'enforce';
+    let ctl = '';
+    if (canTriage()) {
+      ctl = other === 'enforce'
+        ? confirmStep('Enforce', 'Enforce ' + p.id + ' on ' + (h.host || h.agent_id) + '? It then ' + (p.action.startsWith('kill') ? 'kills' : 'blocks') +
+          ' for real; a false block can stop production.', 'Yes, enforce', () => send({ set_mode: { id: p.id, mode: 'enforce' } }))
+        : el('button', { type: 'button', class: 'switch' }, 'Back to monitor');
+      if (other === 'monitor') ctl.addEventListener('click', () => send({ set_mode: { id: p.id, mode: 'monitor' } }));
+    }
+    return el('tr', { class: 'policy', 'data-policy': p.id, 'data-mode': p.mode },
+      el('td', { class: 'mono' }, p.id), el('td', {}, p.action), el('td', { class: 'mode' }, p.mode),
+      el('td', { class: 'enforceable' }, p.unenforceable ? 'no: ' + p.unenforceable : 'yes'), el('td', { class: 'status' }, policyState(r, p)),
+      el('td', { class: 'num acted' }, p.acted || 0), el('td', { class: 'num would' }, p.would_have || 0), el('td', { class: 'num' }, p.failed || 0),
+      el('td', { class: 'latest' }, latestList((hp.latest || {})[p.id])), el('td', { class: 'links' }, ctl));
+  });
+  sec.append(rows.length ? el('table', { class: 'policies-table' },
+    el('thead', {}, el('tr', {}, ['policy', 'action', 'mode', 'enforceable here', 'status', 'blocked', 'would have', 'failed', 'latest', ''].map(t => el('th', {}, t)))),
+    el('tbody', {}, rows)) : el('p', { class: 'muted' }, 'no policies'));
+  return sec;
+}
+
+async function policiesView() {
+  const view = document.getElementById('view');
+  const list = el('div', { id: 'policies' });
+  view.replaceChildren(el('h1', {}, 'Policies'),
+    el('p', { class: 'muted' }, 'Each host\'s response policies as its last heartbeat reported them: the mode, whether the host\'s kernel can enforce them, ' +
+      'what each blocked or would have blocked since the agent started, and the latest of those. Refreshed every 5 s.'), list);
+  const load = async () => {
+    const d = await getJSON('api/policies');
+    list.replaceChildren(...d.hosts.map(hp => hostPolicies(hp, () => setTimeout(() => load().catch(() => {}), 300))));
+    if (!d.hosts.length) list.append(el('p', { class: 'muted' }, 'No agent has connected yet.'));
+  };
+  await load();
+  // A refresh never replaces a confirmation box that is open.
+  const t = setInterval(() => { if (!list.querySelector('.confirm:not([hidden])')) load().catch(() => {}); }, 5000);
+  state.cleanup.push(() => clearInterval(t));
+}
+
 const VIEWS = { overview: overviewView, alerts: alertsView, live: liveView, hosts: hostsView, search: searchView, process: processView,
-  industrial: industrialView, rates: ratesView };
+  industrial: industrialView, rates: ratesView, policies: policiesView };
 
 function route() {
   if (!document.getElementById('login').hidden) return;
