@@ -89,7 +89,7 @@ test-unit: ## Run the unit tests only (no privileges)
 .PHONY: screenshots
 screenshots: ## Rewrite docs/dashboard/*.png from the dashboard's browser test (root, Chromium)
 	@scripts/install-browser.sh
-	WATCHPOST_SCREENSHOTS=docs $(GO) test -count=1 -run TestDashboardInBrowser ./collector/web/
+	WATCHPOST_SCREENSHOTS=docs $(GO) test -count=1 -run 'TestDashboardInBrowser|TestPoliciesInBrowser' ./collector/web/
 
 .PHONY: vmtest
 vmtest: ## Run the privileged tests on a matrix of kernels under qemu (KERNEL=6.1 for one)

@@ -225,6 +225,93 @@ func (o *offline) check(t *testing.T, page string) {
 	}
 }
 
+// browser is one test's headless Chromium at 1400x900, offline (no name
+// resolves, every request outside 127.0.0.1 fails the test), with the
+// steps, polls and screenshots the browser tests share.
+type browser struct {
+	t     *testing.T
+	ctx   context.Context
+	o     offline
+	shots string
+}
+
+// newBrowser starts Chromium for t (stopped at its end); screenshots go
+// to shots.
+func newBrowser(t *testing.T, chromium, shots string) *browser {
+	t.Helper()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// No name resolves to anything: the page has only 127.0.0.1.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 900),
+	)
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser without a deadline
+		t.Fatal(err)
+	}
+	b := &browser{t: t, ctx: ctx, shots: shots}
+	b.o.watch(t, ctx)
+	return b
+}
+
+// step runs actions within 45 s; on failure it says where the page was,
+// what it reported and what it showed.
+func (b *browser) step(name string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	sctx, scancel := context.WithTimeout(b.ctx, 45*time.Second)
+	defer scancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		b.o.mu.Lock()
+		defer b.o.mu.Unlock()
+		loc, _ := chromedp.Run(b.ctx, chromedp.Location())
+		body, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 2000) : ''`))
+		b.t.Fatalf("%s: %v (at %s; page errors %q, failed loads %q; page text %q)", name, err, loc, b.o.errors, b.o.failed, body)
+	}
+}
+
+// eval evaluates a JavaScript expression that yields a list of strings.
+func (b *browser) eval(expr string) []string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](expr))
+	if err != nil {
+		b.t.Fatalf("%s: %v", expr, err)
+	}
+	return v
+}
+
+// shot checks that no table cell wraps a timestamp, saves the page as
+// name.png and checks that it is not blank.
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	if bad := b.eval(wrappedTimes); len(bad) != 0 {
+		b.t.Fatalf("%s: timestamps wrapped in table cells: %q", name, bad)
+	}
+	png, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	checkNonBlank(b.t, name, png)
+	p := filepath.Join(b.shots, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot: %s", p)
+}
+
+// poll waits up to 40 s for a JavaScript expression to be true.
+func poll(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second))
+}
+
 // checkNonBlank fails unless a screenshot has content: enough distinct
 // colours on a grid of samples, and text-dark pixels among them.
 func checkNonBlank(t *testing.T, name string, b []byte) {
@@ -335,66 +422,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	_, _ = rand.Read(rnd[:])
 	marker := "wp-dashboard-" + hex.EncodeToString(rnd[:])
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		// No name resolves to anything: the page has only 127.0.0.1.
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1400, 900),
-	)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(alloc)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil { // starts the browser without a deadline
-		t.Fatal(err)
-	}
-	var o offline
-	o.watch(t, ctx)
+	b := newBrowser(t, chromium, shots)
+	ctx, o, step, eval, shot := b.ctx, &b.o, b.step, b.eval, b.shot
 
-	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, scancel := context.WithTimeout(ctx, 45*time.Second)
-		defer scancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			o.mu.Lock()
-			defer o.mu.Unlock()
-			loc, _ := chromedp.Run(ctx, chromedp.Location())
-			body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 1500) : ''`))
-			t.Fatalf("%s: %v (at %s; page errors %q, failed loads %q; page text %q)", name, err, loc, o.errors, o.failed, body)
-		}
-	}
-	eval := func(expr string) []string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return v
-	}
-	// shot saves the page and checks it is not blank, and that no table
-	// cell of it wraps a timestamp.
-	shot := func(name string) {
-		t.Helper()
-		if bad := eval(wrappedTimes); len(bad) != 0 {
-			t.Fatalf("%s: timestamps wrapped in table cells: %q", name, bad)
-		}
-		b, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		checkNonBlank(t, name, b)
-		p := filepath.Join(shots, name+".png")
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("screenshot: %s", p)
-	}
 	text := func(sel string) string {
 		t.Helper()
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
@@ -402,9 +432,6 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatalf("text of %s: %v", sel, err)
 		}
 		return s
-	}
-	poll := func(expr string) chromedp.Action[chromedp.Void] {
-		return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second))
 	}
 	rowWith := func(table, s string) string {
 		return fmt.Sprintf(`[...document.querySelectorAll('#%s tbody tr')].find(r => r.textContent.includes(%q))`, table, s)

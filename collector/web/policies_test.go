@@ -57,6 +57,17 @@ func listedMode(t *testing.T, q watchpostv1.QueryServiceClient) (string, bool) {
 	return "absent", false
 }
 
+// queryClient is a query API client of c (loopback, no token needed).
+func queryClient(t *testing.T, c *collector.Collector) watchpostv1.QueryServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(c.QueryAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return watchpostv1.NewQueryServiceClient(conn)
+}
+
 // waitListed polls ListPolicies until the policy has mode and the host's
 // enforcing is as wanted (the agent reports in its next heartbeat).
 func waitListed(t *testing.T, q watchpostv1.QueryServiceClient, mode string, enforcing bool) {
@@ -83,12 +94,7 @@ func TestDashboardPolicyCommands(t *testing.T) {
 	requireRoot(t)
 	c, pki := startCollector(t)
 	ag := startPolicyAgent(t, c, pki)
-	conn, err := grpc.NewClient(c.QueryAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	q := watchpostv1.NewQueryServiceClient(conn)
+	q := queryClient(t, c)
 	waitListed(t, q, "monitor", true)
 
 	base := c.DashboardURL()
