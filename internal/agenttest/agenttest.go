@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +39,9 @@ type Options struct {
 	CommandsDir string
 	// Mutate adjusts the configuration last.
 	Mutate func(*config.Config)
+	// Lines keeps every line the agent prints (Lines returns them), not
+	// only its alerts.
+	Lines bool
 }
 
 // Agent is a running agent.
@@ -48,6 +52,8 @@ type Agent struct {
 
 	mu     sync.Mutex
 	alerts []Alert
+	keep   bool
+	lines  []string
 	notify chan struct{}
 }
 
@@ -60,7 +66,7 @@ type Alert struct {
 // Start runs the agent until the test ends (or Stop).
 func Start(t testing.TB, o Options) *Agent {
 	t.Helper()
-	a := &Agent{notify: make(chan struct{}, 1), done: make(chan error, 1)}
+	a := &Agent{notify: make(chan struct{}, 1), done: make(chan error, 1), keep: o.Lines}
 	pr, pw := io.Pipe()
 	go a.read(pr)
 	cfg := config.Default()
@@ -109,6 +115,11 @@ func (a *Agent) read(r io.Reader) {
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
+		if a.keep {
+			a.mu.Lock()
+			a.lines = append(a.lines, string(line))
+			a.mu.Unlock()
+		}
 		if !bytes.Contains(line, []byte(`"type":"alert"`)) {
 			continue
 		}
@@ -137,6 +148,13 @@ func (a *Agent) Stop(t testing.TB) {
 	if err := <-a.done; err != nil {
 		t.Errorf("agent: %v", err)
 	}
+}
+
+// Lines returns the lines the agent printed so far (Options.Lines).
+func (a *Agent) Lines() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.lines)
 }
 
 // Find returns the alerts of rule whose JSON contains marker.

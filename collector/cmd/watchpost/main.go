@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/watchpost/watchpost/agent/shipper"
 	"github.com/watchpost/watchpost/collector/filter"
 	"github.com/watchpost/watchpost/internal/version"
 	watchpostv1 "github.com/watchpost/watchpost/proto/watchpost/v1"
@@ -282,9 +284,42 @@ func printEach[M proto.Message](w io.Writer, ms []M) error {
 	return nil
 }
 
+// printEventJSON prints a stored event as the agent prints it
+// (`watchpost-agent --output stdout`: the same fields, names and values),
+// followed by what the collector added: agent_id and boot_id, and when
+// set time_clamped with the agent's own time and claimed_host.
+func printEventJSON(w io.Writer, ev *watchpostv1.Event) error {
+	b, err := shipper.FromProto(ev).AppendJSON(nil)
+	if err != nil {
+		return err
+	}
+	b = b[:len(b)-1] // the closing brace
+	h := ev.GetHeader()
+	add := func(key string, v any) {
+		enc, _ := json.Marshal(v) // strings, bools and times only
+		b = append(append(append(append(b, ",\""...), key...), "\":"...), enc...)
+	}
+	add("agent_id", h.GetAgentId())
+	add("boot_id", h.GetBootId())
+	if h.GetTimeClamped() {
+		add("time_clamped", true)
+		add("agent_time", time.Unix(0, h.GetAgentTimeUnixNano()))
+	}
+	if h.GetClaimedHost() != "" {
+		add("claimed_host", h.GetClaimedHost())
+	}
+	_, err = w.Write(append(b, '}', '\n'))
+	return err
+}
+
 func printEvents(out io.Writer, evs []*watchpostv1.Event, asJSON, header bool) error {
 	if asJSON {
-		return printEach(out, evs)
+		for _, ev := range evs {
+			if err := printEventJSON(out, ev); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	if header {
