@@ -99,6 +99,11 @@ vmtest: ## Run the privileged tests on a matrix of kernels under qemu (KERNEL=6.
 bench: build ## Run the benchmarks and rewrite docs/benchmarks.md
 	@scripts/bench.sh
 
+.PHONY: bench-before
+bench-before: build ## This build's capture cost against an earlier revision's, in one run (REV=commit); rewrites docs/benchmarks-before.md
+	@test -n "$(REV)" || { echo "bench-before: say which revision, e.g. make bench-before REV=HEAD~10" >&2; exit 2; }
+	@scripts/bench-before.sh $(REV)
+
 .PHONY: soak
 soak: build ## Soak test, not in CI: real collector and shipper with spool (DURATION=10m RATE=2000 INTERVAL=60s)
 	@scripts/soak.sh $(or $(DURATION),10m) $(or $(RATE),2000) $(or $(INTERVAL),60s)

@@ -30,15 +30,19 @@ type agentProc struct {
 
 // fullCaptureYAML: every event type, read-only opens, thread clones, no
 // rate limit.
-const fullCaptureYAML = `kernel:
+const fullCaptureYAML = beforeFullCaptureYAML + `    user_per_second: 0
+    user_burst: 0
+`
+
+// beforeFullCaptureYAML is fullCaptureYAML in the keys an earlier build
+// knows: its rate limit is per process only.
+const beforeFullCaptureYAML = `kernel:
   threads: true
 filters:
   read_opens: true
   rate_limit:
     per_second: 0
     burst: 0
-    user_per_second: 0
-    user_burst: 0
 `
 
 // freeAddr returns a loopback address with a port nobody listens on.
@@ -79,7 +83,11 @@ func startAgent(ctx context.Context, o *options, name, extraYAML string, args ..
 		logf.Close()
 		return nil, err
 	}
-	a.cmd = exec.Command(filepath.Join(o.binDir, "watchpost-agent"),
+	dir := o.binDir
+	if strings.HasPrefix(name, "before-") {
+		dir = o.beforeDir
+	}
+	a.cmd = exec.Command(filepath.Join(dir, "watchpost-agent"),
 		append([]string{"--config", cfgPath, "--pprof", pprofAddr}, args...)...)
 	a.cmd.Stdout = devnull
 	a.cmd.Stderr = logf

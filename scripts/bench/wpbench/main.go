@@ -30,6 +30,8 @@ type options struct {
 	short        bool
 	doc          string
 	binDir       string
+	via          string // -via: what ran wpbench (make bench)
+	beforeDir    string // -before: an earlier build's bin directory, for the before-* conditions
 	phases       map[string]bool
 	conditions   []string
 	rounds       int
@@ -80,11 +82,13 @@ func parseFlags(args []string) (*options, error) {
 	rounds := fs.Int("rounds", 0, "interleaved rounds of the overhead phase (default 5 short, 9 full)")
 	runSec := fs.Float64("run-seconds", 0, "bare duration of one workload run (default 0.2 short, 1 full)")
 	idle := fs.Duration("idle", 0, "idle footprint window (default 45s short, 10m full)")
+	via := fs.String("via", "make bench", "the command that ran wpbench, named in the report's first line")
+	before := fs.String("before", "", "directory holding an earlier build's watchpost-agent, run as the before-full and before-default conditions (scripts/bench-before.sh)")
 	keep := fs.Bool("keep-packages", os.Getenv("WPBENCH_KEEP_PACKAGES") == "1", "do not purge the auditd and bpftrace packages this run installed (env WPBENCH_KEEP_PACKAGES=1)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	o := &options{short: *short, doc: *doc, binDir: *bin, rounds: *rounds, runSeconds: *runSec, idle: *idle, keepPackages: *keep}
+	o := &options{short: *short, doc: *doc, binDir: *bin, beforeDir: *before, via: *via, rounds: *rounds, runSeconds: *runSec, idle: *idle, keepPackages: *keep}
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
@@ -99,6 +103,9 @@ func parseFlags(args []string) (*options, error) {
 		c = strings.TrimSpace(c)
 		if !knownCondition(c) {
 			return nil, fmt.Errorf("-conditions: unknown condition %q (known: %s)", c, strings.Join(allConditions, ", "))
+		}
+		if strings.HasPrefix(c, "before-") && *before == "" {
+			return nil, fmt.Errorf("-conditions: %s needs -before DIR (an earlier build's bin directory)", c)
 		}
 		o.conditions = append(o.conditions, c)
 	}
@@ -122,6 +129,11 @@ func run(ctx context.Context, o *options) (err error) {
 	agent := filepath.Join(o.binDir, "watchpost-agent")
 	if _, err := os.Stat(agent); err != nil {
 		return fmt.Errorf("agent binary: %w (run make build first)", err)
+	}
+	if o.beforeDir != "" {
+		if _, err := os.Stat(filepath.Join(o.beforeDir, "watchpost-agent")); err != nil {
+			return fmt.Errorf("-before: %w", err)
+		}
 	}
 	if o.workDir, err = os.MkdirTemp("", "wpbench-"); err != nil {
 		return fmt.Errorf("creating the work directory: %w", err)

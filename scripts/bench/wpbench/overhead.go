@@ -12,8 +12,13 @@ import (
 // in every round: control / none is the noise floor.
 var allConditions = []string{"none", "watchpost-full", "watchpost-default", "control", "auditd", "bpftrace"}
 
+// beforeConditions run an earlier build's agent (-before) the way the
+// watchpost-* ones run this one: the same workloads in the same rounds, so
+// a change's cost is a ratio within one run.
+var beforeConditions = []string{"before-full", "before-default"}
+
 func knownCondition(c string) bool {
-	for _, k := range allConditions {
+	for _, k := range append(allConditions, beforeConditions...) {
 		if k == c {
 			return true
 		}
@@ -26,6 +31,8 @@ var conditionText = map[string]string{
 	"control":           "no sensor again, a separate slot of each round: the noise floor",
 	"watchpost-full":    "Watchpost, full capture: every event type, read_opens true, threads true, no rate limit, JSON to /dev/null",
 	"watchpost-default": "Watchpost, default configuration (read-only opens of regular files filtered in the kernel, 2000 file events/s per process), JSON to /dev/null",
+	"before-full":       "the earlier build (-before), full capture as watchpost-full",
+	"before-default":    "the earlier build (-before), its default configuration",
 	"auditd":            "auditd",
 	"bpftrace":          "bpftrace",
 }
@@ -57,10 +64,13 @@ func runOverhead(ctx context.Context, o *options, cleanups *cleanupStack) (*over
 		switch c {
 		case "none", "control":
 			s = sensor{start: func(context.Context) error { return nil }, stop: func() error { return nil }}
-		case "watchpost-full", "watchpost-default":
+		case "watchpost-full", "watchpost-default", "before-full", "before-default":
 			extra := ""
-			if c == "watchpost-full" {
+			switch c {
+			case "watchpost-full":
 				extra = fullCaptureYAML
+			case "before-full":
+				extra = beforeFullCaptureYAML
 			}
 			var a *agentProc
 			name := c
@@ -168,7 +178,12 @@ func statsOf(v []float64) ratioStats {
 
 // ratios pairs each round of cond with the same round of the baseline.
 func (r *overheadResult) ratios(cond, workload string, wall bool) ratioStats {
-	base, cur := r.Samples["none"][workload], r.Samples[cond][workload]
+	return r.ratiosTo("none", cond, workload, wall)
+}
+
+// ratiosTo pairs each round of cond with the same round of baseCond.
+func (r *overheadResult) ratiosTo(baseCond, cond, workload string, wall bool) ratioStats {
+	base, cur := r.Samples[baseCond][workload], r.Samples[cond][workload]
 	var v []float64
 	for i := 0; i < len(base) && i < len(cur); i++ {
 		if wall {
