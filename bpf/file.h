@@ -29,25 +29,90 @@ struct {
 	__type(value, __u8);
 } wp_watch_reads SEC(".maps");
 
+/* wp_watch_gen[0] changes whenever a directory's ancestry may have changed
+ * (a successful rename anywhere) or the watch list did (the agent bumps
+ * it): a cached miss of an older generation is not used. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} wp_watch_gen SEC(".maps");
+
+/* The last directory whose ancestry held no watched inode, per CPU: the
+ * next read-only open in that directory checks its own inode only. Keyed
+ * by the directory's inode, not its dentry pointer, so a freed and reused
+ * dentry cannot alias it. */
+struct wp_watch_miss {
+	__u64 gen;
+	__u64 ino;
+	__u32 dev;
+	__u32 valid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wp_watch_miss);
+} wp_watch_cache SEC(".maps");
+
+static __always_inline void wp_watch_remember(struct wp_watch_miss *c, __u64 gen, __u64 ino, __u32 dev)
+{
+	if (!c)
+		return;
+	c->gen = gen;
+	c->ino = ino;
+	c->dev = dev;
+	c->valid = 1;
+}
+
 /* wp_watched tells whether the opened file, or a directory up to
  * WP_WATCH_DEPTH levels above it on the same mount, is on the watch list.
- * Inodes, not names: a hard link, bind mount or "../" does not evade it. */
-static __always_inline bool wp_watched(struct file *f)
+ * Inodes, not names: a hard link, bind mount or "../" does not evade it.
+ * The walk stays on one superblock (d_parent ends at its root), so the
+ * device is read once. With WP_CFG_WATCH_CACHE, a directory found clear
+ * is remembered until the next rename or watch list change. */
+static __always_inline bool wp_watched(struct file *f, __u32 cfg_flags)
 {
 	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
 	struct wp_exe_key k = {};
+	k.dev = BPF_CORE_READ(d, d_sb, s_dev);
+	k.ino = BPF_CORE_READ(d, d_inode, i_ino);
+	if (bpf_map_lookup_elem(&wp_watch_reads, &k))
+		return true;
+	struct dentry *up = BPF_CORE_READ(d, d_parent);
+	if (up == d)
+		return false;
+	d = up;
+	k.ino = BPF_CORE_READ(d, d_inode, i_ino);
+	__u64 dir_ino = k.ino;
+
+	__u32 zero = 0;
+	struct wp_watch_miss *c = NULL;
+	__u64 g = 0;
+	if (cfg_flags & WP_CFG_WATCH_CACHE) {
+		__u64 *gen = bpf_map_lookup_elem(&wp_watch_gen, &zero);
+		c = bpf_map_lookup_elem(&wp_watch_cache, &zero);
+		if (gen && c) {
+			g = *(volatile __u64 *)gen;
+			if (c->valid && c->gen == g && c->ino == dir_ino && c->dev == k.dev)
+				return false;
+		} else {
+			c = NULL;
+		}
+	}
 #pragma unroll
-	for (int i = 0; i <= WP_WATCH_DEPTH; i++) {
-		struct inode *ino = BPF_CORE_READ(d, d_inode);
-		k.ino = BPF_CORE_READ(ino, i_ino);
-		k.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	for (int i = 1; i <= WP_WATCH_DEPTH; i++) {
 		if (bpf_map_lookup_elem(&wp_watch_reads, &k))
 			return true;
-		struct dentry *up = BPF_CORE_READ(d, d_parent);
+		up = BPF_CORE_READ(d, d_parent);
 		if (up == d)
-			return false;
+			break;
 		d = up;
+		k.ino = BPF_CORE_READ(d, d_inode, i_ino);
 	}
+	wp_watch_remember(c, g, dir_ino, k.dev);
 	return false;
 }
 
@@ -119,17 +184,24 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 	if (!d)
 		return 0;
 	__u32 type = d->type;
+	long ret = ctx->ret; /* read once: the context pointer may not be reused after arithmetic */
+	__u32 zero = 0;
+	if (type == WP_EV_FILE_RENAME && ret == 0) {
+		/* Whoever renamed: a moved directory changes the ancestry of
+		 * everything below it, so cached watch misses expire. */
+		__u64 *gen = bpf_map_lookup_elem(&wp_watch_gen, &zero);
+		if (gen)
+			__sync_fetch_and_add(gen, 1);
+	}
 	struct wp_config *cfg;
 	struct task_struct *task = wp_want_task(type, &cfg);
 	if (!task)
 		return 0;
 
-	__u32 zero = 0;
 	struct wp_file_event *e = bpf_map_lookup_elem(&wp_file_heap, &zero);
 	if (!e)
 		return 0;
 	wp_fill_hdr(&e->hdr, type, task);
-	long ret = ctx->ret; /* read once: the context pointer may not be reused after arithmetic */
 	e->ret = ret;
 	e->op = d->op;
 	e->ino = 0;
@@ -178,7 +250,7 @@ int wp_sys_exit_file(struct trace_event_raw_sys_exit *ctx)
 	if (type == WP_EV_FILE_OPEN && !write && !(cfg->flags & WP_CFG_READ_OPENS) && ret >= 0) {
 		__u32 fmt = e->i_mode & WP_S_IFMT;
 		if (fmt != WP_S_IFCHR && fmt != WP_S_IFBLK) {
-			if (!f || !(cfg->flags & WP_CFG_WATCH_READS) || !wp_watched(f)) {
+			if (!f || !(cfg->flags & WP_CFG_WATCH_READS) || !wp_watched(f, cfg->flags)) {
 				wp_count(type, WP_STAT_FILTERED);
 				return 0;
 			}

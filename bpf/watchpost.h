@@ -138,6 +138,7 @@ enum wp_config_flags {
 	WP_CFG_USER_RATE_LIMIT = 1 << 11, /* per-user token bucket for file events */
 	WP_CFG_ALL_FAILED_OPENS = 1 << 12, /* report opens failing ENOENT / ENOTDIR too */
 	WP_CFG_WATCH_READS = 1 << 13,  /* the read watch list has entries */
+	WP_CFG_WATCH_CACHE = 1 << 14,  /* renames are captured: the watch walk may cache a directory's miss */
 };
 
 /* Filter verdicts stored in the filter maps. */

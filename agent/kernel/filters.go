@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/watchpost/watchpost/agent/event"
 )
 
 // Filters are applied in the kernel, before an event costs ring space.
@@ -114,6 +116,11 @@ func (s *Sensor) applyFilters(f Filters) (uint32, error) {
 			return 0, err
 		}
 		flags |= uint32(wpWpConfigFlagsWP_CFG_WATCH_READS)
+		// A directory found clear of watched inodes is cached until the
+		// next rename, which only works while renames reach the programs.
+		if s.cfg.eventMask()&(1<<uint(event.KindFileRename)) != 0 {
+			flags |= uint32(wpWpConfigFlagsWP_CFG_WATCH_CACHE)
+		}
 	}
 
 	cg := s.coll.Maps["wp_cgroup_filter"]

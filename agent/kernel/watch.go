@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // DefaultWatchReads is the read watch list: files and directories whose
@@ -121,6 +123,11 @@ func (s *Sensor) syncWatch() (int, error) {
 			return 0, fmt.Errorf("filters.watch_reads: writing %s: %w", path, err)
 		}
 	}
+	// Directories the programs found clear may now hold a watched inode
+	// (a new ~/.ssh): their cached misses expire.
+	if err := bumpGeneration(s.coll.Maps["wp_watch_gen"]); err != nil {
+		return 0, fmt.Errorf("filters.watch_reads: %w", err)
+	}
 	s.watched.Store(int64(len(want)))
 	return len(want), nil
 }
@@ -141,4 +148,16 @@ func (s *Sensor) watchLoop(ctx context.Context, every time.Duration) {
 			}
 		}
 	}
+}
+
+// bumpGeneration adds one to the single counter of an array map.
+func bumpGeneration(m *ebpf.Map) error {
+	var gen uint64
+	if err := m.Lookup(uint32(0), &gen); err != nil {
+		return fmt.Errorf("reading the watch generation: %w", err)
+	}
+	if err := m.Put(uint32(0), gen+1); err != nil {
+		return fmt.Errorf("writing the watch generation: %w", err)
+	}
+	return nil
 }

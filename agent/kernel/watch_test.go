@@ -3,6 +3,7 @@ package kernel
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -112,5 +113,76 @@ func TestSensitiveReadsAreReported(t *testing.T) {
 	}
 	if st, err := h.sensor.Stats(); err != nil || st.WatchedPaths < 4 || st.WatchErrors != 0 {
 		t.Errorf("watch stats: %+v %v", st, err)
+	}
+}
+
+// TestWatchMissCacheExpiresOnRename: with renames captured, a directory
+// found clear of watched inodes is cached; moving it under a watched
+// directory must expire the cache, so the next read there is reported.
+func TestWatchMissCacheExpiresOnRename(t *testing.T) {
+	dir := privtest.Dir(t)
+	watched := filepath.Join(dir, "hmi-config")
+	plain := filepath.Join(dir, "scratch")
+	for _, d := range []string{watched, plain} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, second := filepath.Join(plain, "a.txt"), filepath.Join(plain, "b.txt")
+	for _, p := range []string{first, second} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := startSensor(t, with(kinds(event.KindFileOpen, event.KindFileRename), func(c *Config) {
+		c.Filters.WatchReads = []string{watched}
+	}))
+	if st, err := h.sensor.Stats(); err != nil || st.WatchedPaths != 1 {
+		t.Fatalf("watch stats: %+v %v", st, err)
+	}
+	read := func(p string) {
+		t.Helper()
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatalf("open %s: %v", p, err)
+		}
+		unix.Close(fd)
+	}
+	// The same CPU for the reads, so they share the per-CPU cache.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var cpus unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		t.Fatal(err)
+	}
+	one := unix.CPUSet{}
+	for c := 0; c < 1024; c++ {
+		if cpus.IsSet(c) {
+			one.Set(c)
+			break
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SchedSetaffinity(0, &cpus)
+
+	read(first)  // walks scratch's ancestry: clear, cached
+	read(second) // the cached miss
+	moved := filepath.Join(watched, "scratch")
+	if err := os.Rename(plain, moved); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the rename", func(ev *event.Event) bool { return ev.Kind == event.KindFileRename && ev.File.Result == 0 })
+	inside := filepath.Join(moved, "b.txt")
+	read(inside)
+	if ev := h.waitFor("read in the moved directory", fileAt(event.KindFileOpen, inside)); !ev.File.Watched {
+		t.Errorf("read of %s: %+v", inside, ev.File)
+	}
+	h.stop()
+	for _, p := range []string{first, second} {
+		if n := h.count(fileAt(event.KindFileOpen, p)); n != 0 {
+			t.Errorf("read of %s (not watched then) reported %d times", p, n)
+		}
 	}
 }

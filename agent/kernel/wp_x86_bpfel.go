@@ -72,6 +72,7 @@ const (
 	wpWpConfigFlagsWP_CFG_USER_RATE_LIMIT  wpWpConfigFlags = 2048
 	wpWpConfigFlagsWP_CFG_ALL_FAILED_OPENS wpWpConfigFlags = 4096
 	wpWpConfigFlagsWP_CFG_WATCH_READS      wpWpConfigFlags = 8192
+	wpWpConfigFlagsWP_CFG_WATCH_CACHE      wpWpConfigFlags = 16384
 )
 
 type wpWpEnvKey struct {
@@ -633,6 +634,14 @@ type wpWpSysDesc struct {
 	Pad1      uint32
 }
 
+type wpWpWatchMiss struct {
+	_     structs.HostLayout
+	Gen   uint64
+	Ino   uint64
+	Dev   uint32
+	Valid uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -669,6 +678,8 @@ const (
 	wpMapWpStats                       = "wp_stats"
 	wpMapWpSysDescs                    = "wp_sys_descs"
 	wpMapWpUserBuckets                 = "wp_user_buckets"
+	wpMapWpWatchCache                  = "wp_watch_cache"
+	wpMapWpWatchGen                    = "wp_watch_gen"
 	wpMapWpWatchReads                  = "wp_watch_reads"
 	wpProgWpIcsEgress                  = "wp_ics_egress"
 	wpProgWpIcsIngress                 = "wp_ics_ingress"
@@ -844,6 +855,8 @@ type wpMapSpecs struct {
 	WpStats         *ebpf.MapSpec `ebpf:"wp_stats"`
 	WpSysDescs      *ebpf.MapSpec `ebpf:"wp_sys_descs"`
 	WpUserBuckets   *ebpf.MapSpec `ebpf:"wp_user_buckets"`
+	WpWatchCache    *ebpf.MapSpec `ebpf:"wp_watch_cache"`
+	WpWatchGen      *ebpf.MapSpec `ebpf:"wp_watch_gen"`
 	WpWatchReads    *ebpf.MapSpec `ebpf:"wp_watch_reads"`
 }
 
@@ -955,6 +968,8 @@ type wpMaps struct {
 	WpStats         *ebpf.Map `ebpf:"wp_stats"`
 	WpSysDescs      *ebpf.Map `ebpf:"wp_sys_descs"`
 	WpUserBuckets   *ebpf.Map `ebpf:"wp_user_buckets"`
+	WpWatchCache    *ebpf.Map `ebpf:"wp_watch_cache"`
+	WpWatchGen      *ebpf.Map `ebpf:"wp_watch_gen"`
 	WpWatchReads    *ebpf.Map `ebpf:"wp_watch_reads"`
 }
 
@@ -992,6 +1007,8 @@ func (m *wpMaps) Close() error {
 		m.WpStats,
 		m.WpSysDescs,
 		m.WpUserBuckets,
+		m.WpWatchCache,
+		m.WpWatchGen,
 		m.WpWatchReads,
 	)
 }
