@@ -69,14 +69,7 @@ func TestSensitiveReadsAreReported(t *testing.T) {
 	h := startSensor(t, with(kinds(event.KindFileOpen), func(c *Config) {
 		c.Filters.WatchReads = append(c.Filters.WatchReads, projects, secret)
 	}))
-	read := func(p string) {
-		t.Helper()
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatalf("open %s: %v", p, err)
-		}
-		unix.Close(fd)
-	}
+	read := func(p string) { t.Helper(); readOnly(t, p) }
 	read("/etc/hostname")
 	read("/etc/shadow")
 	shadow := h.waitFor("read of /etc/shadow", fileAt(event.KindFileOpen, "/etc/shadow"))
@@ -140,14 +133,7 @@ func TestWatchMissCacheExpiresOnRename(t *testing.T) {
 	if st, err := h.sensor.Stats(); err != nil || st.WatchedPaths != 1 {
 		t.Fatalf("watch stats: %+v %v", st, err)
 	}
-	read := func(p string) {
-		t.Helper()
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatalf("open %s: %v", p, err)
-		}
-		unix.Close(fd)
-	}
+	read := func(p string) { t.Helper(); readOnly(t, p) }
 	// The same CPU for the reads, so they share the per-CPU cache.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -185,4 +171,14 @@ func TestWatchMissCacheExpiresOnRename(t *testing.T) {
 			t.Errorf("read of %s (not watched then) reported %d times", p, n)
 		}
 	}
+}
+
+// readOnly opens p read-only and closes it.
+func readOnly(t *testing.T, p string) {
+	t.Helper()
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v", p, err)
+	}
+	unix.Close(fd)
 }
