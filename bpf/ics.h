@@ -89,13 +89,12 @@ static __always_inline bool wp_ics_port(__u16 port)
 }
 
 /* wp_ics_remember stores the process behind a TCP socket on an inspected
- * port, by connection, for the packet hooks. Called at the connect and
- * accept exits with the socket's addresses (family AF_INET: 4 bytes). */
+ * port (the caller checked wp_ics_port first, before it filled h), by
+ * connection, for the packet hooks. Called at the connect and accept exits
+ * with the socket's addresses (family AF_INET: 4 bytes). */
 static __always_inline void wp_ics_remember(const struct wp_event_hdr *h, __u16 family, __u16 lport, __u16 rport,
 					    const __u8 *laddr, const __u8 *raddr)
 {
-	if (!wp_ics_port(lport) && !wp_ics_port(rport))
-		return;
 	struct wp_ics_tuple k = {.lport = lport, .rport = rport};
 	if (family == 2) { /* AF_INET: v4-mapped, as the packet hooks key it */
 		k.laddr[10] = k.laddr[11] = 0xff;

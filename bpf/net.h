@@ -241,9 +241,12 @@ int wp_sys_exit_net(struct trace_event_raw_sys_exit *ctx)
 	e.ret = ret;
 	e.op = d->op;
 	/* The owner of a connection on an inspected industrial port, for the
-	 * packet hooks (ics.h), whatever the event filters say. */
+	 * packet hooks (ics.h), whatever the event filters say. The port is
+	 * checked first: other connections pay one lookup per end, not a
+	 * header. */
 	if (proto == WP_IPPROTO_TCP && ((op == WP_NET_CONNECT && (ret == 0 || ret == -WP_EINPROGRESS)) ||
-					(op == WP_NET_ACCEPT && ret >= 0))) {
+					(op == WP_NET_ACCEPT && ret >= 0)) &&
+	    (wp_ics_port(e.sport) || wp_ics_port(e.dport))) {
 		struct wp_event_hdr h;
 		wp_fill_hdr(&h, WP_EV_ICS_OP, task);
 		wp_ics_remember(&h, e.family, e.sport, e.dport, e.saddr, e.daddr);
