@@ -106,9 +106,12 @@ func (s *Sensor) syncWatch() (int, error) {
 	var k wpWpExeKey
 	var v uint8
 	var stale []wpWpExeKey
+	present := map[wpWpExeKey]bool{}
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if _, ok := want[k]; !ok {
+		if _, ok := want[k]; ok {
+			present[k] = true
+		} else {
 			stale = append(stale, k)
 		}
 	}
@@ -119,14 +122,19 @@ func (s *Sensor) syncWatch() (int, error) {
 		_ = m.Delete(k)
 	}
 	for k, path := range want {
+		if present[k] {
+			continue
+		}
 		if err := m.Put(k, uint8(1)); err != nil {
 			return 0, fmt.Errorf("filters.watch_reads: writing %s: %w", path, err)
 		}
 	}
-	// Directories the programs found clear may now hold a watched inode
-	// (a new ~/.ssh): their cached misses expire.
-	if err := bumpGeneration(s.coll.Maps["wp_watch_gen"]); err != nil {
-		return 0, fmt.Errorf("filters.watch_reads: %w", err)
+	// When the list changed, directories the programs found clear may now
+	// hold a watched inode (a new ~/.ssh): their cached misses expire.
+	if len(stale) > 0 || len(present) < len(want) {
+		if err := bumpGeneration(s.coll.Maps["wp_watch_gen"]); err != nil {
+			return 0, fmt.Errorf("filters.watch_reads: %w", err)
+		}
 	}
 	s.watched.Store(int64(len(want)))
 	return len(want), nil
